@@ -1,0 +1,94 @@
+// Activation forward/backward: each is a scalar function from scalar_ops.h and one generic
+// elementwise loop; softmax works row by row.
+#include <cmath>
+#include "kernels.h"
+
+namespace fastnn {
+
+namespace {
+template <class F>
+void map1(idx n, F f) {
+  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    for (idx i = b; i < e; ++i) f(i);
+  });
+}
+}  // namespace
+
+template <class T> void relu_forward(T* out, const T* x, idx n) {
+  map1(n, [&](idx i) { out[i] = relu(x[i]); });
+}
+template <class T> void relu_backward(T* dx, const T* dout, const T* x, idx n) {
+  map1(n, [&](idx i) { dx[i] = dout[i] * relu_grad(x[i]); });
+}
+template <class T> void leaky_relu_forward(T* out, const T* x, T slope, idx n) {
+  map1(n, [&](idx i) { out[i] = leaky_relu(x[i], slope); });
+}
+template <class T> void leaky_relu_backward(T* dx, const T* dout, const T* x, T slope, idx n) {
+  map1(n, [&](idx i) { dx[i] = dout[i] * leaky_relu_grad(x[i], slope); });
+}
+template <class T> void sigmoid_forward(T* out, const T* x, idx n) {
+  map1(n, [&](idx i) { out[i] = sigmoid(x[i]); });
+}
+template <class T> void sigmoid_backward(T* dx, const T* dout, const T* y, idx n) {
+  map1(n, [&](idx i) { dx[i] = dout[i] * sigmoid_grad_from_y(y[i]); });
+}
+template <class T> void tanh_forward(T* out, const T* x, idx n) {
+  map1(n, [&](idx i) { out[i] = tanh_(x[i]); });
+}
+template <class T> void tanh_backward(T* dx, const T* dout, const T* y, idx n) {
+  map1(n, [&](idx i) { dx[i] = dout[i] * tanh_grad_from_y(y[i]); });
+}
+template <class T> void gelu_forward(T* out, const T* x, idx n) {
+  map1(n, [&](idx i) { out[i] = gelu(x[i]); });
+}
+template <class T> void gelu_backward(T* dx, const T* dout, const T* x, idx n) {
+  map1(n, [&](idx i) { dx[i] = dout[i] * gelu_grad(x[i]); });
+}
+template <class T> void step_forward(T* out, const T* x, T threshold, idx n) {
+  map1(n, [&](idx i) { out[i] = x[i] >= threshold ? T(1) : T(0); });
+}
+
+template <class T> void softmax_forward(T* out, const T* x, idx N, idx C) {
+  parallel_chunks(N, std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1)), [&](idx r0, idx r1) {
+    for (idx r = r0; r < r1; ++r) {
+      const T* xr = x + r * C;
+      T* yr = out + r * C;
+      T m = xr[0];
+      for (idx c = 1; c < C; ++c) m = std::max(m, xr[c]);
+      T s = 0;
+      for (idx c = 0; c < C; ++c) s += (yr[c] = std::exp(xr[c] - m));
+      const T inv = T(1) / s;
+      for (idx c = 0; c < C; ++c) yr[c] *= inv;
+    }
+  });
+}
+template <class T> void softmax_backward(T* dx, const T* dout, const T* y, idx N, idx C) {
+  parallel_chunks(N, std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1)), [&](idx r0, idx r1) {
+    for (idx r = r0; r < r1; ++r) {
+      const T* g = dout + r * C;
+      const T* yr = y + r * C;
+      T dot = 0;
+      for (idx c = 0; c < C; ++c) dot += g[c] * yr[c];
+      for (idx c = 0; c < C; ++c) dx[r * C + c] = yr[c] * (g[c] - dot);
+    }
+  });
+}
+
+#define FASTNN_INSTANTIATE(T)                                                      \
+  template void relu_forward<T>(T*, const T*, idx);                                \
+  template void relu_backward<T>(T*, const T*, const T*, idx);                     \
+  template void leaky_relu_forward<T>(T*, const T*, T, idx);                       \
+  template void leaky_relu_backward<T>(T*, const T*, const T*, T, idx);            \
+  template void sigmoid_forward<T>(T*, const T*, idx);                             \
+  template void sigmoid_backward<T>(T*, const T*, const T*, idx);                  \
+  template void tanh_forward<T>(T*, const T*, idx);                                \
+  template void tanh_backward<T>(T*, const T*, const T*, idx);                     \
+  template void gelu_forward<T>(T*, const T*, idx);                                \
+  template void gelu_backward<T>(T*, const T*, const T*, idx);                     \
+  template void step_forward<T>(T*, const T*, T, idx);                             \
+  template void softmax_forward<T>(T*, const T*, idx, idx);                        \
+  template void softmax_backward<T>(T*, const T*, const T*, idx, idx);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+
+}  // namespace fastnn

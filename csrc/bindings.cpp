@@ -1,0 +1,642 @@
+// The only file that knows Python. For every kernel: validate arguments (shapes, dtypes,
+// layouts) with messages that name the problem and the fix, take pointers with the GIL held,
+// release the GIL around the kernel only.
+//   Outputs / in-place buffers: must already be writeable C-contiguous float32/float64 arrays;
+//     they are never converted (a converted copy would silently drop the result) -> TypeError.
+//   Read-only inputs: converted to the output's dtype and C order (forcecast), never misread.
+// The output's dtype selects the float32 or float64 kernel.
+#include <pybind11/pybind11.h>
+#include <pybind11/numpy.h>
+#include <sstream>
+#include <string>
+#include "kernels.h"
+#include "gemm/gemm.h"
+#include "gemm/ukernel.h"
+
+namespace py = pybind11;
+using namespace fastnn;
+
+namespace {
+
+std::string shape_of(const py::array& a) {
+  std::ostringstream s;
+  s << "(";
+  for (py::ssize_t i = 0; i < a.ndim(); ++i) s << (i ? ", " : "") << a.shape(i);
+  s << (a.ndim() == 1 ? ",)" : ")");
+  return s.str();
+}
+
+template <class... Args>
+std::string cat(const Args&... args) {
+  std::ostringstream s;
+  (s << ... << args);
+  return s.str();
+}
+
+bool is_f32(const py::array& a) { return a.dtype().is(py::dtype::of<float>()); }
+bool is_f64(const py::array& a) { return a.dtype().is(py::dtype::of<double>()); }
+
+// An output or in-place buffer: checked, never converted.
+py::array out_arg(const char* op, const char* name, py::handle h) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(cat(op, ": ", name, " must be a numpy array it can write into, got ",
+                             std::string(py::str(py::type::of(h).attr("__name__"))),
+                             "; allocate it with np.empty(shape, dtype=np.float32)"));
+  auto a = py::reinterpret_borrow<py::array>(h);
+  if (!is_f32(a) && !is_f64(a))
+    throw py::type_error(cat(op, ": ", name, " must be float32 or float64, got ",
+                             std::string(py::str(a.dtype())),
+                             "; it is written in place, so it cannot be converted"));
+  if (!(a.flags() & py::array::c_style))
+    throw py::type_error(cat(op, ": ", name, " with shape ", shape_of(a),
+                             " must be C-contiguous; pass np.ascontiguousarray(", name, ")"));
+  if (!a.writeable())
+    throw py::type_error(cat(op, ": ", name, " is read-only; pass a writeable array"));
+  return a;
+}
+
+// An optional output: None or a valid output of the same dtype as `like`.
+py::object opt_out_arg(const char* op, const char* name, py::handle h, const py::array& like) {
+  if (h.is_none()) return py::none();
+  py::array a = out_arg(op, name, h);
+  if (a.dtype().not_equal(like.dtype()))
+    throw py::type_error(cat(op, ": ", name, " has dtype ", std::string(py::str(a.dtype())),
+                             " but the other outputs are ", std::string(py::str(like.dtype())),
+                             "; use one dtype for all outputs"));
+  return std::move(a);
+}
+
+// A read-only input, converted to T and C order if needed.
+template <class T>
+py::array_t<T> in_arg(const char* op, const char* name, py::handle h) {
+  if (h.is_none()) throw py::type_error(cat(op, ": ", name, " must be an array, got None"));
+  auto a = py::array_t<T, py::array::c_style | py::array::forcecast>::ensure(h);
+  if (!a)
+    throw py::type_error(cat(op, ": ", name, " (", std::string(py::str(py::type::of(h).attr("__name__"))),
+                             ") cannot be converted to ", sizeof(T) == 4 ? "float32" : "float64"));
+  return a;
+}
+
+void need_ndim(const char* op, const char* name, const py::array& a, int nd, const char* fix) {
+  if (a.ndim() != nd)
+    throw py::value_error(cat(op, ": ", name, " must be ", nd, "-D, got shape ", shape_of(a), "; ", fix));
+}
+
+void need_same_shape(const char* op, const char* na, const py::array& a, const char* nb,
+                     const py::array& b) {
+  bool same = a.ndim() == b.ndim();
+  for (py::ssize_t i = 0; same && i < a.ndim(); ++i) same = a.shape(i) == b.shape(i);
+  if (!same)
+    throw py::value_error(cat(op, ": ", na, " has shape ", shape_of(a), " but ", nb, " has shape ",
+                              shape_of(b), "; they must have the same shape"));
+}
+
+// Writing the output while reading an overlapping input would corrupt the result.
+// Elementwise kernels may run exactly in place (same buffer); nothing may partially overlap.
+void no_overlap(const char* op, const char* out_name, const py::array& out, const char* in_name,
+                const py::array& in, bool allow_identical) {
+  auto lo1 = (const char*)out.data(), hi1 = lo1 + out.nbytes();
+  auto lo2 = (const char*)in.data(), hi2 = lo2 + in.nbytes();
+  if (out.nbytes() == 0 || in.nbytes() == 0 || hi1 <= lo2 || hi2 <= lo1) return;
+  if (allow_identical && lo1 == lo2 && out.nbytes() == in.nbytes()) return;
+  throw py::value_error(cat(op, ": ", out_name, " shares memory with ", in_name,
+                            "; pass a separate output array"));
+}
+
+template <class T> T* ptr(py::array a) { return static_cast<T*>(a.mutable_data()); }
+template <class T> const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }
+template <class T> T* ptr_or_null(const py::object& o) {
+  return o.is_none() ? nullptr : ptr<T>(py::reinterpret_borrow<py::array>(o));
+}
+
+// Calls f(T{}) with T = float or double, chosen by the output's dtype.
+template <class F>
+auto by_dtype(const py::array& out, F f) {
+  return is_f32(out) ? f(float{}) : f(double{});
+}
+
+Act parse_act(const std::string& s) {
+  if (s == "none") return Act::None;
+  if (s == "relu") return Act::ReLU;
+  if (s == "sigmoid") return Act::Sigmoid;
+  if (s == "tanh") return Act::Tanh;
+  if (s == "gelu") return Act::GELU;
+  throw py::value_error(cat("gemm: activation must be one of 'none', 'relu', 'sigmoid', 'tanh', "
+                            "'gelu', got '", s, "'"));
+}
+
+// ---- gemm --------------------------------------------------------------------------------
+void gemm_py(py::handle c_h, py::handle a_h, py::handle b_h, bool trans_a, bool trans_b,
+             double alpha, double beta, py::handle bias_h, const std::string& activation,
+             bool reference) {
+  const char* op = reference ? "gemm_reference" : "gemm";
+  py::array c = out_arg(op, "c", c_h);
+  const Act act = parse_act(activation);
+  by_dtype(c, [&](auto tag) {
+    using T = decltype(tag);
+    auto a = in_arg<T>(op, "a", a_h);
+    auto b = in_arg<T>(op, "b", b_h);
+    need_ndim(op, "a", a, 2, "pass a matrix");
+    need_ndim(op, "b", b, 2, "pass a matrix");
+    need_ndim(op, "c", c, 2, "pass a matrix");
+    const idx M = trans_a ? a.shape(1) : a.shape(0), K = trans_a ? a.shape(0) : a.shape(1);
+    const idx Kb = trans_b ? b.shape(1) : b.shape(0), N = trans_b ? b.shape(0) : b.shape(1);
+    if (K != Kb)
+      throw py::value_error(cat(op, ": op(a) is ", M, "x", K, " and op(b) is ", Kb, "x", N,
+                                " (a ", shape_of(a), ", trans_a=", trans_a, "; b ", shape_of(b),
+                                ", trans_b=", trans_b, "); inner dimensions must agree"));
+    if (c.shape(0) != M || c.shape(1) != N)
+      throw py::value_error(cat(op, ": c has shape ", shape_of(c), " but op(a)·op(b) is (", M,
+                                ", ", N, "); allocate c with that shape"));
+    py::array_t<T> bias;
+    if (!bias_h.is_none()) {
+      bias = in_arg<T>(op, "bias", bias_h);
+      if (bias.ndim() != 1 || bias.shape(0) != N)
+        throw py::value_error(cat(op, ": bias has shape ", shape_of(bias), " but c has ", N,
+                                  " columns; pass a bias of shape (", N, ",)"));
+    }
+    no_overlap(op, "c", c, "a", a, false);
+    no_overlap(op, "c", c, "b", b, false);
+    T* cp = ptr<T>(c);
+    const T *ap = cptr<T>(a), *bp = cptr<T>(b), *biasp = bias_h.is_none() ? nullptr : cptr<T>(bias);
+    const idx lda = a.shape(1), ldb = b.shape(1), ldc = N;
+    py::gil_scoped_release nogil;
+    auto fn = reference ? gemm_ref<T> : gemm<T>;
+    fn(trans_a, trans_b, M, N, K, T(alpha), ap, lda, bp, ldb, T(beta), cp, ldc, biasp, act);
+    return 0;
+  });
+}
+
+// ---- linear ------------------------------------------------------------------------------
+struct LinearShape { idx N, C, OC; };
+
+template <class T>
+LinearShape check_linear(const char* op, const py::array_t<T>& x, const py::array_t<T>& w) {
+  need_ndim(op, "weight", w, 2, "weight is (out_features, in_features)");
+  if (x.ndim() != 2)
+    throw py::value_error(cat(op, ": x must be 2-D (N, ", w.shape(1), "), got shape ", shape_of(x),
+                              x.ndim() > 2 ? "; flatten it first" : "; reshape it to (N, features)"));
+  if (x.shape(1) != w.shape(1))
+    throw py::value_error(cat(op, ": expected input with ", w.shape(1), " features, got shape ",
+                              shape_of(x), "; the weight is ", shape_of(w)));
+  return {x.shape(0), x.shape(1), w.shape(0)};
+}
+
+template <class T>
+py::array_t<T> bias_arg(const char* op, py::handle h, idx OC) {
+  py::array_t<T> b;
+  if (h.is_none()) return b;
+  b = in_arg<T>(op, "bias", h);
+  if (b.ndim() != 1 || b.shape(0) != OC)
+    throw py::value_error(cat(op, ": bias has shape ", shape_of(b), "; expected (", OC, ",)"));
+  return b;
+}
+
+void need_shape2(const char* op, const char* name, const py::array& a, idx r, idx c) {
+  if (a.ndim() != 2 || a.shape(0) != r || a.shape(1) != c)
+    throw py::value_error(cat(op, ": ", name, " has shape ", shape_of(a), "; expected (", r, ", ", c, ")"));
+}
+
+void linear_forward_py(py::handle out_h, py::handle x_h, py::handle w_h, py::handle b_h) {
+  const char* op = "linear_forward";
+  py::array out = out_arg(op, "out", out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    auto w = in_arg<T>(op, "weight", w_h);
+    const LinearShape s = check_linear<T>(op, x, w);
+    auto b = bias_arg<T>(op, b_h, s.OC);
+    need_shape2(op, "out", out, s.N, s.OC);
+    no_overlap(op, "out", out, "x", x, false);
+    no_overlap(op, "out", out, "weight", w, false);
+    T* o = ptr<T>(out);
+    const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = b_h.is_none() ? nullptr : cptr<T>(b);
+    py::gil_scoped_release nogil;
+    linear_forward<T>(o, xp, wp, bp, s.N, s.C, s.OC);
+    return 0;
+  });
+}
+
+void linear_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::handle dout_h,
+                        py::handle x_h, py::handle w_h) {
+  const char* op = "linear_backward";
+  py::array dw = out_arg(op, "dweight", dw_h);
+  py::object dx_o = opt_out_arg(op, "dx", dx_h, dw);
+  py::object db_o = opt_out_arg(op, "dbias", db_h, dw);
+  by_dtype(dw, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    auto w = in_arg<T>(op, "weight", w_h);
+    auto dout = in_arg<T>(op, "dout", dout_h);
+    const LinearShape s = check_linear<T>(op, x, w);
+    need_shape2(op, "dout", dout, s.N, s.OC);
+    need_shape2(op, "dweight", dw, s.OC, s.C);
+    if (!db_o.is_none()) {
+      auto db = py::reinterpret_borrow<py::array>(db_o);
+      if (db.ndim() != 1 || db.shape(0) != s.OC)
+        throw py::value_error(cat(op, ": dbias has shape ", shape_of(db), "; expected (", s.OC, ",)"));
+    }
+    if (!dx_o.is_none()) {
+      auto dx = py::reinterpret_borrow<py::array>(dx_o);
+      need_shape2(op, "dx", dx, s.N, s.C);
+      for (auto [n, a] : {std::pair<const char*, py::array>{"dout", dout}, {"weight", w}, {"dweight", dw}})
+        no_overlap(op, "dx", dx, n, a, false);
+    }
+    for (auto [n, a] : {std::pair<const char*, py::array>{"dout", dout}, {"x", x}})
+      no_overlap(op, "dweight", dw, n, a, false);
+    T *dxp = ptr_or_null<T>(dx_o), *dwp = ptr<T>(dw), *dbp = ptr_or_null<T>(db_o);
+    const T *dop = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(w);
+    py::gil_scoped_release nogil;
+    linear_backward<T>(dxp, dwp, dbp, dop, xp, wp, s.N, s.C, s.OC);
+    return 0;
+  });
+}
+
+// ---- activations -------------------------------------------------------------------------
+// forward(out, x [, param]) and backward(dx, dout, saved [, param]) over same-shaped arrays.
+template <class Kf, class Kd>
+void def_activation(py::module_& m, const char* name, Kf fwd, Kd bwd, const char* saved,
+                    const char* doc) {
+  const std::string fname = std::string(name) + "_forward", bname = std::string(name) + "_backward";
+  m.def(fname.c_str(), [fname, fwd](py::handle out_h, py::handle x_h) {
+    const char* op = fname.c_str();
+    py::array out = out_arg(op, "out", out_h);
+    by_dtype(out, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", x_h);
+      need_same_shape(op, "out", out, "x", x);
+      no_overlap(op, "out", out, "x", x, true);
+      T* o = ptr<T>(out);
+      const T* xp = cptr<T>(x);
+      const idx n = x.size();
+      py::gil_scoped_release nogil;
+      fwd(o, xp, n);
+      return 0;
+    });
+  }, py::arg("out"), py::arg("x"), doc);
+  m.def(bname.c_str(), [bname, bwd, saved](py::handle dx_h, py::handle dout_h, py::handle s_h) {
+    const char* op = bname.c_str();
+    py::array dx = out_arg(op, "dx", dx_h);
+    by_dtype(dx, [&](auto tag) {
+      using T = decltype(tag);
+      auto dout = in_arg<T>(op, "dout", dout_h);
+      auto s = in_arg<T>(op, saved, s_h);
+      need_same_shape(op, "dx", dx, "dout", dout);
+      need_same_shape(op, "dout", dout, saved, s);
+      no_overlap(op, "dx", dx, "dout", dout, true);
+      no_overlap(op, "dx", dx, saved, s, true);
+      T* d = ptr<T>(dx);
+      const T *g = cptr<T>(dout), *sp = cptr<T>(s);
+      const idx n = dout.size();
+      py::gil_scoped_release nogil;
+      bwd(d, g, sp, n);
+      return 0;
+    });
+  }, py::arg("dx"), py::arg("dout"), py::arg(saved));
+}
+
+// Runs a kernel of shape f(out, x, T param, n) on same-shaped arrays.
+template <class F>
+void unary_param_py(const char* op, const char* xname, py::handle out_h, py::handle x_h, double param, F f) {
+  py::array out = out_arg(op, "out", out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, xname, x_h);
+    need_same_shape(op, "out", out, xname, x);
+    no_overlap(op, "out", out, xname, x, true);
+    T* o = ptr<T>(out);
+    const T* xp = cptr<T>(x);
+    const idx n = x.size();
+    py::gil_scoped_release nogil;
+    f(o, xp, T(param), n);
+    return 0;
+  });
+}
+
+// Softmax over the last axis: (…, C) is treated as rows of C.
+template <class F>
+void rows_py(const char* op, py::handle out_h, py::handle a_h, py::handle b_h, const char* an,
+             const char* bn, F f) {
+  py::array out = out_arg(op, b_h.is_none() ? "out" : "dx", out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto a = in_arg<T>(op, an, a_h);
+    if (a.ndim() == 0)
+      throw py::value_error(cat(op, ": ", an, " must have at least 1 dimension, got a scalar"));
+    need_same_shape(op, "out", out, an, a);
+    no_overlap(op, "out", out, an, a, true);
+    py::array_t<T> b;
+    if (!b_h.is_none()) {
+      b = in_arg<T>(op, bn, b_h);
+      need_same_shape(op, an, a, bn, b);
+      no_overlap(op, "out", out, bn, b, true);
+    }
+    const idx C = a.shape(a.ndim() - 1), N = C ? a.size() / C : 0;
+    T* o = ptr<T>(out);
+    const T *ap = cptr<T>(a), *bp = b_h.is_none() ? nullptr : cptr<T>(b);
+    py::gil_scoped_release nogil;
+    f(o, ap, bp, N, C);
+    return 0;
+  });
+}
+
+// ---- losses ------------------------------------------------------------------------------
+// The gradient output picks the dtype; without one, float64 inputs stay float64, else float32.
+py::array dtype_probe(const char* op, const char* gname, py::handle g_h, py::handle in_h) {
+  if (!g_h.is_none()) return out_arg(op, gname, g_h);
+  auto a = py::array::ensure(in_h);
+  if (a && is_f64(a)) return py::array_t<double>(0);
+  return py::array_t<float>(0);
+}
+
+double cross_entropy_py(py::handle d_h, py::handle logits_h, py::handle targets_h) {
+  const char* op = "cross_entropy_forward";
+  py::array probe = dtype_probe(op, "dlogits", d_h, logits_h);
+  return by_dtype(probe, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "logits", logits_h);
+    if (x.ndim() != 2)
+      throw py::value_error(cat(op, ": logits must be 2-D (N, classes), got shape ", shape_of(x)));
+    const idx N = x.shape(0), C = x.shape(1);
+    if (C == 0) throw py::value_error(cat(op, ": logits has 0 classes (shape ", shape_of(x), ")"));
+    auto t_raw = py::array::ensure(targets_h);
+    if (!t_raw || (t_raw.dtype().kind() != 'i' && t_raw.dtype().kind() != 'u'))
+      throw py::type_error(cat(op, ": targets must be integer class indices, got ",
+                               t_raw ? std::string(py::str(t_raw.dtype())) : std::string("a non-array"),
+                               "; use y.astype(np.int64)"));
+    auto t = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(t_raw);
+    if (t.ndim() != 1 || t.shape(0) != N)
+      throw py::value_error(cat(op, ": targets has shape ", shape_of(t), " but logits has ", N,
+                                " rows; pass one class index per row, shape (", N, ",)"));
+    const std::int64_t* tp = t.data();
+    for (idx i = 0; i < N; ++i)
+      if (tp[i] < 0 || tp[i] >= C)
+        throw py::value_error(cat(op, ": targets must be class indices in [0, ", C, "), got ",
+                                  tp[i], " at position ", i));
+    T* dp = nullptr;
+    if (!d_h.is_none()) {
+      need_same_shape(op, "dlogits", probe, "logits", x);
+      no_overlap(op, "dlogits", probe, "logits", x, true);
+      dp = ptr<T>(probe);
+    }
+    const T* xp = cptr<T>(x);
+    py::gil_scoped_release nogil;
+    return cross_entropy_forward<T>(dp, xp, tp, N, C);
+  });
+}
+
+// Elementwise losses: f(grad, input, target, n) over same-shaped input and target.
+template <class F>
+double pointwise_loss_py(const char* op, const char* gname, const char* iname, py::handle g_h,
+                         py::handle in_h, py::handle t_h, bool check_prob, F f) {
+  py::array probe = dtype_probe(op, gname, g_h, in_h);
+  return by_dtype(probe, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, iname, in_h);
+    auto t = in_arg<T>(op, "target", t_h);
+    need_same_shape(op, iname, x, "target", t);
+    if (check_prob) {
+      const T* xp = cptr<T>(x);
+      for (idx i = 0; i < x.size(); ++i)
+        if (!(xp[i] >= T(0) && xp[i] <= T(1)))
+          throw py::value_error(cat(op, ": ", iname, " must be probabilities in [0, 1], got ",
+                                    (double)xp[i], " at flat index ", i,
+                                    "; apply a sigmoid first, or use BCEWithLogitsLoss on logits"));
+    }
+    T* gp = nullptr;
+    if (!g_h.is_none()) {
+      need_same_shape(op, gname, probe, iname, x);
+      no_overlap(op, gname, probe, iname, x, true);
+      no_overlap(op, gname, probe, "target", t, true);
+      gp = ptr<T>(probe);
+    }
+    const T *xp = cptr<T>(x), *tp = cptr<T>(t);
+    const idx n = x.size();
+    py::gil_scoped_release nogil;
+    return f(gp, xp, tp, n);
+  });
+}
+
+// ---- optimizers --------------------------------------------------------------------------
+// param is the dtype anchor; state buffers must match it exactly (they are updated in place).
+py::array state_arg(const char* op, const char* name, py::handle h, const py::array& param) {
+  py::array a = out_arg(op, name, h);
+  if (a.dtype().not_equal(param.dtype()) || a.size() != param.size())
+    throw py::value_error(cat(op, ": ", name, " has dtype ", std::string(py::str(a.dtype())),
+                              " and ", a.size(), " elements but param has ",
+                              std::string(py::str(param.dtype())), " and ", param.size(),
+                              "; state buffers must match the parameters"));
+  no_overlap(op, name, a, "param", param, false);
+  return a;
+}
+
+template <class T>
+py::array_t<T> grad_arg(const char* op, py::handle h, const py::array& param) {
+  auto g = in_arg<T>(op, "grad", h);
+  if (g.size() != param.size())
+    throw py::value_error(cat(op, ": grad has ", g.size(), " elements (shape ", shape_of(g),
+                              ") but param has ", param.size(), " (shape ", shape_of(param), ")"));
+  return g;
+}
+
+void sgd_py(py::handle p_h, py::handle g_h, py::handle buf_h, double lr, double momentum,
+            double dampening, bool nesterov, double weight_decay, bool first_step) {
+  const char* op = "sgd_step";
+  py::array p = out_arg(op, "param", p_h);
+  if (momentum != 0 && buf_h.is_none())
+    throw py::value_error("sgd_step: momentum != 0 needs a momentum_buf the size of param");
+  py::object buf = buf_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "momentum_buf", buf_h, p));
+  by_dtype(p, [&](auto tag) {
+    using T = decltype(tag);
+    auto g = grad_arg<T>(op, g_h, p);
+    T *pp = ptr<T>(p), *bp = ptr_or_null<T>(buf);
+    const T* gp = cptr<T>(g);
+    const idx n = p.size();
+    py::gil_scoped_release nogil;
+    sgd_step<T>(pp, gp, bp, n, lr, momentum, dampening, nesterov, weight_decay, first_step);
+    return 0;
+  });
+}
+
+void adam_py(py::handle p_h, py::handle g_h, py::handle m_h, py::handle v_h, long step, double lr,
+             double beta1, double beta2, double eps, double weight_decay, bool decoupled) {
+  const char* op = "adam_step";
+  py::array p = out_arg(op, "param", p_h);
+  py::array m = state_arg(op, "exp_avg", m_h, p), v = state_arg(op, "exp_avg_sq", v_h, p);
+  no_overlap(op, "exp_avg", m, "exp_avg_sq", v, false);
+  if (step < 1) throw py::value_error(cat(op, ": step counts from 1, got ", step));
+  by_dtype(p, [&](auto tag) {
+    using T = decltype(tag);
+    auto g = grad_arg<T>(op, g_h, p);
+    T *pp = ptr<T>(p), *mp = ptr<T>(m), *vp = ptr<T>(v);
+    const T* gp = cptr<T>(g);
+    const idx n = p.size();
+    py::gil_scoped_release nogil;
+    adam_step<T>(pp, gp, mp, vp, n, step, lr, beta1, beta2, eps, weight_decay, decoupled);
+    return 0;
+  });
+}
+
+void rmsprop_py(py::handle p_h, py::handle g_h, py::handle sq_h, py::handle buf_h, double lr,
+                double alpha, double eps, double weight_decay, double momentum) {
+  const char* op = "rmsprop_step";
+  py::array p = out_arg(op, "param", p_h);
+  py::array sq = state_arg(op, "square_avg", sq_h, p);
+  if (momentum > 0 && buf_h.is_none())
+    throw py::value_error("rmsprop_step: momentum > 0 needs a momentum_buf the size of param");
+  py::object buf = buf_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "momentum_buf", buf_h, p));
+  by_dtype(p, [&](auto tag) {
+    using T = decltype(tag);
+    auto g = grad_arg<T>(op, g_h, p);
+    T *pp = ptr<T>(p), *sp = ptr<T>(sq), *bp = ptr_or_null<T>(buf);
+    const T* gp = cptr<T>(g);
+    const idx n = p.size();
+    py::gil_scoped_release nogil;
+    rmsprop_step<T>(pp, gp, sp, bp, n, lr, alpha, eps, weight_decay, momentum);
+    return 0;
+  });
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastnn's C++ kernels. Use them through fastnn.backends; see csrc/README.md.";
+  m.attr("__version__") = FASTNN_VERSION;
+
+  // Runtime settings.
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error(cat("set_num_threads: n must be >= 1, got ", n));
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &num_threads);
+  m.def("simd_path", [] { return std::string(simd_name(simd_path())); });
+  m.def("simd_available", [] {
+    py::list l;
+    for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
+      if (s <= simd_best()) l.append(simd_name(s));
+    return l;
+  });
+  m.def("set_simd_path", [](const std::string& name) {
+    for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
+      if (name == simd_name(s)) {
+        if (!set_simd_path(s))
+          throw py::value_error(cat("set_simd_path: this CPU or build cannot run '", name, "'"));
+        return;
+      }
+    throw py::value_error(cat("set_simd_path: unknown path '", name, "'; use portable, avx2 or avx512"));
+  }, py::arg("name"));
+  m.def("build_info", [] {
+    py::dict d;
+    d["version"] = FASTNN_VERSION;
+#if defined(__clang__)
+    d["compiler"] = cat("clang ", __clang_major__, ".", __clang_minor__, ".", __clang_patchlevel__);
+#elif defined(__GNUC__)
+    d["compiler"] = cat("gcc ", __GNUC__, ".", __GNUC_MINOR__, ".", __GNUC_PATCHLEVEL__);
+#else
+    d["compiler"] = "unknown";
+#endif
+#ifdef _OPENMP
+    d["openmp"] = true;
+#else
+    d["openmp"] = false;
+#endif
+    return d;
+  });
+
+  m.def("gemm", [](py::handle c, py::handle a, py::handle b, bool ta, bool tb, double alpha,
+                   double beta, py::handle bias, const std::string& act) {
+    gemm_py(c, a, b, ta, tb, alpha, beta, bias, act, false);
+  }, py::arg("c"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+     py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("bias") = py::none(),
+     py::arg("activation") = "none",
+     "c = act(alpha * op(a) @ op(b) + beta * c + bias), in place.");
+  m.def("gemm_reference", [](py::handle c, py::handle a, py::handle b, bool ta, bool tb,
+                             double alpha, double beta, py::handle bias, const std::string& act) {
+    gemm_py(c, a, b, ta, tb, alpha, beta, bias, act, true);
+  }, py::arg("c"), py::arg("a"), py::arg("b"), py::arg("trans_a") = false, py::arg("trans_b") = false,
+     py::arg("alpha") = 1.0, py::arg("beta") = 0.0, py::arg("bias") = py::none(),
+     py::arg("activation") = "none", "The triple-loop reference GEMM (for tests).");
+
+  m.def("linear_forward", &linear_forward_py, py::arg("out"), py::arg("x"), py::arg("weight"),
+        py::arg("bias"));
+  m.def("linear_backward", &linear_backward_py, py::arg("dx"), py::arg("dweight"), py::arg("dbias"),
+        py::arg("dout"), py::arg("x"), py::arg("weight"));
+
+#define FASTNN_ACT(name, saved)                                                          \
+  def_activation(m, #name,                                                                \
+      [](auto* o, const auto* x, idx n) { name##_forward(o, x, n); },                     \
+      [](auto* d, const auto* g, const auto* s, idx n) { name##_backward(d, g, s, n); },  \
+      saved, #name " forward: out = f(x) elementwise, in place allowed.");
+  FASTNN_ACT(relu, "x")
+  FASTNN_ACT(sigmoid, "y")
+  FASTNN_ACT(tanh, "y")
+  FASTNN_ACT(gelu, "x")
+#undef FASTNN_ACT
+
+  m.def("leaky_relu_forward", [](py::handle out, py::handle x, double slope) {
+    unary_param_py("leaky_relu_forward", "x", out, x, slope,
+                   [](auto* o, const auto* xp, auto s, idx n) { leaky_relu_forward(o, xp, s, n); });
+  }, py::arg("out"), py::arg("x"), py::arg("negative_slope") = 0.01);
+  m.def("leaky_relu_backward", [](py::handle dx_h, py::handle dout_h, py::handle x_h, double slope) {
+    const char* op = "leaky_relu_backward";
+    py::array dx = out_arg(op, "dx", dx_h);
+    by_dtype(dx, [&](auto tag) {
+      using T = decltype(tag);
+      auto dout = in_arg<T>(op, "dout", dout_h);
+      auto x = in_arg<T>(op, "x", x_h);
+      need_same_shape(op, "dx", dx, "dout", dout);
+      need_same_shape(op, "dout", dout, "x", x);
+      no_overlap(op, "dx", dx, "dout", dout, true);
+      no_overlap(op, "dx", dx, "x", x, true);
+      T* d = ptr<T>(dx);
+      const T *g = cptr<T>(dout), *xp = cptr<T>(x);
+      const idx n = x.size();
+      py::gil_scoped_release nogil;
+      leaky_relu_backward<T>(d, g, xp, T(slope), n);
+      return 0;
+    });
+  }, py::arg("dx"), py::arg("dout"), py::arg("x"), py::arg("negative_slope") = 0.01);
+  m.def("step_forward", [](py::handle out, py::handle x, double threshold) {
+    unary_param_py("step_forward", "x", out, x, threshold,
+                   [](auto* o, const auto* xp, auto t, idx n) { step_forward(o, xp, t, n); });
+  }, py::arg("out"), py::arg("x"), py::arg("threshold") = 0.0);
+  m.def("softmax_forward", [](py::handle out, py::handle x) {
+    rows_py("softmax_forward", out, x, py::none(), "x", "", [](auto* o, const auto* xp, const auto*, idx N, idx C) {
+      softmax_forward(o, xp, N, C);
+    });
+  }, py::arg("out"), py::arg("x"));
+  m.def("softmax_backward", [](py::handle dx, py::handle dout, py::handle y) {
+    rows_py("softmax_backward", dx, dout, y, "dout", "y", [](auto* o, const auto* g, const auto* yp, idx N, idx C) {
+      softmax_backward(o, g, yp, N, C);
+    });
+  }, py::arg("dx"), py::arg("dout"), py::arg("y"));
+
+  m.def("cross_entropy_forward", &cross_entropy_py, py::arg("dlogits"), py::arg("logits"),
+        py::arg("targets"));
+  m.def("mse_forward", [](py::handle d, py::handle p, py::handle t, const std::string& reduction) {
+    if (reduction != "mean" && reduction != "sum")
+      throw py::value_error(cat("mse_forward: reduction must be 'mean' or 'sum', got '", reduction, "'"));
+    const bool sum = reduction == "sum";
+    return pointwise_loss_py("mse_forward", "dpred", "pred", d, p, t, false,
+                             [sum](auto* g, const auto* x, const auto* tt, idx n) { return mse_forward(g, x, tt, n, sum); });
+  }, py::arg("dpred"), py::arg("pred"), py::arg("target"), py::arg("reduction") = "mean");
+  m.def("bce_with_logits_forward", [](py::handle d, py::handle x, py::handle t) {
+    return pointwise_loss_py("bce_with_logits_forward", "dlogits", "logits", d, x, t, false,
+                             [](auto* g, const auto* xp, const auto* tt, idx n) { return bce_with_logits_forward(g, xp, tt, n); });
+  }, py::arg("dlogits"), py::arg("logits"), py::arg("target"));
+  m.def("bce_forward", [](py::handle d, py::handle p, py::handle t) {
+    return pointwise_loss_py("bce_forward", "dprob", "prob", d, p, t, true,
+                             [](auto* g, const auto* xp, const auto* tt, idx n) { return bce_forward(g, xp, tt, n); });
+  }, py::arg("dprob"), py::arg("prob"), py::arg("target"));
+
+  m.def("sgd_step", &sgd_py, py::arg("param"), py::arg("grad"), py::arg("momentum_buf"),
+        py::arg("lr"), py::arg("momentum") = 0.0, py::arg("dampening") = 0.0,
+        py::arg("nesterov") = false, py::arg("weight_decay") = 0.0, py::arg("first_step") = false);
+  m.def("adam_step", &adam_py, py::arg("param"), py::arg("grad"), py::arg("exp_avg"),
+        py::arg("exp_avg_sq"), py::arg("step"), py::arg("lr") = 1e-3, py::arg("beta1") = 0.9,
+        py::arg("beta2") = 0.999, py::arg("eps") = 1e-8, py::arg("weight_decay") = 0.0,
+        py::arg("decoupled") = false);
+  m.def("rmsprop_step", &rmsprop_py, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
+        py::arg("momentum_buf"), py::arg("lr") = 1e-2, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8,
+        py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0);
+}

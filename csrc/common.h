@@ -1,0 +1,40 @@
+// Shared by every kernel file: the index type, the thread-count setting, and the one parallel
+// loop helper. Work is split into fixed-size chunks that do not depend on the thread count, so
+// every kernel gives bitwise-identical results with 1 or N threads.
+#pragma once
+#include <cstdint>
+#include <algorithm>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace fastnn {
+
+using idx = std::int64_t;
+
+// Threads the kernels may use (set from Python via set_num_threads). Always >= 1.
+int num_threads();
+void set_num_threads(int n);
+
+// Threads worth using for `work` units when one thread should get at least `min_work` of them.
+inline int threads_for(idx work, idx min_work) {
+  idx useful = min_work > 0 ? work / min_work : work;
+  return (int)std::max<idx>(1, std::min<idx>(num_threads(), useful));
+}
+
+// Calls f(begin, end) over [0, n) in chunks of `chunk` items. Chunk boundaries are fixed, so a
+// kernel that reduces per chunk and then combines chunks in order is thread-count independent.
+// f must not throw (it runs inside an OpenMP region).
+template <class F>
+void parallel_chunks(idx n, idx chunk, F f) {
+  if (n <= 0) return;
+  const idx nchunks = (n + chunk - 1) / chunk;
+  const int nt = (int)std::min<idx>(num_threads(), nchunks);
+#pragma omp parallel for schedule(static) num_threads(nt) if (nt > 1)
+  for (idx c = 0; c < nchunks; ++c) f(c * chunk, std::min(n, (c + 1) * chunk));
+}
+
+// Elementwise work below this many items per thread is not worth waking a thread for.
+constexpr idx kElementwiseChunk = 16384;
+
+}  // namespace fastnn

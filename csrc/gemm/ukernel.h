@@ -1,0 +1,42 @@
+// The micro-kernel contract (as BLIS) and run-time selection of the SIMD path.
+//
+//   C[0:MR, 0:NR] = alpha * Apanel · Bpanel + beta * C[0:MR, 0:NR]
+//
+//   a: packed MR×k panel, k-major:   a[p*MR + i]   (rows past the edge are zero-padded)
+//   b: packed k×NR panel, k-major:   b[p*NR + j]   (columns past the edge are zero-padded)
+//   c: row-major, row stride ldc; always a full MR×NR tile (edge tiles go through a buffer).
+//   beta == 0 overwrites C without reading it, so NaN/garbage in C never leaks into the result.
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+
+template <class T>
+using UKernelFn = void (*)(std::int64_t k, const T* a, const T* b, T* c, std::int64_t ldc,
+                           T alpha, T beta);
+
+template <class T>
+struct UKernel {
+  int mr, nr;
+  UKernelFn<T> fn;
+};
+
+enum class Simd { Portable = 0, AVX2 = 1, AVX512 = 2 };
+
+Simd simd_best();              // the best path this CPU (and this build) supports
+Simd simd_path();              // the path in use (FASTNN_SIMD env var, else the best)
+bool set_simd_path(Simd s);    // false if this CPU/build cannot run it
+const char* simd_name(Simd s);
+
+UKernel<float> ukernel_f32();  // for the path in use
+UKernel<double> ukernel_f64();
+
+#ifdef FASTNN_X86_KERNELS
+// Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.
+void sgemm_ukernel_avx2_6x16(std::int64_t k, const float* a, const float* b, float* c,
+                             std::int64_t ldc, float alpha, float beta);
+void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, float* c,
+                                std::int64_t ldc, float alpha, float beta);
+#endif
+
+}  // namespace fastnn

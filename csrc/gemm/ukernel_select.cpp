@@ -1,0 +1,67 @@
+// Chooses the micro-kernel at run time from CPUID. FASTNN_SIMD=portable|avx2|avx512 caps the
+// choice (CI runs the suite on every path); set_simd_path lets tests switch in-process.
+#include <cstdlib>
+#include <cstring>
+#include <initializer_list>
+#include "gemm/ukernel.h"
+#include "gemm/ukernel_portable.h"
+
+namespace fastnn {
+
+static bool cpu_has(Simd s) {
+  if (s == Simd::Portable) return true;
+#if defined(FASTNN_X86_KERNELS) && (defined(__GNUC__) || defined(__clang__))
+  __builtin_cpu_init();
+  if (s == Simd::AVX2) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+  if (s == Simd::AVX512) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
+#endif
+  return false;
+}
+
+Simd simd_best() {
+  for (Simd s : {Simd::AVX512, Simd::AVX2})
+    if (cpu_has(s)) return s;
+  return Simd::Portable;
+}
+
+const char* simd_name(Simd s) {
+  switch (s) {
+    case Simd::AVX512: return "avx512";
+    case Simd::AVX2: return "avx2";
+    default: return "portable";
+  }
+}
+
+static Simd initial_path() {
+  Simd s = simd_best();
+  if (const char* env = std::getenv("FASTNN_SIMD")) {
+    // An unknown or unsupported request falls back to the best path below it, never above.
+    if (std::strcmp(env, "portable") == 0) s = Simd::Portable;
+    else if (std::strcmp(env, "avx2") == 0 && cpu_has(Simd::AVX2)) s = Simd::AVX2;
+  }
+  return s;
+}
+
+static Simd g_path = initial_path();
+
+Simd simd_path() { return g_path; }
+
+bool set_simd_path(Simd s) {
+  if (!cpu_has(s)) return false;
+  g_path = s;
+  return true;
+}
+
+UKernel<float> ukernel_f32() {
+  switch (g_path) {
+#ifdef FASTNN_X86_KERNELS
+    case Simd::AVX512: return {12, 32, sgemm_ukernel_avx512_12x32};
+    case Simd::AVX2: return {6, 16, sgemm_ukernel_avx2_6x16};
+#endif
+    default: return {4, 8, ukernel_portable<float, 4, 8>};
+  }
+}
+
+UKernel<double> ukernel_f64() { return {4, 4, ukernel_portable<double, 4, 4>}; }
+
+}  // namespace fastnn

@@ -1,0 +1,111 @@
+// Losses with their gradient in the same pass. Per-row (or per-chunk) partial sums are
+// combined in order afterwards, so the loss does not depend on the thread count.
+#include <cmath>
+#include <vector>
+#include "kernels.h"
+
+namespace fastnn {
+
+namespace {
+constexpr idx kLossChunk = 4096;
+
+// Runs part(b, e) -> double over fixed chunks of [0, n) and sums the parts in order.
+template <class F>
+double chunked_sum(idx n, F part) {
+  const idx nchunks = (n + kLossChunk - 1) / kLossChunk;
+  std::vector<double> parts((size_t)nchunks, 0.0);
+  parallel_chunks(n, kLossChunk, [&](idx b, idx e) { parts[(size_t)(b / kLossChunk)] = part(b, e); });
+  double s = 0;
+  for (double p : parts) s += p;
+  return s;
+}
+}  // namespace
+
+template <class T>
+double cross_entropy_forward(T* dlogits, const T* logits, const std::int64_t* targets, idx N, idx C) {
+  if (N == 0) return 0.0;
+  std::vector<double> row_loss((size_t)N);
+  const T scale = T(1) / T(N);
+  parallel_chunks(N, std::max<idx>(1, kElementwiseChunk / C), [&](idx r0, idx r1) {
+    for (idx r = r0; r < r1; ++r) {
+      const T* x = logits + r * C;
+      const std::int64_t t = targets[r];
+      T m = x[0];
+      for (idx c = 1; c < C; ++c) m = std::max(m, x[c]);
+      T s = 0;
+      for (idx c = 0; c < C; ++c) s += std::exp(x[c] - m);
+      // log-sum-exp minus the target logit, with the max subtracted first: finite for any
+      // finite logits (±1e4 included).
+      row_loss[(size_t)r] = (double)(std::log(s) - (x[t] - m));
+      if (dlogits) {
+        T* d = dlogits + r * C;
+        const T inv = T(1) / s;
+        for (idx c = 0; c < C; ++c) d[c] = std::exp(x[c] - m) * inv * scale;
+        d[t] -= scale;
+      }
+    }
+  });
+  double total = 0;
+  for (double l : row_loss) total += l;
+  return total / (double)N;
+}
+
+template <class T>
+double mse_forward(T* dpred, const T* pred, const T* target, idx n, bool sum_reduction) {
+  if (n == 0) return 0.0;
+  const T gscale = sum_reduction ? T(2) : T(2) / T(n);
+  const double total = chunked_sum(n, [&](idx b, idx e) {
+    double s = 0;
+    for (idx i = b; i < e; ++i) {
+      const T d = pred[i] - target[i];
+      s += (double)(d * d);
+      if (dpred) dpred[i] = gscale * d;
+    }
+    return s;
+  });
+  return sum_reduction ? total : total / (double)n;
+}
+
+template <class T>
+double bce_with_logits_forward(T* dlogits, const T* logits, const T* target, idx n) {
+  if (n == 0) return 0.0;
+  const T scale = T(1) / T(n);
+  const double total = chunked_sum(n, [&](idx b, idx e) {
+    double s = 0;
+    for (idx i = b; i < e; ++i) {
+      const T x = logits[i], t = target[i];
+      // max(x,0) − x·t + log(1 + e^−|x|): no overflow for any x.
+      s += (double)(std::max(x, T(0)) - x * t + std::log1p(std::exp(-std::abs(x))));
+      if (dlogits) dlogits[i] = (sigmoid(x) - t) * scale;
+    }
+    return s;
+  });
+  return total / (double)n;
+}
+
+template <class T>
+double bce_forward(T* dprob, const T* prob, const T* target, idx n) {
+  if (n == 0) return 0.0;
+  const T scale = T(1) / T(n);
+  const double total = chunked_sum(n, [&](idx b, idx e) {
+    double s = 0;
+    for (idx i = b; i < e; ++i) {
+      const T p = prob[i], t = target[i];
+      const T lp = std::max(std::log(p), T(-100)), l1p = std::max(std::log(T(1) - p), T(-100));
+      s += (double)(-(t * lp + (T(1) - t) * l1p));
+      if (dprob) dprob[i] = (p - t) / std::max((T(1) - p) * p, T(1e-12)) * scale;
+    }
+    return s;
+  });
+  return total / (double)n;
+}
+
+#define FASTNN_INSTANTIATE(T)                                                              \
+  template double cross_entropy_forward<T>(T*, const T*, const std::int64_t*, idx, idx);   \
+  template double mse_forward<T>(T*, const T*, const T*, idx, bool);                       \
+  template double bce_with_logits_forward<T>(T*, const T*, const T*, idx);                 \
+  template double bce_forward<T>(T*, const T*, const T*, idx);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+
+}  // namespace fastnn

@@ -1,0 +1,79 @@
+// Optimizer updates over flat buffers, written to match PyTorch's single-tensor CPU code
+// (torch/optim/{sgd,adam,rmsprop}.py) operation for operation: hyper-parameter expressions are
+// computed in double (Python floats) and rounded to T once, as PyTorch does with scalars.
+#include <cmath>
+#include "kernels.h"
+
+namespace fastnn {
+
+template <class T>
+void sgd_step(T* param, const T* grad, T* buf, idx n, double lr, double momentum,
+              double dampening, bool nesterov, double weight_decay, bool first_step) {
+  const T wd = T(weight_decay), mom = T(momentum), one_m_damp = T(1.0 - dampening), neg_lr = T(-lr);
+  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    for (idx i = b; i < e; ++i) {
+      T g = grad[i];
+      if (weight_decay != 0) g = g + wd * param[i];
+      if (momentum != 0) {
+        // PyTorch's first step copies the gradient into the buffer (no dampening).
+        buf[i] = first_step ? g : buf[i] * mom + one_m_damp * g;
+        g = nesterov ? g + mom * buf[i] : buf[i];
+      }
+      param[i] = param[i] + neg_lr * g;
+    }
+  });
+}
+
+template <class T>
+void adam_step(T* param, const T* grad, T* m, T* v, idx n, long step, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bool decoupled) {
+  const double bc1 = 1.0 - std::pow(beta1, (double)step);
+  const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
+  const T w1 = T(1.0 - beta1), b2 = T(beta2), w2 = T(1.0 - beta2), t_eps = T(eps);
+  const T neg_step_size = T(-(lr / bc1)), t_bc2_sqrt = T(bc2_sqrt), wd = T(weight_decay);
+  const T decay = T(1.0 - lr * weight_decay);  // AdamW: param *= 1 − lr·wd
+  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    for (idx i = b; i < e; ++i) {
+      T g = grad[i];
+      if (weight_decay != 0) {
+        if (decoupled) param[i] = param[i] * decay;
+        else g = g + wd * param[i];
+      }
+      m[i] = m[i] + w1 * (g - m[i]);          // exp_avg.lerp_(grad, 1 − β1)
+      v[i] = v[i] * b2 + (w2 * g) * g;        // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
+      const T denom = std::sqrt(v[i]) / t_bc2_sqrt + t_eps;
+      param[i] = param[i] + (neg_step_size * m[i]) / denom;
+    }
+  });
+}
+
+template <class T>
+void rmsprop_step(T* param, const T* grad, T* sq, T* buf, idx n, double lr, double alpha,
+                  double eps, double weight_decay, double momentum) {
+  const T a = T(alpha), one_m_a = T(1.0 - alpha), t_eps = T(eps), wd = T(weight_decay);
+  const T mom = T(momentum), neg_lr = T(-lr);
+  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    for (idx i = b; i < e; ++i) {
+      T g = grad[i];
+      if (weight_decay != 0) g = g + wd * param[i];
+      sq[i] = sq[i] * a + (one_m_a * g) * g;
+      const T avg = std::sqrt(sq[i]) + t_eps;
+      if (momentum > 0) {
+        buf[i] = buf[i] * mom + g / avg;
+        param[i] = param[i] + neg_lr * buf[i];
+      } else {
+        param[i] = param[i] + (neg_lr * g) / avg;
+      }
+    }
+  });
+}
+
+#define FASTNN_INSTANTIATE(T)                                                                 \
+  template void sgd_step<T>(T*, const T*, T*, idx, double, double, double, bool, double, bool); \
+  template void adam_step<T>(T*, const T*, T*, T*, idx, long, double, double, double, double,  \
+                             double, bool);                                                   \
+  template void rmsprop_step<T>(T*, const T*, T*, T*, idx, double, double, double, double, double);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+
+}  // namespace fastnn

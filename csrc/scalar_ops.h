@@ -1,0 +1,50 @@
+// Scalar activation functions and their derivatives: one definition used by the elementwise
+// kernels (activations.cpp) and the GEMM epilogue (gemm_blocked.cpp, gemm_ref.cpp).
+// Derivatives are written in terms of what backward keeps: x for ReLU/LeakyReLU/GELU, y for
+// sigmoid/tanh.
+#pragma once
+#include <cmath>
+
+namespace fastnn {
+
+enum class Act { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3, GELU = 4 };
+
+template <class T> inline T relu(T x) { return x > T(0) ? x : T(0); }
+// ReLU'(0) = 0, as PyTorch.
+template <class T> inline T relu_grad(T x) { return x > T(0) ? T(1) : T(0); }
+
+template <class T> inline T leaky_relu(T x, T slope) { return x > T(0) ? x : x * slope; }
+template <class T> inline T leaky_relu_grad(T x, T slope) { return x > T(0) ? T(1) : slope; }
+
+// Stable for any x: never computes exp of a large positive number.
+template <class T> inline T sigmoid(T x) {
+  if (x >= T(0)) return T(1) / (T(1) + std::exp(-x));
+  const T e = std::exp(x);
+  return e / (T(1) + e);
+}
+template <class T> inline T sigmoid_grad_from_y(T y) { return y * (T(1) - y); }
+
+template <class T> inline T tanh_(T x) { return std::tanh(x); }
+template <class T> inline T tanh_grad_from_y(T y) { return T(1) - y * y; }
+
+// Exact GELU, x * Phi(x), as PyTorch's default (approximate="none").
+template <class T> inline T gelu(T x) {
+  return T(0.5) * x * (T(1) + std::erf(x * T(0.70710678118654752440)));
+}
+template <class T> inline T gelu_grad(T x) {
+  const T cdf = T(0.5) * (T(1) + std::erf(x * T(0.70710678118654752440)));
+  const T pdf = std::exp(T(-0.5) * x * x) * T(0.39894228040143267794);
+  return cdf + x * pdf;
+}
+
+template <class T> inline T apply_act(Act a, T x) {
+  switch (a) {
+    case Act::ReLU: return relu(x);
+    case Act::Sigmoid: return sigmoid(x);
+    case Act::Tanh: return tanh_(x);
+    case Act::GELU: return gelu(x);
+    default: return x;
+  }
+}
+
+}  // namespace fastnn

@@ -1,0 +1,102 @@
+"""Backend selection and thread count.
+
+Two backends expose the same kernel functions with the same signatures: "cpp" (fastnn._core,
+the default) and "numpy" (numpy_ref.py, the readable reference). FASTNN_BACKEND picks the
+default; set_backend / use_backend switch at run time. Layers call `fastnn.backends.ops()`.
+"""
+from __future__ import annotations
+
+import contextlib
+import os
+from types import ModuleType
+
+from fastnn import _core
+from fastnn.backends import cpp, numpy_ref
+
+KERNELS = (
+    "gemm", "linear_forward", "linear_backward",
+    "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
+    "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
+    "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward", "step_forward",
+    "cross_entropy_forward", "mse_forward", "bce_with_logits_forward", "bce_forward",
+    "sgd_step", "adam_step", "rmsprop_step",
+)
+
+_MODULES: dict[str, ModuleType] = {"cpp": cpp, "numpy": numpy_ref}
+
+
+def _check_name(name) -> str:
+    if name not in _MODULES:
+        raise ValueError(f"unknown backend {name!r}; choose 'cpp' or 'numpy'")
+    return name
+
+
+def _default_backend() -> str:
+    name = os.environ.get("FASTNN_BACKEND", "cpp").strip().lower() or "cpp"
+    if name not in _MODULES:
+        raise ValueError(f"FASTNN_BACKEND={name!r} is not a backend; set it to 'cpp' or 'numpy'")
+    return name
+
+
+_current = _default_backend()
+
+
+def get_backend() -> str:
+    """The name of the backend in use: "cpp" or "numpy"."""
+    return _current
+
+
+def set_backend(name: str) -> None:
+    """Select the backend for all later kernel calls: "cpp" or "numpy"."""
+    global _current
+    _current = _check_name(name)
+
+
+@contextlib.contextmanager
+def use_backend(name: str):
+    """Temporarily select a backend: `with fnn.use_backend("numpy"): ...`."""
+    previous = get_backend()
+    set_backend(name)
+    try:
+        yield
+    finally:
+        set_backend(previous)
+
+
+def ops(name: str | None = None) -> ModuleType:
+    """The kernel module of the backend in use (or of `name`)."""
+    return _MODULES[_current if name is None else _check_name(name)]
+
+
+def _default_threads() -> int:
+    for var in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS"):
+        value = os.environ.get(var, "").split(",")[0].strip()
+        if value:
+            try:
+                n = int(value)
+            except ValueError:
+                raise ValueError(f"{var}={value!r} is not a whole number of threads") from None
+            if n < 1:
+                raise ValueError(f"{var}={value!r}: the thread count must be >= 1")
+            return n
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def set_num_threads(n: int) -> None:
+    """Threads the C++ kernels may use. Results do not depend on it (bitwise)."""
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")
+    if n < 1:
+        raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    _core.set_num_threads(n)
+
+
+def get_num_threads() -> int:
+    """Threads the C++ kernels use."""
+    return _core.get_num_threads()
+
+
+set_num_threads(_default_threads())

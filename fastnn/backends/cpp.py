@@ -1,0 +1,31 @@
+"""The C++ backend: the kernels of fastnn._core, re-exported under the names of the NumPy twin.
+
+Nothing happens here: argument checking, dtype selection and GIL release live in
+csrc/bindings.cpp, the math in csrc/*.cpp.
+"""
+from fastnn._core import (  # noqa: F401
+    adam_step,
+    bce_forward,
+    bce_with_logits_forward,
+    cross_entropy_forward,
+    gelu_backward,
+    gelu_forward,
+    gemm,
+    gemm_reference,
+    leaky_relu_backward,
+    leaky_relu_forward,
+    linear_backward,
+    linear_forward,
+    mse_forward,
+    relu_backward,
+    relu_forward,
+    rmsprop_step,
+    sgd_step,
+    sigmoid_backward,
+    sigmoid_forward,
+    softmax_backward,
+    softmax_forward,
+    step_forward,
+    tanh_backward,
+    tanh_forward,
+)

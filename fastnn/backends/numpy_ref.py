@@ -1,0 +1,540 @@
+"""The NumPy twin of every C++ kernel: same names, same arguments, same checks, same math.
+
+This is the readable reference. Each function writes into the outputs it is given (outputs
+first, then inputs, then parameters), exactly like its C++ counterpart in csrc/, and the test
+harness (tests/harness.py) holds the two to agreement. Shape letters: N batch, C in-features or
+classes, OC out-features.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+# ---------------------------------------------------------------- argument checks
+# These mirror csrc/bindings.cpp so both backends reject bad input with the same errors.
+
+
+def _shape(a) -> str:
+    return str(tuple(int(s) for s in np.shape(a)))
+
+
+def _out(op, name, a):
+    """An output / in-place buffer: checked, never converted (a copy would drop the result)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: {name} must be a numpy array it can write into, got "
+                        f"{type(a).__name__}; allocate it with np.empty(shape, dtype=np.float32)")
+    if a.dtype not in (np.float32, np.float64):
+        raise TypeError(f"{op}: {name} must be float32 or float64, got {a.dtype}; it is written "
+                        "in place, so it cannot be converted")
+    if not a.flags.c_contiguous:
+        raise TypeError(f"{op}: {name} with shape {_shape(a)} must be C-contiguous; pass "
+                        f"np.ascontiguousarray({name})")
+    if not a.flags.writeable:
+        raise TypeError(f"{op}: {name} is read-only; pass a writeable array")
+    return a
+
+
+def _opt_out(op, name, a, like):
+    if a is None:
+        return None
+    _out(op, name, a)
+    if a.dtype != like.dtype:
+        raise TypeError(f"{op}: {name} has dtype {a.dtype} but the other outputs are "
+                        f"{like.dtype}; use one dtype for all outputs")
+    return a
+
+
+def _in(op, name, x, dtype):
+    """A read-only input, converted to `dtype` and C order if needed."""
+    if x is None:
+        raise TypeError(f"{op}: {name} must be an array, got None")
+    try:
+        return np.asarray(x, dtype=dtype, order="C")  # keeps 0-d arrays 0-d
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} ({type(x).__name__}) cannot be converted to "
+                        f"{np.dtype(dtype).name}") from None
+
+
+def _ndim(op, name, a, nd, fix):
+    if a.ndim != nd:
+        raise ValueError(f"{op}: {name} must be {nd}-D, got shape {_shape(a)}; {fix}")
+
+
+def _same_shape(op, na, a, nb, b):
+    if a.shape != b.shape:
+        raise ValueError(f"{op}: {na} has shape {_shape(a)} but {nb} has shape {_shape(b)}; "
+                         "they must have the same shape")
+
+
+def _shape2(op, name, a, r, c):
+    if a.shape != (r, c):
+        raise ValueError(f"{op}: {name} has shape {_shape(a)}; expected ({r}, {c})")
+
+
+def _span(a):
+    lo = a.__array_interface__["data"][0]
+    return lo, lo + a.nbytes
+
+
+def _no_overlap(op, out_name, out, in_name, x, allow_identical):
+    if out.nbytes == 0 or x.nbytes == 0:
+        return
+    (lo1, hi1), (lo2, hi2) = _span(out), _span(x)
+    if hi1 <= lo2 or hi2 <= lo1:
+        return
+    if allow_identical and lo1 == lo2 and out.nbytes == x.nbytes:
+        return
+    raise ValueError(f"{op}: {out_name} shares memory with {in_name}; pass a separate output array")
+
+
+# ---------------------------------------------------------------- scalar activations
+_erf = np.frompyfunc(math.erf, 1, 1)  # NumPy has no erf; math.erf is exact to double precision
+
+
+def _relu(x):
+    return np.maximum(x, 0)
+
+
+def _sigmoid(x):
+    # Never exponentiates a large positive number: exp(-|x|) <= 1.
+    e = np.exp(-np.abs(x))
+    return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
+
+
+def _gelu(x):
+    return (0.5 * x * (1 + _erf(x * 0.70710678118654752440).astype(x.dtype))).astype(x.dtype, copy=False)
+
+
+def _gelu_grad(x):
+    cdf = 0.5 * (1 + _erf(x * 0.70710678118654752440).astype(x.dtype))
+    pdf = np.exp(-0.5 * x * x) * x.dtype.type(0.39894228040143267794)
+    return (cdf + x * pdf).astype(x.dtype, copy=False)
+
+
+_ACTIVATIONS = {"none": lambda z: z, "relu": _relu, "sigmoid": _sigmoid, "tanh": np.tanh, "gelu": _gelu}
+
+
+# ---------------------------------------------------------------- gemm
+def gemm(c, a, b, trans_a=False, trans_b=False, alpha=1.0, beta=0.0, bias=None, activation="none"):
+    """c = act(alpha * op(a) @ op(b) + beta * c + bias), in place.
+
+    a: (M, K), or (K, M) when trans_a     b: (K, N), or (N, K) when trans_b
+    c: (M, N) output                       bias: (N,) or None
+    beta == 0 overwrites c without reading it.
+    """
+    op = "gemm"
+    _out(op, "c", c)
+    if activation not in _ACTIVATIONS:
+        raise ValueError(f"gemm: activation must be one of 'none', 'relu', 'sigmoid', 'tanh', "
+                         f"'gelu', got '{activation}'")
+    a, b = _in(op, "a", a, c.dtype), _in(op, "b", b, c.dtype)
+    _ndim(op, "a", a, 2, "pass a matrix")
+    _ndim(op, "b", b, 2, "pass a matrix")
+    _ndim(op, "c", c, 2, "pass a matrix")
+    opa, opb = (a.T if trans_a else a), (b.T if trans_b else b)
+    (M, K), (Kb, N) = opa.shape, opb.shape
+    if K != Kb:
+        raise ValueError(f"gemm: op(a) is {M}x{K} and op(b) is {Kb}x{N} (a {_shape(a)}, "
+                         f"trans_a={int(trans_a)}; b {_shape(b)}, trans_b={int(trans_b)}); inner "
+                         "dimensions must agree")
+    if c.shape != (M, N):
+        raise ValueError(f"gemm: c has shape {_shape(c)} but op(a)·op(b) is ({M}, {N}); allocate "
+                         "c with that shape")
+    if bias is not None:
+        bias = _in(op, "bias", bias, c.dtype)
+        if bias.shape != (N,):
+            raise ValueError(f"gemm: bias has shape {_shape(bias)} but c has {N} columns; pass a "
+                             f"bias of shape ({N},)")
+    _no_overlap(op, "c", c, "a", a, False)
+    _no_overlap(op, "c", c, "b", b, False)
+    T = c.dtype.type
+    r = T(alpha) * (opa @ opb)
+    if beta != 0:
+        r = r + T(beta) * c
+    if bias is not None:
+        r = r + bias
+    c[...] = _ACTIVATIONS[activation](r)
+
+
+gemm_reference = gemm
+
+
+# ---------------------------------------------------------------- linear
+def _check_linear(op, x, w):
+    _ndim(op, "weight", w, 2, "weight is (out_features, in_features)")
+    if x.ndim != 2:
+        fix = "flatten it first" if x.ndim > 2 else "reshape it to (N, features)"
+        raise ValueError(f"{op}: x must be 2-D (N, {w.shape[1]}), got shape {_shape(x)}; {fix}")
+    if x.shape[1] != w.shape[1]:
+        raise ValueError(f"{op}: expected input with {w.shape[1]} features, got shape "
+                         f"{_shape(x)}; the weight is {_shape(w)}")
+    return x.shape[0], x.shape[1], w.shape[0]
+
+
+def _bias(op, b, OC, dtype):
+    if b is None:
+        return None
+    b = _in(op, "bias", b, dtype)
+    if b.shape != (OC,):
+        raise ValueError(f"{op}: bias has shape {_shape(b)}; expected ({OC},)")
+    return b
+
+
+def linear_forward(out, x, weight, bias):
+    """out = x · weightᵀ + bias.
+
+    out:    (N, OC)  written
+    x:      (N, C)
+    weight: (OC, C)
+    bias:   (OC,) or None
+    """
+    op = "linear_forward"
+    _out(op, "out", out)
+    x, w = _in(op, "x", x, out.dtype), _in(op, "weight", weight, out.dtype)
+    N, C, OC = _check_linear(op, x, w)
+    b = _bias(op, bias, OC, out.dtype)
+    _shape2(op, "out", out, N, OC)
+    _no_overlap(op, "out", out, "x", x, False)
+    _no_overlap(op, "out", out, "weight", w, False)
+    np.matmul(x, w.T, out=out)
+    if b is not None:
+        out += b
+
+
+def linear_backward(dx, dweight, dbias, dout, x, weight):
+    """Backward of linear_forward. Parameter gradients are ADDED to (+=); dx is overwritten.
+
+    dx:      (N, C)   written = dout · weight            (None: skip, e.g. the first layer)
+    dweight: (OC, C)  += doutᵀ · x
+    dbias:   (OC,)    += Σ_n dout[n]                     (None: layer without bias)
+    dout:    (N, OC)
+    x:       (N, C)   the forward input
+    weight:  (OC, C)
+    """
+    op = "linear_backward"
+    _out(op, "dweight", dweight)
+    dx = _opt_out(op, "dx", dx, dweight)
+    dbias = _opt_out(op, "dbias", dbias, dweight)
+    dt = dweight.dtype
+    x, w, dout = _in(op, "x", x, dt), _in(op, "weight", weight, dt), _in(op, "dout", dout, dt)
+    N, C, OC = _check_linear(op, x, w)
+    _shape2(op, "dout", dout, N, OC)
+    _shape2(op, "dweight", dweight, OC, C)
+    if dbias is not None and dbias.shape != (OC,):
+        raise ValueError(f"{op}: dbias has shape {_shape(dbias)}; expected ({OC},)")
+    if dx is not None:
+        _shape2(op, "dx", dx, N, C)
+        for n, a in (("dout", dout), ("weight", w), ("dweight", dweight)):
+            _no_overlap(op, "dx", dx, n, a, False)
+    for n, a in (("dout", dout), ("x", x)):
+        _no_overlap(op, "dweight", dweight, n, a, False)
+    if dx is not None:
+        np.matmul(dout, w, out=dx)
+    dweight += dout.T @ x
+    if dbias is not None:
+        dbias += dout.sum(axis=0, dtype=dt)
+
+
+# ---------------------------------------------------------------- activations
+def _unary(op, out, x, f, xname="x"):
+    _out(op, "out", out)
+    x = _in(op, xname, x, out.dtype)
+    _same_shape(op, "out", out, xname, x)
+    _no_overlap(op, "out", out, xname, x, True)
+    out[...] = f(x)
+
+
+def _unary_backward(op, dx, dout, saved, saved_name, f):
+    _out(op, "dx", dx)
+    dout, s = _in(op, "dout", dout, dx.dtype), _in(op, saved_name, saved, dx.dtype)
+    _same_shape(op, "dx", dx, "dout", dout)
+    _same_shape(op, "dout", dout, saved_name, s)
+    _no_overlap(op, "dx", dx, "dout", dout, True)
+    _no_overlap(op, "dx", dx, saved_name, s, True)
+    dx[...] = dout * f(s)
+
+
+def relu_forward(out, x):
+    """out = max(x, 0).   out, x: any shape, the same."""
+    _unary("relu_forward", out, x, _relu)
+
+
+def relu_backward(dx, dout, x):
+    """dx = dout · [x > 0]   (ReLU'(0) = 0, as PyTorch)."""
+    _unary_backward("relu_backward", dx, dout, x, "x", lambda x: (x > 0).astype(x.dtype))
+
+
+def leaky_relu_forward(out, x, negative_slope=0.01):
+    """out = x if x > 0 else negative_slope · x."""
+    T = out.dtype.type
+    _unary("leaky_relu_forward", out, x, lambda x: np.where(x > 0, x, x * T(negative_slope)))
+
+
+def leaky_relu_backward(dx, dout, x, negative_slope=0.01):
+    """dx = dout · (1 if x > 0 else negative_slope)."""
+    T = dx.dtype.type
+    _unary_backward("leaky_relu_backward", dx, dout, x, "x",
+                    lambda x: np.where(x > 0, T(1), T(negative_slope)))
+
+
+def sigmoid_forward(out, x):
+    """out = 1 / (1 + exp(−x)), computed without overflow."""
+    _unary("sigmoid_forward", out, x, _sigmoid)
+
+
+def sigmoid_backward(dx, dout, y):
+    """dx = dout · y(1 − y), from the forward output y."""
+    _unary_backward("sigmoid_backward", dx, dout, y, "y", lambda y: y * (1 - y))
+
+
+def tanh_forward(out, x):
+    """out = tanh(x)."""
+    _unary("tanh_forward", out, x, np.tanh)
+
+
+def tanh_backward(dx, dout, y):
+    """dx = dout · (1 − y²), from the forward output y."""
+    _unary_backward("tanh_backward", dx, dout, y, "y", lambda y: 1 - y * y)
+
+
+def gelu_forward(out, x):
+    """out = x · Φ(x) = ½x(1 + erf(x/√2)), exact GELU as PyTorch's default."""
+    _unary("gelu_forward", out, x, _gelu)
+
+
+def gelu_backward(dx, dout, x):
+    """dx = dout · (Φ(x) + x·φ(x))."""
+    _unary_backward("gelu_backward", dx, dout, x, "x", _gelu_grad)
+
+
+def step_forward(out, x, threshold=0.0):
+    """out = 1 if x >= threshold else 0 (the M-P neuron). No backward: its derivative is 0."""
+    T = out.dtype.type
+    _unary("step_forward", out, x, lambda x: (x >= T(threshold)).astype(out.dtype))
+
+
+def _rows(op, out, a, an, b=None, bn=""):
+    _out(op, "out" if b is None else "dx", out)
+    a = _in(op, an, a, out.dtype)
+    if a.ndim == 0:
+        raise ValueError(f"{op}: {an} must have at least 1 dimension, got a scalar")
+    _same_shape(op, "out", out, an, a)
+    _no_overlap(op, "out", out, an, a, True)
+    if b is not None:
+        b = _in(op, bn, b, out.dtype)
+        _same_shape(op, an, a, bn, b)
+        _no_overlap(op, "out", out, bn, b, True)
+    return a, b
+
+
+def softmax_forward(out, x):
+    """Softmax over the last axis.   out, x: (..., C)."""
+    x, _ = _rows("softmax_forward", out, x, "x")
+    if x.size == 0:
+        return
+    e = np.exp(x - x.max(axis=-1, keepdims=True))
+    out[...] = e * (1 / e.sum(axis=-1, keepdims=True))
+
+
+def softmax_backward(dx, dout, y):
+    """dx = y ⊙ (dout − Σ_c dout ⊙ y), from the forward output y.   dx, dout, y: (..., C)."""
+    dout, y = _rows("softmax_backward", dx, dout, "dout", y, "y")
+    if dout.size == 0:
+        return
+    dx[...] = y * (dout - (dout * y).sum(axis=-1, keepdims=True))
+
+
+# ---------------------------------------------------------------- losses
+def _loss_dtype(op, gname, g, x):
+    """The gradient output picks the dtype; without one, float64 stays float64, else float32."""
+    if g is not None:
+        return _out(op, gname, g).dtype
+    return np.dtype(np.float64) if getattr(x, "dtype", None) == np.float64 else np.dtype(np.float32)
+
+
+def cross_entropy_forward(dlogits, logits, targets):
+    """Mean cross-entropy of softmax(logits) against class indices; dlogits in the same pass.
+
+    dlogits: (N, C) written = (softmax(logits) − onehot(targets)) / N, or None
+    logits:  (N, C)
+    targets: (N,) integers in [0, C)
+    Returns the loss as a Python float (0.0 for an empty batch).
+    """
+    op = "cross_entropy_forward"
+    dt = _loss_dtype(op, "dlogits", dlogits, logits)
+    x = _in(op, "logits", logits, dt)
+    if x.ndim != 2:
+        raise ValueError(f"{op}: logits must be 2-D (N, classes), got shape {_shape(x)}")
+    N, C = x.shape
+    if C == 0:
+        raise ValueError(f"{op}: logits has 0 classes (shape {_shape(x)})")
+    t = np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be integer class indices, got {t.dtype}; use "
+                        "y.astype(np.int64)")
+    t = t.astype(np.int64, copy=False)
+    if t.shape != (N,):
+        raise ValueError(f"{op}: targets has shape {_shape(t)} but logits has {N} rows; pass one "
+                         f"class index per row, shape ({N},)")
+    bad = np.flatnonzero((t < 0) | (t >= C))
+    if bad.size:
+        raise ValueError(f"{op}: targets must be class indices in [0, {C}), got {t[bad[0]]} at "
+                         f"position {bad[0]}")
+    if dlogits is not None:
+        _same_shape(op, "dlogits", dlogits, "logits", x)
+        _no_overlap(op, "dlogits", dlogits, "logits", x, True)
+    if N == 0:
+        return 0.0
+    rows = np.arange(N)
+    m = x.max(axis=1)
+    e = np.exp(x - m[:, None])
+    s = e.sum(axis=1)
+    # log-sum-exp minus the target logit, both shifted by the row max: finite for any logits.
+    row_loss = (np.log(s) - (x[rows, t] - m)).astype(np.float64)
+    if dlogits is not None:
+        scale = dt.type(1) / dt.type(N)
+        dlogits[...] = e * (dt.type(1) / s)[:, None] * scale
+        dlogits[rows, t] -= scale
+    return float(row_loss.sum() / N)
+
+
+def _pointwise(op, gname, g, iname, x, t):
+    dt = _loss_dtype(op, gname, g, x)
+    x, t = _in(op, iname, x, dt), _in(op, "target", t, dt)
+    _same_shape(op, iname, x, "target", t)
+    if g is not None:
+        _same_shape(op, gname, g, iname, x)
+        _no_overlap(op, gname, g, iname, x, True)
+        _no_overlap(op, gname, g, "target", t, True)
+    return dt.type, x, t
+
+
+def mse_forward(dpred, pred, target, reduction="mean"):
+    """Mean (or sum) of (pred − target)²; dpred = 2(pred − target)/n (or without /n for sum).
+
+    dpred: same shape as pred, written, or None.   pred, target: any shape, the same.
+    """
+    op = "mse_forward"
+    if reduction not in ("mean", "sum"):
+        raise ValueError(f"{op}: reduction must be 'mean' or 'sum', got '{reduction}'")
+    T, x, t = _pointwise(op, "dpred", dpred, "pred", pred, target)
+    n = x.size
+    if n == 0:
+        return 0.0
+    d = x - t
+    if dpred is not None:
+        dpred[...] = (T(2) if reduction == "sum" else T(2) / T(n)) * d
+    total = float((d * d).astype(np.float64).sum())
+    return total if reduction == "sum" else total / n
+
+
+def bce_with_logits_forward(dlogits, logits, target):
+    """Mean of max(x, 0) − x·t + log(1 + exp(−|x|)); dlogits = (sigmoid(x) − t)/n."""
+    T, x, t = _pointwise("bce_with_logits_forward", "dlogits", dlogits, "logits", logits, target)
+    if x.size == 0:
+        return 0.0
+    if dlogits is not None:
+        dlogits[...] = (_sigmoid(x) - t) * (T(1) / T(x.size))
+    loss = np.maximum(x, 0) - x * t + np.log1p(np.exp(-np.abs(x)))
+    return float(loss.astype(np.float64).sum() / x.size)
+
+
+def bce_forward(dprob, prob, target):
+    """Mean of −(t·log p + (1 − t)·log(1 − p)) with logs clamped at −100 (as PyTorch);
+    dprob = (p − t) / max(p(1 − p), 1e-12) / n.   prob must lie in [0, 1]."""
+    op = "bce_forward"
+    T, p, t = _pointwise(op, "dprob", dprob, "prob", prob, target)
+    bad = np.flatnonzero(~((p >= 0) & (p <= 1)))
+    if bad.size:
+        i = int(bad[0])
+        raise ValueError(f"{op}: prob must be probabilities in [0, 1], got {float(p.flat[i])} at "
+                         f"flat index {i}; apply a sigmoid first, or use BCEWithLogitsLoss on logits")
+    if p.size == 0:
+        return 0.0
+    with np.errstate(divide="ignore"):
+        lp, l1p = np.maximum(np.log(p), T(-100)), np.maximum(np.log(1 - p), T(-100))
+    if dprob is not None:
+        dprob[...] = (p - t) / np.maximum((1 - p) * p, T(1e-12)) * (T(1) / T(p.size))
+    return float((-(t * lp + (1 - t) * l1p)).astype(np.float64).sum() / p.size)
+
+
+# ---------------------------------------------------------------- optimizers
+# Flat buffers, PyTorch's single-tensor update rules operation for operation (torch/optim).
+def _state(op, name, a, param):
+    _out(op, name, a)
+    if a.dtype != param.dtype or a.size != param.size:
+        raise ValueError(f"{op}: {name} has dtype {a.dtype} and {a.size} elements but param has "
+                         f"{param.dtype} and {param.size}; state buffers must match the parameters")
+    _no_overlap(op, name, a, "param", param, False)
+    return a.reshape(-1)
+
+
+def _grad(op, g, param):
+    g = _in(op, "grad", g, param.dtype)
+    if g.size != param.size:
+        raise ValueError(f"{op}: grad has {g.size} elements (shape {_shape(g)}) but param has "
+                         f"{param.size} (shape {_shape(param)})")
+    return g.reshape(-1)
+
+
+def sgd_step(param, grad, momentum_buf, lr, momentum=0.0, dampening=0.0, nesterov=False,
+             weight_decay=0.0, first_step=False):
+    """SGD as torch.optim.SGD:  g += wd·p;  buf = g (first step) or μ·buf + (1−τ)·g;
+    g = g + μ·buf (Nesterov) or buf;  p −= lr·g.   All buffers flat views of n values."""
+    op = "sgd_step"
+    _out(op, "param", param)
+    if momentum != 0 and momentum_buf is None:
+        raise ValueError("sgd_step: momentum != 0 needs a momentum_buf the size of param")
+    buf = None if momentum_buf is None else _state(op, "momentum_buf", momentum_buf, param)
+    g, p, T = _grad(op, grad, param), param.reshape(-1), param.dtype.type
+    if weight_decay != 0:
+        g = g + T(weight_decay) * p
+    if momentum != 0:
+        buf[...] = g if first_step else buf * T(momentum) + T(1.0 - dampening) * g
+        g = g + T(momentum) * buf if nesterov else buf
+    p += T(-lr) * g
+
+
+def adam_step(param, grad, exp_avg, exp_avg_sq, step, lr=1e-3, beta1=0.9, beta2=0.999, eps=1e-8,
+              weight_decay=0.0, decoupled=False):
+    """Adam (decoupled=False) / AdamW (decoupled=True) as torch.optim, step counting from 1."""
+    op = "adam_step"
+    _out(op, "param", param)
+    m, v = _state(op, "exp_avg", exp_avg, param), _state(op, "exp_avg_sq", exp_avg_sq, param)
+    _no_overlap(op, "exp_avg", exp_avg, "exp_avg_sq", exp_avg_sq, False)
+    if step < 1:
+        raise ValueError(f"{op}: step counts from 1, got {step}")
+    g, p, T = _grad(op, grad, param), param.reshape(-1), param.dtype.type
+    if weight_decay != 0:
+        if decoupled:
+            p *= T(1.0 - lr * weight_decay)
+        else:
+            g = g + T(weight_decay) * p
+    bc1 = 1.0 - beta1 ** step
+    bc2_sqrt = math.sqrt(1.0 - beta2 ** step)
+    m += T(1.0 - beta1) * (g - m)                 # exp_avg.lerp_(grad, 1 − β1)
+    v[...] = v * T(beta2) + (T(1.0 - beta2) * g) * g
+    denom = np.sqrt(v) / T(bc2_sqrt) + T(eps)
+    p += (T(-(lr / bc1)) * m) / denom
+
+
+def rmsprop_step(param, grad, square_avg, momentum_buf, lr=1e-2, alpha=0.99, eps=1e-8,
+                 weight_decay=0.0, momentum=0.0):
+    """RMSprop as torch.optim.RMSprop (centered=False)."""
+    op = "rmsprop_step"
+    _out(op, "param", param)
+    sq = _state(op, "square_avg", square_avg, param)
+    if momentum > 0 and momentum_buf is None:
+        raise ValueError("rmsprop_step: momentum > 0 needs a momentum_buf the size of param")
+    buf = None if momentum_buf is None else _state(op, "momentum_buf", momentum_buf, param)
+    g, p, T = _grad(op, grad, param), param.reshape(-1), param.dtype.type
+    if weight_decay != 0:
+        g = g + T(weight_decay) * p
+    sq[...] = sq * T(alpha) + (T(1.0 - alpha) * g) * g
+    avg = np.sqrt(sq) + T(eps)
+    if momentum > 0:
+        buf[...] = buf * T(momentum) + g / avg
+        p += T(-lr) * buf
+    else:
+        p += (T(-lr) * g) / avg

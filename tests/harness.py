@@ -1,0 +1,242 @@
+"""One harness for every kernel pair (C++ in fastnn._core, NumPy twin in numpy_ref.py).
+
+A Case says how to build a kernel's arguments for a shape and dtype, which arguments are
+outputs (written or updated in place), and what tolerance applies. `run_case` then calls the
+kernel on both backends (and on every SIMD path of the C++ one), with contiguous or strided
+inputs, and compares C++ against the twin and both against the twin run in float64.
+Adding a kernel = adding one Case to CASES.
+"""
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import numpy as np
+
+from fastnn import _core
+from fastnn.backends import cpp, numpy_ref
+
+SIMD_PATHS = tuple(_core.simd_available())
+
+
+@dataclasses.dataclass
+class Case:
+    kernel: str
+    make: Callable  # make(rng, shape, dtype) -> (args: list, kwargs: dict)
+    shapes: tuple
+    outputs: tuple  # positions of output / in-place arguments in args
+    label: str = ""
+    # tolerance scale: how many rounding errors an output element may carry, from the shape
+    depth: Callable = lambda shape: 1
+
+    @property
+    def id(self):
+        return self.kernel + (f"[{self.label}]" if self.label else "")
+
+
+def tolerance(dtype, depth):
+    """(rtol, atol) for results carrying about `depth` accumulated rounding errors."""
+    eps = np.finfo(dtype).eps
+    return 16 * eps * (1 + depth) ** 0.5, 2 * eps * (1 + depth)
+
+
+def U(rng, shape, dtype, lo=-1.0, hi=1.0):
+    return rng.uniform(lo, hi, shape).astype(dtype)
+
+
+def nans(shape, dtype):
+    """An output buffer full of NaN: a kernel that fails to write an element is caught."""
+    return np.full(shape, np.nan, dtype)
+
+
+def strided(a):
+    """The same values as `a`, in a non-contiguous view (every other element of a bigger array)."""
+    if not isinstance(a, np.ndarray) or a.ndim == 0:
+        return a
+    big = np.zeros(a.shape[:-1] + (2 * a.shape[-1],), a.dtype)
+    view = big[..., ::2]
+    view[...] = a
+    assert not view.flags.c_contiguous or a.size <= 1
+    return view
+
+
+def call(ops, case, args, kwargs):
+    """Calls the kernel with copies of the outputs; returns (return value, [outputs])."""
+    args = [a.copy() if (i in case.outputs and a is not None) else a for i, a in enumerate(args)]
+    ret = getattr(ops, case.kernel)(*args, **kwargs)
+    return ret, [args[i] for i in case.outputs if args[i] is not None]
+
+
+def _to(dtype, x):
+    if isinstance(x, np.ndarray) and x.dtype.kind == "f":
+        return x.astype(dtype)
+    return x
+
+
+def build(case, shape, dtype, seed=0):
+    rng = np.random.default_rng([seed, abs(hash(case.id)) % 2**31, *shape])
+    return case.make(rng, shape, dtype)
+
+
+def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
+    args, kwargs = build(case, shape, dtype)
+    # float64 reference: the twin on the same values, every float array in float64
+    ref_ret, ref_outs = call(numpy_ref, case, [_to(np.float64, a) for a in args],
+                             {k: _to(np.float64, v) for k, v in kwargs.items()})
+    if noncontig:  # strided views of every read-only input; outputs must stay contiguous
+        args = [a if i in case.outputs else strided(a) for i, a in enumerate(args)]
+        kwargs = {k: strided(v) for k, v in kwargs.items()}
+    rtol, atol = tolerance(dtype, case.depth(shape))
+    twin_ret, twin_outs = call(numpy_ref, case, args, kwargs)
+    results = {"numpy": (twin_ret, twin_outs)}
+    previous = _core.simd_path()
+    try:
+        for path in simd_paths:
+            _core.set_simd_path(path)
+            results[f"cpp/{path}"] = call(cpp, case, args, kwargs)
+    finally:
+        _core.set_simd_path(previous)
+    for name, (ret, outs) in results.items():
+        where = f"{case.id} shape={shape} dtype={np.dtype(dtype).name} noncontig={noncontig} {name}"
+        for got, want, twin in zip(outs, ref_outs, twin_outs):
+            assert got.dtype == dtype, where
+            np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=where + " vs float64")
+            np.testing.assert_allclose(got, twin, rtol=rtol, atol=atol, err_msg=where + " vs twin")
+        if ref_ret is not None:
+            assert isinstance(ret, float), where
+            np.testing.assert_allclose(ret, ref_ret, rtol=rtol, atol=atol, err_msg=where)
+    return results
+
+
+# ------------------------------------------------------------------------------- cases
+GEMM_SHAPES = ((1, 1, 1), (2, 7, 63), (63, 64, 65), (65, 257, 7), (257, 65, 64), (64, 1, 257),
+               (1, 257, 64), (13, 100, 300), (0, 7, 5), (7, 0, 5), (7, 5, 0))  # (M, N, K)
+LINEAR_SHAPES = ((1, 1, 1), (2, 7, 63), (63, 64, 65), (257, 65, 7), (65, 257, 2), (0, 7, 5),
+                 (100, 784, 10))  # (N, C, OC)
+ELEMENT_SHAPES = ((1,), (7,), (63,), (64, 65), (257, 65), (0,), (0, 5), (3, 4, 5))
+ROW_SHAPES = ((1, 1), (2, 7), (63, 64), (65, 257), (257, 10), (0, 10))  # (N, C)
+FLAT_SIZES = ((1,), (7,), (63,), (64,), (65,), (257 * 65,), (0,))
+
+
+def gemm_case(ta, tb, bias=False, act="none", alpha=1.0, beta=0.0):
+    def make(rng, s, dt):
+        M, N, K = s
+        a = U(rng, (K, M) if ta else (M, K), dt)
+        b = U(rng, (N, K) if tb else (K, N), dt)
+        # beta == 0 must overwrite c without reading it: start from NaN to prove it.
+        c = U(rng, (M, N), dt) if beta else np.full((M, N), np.nan, dt)
+        return [c, a, b], dict(trans_a=ta, trans_b=tb, alpha=alpha, beta=beta,
+                               bias=U(rng, (N,), dt) if bias else None, activation=act)
+    label = f"ta={int(ta)},tb={int(tb)}" + (f",bias,{act},a={alpha},b={beta}" if bias else "")
+    return Case("gemm", make, GEMM_SHAPES, (0,), label, depth=lambda s: s[2])
+
+
+def linear_forward_case(bias):
+    def make(rng, s, dt):
+        N, C, OC = s
+        return [nans((N, OC), dt), U(rng, (N, C), dt), U(rng, (OC, C), dt),
+                U(rng, (OC,), dt) if bias else None], {}
+    return Case("linear_forward", make, LINEAR_SHAPES, (0,), "bias" if bias else "nobias",
+                depth=lambda s: s[1])
+
+
+def linear_backward_case(dx, dbias):
+    def make(rng, s, dt):
+        N, C, OC = s
+        return [nans((N, C), dt) if dx else None, U(rng, (OC, C), dt),
+                U(rng, (OC,), dt) if dbias else None,
+                U(rng, (N, OC), dt), U(rng, (N, C), dt), U(rng, (OC, C), dt)], {}
+    return Case("linear_backward", make, LINEAR_SHAPES, (0, 1, 2),
+                f"dx={int(dx)},dbias={int(dbias)}", depth=lambda s: s[0] + s[2])
+
+
+def unary_case(kernel, lo=-3.0, hi=3.0, **kw):
+    def make(rng, s, dt):
+        return [nans(s, dt), U(rng, s, dt, lo, hi)], dict(kw)
+    return Case(kernel, make, ELEMENT_SHAPES, (0,), depth=lambda s: 4)
+
+
+def unary_backward_case(kernel, lo=-3.0, hi=3.0, **kw):
+    def make(rng, s, dt):
+        return [nans(s, dt), U(rng, s, dt), U(rng, s, dt, lo, hi)], dict(kw)
+    return Case(kernel, make, ELEMENT_SHAPES, (0,), depth=lambda s: 4)
+
+
+def softmax_case(backward):
+    def make(rng, s, dt):
+        x = U(rng, s, dt, -5, 5)
+        if not backward:
+            return [nans(s, dt), x], {}
+        e = np.exp(x - x.max(-1, keepdims=True)) if x.size else x
+        y = (e / e.sum(-1, keepdims=True)).astype(dt) if x.size else x
+        return [nans(s, dt), U(rng, s, dt), y], {}
+    return Case("softmax_backward" if backward else "softmax_forward", make, ROW_SHAPES, (0,),
+                depth=lambda s: s[1])
+
+
+def cross_entropy_case(with_grad, scale=3.0):
+    def make(rng, s, dt):
+        N, C = s
+        return [nans(s, dt) if with_grad else None, U(rng, s, dt, -scale, scale),
+                rng.integers(0, C, N)], {}
+    return Case("cross_entropy_forward", make, ROW_SHAPES, (0,),
+                f"grad={int(with_grad)},scale={scale:g}", depth=lambda s: s[1] + s[0])
+
+
+def pointwise_loss_case(kernel, lo, hi, tlo, thi, **kw):
+    def make(rng, s, dt):
+        return [nans(s, dt), U(rng, s, dt, lo, hi), U(rng, s, dt, tlo, thi)], dict(kw)
+    label = ",".join(f"{k}={v}" for k, v in kw.items())
+    return Case(kernel, make, ELEMENT_SHAPES, (0,), label, depth=lambda s: int(np.prod(s)))
+
+
+def sgd_case(**kw):
+    def make(rng, s, dt):
+        buf = U(rng, s, dt) if kw.get("momentum", 0) else None
+        return [U(rng, s, dt), U(rng, s, dt), buf], dict(lr=0.1, **kw)
+    return Case("sgd_step", make, FLAT_SIZES, (0, 2), ",".join(f"{k}={v}" for k, v in kw.items()),
+                depth=lambda s: 4)
+
+
+def adam_case(step, **kw):
+    def make(rng, s, dt):
+        return [U(rng, s, dt), U(rng, s, dt), U(rng, s, dt, -0.1, 0.1), U(rng, s, dt, 0.0, 0.01)], \
+            dict(step=step, lr=1e-2, **kw)
+    return Case("adam_step", make, FLAT_SIZES, (0, 2, 3),
+                ",".join([f"step={step}"] + [f"{k}={v}" for k, v in kw.items()]), depth=lambda s: 8)
+
+
+def rmsprop_case(**kw):
+    def make(rng, s, dt):
+        buf = U(rng, s, dt) if kw.get("momentum", 0) else None
+        return [U(rng, s, dt), U(rng, s, dt), U(rng, s, dt, 0.0, 0.01), buf], dict(lr=1e-2, **kw)
+    return Case("rmsprop_step", make, FLAT_SIZES, (0, 2, 3),
+                ",".join(f"{k}={v}" for k, v in kw.items()), depth=lambda s: 8)
+
+
+CASES = [
+    *(gemm_case(ta, tb) for ta in (False, True) for tb in (False, True)),
+    *(gemm_case(False, tb, True, act, 0.5, 0.3) for tb in (False, True)
+      for act in ("none", "relu", "sigmoid", "tanh", "gelu")),
+    linear_forward_case(True), linear_forward_case(False),
+    *(linear_backward_case(dx, db) for dx in (True, False) for db in (True, False)),
+    unary_case("relu_forward"), unary_backward_case("relu_backward"),
+    unary_case("leaky_relu_forward", negative_slope=0.2),
+    unary_backward_case("leaky_relu_backward", negative_slope=0.2),
+    unary_case("sigmoid_forward", -20, 20), unary_backward_case("sigmoid_backward", 0.0, 1.0),
+    unary_case("tanh_forward"), unary_backward_case("tanh_backward", -1.0, 1.0),
+    unary_case("gelu_forward"), unary_backward_case("gelu_backward"),
+    unary_case("step_forward", threshold=0.5),
+    softmax_case(False), softmax_case(True),
+    cross_entropy_case(True), cross_entropy_case(False), cross_entropy_case(True, 1e4),
+    pointwise_loss_case("mse_forward", -2, 2, -2, 2, reduction="mean"),
+    pointwise_loss_case("mse_forward", -2, 2, -2, 2, reduction="sum"),
+    pointwise_loss_case("bce_with_logits_forward", -30, 30, 0, 1),
+    pointwise_loss_case("bce_forward", 0.001, 0.999, 0, 1),
+    sgd_case(), sgd_case(momentum=0.9, dampening=0.1, weight_decay=0.01),
+    sgd_case(momentum=0.9, nesterov=True), sgd_case(momentum=0.5, first_step=True),
+    adam_case(1), adam_case(7, weight_decay=0.01), adam_case(3, weight_decay=0.1, decoupled=True),
+    rmsprop_case(), rmsprop_case(momentum=0.9, weight_decay=0.01),
+]
+
+CASE_SHAPES = [(c, s) for c in CASES for s in c.shapes]

@@ -1,0 +1,93 @@
+"""Every C++ kernel against its NumPy twin against a float64 reference (tests/harness.py), on
+many shapes, contiguous and strided inputs, float32 and float64, and every SIMD path."""
+import inspect
+import re
+
+import numpy as np
+import pytest
+
+from fastnn import _core, backends
+from fastnn.backends import cpp, numpy_ref
+from harness import CASE_SHAPES, CASES, SIMD_PATHS, run_case
+
+
+def test_every_kernel_has_a_twin_and_a_case():
+    covered = {c.kernel for c in CASES}
+    assert set(backends.KERNELS) <= covered
+    for name in backends.KERNELS:
+        twin, native = getattr(numpy_ref, name), getattr(cpp, name)
+        twin_args = list(inspect.signature(twin).parameters)
+        native_args = re.match(rf"{name}\((.*?)\)", native.__doc__).group(1)
+        native_args = [a.split(":")[0].strip() for a in native_args.split(",")]
+        assert twin_args == native_args, name
+
+
+def test_all_simd_paths_are_exercised():
+    # On an x86-64 CPU with AVX2 the harness must cover more than the portable path.
+    assert SIMD_PATHS[0] == "portable"
+    info = _core.build_info()
+    assert info["version"]
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("case,shape", CASE_SHAPES, ids=[f"{c.id}-{s}" for c, s in CASE_SHAPES])
+def test_kernel_matches_twin(case, shape, dtype):
+    run_case(case, shape, dtype)
+
+
+@pytest.mark.parametrize("case,shape", CASE_SHAPES, ids=[f"{c.id}-{s}" for c, s in CASE_SHAPES])
+def test_kernel_matches_twin_strided_inputs(case, shape):
+    run_case(case, shape, np.float32, noncontig=True)
+
+
+def test_float64_inputs_to_float32_kernel_are_converted():
+    x = np.linspace(-2, 2, 11)  # float64
+    out = np.empty(11, np.float32)
+    for ops in (cpp, numpy_ref):
+        ops.relu_forward(out, x)
+        np.testing.assert_array_equal(out, np.maximum(x, 0).astype(np.float32))
+
+
+def test_integer_and_list_inputs_are_converted():
+    out = np.empty((2, 2), np.float32)
+    for ops in (cpp, numpy_ref):
+        ops.gemm(out, [[1, 2], [3, 4]], np.eye(2, dtype=np.int32))
+        np.testing.assert_array_equal(out, [[1, 2], [3, 4]])
+
+
+def test_elementwise_kernels_run_in_place():
+    for ops in (cpp, numpy_ref):
+        x = np.array([-1.0, 0.0, 2.0], np.float32)
+        ops.relu_forward(x, x)
+        np.testing.assert_array_equal(x, [0, 0, 2])
+
+
+def test_zero_size_batch_gives_empty_outputs_and_zero_gradients():
+    for ops in (cpp, numpy_ref):
+        x, w, b = np.empty((0, 5), np.float32), np.ones((3, 5), np.float32), np.ones(3, np.float32)
+        out = np.empty((0, 3), np.float32)
+        ops.linear_forward(out, x, w, b)
+        dw, db, dx = np.zeros((3, 5), np.float32), np.zeros(3, np.float32), np.empty((0, 5), np.float32)
+        ops.linear_backward(dx, dw, db, np.empty((0, 3), np.float32), x, w)
+        assert not dw.any() and not db.any()
+        d = np.empty((0, 4), np.float32)
+        assert ops.cross_entropy_forward(d, d.copy(), np.empty(0, np.int64)) == 0.0
+
+
+def test_extreme_inputs_stay_finite():
+    for ops in (cpp, numpy_ref):
+        logits = np.array([[1e4, -1e4, 0.0], [-1e4, -1e4, 1e4]], np.float32)
+        d = np.empty_like(logits)
+        loss = ops.cross_entropy_forward(d, logits, np.array([1, 2]))
+        assert np.isfinite(loss) and np.isfinite(d).all()
+        np.testing.assert_allclose(loss, 1e4, rtol=1e-6)  # row 0 pays 2e4, row 1 pays 0
+        y = np.empty(4, np.float32)
+        ops.sigmoid_forward(y, np.array([-1000, 1000, -88.8, 88.8], np.float32))
+        assert np.isfinite(y).all() and y[0] == 0 and y[1] == 1
+        x, t = np.array([-1e4, 1e4, 1000.0, -1000.0], np.float32), np.array([1, 0, 1, 0], np.float32)
+        g = np.empty_like(x)
+        loss = ops.bce_with_logits_forward(g, x, t)
+        np.testing.assert_allclose(loss, (1e4 + 1e4) / 4, rtol=1e-6)
+        assert np.isfinite(g).all()
+        p = np.array([0.0, 1.0], np.float32)
+        assert ops.bce_forward(np.empty(2, np.float32), p, np.array([1, 0], np.float32)) == 100.0

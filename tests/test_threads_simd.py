@@ -1,0 +1,91 @@
+"""Results do not depend on the thread count (bitwise) and every SIMD path can be forced."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+import fastnn
+from fastnn import _core
+from fastnn.backends import cpp
+from harness import CASES, SIMD_PATHS, build, call
+
+# Shapes big enough that every kernel really splits its work across threads.
+BIG = {"gemm": (257, 300, 513), "linear_forward": (300, 513, 257), "linear_backward": (300, 513, 257),
+       "softmax_forward": (5000, 37), "softmax_backward": (5000, 37),
+       "cross_entropy_forward": (20000, 10)}
+FLAT = (3, 100_003)
+
+
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_one_and_two_threads_are_bitwise_equal(case, simd):
+    shape = BIG.get(case.kernel, (300_007,) if case.kernel.endswith("_step") else FLAT)
+    _core.set_simd_path(simd)
+    args, kwargs = build(case, shape, np.float32)
+    fastnn.set_num_threads(1)
+    r1, o1 = call(cpp, case, args, kwargs)
+    fastnn.set_num_threads(2)
+    r2, o2 = call(cpp, case, args, kwargs)
+    assert r1 == r2
+    for a, b in zip(o1, o2):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+def test_set_num_threads_validates():
+    with pytest.raises(ValueError, match="n must be >= 1"):
+        fastnn.set_num_threads(0)
+    with pytest.raises(TypeError, match="expects an int"):
+        fastnn.set_num_threads(2.5)
+    fastnn.set_num_threads(3)
+    assert fastnn.get_num_threads() == 3
+
+
+def _run(env_extra, code):
+    env = {**os.environ, **env_extra}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_env_var_forces_simd_path(path):
+    r = _run({"FASTNN_SIMD": path}, "import fastnn; print(fastnn.build_info()['simd'])")
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == path
+
+
+def test_thread_count_from_environment():
+    code = "import fastnn; print(fastnn.get_num_threads())"
+    assert _run({"FASTNN_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, code).stdout.strip() == "3"
+    env = {k: v for k, v in os.environ.items() if k != "FASTNN_NUM_THREADS"}
+    r = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "5"},
+                       capture_output=True, text=True, timeout=120)
+    assert r.stdout.strip() == "5"
+    bad = _run({"FASTNN_NUM_THREADS": "many"}, code)
+    assert bad.returncode != 0 and "FASTNN_NUM_THREADS='many' is not a whole number" in bad.stderr
+
+
+def test_backend_selection():
+    assert fastnn.get_backend() in ("cpp", "numpy")
+    with fastnn.use_backend("numpy"):
+        assert fastnn.get_backend() == "numpy"
+    with pytest.raises(ValueError, match="unknown backend 'gpu'"):
+        fastnn.set_backend("gpu")
+    r = _run({"FASTNN_BACKEND": "numpy"}, "import fastnn; print(fastnn.get_backend())")
+    assert r.stdout.strip() == "numpy"
+
+
+def test_build_info_reports_what_runs():
+    info = fastnn.build_info()
+    for key in ("version", "compiler", "openmp", "simd", "simd_available", "num_threads", "backend"):
+        assert key in info
+    assert info["version"] == fastnn.__version__
+    assert info["simd"] in info["simd_available"]
+
+
+def test_manual_seed_reproducible():
+    a = fastnn.manual_seed(7).random(3)
+    b = fastnn.manual_seed(7).random(3)
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(ValueError):
+        fastnn.manual_seed(-1)
