@@ -2,6 +2,7 @@
 import os
 import subprocess
 import sys
+import tempfile
 
 import numpy as np
 import pytest
@@ -42,9 +43,12 @@ def test_set_num_threads_validates():
     assert fastnn.get_num_threads() == 3
 
 
-def _run(env_extra, code):
-    env = {**os.environ, **env_extra}
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120)
+def _run(env_extra, code, env=None):
+    # Run from a neutral directory: from the repository root, `import fastnn` would find the
+    # source tree (without the compiled _core) instead of the installed package.
+    env = {**(os.environ if env is None else env), **env_extra}
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          timeout=120, cwd=tempfile.gettempdir())
 
 
 @pytest.mark.parametrize("path", SIMD_PATHS)
@@ -58,9 +62,7 @@ def test_thread_count_from_environment():
     code = "import fastnn; print(fastnn.get_num_threads())"
     assert _run({"FASTNN_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, code).stdout.strip() == "3"
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_NUM_THREADS"}
-    r = subprocess.run([sys.executable, "-c", code], env={**env, "OMP_NUM_THREADS": "5"},
-                       capture_output=True, text=True, timeout=120)
-    assert r.stdout.strip() == "5"
+    assert _run({"OMP_NUM_THREADS": "5"}, code, env).stdout.strip() == "5"
     bad = _run({"FASTNN_NUM_THREADS": "many"}, code)
     assert bad.returncode != 0 and "FASTNN_NUM_THREADS='many' is not a whole number" in bad.stderr
 
