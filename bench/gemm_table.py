@@ -67,7 +67,11 @@ def worker(threads, repeats):
         b = rng.standard_normal((n, k) if tb else (k, n), dtype=np.float32)
         c = np.empty((m, n), np.float32)
         opa, opb = (a.T if ta else a), (b.T if tb else b)
+        # Pause before each timing: a library's idle threads spin for a while after its last
+        # call and would steal the other library's cores.
+        time.sleep(0.2)
         t_np = median_time(lambda: np.matmul(opa, opb, out=c), repeats)
+        time.sleep(0.2)
         t_fn = median_time(lambda: cpp.gemm(c, a, b, ta, tb), repeats)
         flop = 2 * m * n * k
         print(f"{threads}\t{label}\t{flop / t_np / 1e9:.1f}\t{flop / t_fn / 1e9:.1f}\t{t_np / t_fn:.2f}", flush=True)

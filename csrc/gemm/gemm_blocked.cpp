@@ -3,11 +3,12 @@
 //     for pc in K by KC:
 //       for ic in M by MC:        A block  MC×KC  packed (L2)
 //         for (jr, ir) tiles:     micro-kernel on an MR×NR tile of C (registers)
-// Threads split only the packing slivers and the output tiles, and every tile sums over K in
-// the same order whatever the thread count, so 1 and N threads give bitwise-equal results.
+// Threads share the packing of B and split the MR-row slivers of A (and so the output tiles);
+// every tile sums over K in the same order whatever the thread count, so 1 and N threads give
+// bitwise-equal results.
 // The epilogue (bias, activation) runs on each tile right after its last K block, while the
 // tile is still in cache.
-#include <vector>
+#include <memory>
 #include "gemm/gemm.h"
 #include "gemm/gemm_pack.h"
 #include "gemm/ukernel.h"
@@ -19,12 +20,14 @@ namespace {
 constexpr idx KC = 256;
 constexpr idx MC_TILES = 12;   // MC = MC_TILES * MR
 constexpr idx NC_MAX = 4096;
-// Below this many multiply-adds a GEMM runs on one thread: waking threads costs more.
-constexpr idx kMinMacsPerThread = 1 << 17;
+// Below this many multiply-adds per thread a GEMM runs on one thread. Measured on 2 cores:
+// 100×784×128 (10M) gains nothing from a second thread, 200×784×128 (20M) gains 1.2×,
+// 512³ gains 1.7× (bench/gemm_table.py).
+constexpr idx kMinMacsPerThread = idx(1) << 23;
 
-template <class T> UKernel<T> ukernel();
-template <> UKernel<float> ukernel<float>() { return ukernel_f32(); }
-template <> UKernel<double> ukernel<double>() { return ukernel_f64(); }
+template <class T> UKernel<T> ukernel(idx N);
+template <> UKernel<float> ukernel<float>(idx N) { return ukernel_f32(N); }
+template <> UKernel<double> ukernel<double>(idx) { return ukernel_f64(); }
 
 template <class T>
 void epilogue(T* c, idx ldc, idx rows, idx cols, const T* bias, Act act) {
@@ -45,6 +48,92 @@ void scale_only(idx M, idx N, T beta, T* C, idx ldc, const T* bias, Act act) {
   epilogue(C, ldc, M, N, bias, act);
 }
 
+// Packing buffers are reused across calls (one pair per calling thread) instead of being
+// allocated and zero-filled every time: small GEMMs are dominated by such fixed costs.
+template <class T>
+struct Scratch {
+  std::unique_ptr<T[]> data;
+  size_t capacity = 0;
+  T* get(size_t n) {  // may throw std::bad_alloc: called before any parallel region
+    if (n > capacity) {
+      data.reset(new T[n]);
+      capacity = n;
+    }
+    return data.get();
+  }
+};
+
+template <class T>
+struct Problem {
+  UKernel<T> uk;
+  idx M, N, K, rsa, csa, rsb, csb, ldc, MC, NC;
+  T alpha, beta;
+  const T *A, *B, *bias;
+  T* C;
+  Act act;
+  T *ap, *bp;
+};
+
+// The loop nest, run by every thread of the team (or by the caller alone). B blocks are packed
+// by all threads together and shared; each thread owns a contiguous range of MR-row slivers of
+// every A block, packs exactly those rows and computes every tile in them, so its packed A
+// never leaves its own core's cache and needs no barrier. One barrier per K block keeps a
+// thread from repacking B while another still reads it.
+template <class T>
+void run_loops(const Problem<T>& shared) {
+  const Problem<T> P = shared;  // a private copy: the caller's stack line is written while we read
+#ifdef _OPENMP
+  const idx tid = omp_get_thread_num(), nt = omp_get_num_threads();
+#else
+  const idx tid = 0, nt = 1;
+#endif
+  const int mr = P.uk.mr, nr = P.uk.nr;
+  alignas(64) T edge[16 * 32];  // one MR×NR tile; the largest kernel is 12×32
+  for (idx jc = 0; jc < P.N; jc += P.NC) {
+    const idx nc = std::min(P.NC, P.N - jc);
+    const idx n_jr = (nc + nr - 1) / nr;
+    for (idx pc = 0; pc < P.K; pc += KC) {
+      const idx kc = std::min(KC, P.K - pc);
+      const T beta_k = pc == 0 ? P.beta : T(1);
+      const bool last_k = pc + kc == P.K;
+#pragma omp for schedule(static)
+      for (idx s = 0; s < n_jr; ++s)
+        pack_panel(P.B + jc * P.rsb + pc * P.csb, P.rsb, P.csb, nc, kc, nr, s, s + 1, P.bp);
+      for (idx ic = 0; ic < P.M; ic += P.MC) {
+        const idx mc = std::min(P.MC, P.M - ic);
+        const idx n_ir = (mc + mr - 1) / mr;
+        const idx ir0 = n_ir * tid / nt, ir1 = n_ir * (tid + 1) / nt;  // this thread's rows
+        // Each thread packs its slivers into its own region of the A buffer: sliver ranges change
+        // with the (shorter) last block, so a shared buffer would let one thread overwrite rows
+        // another is still multiplying.
+        T* const ap = P.ap + tid * P.MC * kc;
+        pack_panel(P.A + ic * P.rsa + pc * P.csa + ir0 * mr * P.rsa, P.rsa, P.csa, mc - ir0 * mr,
+                   kc, mr, 0, ir1 - ir0, ap);
+        for (idx jr = 0; jr < n_jr; ++jr) {
+          for (idx ir = ir0; ir < ir1; ++ir) {
+            const idx i0 = ic + ir * mr, j0 = jc + jr * nr;
+            const idx rows = std::min<idx>(mr, P.M - i0), cols = std::min<idx>(nr, P.N - j0);
+            T* c = P.C + i0 * P.ldc + j0;
+            const T* a = ap + (ir - ir0) * mr * kc;
+            const T* b = P.bp + jr * nr * kc;
+            if (rows == mr && cols == nr) {
+              P.uk.fn(kc, a, b, c, P.ldc, P.alpha, beta_k);
+            } else {  // edge tile: compute the full tile into a buffer, merge the valid part
+              P.uk.fn(kc, a, b, edge, nr, P.alpha, T(0));
+              for (idx i = 0; i < rows; ++i)
+                for (idx j = 0; j < cols; ++j)
+                  c[i * P.ldc + j] = beta_k == T(0) ? edge[i * nr + j]
+                                                    : edge[i * nr + j] + beta_k * c[i * P.ldc + j];
+            }
+            if (last_k) epilogue(c, P.ldc, rows, cols, P.bias ? P.bias + j0 : nullptr, P.act);
+          }
+        }
+      }
+#pragma omp barrier
+    }
+  }
+}
+
 }  // namespace
 
 template <class T>
@@ -54,64 +143,26 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return scale_only(M, N, beta, C, ldc, bias, act);
 
-  const UKernel<T> uk = ukernel<T>();
-  const int mr = uk.mr, nr = uk.nr;
+  Problem<T> P;
+  P.uk = ukernel<T>(N);
   // Element (i, p) of op(A) is A[i*rsa + p*csa]; element (j, p) of op(B)ᵀ is B[j*rsb + p*csb],
   // so B is packed exactly like A, with N in the role of M.
-  const idx rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
-  const idx rsb = trans_b ? ldb : 1, csb = trans_b ? 1 : ldb;
-
-  const idx MC = MC_TILES * mr;
-  const idx NC = std::min<idx>(NC_MAX, (N + nr - 1) / nr * nr);
+  P.rsa = trans_a ? 1 : lda, P.csa = trans_a ? lda : 1;
+  P.rsb = trans_b ? ldb : 1, P.csb = trans_b ? 1 : ldb;
+  P.M = M, P.N = N, P.K = K, P.ldc = ldc;
+  P.MC = MC_TILES * P.uk.mr;
+  P.NC = std::min<idx>(NC_MAX, (N + P.uk.nr - 1) / P.uk.nr * P.uk.nr);
+  P.alpha = alpha, P.beta = beta, P.A = A, P.B = B, P.bias = bias, P.C = C, P.act = act;
+  static thread_local Scratch<T> apack, bpack;
+  // Threads split MR-row slivers, so more threads than slivers would idle.
+  const idx slivers = (std::min(M, P.MC) + P.uk.mr - 1) / P.uk.mr;
+  const int nt = (int)std::min<idx>(threads_for(M * N * K, kMinMacsPerThread), slivers);
   const idx kc_max = std::min<idx>(KC, K);
-  // Allocated before the parallel region: nothing inside it may throw.
-  std::vector<T> apack((size_t)(MC * kc_max)), bpack((size_t)(NC * kc_max));
-  T* const ap = apack.data();
-  T* const bp = bpack.data();
-
-  const int nt = threads_for(M * N * K, kMinMacsPerThread);
-#pragma omp parallel num_threads(nt) if (nt > 1)
-  {
-    alignas(64) T edge[16 * 32];  // one MR×NR tile; the largest kernel is 12×32
-    for (idx jc = 0; jc < N; jc += NC) {
-      const idx nc = std::min(NC, N - jc);
-      const idx n_jr = (nc + nr - 1) / nr;
-      for (idx pc = 0; pc < K; pc += KC) {
-        const idx kc = std::min(KC, K - pc);
-        const T beta_k = pc == 0 ? beta : T(1);
-        const bool last_k = pc + kc == K;
-#pragma omp for schedule(static)
-        for (idx s = 0; s < n_jr; ++s)
-          pack_panel(B + jc * rsb + pc * csb, rsb, csb, nc, kc, nr, s, s + 1, bp);
-        for (idx ic = 0; ic < M; ic += MC) {
-          const idx mc = std::min(MC, M - ic);
-          const idx n_ir = (mc + mr - 1) / mr;
-#pragma omp for schedule(static)
-          for (idx s = 0; s < n_ir; ++s)
-            pack_panel(A + ic * rsa + pc * csa, rsa, csa, mc, kc, mr, s, s + 1, ap);
-#pragma omp for schedule(static)
-          for (idx t = 0; t < n_jr * n_ir; ++t) {
-            const idx jr = t / n_ir, ir = t % n_ir;
-            const idx i0 = ic + ir * mr, j0 = jc + jr * nr;
-            const idx rows = std::min<idx>(mr, M - i0), cols = std::min<idx>(nr, N - j0);
-            T* c = C + i0 * ldc + j0;
-            const T* a = ap + ir * mr * kc;
-            const T* b = bp + jr * nr * kc;
-            if (rows == mr && cols == nr) {
-              uk.fn(kc, a, b, c, ldc, alpha, beta_k);
-            } else {  // edge tile: compute the full tile into a buffer, merge the valid part
-              uk.fn(kc, a, b, edge, nr, alpha, T(0));
-              for (idx i = 0; i < rows; ++i)
-                for (idx j = 0; j < cols; ++j)
-                  c[i * ldc + j] = beta_k == T(0) ? edge[i * nr + j]
-                                                  : edge[i * nr + j] + beta_k * c[i * ldc + j];
-            }
-            if (last_k) epilogue(c, ldc, rows, cols, bias ? bias + j0 : nullptr, act);
-          }
-        }
-      }
-    }
-  }
+  P.ap = apack.get((size_t)(nt * P.MC * kc_max));
+  P.bp = bpack.get((size_t)(P.NC * kc_max));
+  if (nt == 1) return run_loops(P);
+#pragma omp parallel num_threads(nt)
+  run_loops(P);
 }
 
 template void gemm<float>(bool, bool, idx, idx, idx, float, const float*, idx, const float*, idx,

@@ -28,7 +28,7 @@ Simd simd_path();              // the path in use (FASTNN_SIMD env var, else the
 bool set_simd_path(Simd s);    // false if this CPU/build cannot run it
 const char* simd_name(Simd s);
 
-UKernel<float> ukernel_f32();  // for the path in use
+UKernel<float> ukernel_f32(std::int64_t N);  // for the path in use and a C with N columns
 UKernel<double> ukernel_f64();
 
 #ifdef FASTNN_X86_KERNELS
