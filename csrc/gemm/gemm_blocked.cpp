@@ -21,9 +21,9 @@ constexpr idx KC = 256;
 constexpr idx MC_TILES = 12;   // MC = MC_TILES * MR
 constexpr idx NC_MAX = 4096;
 // Below this many multiply-adds per thread a GEMM runs on one thread. Measured on 2 cores:
-// 100×784×128 (10M) gains nothing from a second thread, 200×784×128 (20M) gains 1.2×,
-// 512³ gains 1.7× (bench/gemm_table.py).
-constexpr idx kMinMacsPerThread = idx(1) << 23;
+// shapes of <= 3.3M multiply-adds (100×256×128, 100×128×64) lose 10-20% to a second thread;
+// the 10M MLP shapes (100×784×128, 128×100×784) gain 1.35-1.8×, 256³ 1.5×.
+constexpr idx kMinMacsPerThread = idx(1) << 22;
 
 template <class T> UKernel<T> ukernel(idx N);
 template <> UKernel<float> ukernel<float>(idx N) { return ukernel_f32(N); }

@@ -35,6 +35,8 @@ UKernel<double> ukernel_f64();
 // Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.
 void sgemm_ukernel_avx2_6x16(std::int64_t k, const float* a, const float* b, float* c,
                              std::int64_t ldc, float alpha, float beta);
+void sgemm_ukernel_avx512_12x16(std::int64_t k, const float* a, const float* b, float* c,
+                                std::int64_t ldc, float alpha, float beta);
 void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, float* c,
                                 std::int64_t ldc, float alpha, float beta);
 #endif

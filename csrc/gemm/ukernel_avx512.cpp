@@ -40,3 +40,32 @@ void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, 
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// The 12×16 variant for C at most 16 columns wide (e.g. a 10-class output layer): one zmm
+// accumulator per row instead of wasting most of a 32-wide tile.
+void sgemm_ukernel_avx512_12x16(std::int64_t k, const float* a, const float* b, float* c,
+                                std::int64_t ldc, float alpha, float beta) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_setzero_ps();
+#pragma GCC unroll 2
+  for (std::int64_t p = 0; p < k; ++p) {
+    const __m512 b0 = _mm512_loadu_ps(b);
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(_mm512_set1_ps(a[i]), b0, acc[i]);
+    a += 12;
+    b += 16;
+  }
+  const __m512 va = _mm512_set1_ps(alpha);
+  if (beta == 0.0f) {
+    for (int i = 0; i < 12; ++i) _mm512_storeu_ps(c + i * ldc, _mm512_mul_ps(va, acc[i]));
+  } else {
+    const __m512 vb = _mm512_set1_ps(beta);
+    for (int i = 0; i < 12; ++i) {
+      float* ci = c + i * ldc;
+      _mm512_storeu_ps(ci, _mm512_add_ps(_mm512_mul_ps(va, acc[i]), _mm512_mul_ps(vb, _mm512_loadu_ps(ci))));
+    }
+  }
+}
+
+}  // namespace fastnn

@@ -43,7 +43,6 @@ static Simd initial_path() {
 }
 
 static Simd g_path = initial_path();
-static const bool g_has_avx2 = cpu_has(Simd::AVX2);
 
 Simd simd_path() { return g_path; }
 
@@ -57,9 +56,8 @@ UKernel<float> ukernel_f32(std::int64_t N) {
   switch (g_path) {
 #ifdef FASTNN_X86_KERNELS
     case Simd::AVX512:
-      // A C at most 16 wide would waste over half of every 32-wide tile: use the 16-wide
-      // kernel (every AVX-512F CPU also has AVX2 and FMA).
-      if (N <= 16 && g_has_avx2) return {6, 16, sgemm_ukernel_avx2_6x16};
+      // A C at most 16 wide would waste over half of every 32-wide tile.
+      if (N <= 16) return {12, 16, sgemm_ukernel_avx512_12x16};
       return {12, 32, sgemm_ukernel_avx512_12x32};
     case Simd::AVX2: return {6, 16, sgemm_ukernel_avx2_6x16};
 #endif
