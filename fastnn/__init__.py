@@ -12,6 +12,20 @@ from fastnn.backends import (
     use_backend,
 )
 from fastnn.random import manual_seed
+from fastnn import init
+from fastnn.parameter import Parameter
+from fastnn.layers import (
+    GELU, Dropout, Flatten, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softmax, Step, Tanh,
+)
+from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from fastnn.optim import (
+    SGD, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSprop, StepLR, clip_grad_norm_,
+)
+from fastnn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from fastnn.training import History
+from fastnn.serialization import FormatError, load, save
+from fastnn.gradcheck import GradcheckError, gradcheck
+from fastnn.perceptron import ConvergenceWarning, Perceptron
 
 __version__ = _core.__version__
 
@@ -29,5 +43,11 @@ def build_info() -> dict:
 
 __all__ = [
     "__version__", "build_info", "get_backend", "set_backend", "use_backend",
-    "get_num_threads", "set_num_threads", "manual_seed",
+    "get_num_threads", "set_num_threads", "manual_seed", "init", "Parameter",
+    "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Step",
+    "Dropout", "Flatten", "Sequential",
+    "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
+    "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",
+    "save", "load", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning",
 ]

@@ -17,3 +17,10 @@ def _restore_settings():
 @pytest.fixture
 def rng():
     return np.random.default_rng(1234)
+
+
+@pytest.fixture(params=["cpp", "numpy"])
+def backend(request):
+    """Run a test once on each backend."""
+    fastnn.set_backend(request.param)
+    return request.param

@@ -1,0 +1,132 @@
+"""The Layer contract every layer follows (PyTorch's Module, cut to what an MLP needs).
+
+A layer validates its input, calls one backend kernel and caches what its backward needs.
+`backward(grad_out)` returns the gradient for its input and ADDS into its parameters' `.grad`.
+"""
+from __future__ import annotations
+
+from collections import OrderedDict
+
+import numpy as np
+
+from fastnn.parameter import Parameter, contiguous_runs
+
+
+def shape_str(shape) -> str:
+    return str(tuple(int(s) for s in shape))
+
+
+def float_input(x, who: str, dtype=None) -> np.ndarray:
+    """`x` as a float array: `dtype` if given, else float64 kept and anything else float32."""
+    if isinstance(x, Parameter):
+        x = x.data
+    arr = x if isinstance(x, np.ndarray) else np.asarray(x)
+    if dtype is None:
+        dtype = np.float64 if arr.dtype == np.float64 else np.float32
+    if arr.dtype == dtype:
+        return arr
+    if arr.dtype.kind not in "biuf":
+        raise TypeError(f"{who}: expected numbers, got an array of {arr.dtype}")
+    return arr.astype(dtype)
+
+
+class Layer:
+    """Base class: parameters, train/eval mode, state_dict and the call protocol."""
+
+    def __init__(self):
+        self.training = True
+        self._parameters: OrderedDict[str, Parameter] = OrderedDict()
+        self._saved = None
+
+    # -- subclasses define forward(x) and backward(grad_out), and override these two
+    def get_config(self) -> dict:
+        """The constructor arguments that rebuild this layer (used by fnn.save)."""
+        return {}
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """The output shape for an input shape (None for the batch dimension)."""
+        return input_shape
+
+    # -- shared behaviour
+    def __call__(self, x):
+        return self.forward(x)
+
+    def _saved_or_raise(self):
+        if self._saved is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before forward; run "
+                               "forward on a batch first (backward uses what forward cached)")
+        return self._saved
+
+    def _grad_like(self, grad_out, like: np.ndarray) -> np.ndarray:
+        g = float_input(grad_out, f"{type(self).__name__}.backward", like.dtype)
+        if g.shape != like.shape:
+            raise ValueError(f"{type(self).__name__}.backward: grad_out has shape {shape_str(g.shape)} "
+                             f"but the forward output had shape {shape_str(like.shape)}")
+        return g
+
+    def named_parameters(self, prefix: str = ""):
+        """(name, Parameter) pairs, named as PyTorch does ("weight", "0.bias", ...)."""
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+
+    def parameters(self) -> list[Parameter]:
+        return [p for _, p in self.named_parameters()]
+
+    def num_parameters(self) -> int:
+        return sum(p.size for p in self.parameters())
+
+    def zero_grad(self) -> None:
+        """Set every parameter gradient to 0 (one fill per flat buffer)."""
+        for run in contiguous_runs(self.parameters()):
+            run.grad[...] = 0
+
+    def train(self, mode: bool = True):
+        self.training = bool(mode)
+        return self
+
+    def eval(self):
+        return self.train(False)
+
+    @property
+    def dtype(self):
+        ps = self.parameters()
+        return ps[0].dtype if ps else None
+
+    def state_dict(self) -> OrderedDict:
+        """Copies of every parameter, keyed as PyTorch keys them."""
+        return OrderedDict((k, p.data.copy()) for k, p in self.named_parameters())
+
+    def load_state_dict(self, state: dict, strict: bool = True) -> None:
+        """Copy values in, after checking every key and shape (nothing changes on error)."""
+        if not hasattr(state, "items"):
+            raise TypeError(f"load_state_dict expects a dict of arrays, got {type(state).__name__}")
+        own = OrderedDict(self.named_parameters())
+        missing = [k for k in own if k not in state]
+        unexpected = [k for k in state if k not in own]
+        if strict and (missing or unexpected):
+            raise KeyError(f"state_dict does not match {type(self).__name__}: missing keys "
+                           f"{missing}, unexpected keys {unexpected}; keys are {list(own)}")
+        staged = []
+        for k, p in own.items():
+            if k not in state:
+                continue
+            try:
+                v = np.asarray(state[k], dtype=p.dtype)
+            except (TypeError, ValueError):
+                raise TypeError(f"state_dict[{k!r}] cannot be converted to {p.dtype}") from None
+            if v.shape != p.shape:
+                raise ValueError(f"state_dict[{k!r}] has shape {shape_str(v.shape)}, the model's "
+                                 f"{k} has {shape_str(p.shape)}")
+            staged.append((p, v))
+        for p, v in staged:
+            p.data = v
+
+    def summary_label(self) -> str:
+        """How model.summary() names this layer."""
+        return repr(self)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.get_config().items() if k != "dtype")
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.extra_repr()})"

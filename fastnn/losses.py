@@ -1,0 +1,122 @@
+"""Loss functions: `loss = loss_fn(pred, target)` returns a float, `loss_fn.backward()` returns
+∂loss/∂pred. Each loss is one fused backend kernel that computes the value and the gradient
+in the same pass, so backward only hands back what forward already computed."""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn.backends import ops
+from fastnn.layers.base import float_input, shape_str
+
+
+class Loss:
+    """Base class. Subclasses set `kernel` (a backend op returning the loss and writing the
+    gradient) and may override `_targets` to validate and convert the targets."""
+
+    kernel = ""
+
+    def __init__(self):
+        self._grad = None
+
+    def _targets(self, target, pred: np.ndarray):
+        t = float_input(target, type(self).__name__, pred.dtype)
+        if t.shape != pred.shape:
+            hint = (f"; reshape the target with target.reshape({shape_str(pred.shape)})"
+                    if t.size == pred.size else "")
+            raise ValueError(f"{type(self).__name__}: prediction has shape {shape_str(pred.shape)} "
+                             f"but target has shape {shape_str(t.shape)}{hint}")
+        return t
+
+    def _args(self) -> tuple:
+        return ()
+
+    def forward(self, pred, target, need_grad: bool = True) -> float:
+        pred = float_input(pred, type(self).__name__)
+        t = self._targets(target, pred)
+        grad = np.empty(pred.shape, pred.dtype) if need_grad else None
+        value = getattr(ops(), self.kernel)(grad, pred, t, *self._args())
+        self._grad = grad
+        return float(value)
+
+    def __call__(self, pred, target) -> float:
+        return self.forward(pred, target)
+
+    def backward(self) -> np.ndarray:
+        """∂loss/∂pred for the last call."""
+        if self._grad is None:
+            raise RuntimeError(f"{type(self).__name__}.backward called before the loss was "
+                               "computed; call loss_fn(pred, target) first")
+        return self._grad
+
+    def get_config(self) -> dict:
+        return {}
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({', '.join(f'{k}={v!r}' for k, v in self.get_config().items())})"
+
+
+class MSELoss(Loss):
+    """Mean (or sum) of squared errors (pred − target)², as torch.nn.MSELoss.
+
+    Args:
+        reduction: "mean" (default) or "sum".
+
+    Example:
+        >>> MSELoss()(np.array([1.0, 3.0]), np.array([1.0, 1.0]))
+        2.0
+    """
+    kernel = "mse_forward"
+
+    def __init__(self, reduction: str = "mean"):
+        super().__init__()
+        if reduction not in ("mean", "sum"):
+            raise ValueError(f"MSELoss: reduction must be 'mean' or 'sum', got {reduction!r}")
+        self.reduction = reduction
+
+    def _args(self):
+        return (self.reduction,)
+
+    def get_config(self):
+        return {"reduction": self.reduction}
+
+
+class CrossEntropyLoss(Loss):
+    """Mean cross-entropy of softmax(logits) against integer class labels, computed as one
+    stable log-softmax (finite for any logits), as torch.nn.CrossEntropyLoss.
+
+    Shape:
+        logits (N, C), target (N,) integers in [0, C)
+
+    Example:
+        >>> round(CrossEntropyLoss()(np.zeros((2, 4)), np.array([0, 3])), 4)
+        1.3863
+    """
+    kernel = "cross_entropy_forward"
+
+    def _targets(self, target, pred):
+        return target  # the kernel checks integer dtype, shape (N,) and range [0, C)
+
+
+class BCEWithLogitsLoss(Loss):
+    """Binary cross-entropy on logits: sigmoid and log fused, stable for any logit."""
+    kernel = "bce_with_logits_forward"
+
+
+class BCELoss(Loss):
+    """Binary cross-entropy on probabilities in [0, 1] (logs clamped at −100, as PyTorch).
+    Prefer BCEWithLogitsLoss on logits: it is exact where this one clamps."""
+    kernel = "bce_forward"
+
+
+LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss,
+          "bce_with_logits": BCEWithLogitsLoss, "bce": BCELoss}
+
+
+def get_loss(loss) -> Loss:
+    """A Loss instance from an instance or a name ("cross_entropy", "mse", "bce", "bce_with_logits")."""
+    if isinstance(loss, Loss):
+        return loss
+    if isinstance(loss, str) and loss.lower() in LOSSES:
+        return LOSSES[loss.lower()]()
+    raise ValueError(f"unknown loss {loss!r}; pass a Loss (e.g. fnn.CrossEntropyLoss()) or one of "
+                     f"{', '.join(LOSSES)}")

@@ -1,0 +1,338 @@
+"""fnn.save / fnn.load: a model (and optionally its optimizer) in one safe, documented file.
+
+File layout (all integers little-endian):
+
+    bytes 0-7    magic  b"\\x89FNN\\r\\n\\x1a\\n"   (catches text-mode and truncated copies)
+    bytes 8-11   uint32 format version (1)
+    bytes 12-15  uint32 0 (reserved)
+    bytes 16-23  uint64 H, the length of the JSON header
+    bytes 24-    H bytes of UTF-8 JSON:
+                   {"format": "fastnn", "version": 1, "fastnn_version": "...",
+                    "model": {"type": "Sequential", "config": {"layers": [...]}},
+                    "tensors": [{"name", "dtype": "<f4"|"<f8", "shape", "offset", "nbytes",
+                                 "crc32"}, ...],
+                    "optimizer": null | {"type": "SGD", "param_groups": [...],
+                                         "state": {"0": {"step": 3, "momentum_buffer": "@name"}}}}
+    then zero padding to a multiple of 64, then the tensors' raw bytes; a tensor's
+    "offset" counts from the start of that data section.
+
+Model tensors are named as in state_dict() ("0.weight"); optimizer tensors
+"optimizer.<param index>.<key>", referred to from the optimizer state as "@<name>".
+
+Loading executes nothing from the file (no pickle): it checks the magic, the version, the
+header length against the file size, every tensor's dtype, shape, byte count, bounds and
+CRC-32, and every parameter shape against the architecture — all before allocating the
+model. Saving writes a temporary file in the same directory, fsyncs it and renames it over
+the target, so a crash or Ctrl-C mid-save leaves any previous file intact.
+"""
+from __future__ import annotations
+
+import json
+import os
+import struct
+import tempfile
+import zlib
+
+import numpy as np
+
+from fastnn.layers import LAYERS, Layer, from_config
+from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
+from fastnn.random import generator
+
+MAGIC = b"\x89FNN\r\n\x1a\n"
+VERSION = 1
+_PREFIX = struct.Struct("<8sIIQ")
+_ALIGN = 64
+_MAX_HEADER = 64 << 20
+_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8")}
+_OPTIMIZER_TYPES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+
+
+class FormatError(ValueError):
+    """The file is not a valid fastnn model file (corrupt, truncated or not ours)."""
+
+
+def _pad(n: int) -> int:
+    return -n % _ALIGN
+
+
+def _plain(value):
+    """Hyper-parameters as JSON values (tuples become lists, NumPy scalars Python numbers)."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
+
+
+def save(model: Layer, path, optimizer: Optimizer | None = None) -> None:
+    """Write `model` (architecture and weights) and, if given, `optimizer`'s state to `path`.
+
+    The write is atomic: readers see the old file or the new one, never a mixture.
+
+    Example:
+        >>> fnn.save(model, "mnist.fnn", optimizer=opt)
+        >>> model2, opt2 = fnn.load("mnist.fnn", with_optimizer=True)
+    """
+    if not isinstance(model, Layer):
+        raise TypeError(f"save expects a fastnn model or layer, got {type(model).__name__}")
+    tensors = [(name, p.data) for name, p in model.named_parameters()]
+    opt_header = None
+    if optimizer is not None:
+        if not isinstance(optimizer, Optimizer):
+            raise TypeError(f"save: optimizer must be a fastnn optimizer, got {type(optimizer).__name__}")
+        index = {id(p): i for i, p in enumerate(model.parameters())}
+        order = [index.get(id(p)) for g in optimizer.param_groups for p in g["params"]]
+        if None in order:
+            raise ValueError("save: the optimizer updates parameters that are not this model's")
+        sd = optimizer.state_dict()
+        state = {}
+        for k, entry in sd["state"].items():
+            pi = order[k]
+            state[str(pi)] = {}
+            for key, v in entry.items():
+                if np.isscalar(v):
+                    state[str(pi)][key] = _plain(v)
+                else:
+                    name = f"optimizer.{pi}.{key}"
+                    tensors.append((name, v))
+                    state[str(pi)][key] = "@" + name
+        groups = [{**{k: _plain(v) for k, v in g.items() if k != "params"},
+                   "params": [order[i] for i in g["params"]]} for g in sd["param_groups"]]
+        opt_header = {"type": type(optimizer).__name__, "param_groups": groups, "state": state}
+
+    table, offset = [], 0
+    for name, arr in tensors:
+        arr = np.ascontiguousarray(arr)
+        dt = arr.dtype.newbyteorder("<")
+        table.append({"name": name, "dtype": dt.str, "shape": list(arr.shape), "offset": offset,
+                      "nbytes": arr.nbytes, "crc32": zlib.crc32(arr.astype(dt, copy=False).tobytes())})
+        offset += arr.nbytes + _pad(arr.nbytes)
+    from fastnn import __version__
+    header = json.dumps({"format": "fastnn", "version": VERSION, "fastnn_version": __version__,
+                         "model": {"type": type(model).__name__, "config": model.get_config()},
+                         "tensors": table, "optimizer": opt_header}).encode()
+
+    def write(f):
+        f.write(_PREFIX.pack(MAGIC, VERSION, 0, len(header)))
+        f.write(header)
+        f.write(b"\0" * _pad(_PREFIX.size + len(header)))
+        for (_, arr), entry in zip(tensors, table):
+            f.write(np.ascontiguousarray(arr).astype(entry["dtype"], copy=False).tobytes())
+            f.write(b"\0" * _pad(entry["nbytes"]))
+
+    atomic_write(path, write)
+
+
+def atomic_write(path, write) -> None:
+    """Call write(file) on a temporary file next to `path`, fsync it, then rename it over
+    `path`. On any error (or Ctrl-C) the temporary file is removed and `path` is untouched."""
+    path = os.fspath(path)
+    directory = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(directory):
+        raise FileNotFoundError(f"cannot save to {path!r}: the directory {directory!r} does not exist")
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+        os.chmod(tmp, mode)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+    try:  # make the rename itself durable
+        dfd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(dfd)
+        finally:
+            os.close(dfd)
+    except OSError:
+        pass
+
+
+# ------------------------------------------------------------------------- loading
+def _read_header(f, size: int, path: str) -> dict:
+    raw = f.read(_PREFIX.size)
+    if len(raw) < _PREFIX.size:
+        raise FormatError(f"{path}: {size} bytes is too short to be a fastnn model file (truncated?)")
+    magic, version, _, hlen = _PREFIX.unpack(raw)
+    if magic != MAGIC:
+        raise FormatError(f"{path}: not a fastnn model file (wrong magic bytes {magic!r})")
+    if version != VERSION:
+        raise FormatError(f"{path}: format version {version}; this fastnn reads version {VERSION}")
+    if hlen > min(_MAX_HEADER, size - _PREFIX.size):
+        raise FormatError(f"{path}: the header claims {hlen} bytes but the file has {size}; the file "
+                          "is truncated or corrupt")
+    try:
+        header = json.loads(f.read(hlen).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise FormatError(f"{path}: the header is not valid JSON ({e})") from None
+    if not isinstance(header, dict) or header.get("format") != "fastnn":
+        raise FormatError(f"{path}: the header is not a fastnn header")
+    return header
+
+
+def _int(v, what, path, low=0):
+    if isinstance(v, bool) or not isinstance(v, int) or v < low:
+        raise FormatError(f"{path}: {what} must be an int >= {low}, got {v!r}")
+    return v
+
+
+def _tensor_table(header, path: str) -> dict:
+    table = header.get("tensors")
+    if not isinstance(table, list):
+        raise FormatError(f"{path}: the header has no tensor table")
+    out = {}
+    for t in table:
+        if not isinstance(t, dict) or not isinstance(t.get("name"), str):
+            raise FormatError(f"{path}: a tensor entry has no name")
+        name = t["name"]
+        if name in out:
+            raise FormatError(f"{path}: tensor {name!r} appears twice")
+        dt = _DTYPES.get(t.get("dtype"))
+        if dt is None:
+            raise FormatError(f"{path}: tensor {name!r} has dtype {t.get('dtype')!r}; expected one "
+                              f"of {list(_DTYPES)}")
+        shape = t.get("shape")
+        if not isinstance(shape, list) or len(shape) > 8:
+            raise FormatError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
+        shape = tuple(_int(s, f"a dimension of {name!r}", path) for s in shape)
+        nbytes = dt.itemsize
+        for s in shape:
+            nbytes *= s  # Python ints: no overflow
+        if _int(t.get("nbytes"), f"nbytes of {name!r}", path) != nbytes:
+            raise FormatError(f"{path}: tensor {name!r} of shape {shape} needs {nbytes} bytes, the "
+                              f"header says {t.get('nbytes')}")
+        offset = _int(t.get("offset"), f"offset of {name!r}", path)
+        out[name] = {"dtype": dt, "shape": shape, "offset": offset, "nbytes": nbytes,
+                     "crc32": _int(t.get("crc32"), f"crc32 of {name!r}", path)}
+    return out
+
+
+def _read_tensor(f, data_start: int, size: int, name: str, t: dict, path: str) -> np.ndarray:
+    end = data_start + t["offset"] + t["nbytes"]
+    if end > size:
+        raise FormatError(f"{path}: tensor {name!r} ends at byte {end} but the file has {size} "
+                          "bytes; the file is truncated")
+    arr = np.empty(t["shape"], t["dtype"])
+    f.seek(data_start + t["offset"])
+    if f.readinto(memoryview(arr).cast("B")) != t["nbytes"]:
+        raise FormatError(f"{path}: tensor {name!r} could not be read in full (truncated file)")
+    if zlib.crc32(memoryview(arr).cast("B")) != t["crc32"]:
+        raise FormatError(f"{path}: tensor {name!r} fails its CRC-32 check; the file is corrupt")
+    return arr.astype(arr.dtype.newbyteorder("="), copy=False)
+
+
+def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
+    """The parameter shapes a layer config implies, computed without building the layer."""
+    if not isinstance(config, dict):
+        raise FormatError(f"{path}: the config of layer {prefix or kind!r} is not a dict")
+    if kind == "Sequential":
+        layers = config.get("layers")
+        if not isinstance(layers, list):
+            raise FormatError(f"{path}: a Sequential config without a layer list")
+        shapes = {}
+        for i, spec in enumerate(layers):
+            if not isinstance(spec, dict):
+                raise FormatError(f"{path}: layer {prefix}{i} is not described by a dict")
+            shapes.update(_param_shapes(spec.get("type"), spec.get("config", {}), f"{prefix}{i}.", path))
+        return shapes
+    if kind not in LAYERS:
+        raise FormatError(f"{path}: unknown layer type {kind!r}; this fastnn knows {sorted(LAYERS)}")
+    if kind == "Linear":
+        i = _int(config.get("in_features"), "in_features", path, 1)
+        o = _int(config.get("out_features"), "out_features", path, 1)
+        shapes = {prefix + "weight": (o, i)}
+        if config.get("bias", True):
+            shapes[prefix + "bias"] = (o,)
+        return shapes
+    return {}
+
+
+def _build(kind: str, config: dict, path: str) -> Layer:
+    try:
+        return from_config(kind, config)
+    except (TypeError, ValueError, KeyError) as e:
+        raise FormatError(f"{path}: cannot build {kind} from {config}: {e}") from None
+
+
+def load(path, with_optimizer: bool = False):
+    """Read a model written by fnn.save. With `with_optimizer=True` returns (model, optimizer),
+    the optimizer being None when the file holds no optimizer state.
+
+    Raises FormatError (a ValueError) naming what is wrong with a corrupt, truncated or
+    foreign file; nothing from the file is executed.
+    """
+    path = os.fspath(path)
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        header = _read_header(f, size, path)
+        data_start = f.tell() + _pad(f.tell())
+        table = _tensor_table(header, path)
+        spec = header.get("model")
+        if not isinstance(spec, dict):
+            raise FormatError(f"{path}: the header does not describe a model")
+        kind, config = spec.get("type"), spec.get("config", {})
+        expected = _param_shapes(kind, config, "", path)
+        for name, shape in expected.items():
+            if name not in table:
+                raise FormatError(f"{path}: the architecture needs tensor {name!r}, the file lacks it")
+            if table[name]["shape"] != shape:
+                raise FormatError(f"{path}: tensor {name!r} has shape {table[name]['shape']}, the "
+                                  f"architecture needs {shape}")
+        arrays = {name: _read_tensor(f, data_start, size, name, t, path) for name, t in table.items()}
+    rng_state = generator().bit_generator.state  # building layers must not move the RNG stream
+    try:
+        model = _build(kind, config, path)
+    finally:
+        generator().bit_generator.state = rng_state
+    model.load_state_dict({name: arrays[name] for name in expected})
+    if not with_optimizer:
+        return model
+    return model, _load_optimizer(header.get("optimizer"), model, arrays, path)
+
+
+def _load_optimizer(spec, model, arrays, path):
+    if spec is None:
+        return None
+    if not isinstance(spec, dict) or spec.get("type") not in _OPTIMIZER_TYPES:
+        raise FormatError(f"{path}: unknown optimizer {spec.get('type') if isinstance(spec, dict) else spec!r}")
+    params = model.parameters()
+    groups = []
+    for g in spec.get("param_groups") or []:
+        ids = g.get("params", []) if isinstance(g, dict) else None
+        if not isinstance(ids, list) or any(not isinstance(i, int) or not 0 <= i < len(params) for i in ids):
+            raise FormatError(f"{path}: an optimizer group refers to parameters that do not exist")
+        groups.append({**{k: v for k, v in g.items() if k not in ("params", "initial_lr")},
+                       "params": [params[i] for i in ids]})
+    cls = _OPTIMIZER_TYPES[spec["type"]]
+    try:
+        opt = cls(groups)
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{path}: invalid optimizer settings: {e}") from None
+    state = {}
+    for key, entry in (spec.get("state") or {}).items():
+        if not isinstance(entry, dict):
+            raise FormatError(f"{path}: optimizer state {key!r} is not a dict")
+        state[key] = {k: arrays[v[1:]] if isinstance(v, str) and v[1:] in arrays else v
+                      for k, v in entry.items()}
+    # the file keys state by model parameter index; state_dict() numbers parameters in group order
+    sd_groups, sd_state, j = [], {}, 0
+    for g in spec["param_groups"]:
+        sd_groups.append({**g, "params": list(range(j, j + len(g["params"])))})
+        for i in g["params"]:
+            if str(i) in state:
+                sd_state[j] = state[str(i)]
+            j += 1
+    sd = {"state": sd_state, "param_groups": sd_groups}
+    try:
+        opt.load_state_dict(sd)
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{path}: invalid optimizer state: {e}") from None
+    return opt

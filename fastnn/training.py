@@ -1,0 +1,288 @@
+"""The Keras-style loop: fit / evaluate / predict for a Sequential, and History.
+
+Every batch is the manual training step of API.md — forward, loss, zero_grad, backward,
+step — so fit() and a hand-written loop give the same weights. All inputs are checked
+before the first update: a bad width, label or NaN raises and the model stays unchanged.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn.callbacks import Callback
+from fastnn.layers.base import float_input, shape_str
+from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss
+from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
+from fastnn.progbar import Progbar
+from fastnn.random import generator
+
+
+class History(Callback):
+    """What fit() returns: `history` maps "loss", "accuracy", "val_loss", "val_accuracy" (those
+    that apply) to one value per epoch; `epoch` lists the epochs run."""
+
+    def __init__(self):
+        self.history: dict[str, list[float]] = {}
+        self.epoch: list[int] = []
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.epoch.append(epoch)
+        for k, v in (logs or {}).items():
+            self.history.setdefault(k, []).append(v)
+
+    def __repr__(self) -> str:
+        return f"History(epochs={len(self.epoch)}, keys={list(self.history)})"
+
+
+def _positive_int(v, name):
+    if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or v < 1:
+        raise ValueError(f"{name} must be a positive int, got {v!r}")
+    return int(v)
+
+
+def _features(model, X, who) -> np.ndarray:
+    X = float_input(X, who, model.dtype or np.float32)
+    if X.ndim == 0:
+        raise ValueError(f"{who}: X must be a batch of samples (N, features), got a scalar")
+    bad = ~np.isfinite(X)
+    if bad.any():
+        pos = np.unravel_index(int(np.flatnonzero(bad)[0]), X.shape)
+        raise ValueError(f"{who}: X contains {X[pos]} at index {tuple(int(i) for i in pos)}; remove "
+                         "or impute non-finite values before training")
+    return X
+
+
+def _check_lengths(X, y, who):
+    shape = np.shape(y)
+    if not shape or shape[0] != len(X):
+        raise ValueError(f"{who}: X has {len(X)} samples but y has shape {shape_str(shape)}; "
+                         "they must have the same length")
+
+
+def _targets(loss: Loss, y, out_shape: tuple, n: int, who: str, dtype) -> np.ndarray:
+    """Check every target once, up front, against the model's output shape."""
+    if isinstance(loss, CrossEntropyLoss):
+        y = np.asarray(y)
+        if y.dtype.kind not in "iu":
+            raise TypeError(f"{who}: y must hold integer class labels for CrossEntropyLoss, got "
+                            f"{y.dtype}; use y.astype(np.int64)")
+        if y.shape != (n,):
+            raise ValueError(f"{who}: y has shape {shape_str(y.shape)}; CrossEntropyLoss needs one "
+                             f"label per sample, shape ({n},)")
+        C = out_shape[-1]
+        bad = np.flatnonzero((y < 0) | (y >= C))
+        if bad.size:
+            raise ValueError(f"{who}: label {y[bad[0]]} at index {bad[0]} is outside [0, {C}); the "
+                             f"model has {C} outputs (one per class)")
+        return y.astype(np.int64, copy=False)
+    y = float_input(y, who, dtype)
+    want = (n, *out_shape[1:])
+    if y.shape != want:
+        hint = f"; use y.reshape{shape_str(want)}" if y.size == int(np.prod(want)) else ""
+        raise ValueError(f"{who}: y has shape {shape_str(y.shape)} but the model outputs "
+                         f"{shape_str(want)}{hint}")
+    if not np.isfinite(y).all():
+        raise ValueError(f"{who}: y contains NaN or inf; remove those samples before training")
+    return y
+
+
+def _output_shape(model, X) -> tuple:
+    """Run one sample through the model in eval mode: checks the input width, gives the
+    output shape, changes nothing."""
+    was = model.training
+    model.eval()
+    try:
+        out = model.forward(X[:1])
+    finally:
+        model.train(was)
+    return (len(X), *out.shape[1:])
+
+
+def _correct(loss: Loss, out: np.ndarray, y: np.ndarray):
+    """Number of correct predictions, or None when accuracy does not apply (regression)."""
+    if isinstance(loss, CrossEntropyLoss):
+        return int(np.count_nonzero(out.argmax(axis=-1) == y))
+    if isinstance(loss, BCEWithLogitsLoss):
+        return int(np.count_nonzero((out > 0) == (y > 0.5)))
+    if isinstance(loss, BCELoss):
+        return int(np.count_nonzero((out > 0.5) == (y > 0.5)))
+    return None
+
+
+def _optimizer(optimizer, model) -> Optimizer:
+    if isinstance(optimizer, str):
+        cls = OPTIMIZERS.get(optimizer.lower())
+        if cls is None:
+            raise ValueError(f"unknown optimizer {optimizer!r}; choose one of {', '.join(OPTIMIZERS)} "
+                             "or pass an optimizer such as fnn.SGD(model.parameters(), lr=0.01)")
+        return cls(model.parameters(), lr=0.01) if cls is OPTIMIZERS["sgd"] else cls(model.parameters())
+    if not isinstance(optimizer, Optimizer):
+        raise TypeError(f"optimizer must be a fastnn optimizer or a name, got {type(optimizer).__name__}")
+    mine = {id(p) for p in model.parameters()}
+    if not any(id(p) in mine for g in optimizer.param_groups for p in g["params"]):
+        raise ValueError("the optimizer updates none of this model's parameters; create it with "
+                         "model.parameters()")
+    return optimizer
+
+
+def _batches(n: int, batch_size: int, order):
+    for start in range(0, n, batch_size):
+        yield order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+
+
+def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
+        shuffle: bool = True, validation_data=None, validation_split: float = 0.0, callbacks=None,
+        verbose: int = 1) -> History:
+    """Train `model` on (X, y) with mini-batches.
+
+    Args:
+        loss: a Loss or its name ("cross_entropy", "mse", "bce_with_logits", "bce").
+        optimizer: an Optimizer over model.parameters(), or a name ("sgd", "adam", ...).
+        epochs, batch_size, shuffle: as Keras (shuffling uses fnn.manual_seed's generator).
+        validation_data: (X_val, y_val), evaluated after each epoch.
+        validation_split: fraction of the (unshuffled) tail of X held out instead.
+        callbacks: e.g. [fnn.EarlyStopping(patience=2), fnn.ModelCheckpoint("best.fnn")].
+        verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+    Returns:
+        History with per-epoch "loss", "accuracy" (classifiers) and their "val_" versions.
+    """
+    who = "fit"
+    loss_fn = get_loss(loss)
+    epochs = int(epochs) if epochs == 0 else _positive_int(epochs, "fit: epochs")
+    batch_size = _positive_int(batch_size, "fit: batch_size")
+    if verbose not in (0, 1, 2):
+        raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+    X = _features(model, X, who)
+    _check_lengths(X, y, who)
+    if not 0.0 <= validation_split < 1.0:
+        raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
+    if validation_split and validation_data is not None:
+        raise ValueError("fit: pass validation_data or validation_split, not both")
+    if len(X) == 0:
+        raise ValueError("fit: X has no samples")
+    out_shape = _output_shape(model, X)
+    y = _targets(loss_fn, y, out_shape, len(X), who, X.dtype)
+    if validation_split:
+        cut = len(X) - int(round(len(X) * validation_split))
+        if cut < 1 or cut == len(X):
+            raise ValueError(f"fit: validation_split={validation_split} leaves no training or no "
+                             f"validation samples out of {len(X)}")
+        validation_data = (X[cut:], y[cut:])
+        X, y = X[:cut], y[:cut]
+    if validation_data is not None:
+        try:
+            Xv, yv = validation_data
+        except (TypeError, ValueError):
+            raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
+        Xv = _features(model, Xv, "fit (validation_data)")
+        _check_lengths(Xv, yv, "fit (validation_data)")
+        if len(Xv) == 0:
+            raise ValueError("fit: validation_data has no samples")
+        yv = _targets(loss_fn, yv, _output_shape(model, Xv), len(Xv), "fit (validation_data)", X.dtype)
+        validation_data = (Xv, yv)
+    opt = _optimizer(optimizer, model)
+
+    classify = _correct(loss_fn, np.zeros((0, *out_shape[1:])), y[:0]) is not None
+    metrics = ["loss"] + (["accuracy"] if classify else [])
+    if validation_data is not None:
+        metrics += ["val_" + m for m in metrics]
+    history = History()
+    cbs = [history] + list(callbacks or [])
+    for cb in cbs:
+        if not isinstance(cb, Callback):
+            raise TypeError(f"fit: callbacks must be fastnn callbacks, got {type(cb).__name__}")
+        cb.set_model(model)
+        cb.set_params({"epochs": epochs, "batch_size": batch_size, "metrics": metrics, "optimizer": opt})
+
+    n = len(X)
+    steps = -(-n // batch_size)
+    model.stop_training = False
+    model.train()
+    for cb in cbs:
+        cb.on_train_begin()
+    for epoch in range(epochs):
+        for cb in cbs:
+            cb.on_epoch_begin(epoch)
+        if verbose == 1:
+            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+        bar = Progbar(steps, verbose)
+        order = generator().permutation(n) if shuffle else None
+        seen, loss_sum, correct = 0, 0.0, 0
+        for b, idx in enumerate(_batches(n, batch_size, order)):
+            xb, yb = X[idx], y[idx]
+            out = model.forward(xb)
+            batch_loss = loss_fn(out, yb)
+            model.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+            k = len(xb)
+            seen += k
+            loss_sum += batch_loss * k
+            logs = {"loss": loss_sum / seen}
+            if classify:
+                correct += _correct(loss_fn, out, yb)
+                logs["accuracy"] = correct / seen
+            bar.update(b + 1, logs)
+            for cb in cbs:
+                cb.on_batch_end(b, {"loss": batch_loss, "size": k})
+            if model.stop_training:
+                break
+        if validation_data is not None:
+            logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn,
+                                                            batch_size=max(batch_size, 256)).items()})
+        bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs}")
+        for cb in cbs:
+            cb.on_epoch_end(epoch, dict(logs))
+        if model.stop_training:
+            break
+    for cb in cbs:
+        cb.on_train_end()
+    model._last_loss = loss_fn
+    return history
+
+
+def predict(model, X, batch_size: int = 256) -> np.ndarray:
+    """The model's outputs for X in eval mode (dropout off), computed batch by batch."""
+    batch_size = _positive_int(batch_size, "predict: batch_size")
+    X = _features(model, X, "predict")
+    was = model.training
+    model.eval()
+    try:
+        if len(X) <= batch_size:
+            return model.forward(X)
+        return np.concatenate([model.forward(X[s]) for s in _batches(len(X), batch_size, None)])
+    finally:
+        model.train(was)
+
+
+def evaluate(model, X, y, loss=None, batch_size: int = 256) -> dict:
+    """{"loss": ..., "accuracy": ...} on (X, y) in eval mode. `loss` defaults to the one the
+    model was last fitted with."""
+    if loss is None:
+        loss = getattr(model, "_last_loss", None)
+        if loss is None:
+            raise ValueError("evaluate: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not "
+                             "been fitted, so there is no loss to reuse")
+    loss_fn = get_loss(loss)
+    batch_size = _positive_int(batch_size, "evaluate: batch_size")
+    X = _features(model, X, "evaluate")
+    _check_lengths(X, y, "evaluate")
+    if len(X) == 0:
+        raise ValueError("evaluate: X has no samples")
+    y = _targets(loss_fn, y, _output_shape(model, X), len(X), "evaluate", X.dtype)
+    per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums
+    was = model.training
+    model.eval()
+    total, correct = 0.0, 0
+    try:
+        for s in _batches(len(X), batch_size, None):
+            out = model.forward(X[s])
+            value = loss_fn.forward(out, y[s], need_grad=False)
+            total += value * len(out) if per_sample else value
+            c = _correct(loss_fn, out, y[s])
+            correct = None if c is None else correct + c
+    finally:
+        model.train(was)
+    logs = {"loss": total / len(X) if per_sample else total}
+    if correct is not None:
+        logs["accuracy"] = correct / len(X)
+    return logs
