@@ -35,7 +35,7 @@ import zlib
 
 import numpy as np
 
-from fastnn.layers import LAYERS, Layer, from_config
+from fastnn.layers import LAYERS, Layer, Sequential, from_config
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.random import generator
 
@@ -184,7 +184,7 @@ def _int(v, what, path, low=0):
     return v
 
 
-def _tensor_table(header, path: str) -> dict:
+def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
     table = header.get("tensors")
     if not isinstance(table, list):
         raise FormatError(f"{path}: the header has no tensor table")
@@ -210,16 +210,16 @@ def _tensor_table(header, path: str) -> dict:
             raise FormatError(f"{path}: tensor {name!r} of shape {shape} needs {nbytes} bytes, the "
                               f"header says {t.get('nbytes')}")
         offset = _int(t.get("offset"), f"offset of {name!r}", path)
+        end = data_start + offset + nbytes
+        if end > size:
+            raise FormatError(f"{path}: tensor {name!r} ends at byte {end} but the file has {size} "
+                              "bytes; the file is truncated")
         out[name] = {"dtype": dt, "shape": shape, "offset": offset, "nbytes": nbytes,
                      "crc32": _int(t.get("crc32"), f"crc32 of {name!r}", path)}
     return out
 
 
-def _read_tensor(f, data_start: int, size: int, name: str, t: dict, path: str) -> np.ndarray:
-    end = data_start + t["offset"] + t["nbytes"]
-    if end > size:
-        raise FormatError(f"{path}: tensor {name!r} ends at byte {end} but the file has {size} "
-                          "bytes; the file is truncated")
+def _read_tensor(f, data_start: int, name: str, t: dict, path: str) -> np.ndarray:
     arr = np.empty(t["shape"], t["dtype"])
     f.seek(data_start + t["offset"])
     if f.readinto(memoryview(arr).cast("B")) != t["nbytes"]:
@@ -255,11 +255,15 @@ def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
     return {}
 
 
-def _build(kind: str, config: dict, path: str) -> Layer:
+def _build(kind: str, config: dict, path: str, prefix: str = "") -> Layer:
+    if kind == "Sequential":
+        return Sequential([_build(s["type"], s.get("config", {}), path, f"{prefix}{i}.")
+                           for i, s in enumerate(config["layers"])])
     try:
         return from_config(kind, config)
-    except (TypeError, ValueError, KeyError) as e:
-        raise FormatError(f"{path}: cannot build {kind} from {config}: {e}") from None
+    except (TypeError, ValueError) as e:
+        raise FormatError(f"{path}: cannot build layer {prefix.rstrip('.') or 0} ({kind}) from "
+                          f"{config}: {e}") from None
 
 
 def load(path, with_optimizer: bool = False):
@@ -274,7 +278,7 @@ def load(path, with_optimizer: bool = False):
         size = os.fstat(f.fileno()).st_size
         header = _read_header(f, size, path)
         data_start = f.tell() + _pad(f.tell())
-        table = _tensor_table(header, path)
+        table = _tensor_table(header, path, data_start, size)
         spec = header.get("model")
         if not isinstance(spec, dict):
             raise FormatError(f"{path}: the header does not describe a model")
@@ -286,7 +290,7 @@ def load(path, with_optimizer: bool = False):
             if table[name]["shape"] != shape:
                 raise FormatError(f"{path}: tensor {name!r} has shape {table[name]['shape']}, the "
                                   f"architecture needs {shape}")
-        arrays = {name: _read_tensor(f, data_start, size, name, t, path) for name, t in table.items()}
+        arrays = {name: _read_tensor(f, data_start, name, t, path) for name, t in table.items()}
     rng_state = generator().bit_generator.state  # building layers must not move the RNG stream
     try:
         model = _build(kind, config, path)

@@ -85,13 +85,15 @@ def _targets(loss: Loss, y, out_shape: tuple, n: int, who: str, dtype) -> np.nda
     return y
 
 
-def _output_shape(model, X) -> tuple:
+def _output_shape(model, X, who: str) -> tuple:
     """Run one sample through the model in eval mode: checks the input width, gives the
     output shape, changes nothing."""
     was = model.training
     model.eval()
     try:
         out = model.forward(X[:1])
+    except ValueError as e:
+        raise ValueError(f"{who}: X has shape {shape_str(X.shape)}, which the model cannot take: {e}") from None
     finally:
         model.train(was)
     return (len(X), *out.shape[1:])
@@ -159,7 +161,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         raise ValueError("fit: pass validation_data or validation_split, not both")
     if len(X) == 0:
         raise ValueError("fit: X has no samples")
-    out_shape = _output_shape(model, X)
+    out_shape = _output_shape(model, X, who)
     y = _targets(loss_fn, y, out_shape, len(X), who, X.dtype)
     if validation_split:
         cut = len(X) - int(round(len(X) * validation_split))
@@ -177,7 +179,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         _check_lengths(Xv, yv, "fit (validation_data)")
         if len(Xv) == 0:
             raise ValueError("fit: validation_data has no samples")
-        yv = _targets(loss_fn, yv, _output_shape(model, Xv), len(Xv), "fit (validation_data)", X.dtype)
+        yv = _targets(loss_fn, yv, _output_shape(model, Xv, "fit (validation_data)"), len(Xv), "fit (validation_data)", X.dtype)
         validation_data = (Xv, yv)
     opt = _optimizer(optimizer, model)
 
@@ -268,7 +270,7 @@ def evaluate(model, X, y, loss=None, batch_size: int = 256) -> dict:
     _check_lengths(X, y, "evaluate")
     if len(X) == 0:
         raise ValueError("evaluate: X has no samples")
-    y = _targets(loss_fn, y, _output_shape(model, X), len(X), "evaluate", X.dtype)
+    y = _targets(loss_fn, y, _output_shape(model, X, "evaluate"), len(X), "evaluate", X.dtype)
     per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums
     was = model.training
     model.eval()

@@ -38,5 +38,6 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     coef = max_norm / (total + 1e-6)
     if coef < 1.0:
         for r in runs:
-            r.grad *= r.grad.dtype.type(coef)
+            g = r.grad  # a view into the flat gradient buffer
+            g *= g.dtype.type(coef)
     return total

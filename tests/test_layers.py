@@ -1,0 +1,280 @@
+"""Layers and losses: forward values, float64 finite-difference gradients (fnn.gradcheck, on
+both backends), flat parameter buffers, state_dict, and clear errors for misuse."""
+import re
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.parameter import contiguous_runs
+
+
+def x_like(shape, seed=0, dtype=np.float64):
+    # values away from 0 so ReLU/LeakyReLU/Step are differentiable at every sample point
+    x = np.random.default_rng(seed).uniform(0.1, 1.5, shape) * np.random.default_rng(seed + 1).choice([-1, 1], shape)
+    return x.astype(dtype)
+
+
+LAYER_CASES = {
+    "Linear": lambda: fnn.Linear(5, 3),
+    "Linear-nobias": lambda: fnn.Linear(5, 3, bias=False),
+    "ReLU": fnn.ReLU,
+    "LeakyReLU": lambda: fnn.LeakyReLU(0.1),
+    "Sigmoid": fnn.Sigmoid,
+    "Tanh": fnn.Tanh,
+    "GELU": fnn.GELU,
+    "Softmax": fnn.Softmax,
+    "Softmax-dim0": lambda: fnn.Softmax(dim=0),
+    "Dropout": lambda: fnn.Dropout(0.3),
+    "Flatten": fnn.Flatten,
+    "MLP": lambda: fnn.Sequential(fnn.Linear(5, 7), fnn.GELU(), fnn.Dropout(0.2), fnn.Linear(7, 4),
+                                  fnn.Tanh(), fnn.Linear(4, 3), fnn.Softmax()),
+}
+
+
+@pytest.mark.parametrize("name", LAYER_CASES)
+def test_layer_gradients_match_finite_differences(backend, name):
+    fnn.manual_seed(1)
+    layer = LAYER_CASES[name]()
+    shape = (4, 5, 2) if name == "Flatten" else (4, 5)
+    assert fnn.gradcheck(layer, x_like(shape))
+
+
+LOSS_CASES = {
+    "MSELoss": (fnn.MSELoss, lambda s: x_like(s, 7)),
+    "MSELoss-sum": (lambda: fnn.MSELoss("sum"), lambda s: x_like(s, 7)),
+    "CrossEntropyLoss": (fnn.CrossEntropyLoss, lambda s: np.array([0, 2, 1, 2])),
+    "BCEWithLogitsLoss": (fnn.BCEWithLogitsLoss, lambda s: np.random.default_rng(3).random(s)),
+}
+
+
+@pytest.mark.parametrize("name", LOSS_CASES)
+def test_loss_gradients_match_finite_differences(backend, name):
+    fnn.manual_seed(2)
+    make_loss, make_target = LOSS_CASES[name]
+    model = fnn.Sequential(fnn.Linear(5, 3), fnn.Tanh())
+    assert fnn.gradcheck(model, x_like((4, 5)), make_target((4, 3)), loss=make_loss())
+
+
+def test_bce_loss_gradient_matches_finite_differences(backend):
+    model = fnn.Sequential(fnn.Linear(5, 3), fnn.Sigmoid())
+    target = np.random.default_rng(3).random((4, 3))
+    assert fnn.gradcheck(model, x_like((4, 5)), target, loss=fnn.BCELoss())
+
+
+def test_gradcheck_catches_a_wrong_backward(backend):
+    class BrokenTanh(fnn.Tanh):
+        def backward(self, grad_out):
+            return super().backward(grad_out) * 1.001
+    fnn.layers.LAYERS["BrokenTanh"] = BrokenTanh
+    try:
+        with pytest.raises(fnn.GradcheckError, match="by finite differences"):
+            fnn.gradcheck(BrokenTanh(), x_like((3, 4)))
+    finally:
+        del fnn.layers.LAYERS["BrokenTanh"]
+
+
+def test_gradcheck_does_not_touch_the_original():
+    model = fnn.Sequential(fnn.Linear(4, 2))
+    before = model.state_dict()
+    fnn.gradcheck(model, x_like((3, 4)))
+    assert model.dtype == np.float32
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+
+
+# ------------------------------------------------------------------------- forward values
+def test_linear_forward_is_x_wT_plus_b(backend, rng):
+    layer = fnn.Linear(6, 4)
+    x = rng.standard_normal((5, 6)).astype(np.float32)
+    np.testing.assert_allclose(layer(x), x @ layer.weight.data.T + layer.bias.data, rtol=1e-6, atol=1e-6)
+    assert layer(x[0]).shape == (4,)                               # one sample
+    assert layer(rng.standard_normal((2, 3, 6))).shape == (2, 3, 4)  # leading dims
+
+
+def test_linear_default_init_is_pytorchs_uniform(rng):
+    fnn.manual_seed(0)
+    layer = fnn.Linear(400, 300)
+    bound = 1 / np.sqrt(400)
+    for a in (layer.weight.data, layer.bias.data):
+        assert np.abs(a).max() <= bound and np.abs(a).max() > 0.95 * bound
+    assert abs(layer.weight.data.std() - bound / np.sqrt(3)) < 0.01 * bound
+
+
+@pytest.mark.parametrize("scheme,std", [
+    ("xavier_uniform", np.sqrt(2 / 700)), ("xavier_normal", np.sqrt(2 / 700)),
+    ("he_uniform", np.sqrt(2 / 400)), ("he_normal", np.sqrt(2 / 400)), ("zeros", 0.0)])
+def test_init_schemes_have_the_right_spread(scheme, std):
+    fnn.manual_seed(0)
+    layer = fnn.Linear(400, 300, init=scheme)
+    assert layer.weight.data.std() == pytest.approx(std, rel=0.02, abs=1e-12)
+    assert (layer.bias.data == 0).all()
+
+
+def test_init_is_reproducible_from_manual_seed():
+    fnn.manual_seed(5)
+    a = fnn.Linear(10, 10).weight.data.copy()
+    fnn.manual_seed(5)
+    np.testing.assert_array_equal(a, fnn.Linear(10, 10).weight.data)
+
+
+@pytest.mark.parametrize("layer,ref", [
+    (fnn.ReLU(), lambda x: np.maximum(x, 0)),
+    (fnn.LeakyReLU(0.2), lambda x: np.where(x > 0, x, 0.2 * x)),
+    (fnn.Sigmoid(), lambda x: 1 / (1 + np.exp(-x))),
+    (fnn.Tanh(), np.tanh),
+    (fnn.Softmax(), lambda x: np.exp(x) / np.exp(x).sum(-1, keepdims=True)),
+    (fnn.Softmax(dim=0), lambda x: np.exp(x) / np.exp(x).sum(0, keepdims=True)),
+    (fnn.Step(0.25), lambda x: (x >= 0.25).astype(float)),
+], ids=lambda v: repr(v) if isinstance(v, fnn.Layer) else "")
+def test_activation_forward_values(backend, layer, ref):
+    x = x_like((6, 5))
+    np.testing.assert_allclose(layer(x), ref(x), rtol=1e-12, atol=1e-15)
+    assert layer(x.astype(np.float32)).dtype == np.float32
+
+
+def test_gelu_is_exact_erf_gelu(backend):
+    from math import erf, sqrt
+    x = np.linspace(-4, 4, 17)
+    want = [v * 0.5 * (1 + erf(v / sqrt(2))) for v in x]
+    np.testing.assert_allclose(fnn.GELU()(x), want, rtol=1e-14, atol=1e-15)
+
+
+def test_dropout_is_inverted_and_seeded(backend):
+    x = np.ones((200, 500), np.float32)
+    fnn.manual_seed(3)
+    d = fnn.Dropout(0.3)
+    y = d(x)
+    assert set(np.unique(y)) == {0.0, np.float32(1 / 0.7)}
+    assert abs((y == 0).mean() - 0.3) < 0.01            # drops about p of the values
+    assert abs(y.mean() - 1.0) < 0.02                   # expectation kept
+    np.testing.assert_array_equal(d.backward(np.ones_like(x)), y)   # same mask in backward
+    fnn.manual_seed(3)
+    np.testing.assert_array_equal(fnn.Dropout(0.3)(x), y)           # reproducible
+    np.testing.assert_array_equal(d.eval()(x), x)                   # identity in eval
+
+
+def test_flatten_round_trip():
+    f = fnn.Flatten()
+    x = x_like((3, 4, 5))
+    assert f(x).shape == (3, 20)
+    assert f.backward(np.ones((3, 20))).shape == (3, 4, 5)
+
+
+# ------------------------------------------------------------------------- flat buffers
+def test_sequential_puts_all_parameters_in_one_flat_buffer():
+    model = fnn.Sequential(fnn.Linear(784, 128), fnn.ReLU(), fnn.Linear(128, 64), fnn.ReLU(),
+                           fnn.Linear(64, 10))
+    runs = contiguous_runs(model.parameters())
+    assert len(runs) == 1 and runs[0].data.size == model.num_parameters() == 109386
+    flat = runs[0].data
+    model[0].weight.data[0, 0] = 42.0
+    assert flat[0] == 42.0                              # parameters are views, not copies
+    model[4].bias.grad[...] = 1.0
+    model.zero_grad()
+    assert not runs[0].grad.any()
+
+
+def test_optimizer_created_before_the_model_is_stopped():
+    layer = fnn.Linear(3, 2)
+    opt = fnn.SGD(layer.parameters(), lr=0.1)
+    fnn.Sequential(layer)                               # moves the parameters
+    with pytest.raises(RuntimeError, match="create the optimizer after the model"):
+        opt.step()
+
+
+def test_parameter_assignment_copies_and_checks_shape():
+    p = fnn.Parameter(np.zeros((2, 3)))
+    view = p.data
+    p.data = np.ones((2, 3))
+    assert view.sum() == 6
+    with pytest.raises(ValueError, match=re.escape("expected shape (2, 3), got (3, 2)")):
+        p.data = np.ones((3, 2))
+
+
+# ------------------------------------------------------------------------- state_dict
+def test_state_dict_keys_follow_pytorch():
+    model = fnn.Sequential(fnn.Linear(4, 8), fnn.ReLU(), fnn.Dropout(0.1), fnn.Linear(8, 2, bias=False))
+    assert list(model.state_dict()) == ["0.weight", "0.bias", "3.weight"]
+    assert dict(model.named_parameters())["3.weight"] is model[3].weight
+
+
+def test_load_state_dict_checks_everything_before_changing_anything():
+    model = fnn.Sequential(fnn.Linear(4, 8), fnn.ReLU(), fnn.Linear(8, 2))
+    before = model.state_dict()
+    bad = dict(before)
+    bad["0.weight"] = np.zeros((8, 4))          # fine
+    bad["2.weight"] = np.zeros((3, 8))          # wrong shape, comes later
+    with pytest.raises(ValueError, match=re.escape("state_dict['2.weight'] has shape (3, 8)")):
+        model.load_state_dict(bad)
+    missing = {k: v for k, v in before.items() if k != "2.bias"}
+    with pytest.raises(KeyError, match="missing keys \\['2.bias'\\]"):
+        model.load_state_dict(missing)
+    with pytest.raises(KeyError, match="unexpected keys \\['9.weight'\\]"):
+        model.load_state_dict({**before, "9.weight": np.zeros(1)})
+    for k, v in model.state_dict().items():
+        np.testing.assert_array_equal(v, before[k])
+    model.load_state_dict(missing, strict=False)
+
+
+# ------------------------------------------------------------------------- misuse
+def test_wrong_input_width_names_shapes_and_fix():
+    model = fnn.Sequential(fnn.Linear(784, 10))
+    with pytest.raises(ValueError, match=re.escape("expected input with 784 features, got shape "
+                                                   "(32, 28, 28); flatten it first")):
+        model(np.zeros((32, 28, 28)))
+    with pytest.raises(ValueError, match=re.escape("got shape (32, 100); the last dimension must be 784")):
+        model(np.zeros((32, 100)))
+
+
+def test_backward_before_forward():
+    with pytest.raises(RuntimeError, match="before forward"):
+        fnn.Linear(2, 2).backward(np.zeros((1, 2)))
+
+
+def test_backward_with_the_wrong_shape():
+    layer = fnn.ReLU()
+    layer(np.zeros((2, 3)))
+    with pytest.raises(ValueError, match=re.escape("grad_out has shape (3, 2) but the forward output had shape (2, 3)")):
+        layer.backward(np.zeros((3, 2)))
+
+
+def test_step_has_no_backward():
+    s = fnn.Step()
+    s(np.zeros(3))
+    with pytest.raises(RuntimeError, match="Step has no usable gradient"):
+        s.backward(np.ones(3))
+
+
+@pytest.mark.parametrize("make,err,msg", [
+    (lambda: fnn.Dropout(1.0), ValueError, "p must be in \\[0, 1\\), got 1.0"),
+    (lambda: fnn.Dropout(-0.1), ValueError, "p must be in \\[0, 1\\)"),
+    (lambda: fnn.Linear(0, 3), ValueError, "in_features must be >= 1, got 0"),
+    (lambda: fnn.Linear(3.5, 3), TypeError, "in_features must be an int"),
+    (lambda: fnn.Linear(3, 3, init="magic"), ValueError, "unknown init 'magic'"),
+    (lambda: fnn.Linear(3, 3, dtype=np.int32), TypeError, "dtype must be np.float32 or np.float64"),
+    (lambda: fnn.Sequential(fnn.Linear(2, 2), "relu"), TypeError, "item 1 is str, not a fastnn layer"),
+    (lambda: fnn.Sequential(fnn.Linear(2, 2), fnn.Linear(2, 2, dtype=np.float64)), ValueError, "share one dtype"),
+    (lambda: fnn.MSELoss("avg"), ValueError, "reduction must be 'mean' or 'sum'"),
+])
+def test_invalid_layer_arguments(make, err, msg):
+    with pytest.raises(err, match=msg):
+        make()
+
+
+def test_loss_errors():
+    with pytest.raises(ValueError, match=re.escape("target.reshape((4, 1))")):
+        fnn.MSELoss()(np.zeros((4, 1)), np.zeros(4))
+    with pytest.raises(ValueError, match="class indices in \\[0, 3\\), got 3"):
+        fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0, 3]))
+    with pytest.raises(TypeError, match="integer class indices"):
+        fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(RuntimeError, match="before the loss was computed"):
+        fnn.MSELoss().backward()
+
+
+def test_reprs_are_helpful():
+    model = fnn.Sequential(fnn.Linear(4, 8), fnn.LeakyReLU(0.2), fnn.Dropout(0.1))
+    assert repr(model) == ("Sequential(\n  (0): Linear(in_features=4, out_features=8, bias=True)\n"
+                           "  (1): LeakyReLU(negative_slope=0.2)\n  (2): Dropout(p=0.1)\n)")
+    assert repr(fnn.MSELoss("sum")) == "MSELoss(reduction='sum')"

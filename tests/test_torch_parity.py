@@ -1,0 +1,173 @@
+"""Parity with PyTorch: the same architecture, weights copied in with load_state_dict and the
+same batches give the same losses and the same weights after 20 steps of each optimizer, on
+both backends; schedules and clipping match torch's too. Skipped when torch is absent
+(.ci/run installs torch==2.13.0, so they run in CI)."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+torch = pytest.importorskip("torch")
+
+ACTS = {"relu": (fnn.ReLU, torch.nn.ReLU), "tanh": (fnn.Tanh, torch.nn.Tanh),
+        "sigmoid": (fnn.Sigmoid, torch.nn.Sigmoid), "gelu": (fnn.GELU, torch.nn.GELU),
+        "leaky": (lambda: fnn.LeakyReLU(0.1), lambda: torch.nn.LeakyReLU(0.1))}
+
+ARCHS = {  # (sizes, activation, loss)
+    "mlp-relu-ce": ([20, 32, 16, 5], "relu", "ce"),
+    "mlp-tanh-mse": ([8, 24, 3], "tanh", "mse"),
+    "mlp-sigmoid-ce": ([20, 50, 30, 10], "sigmoid", "ce"),
+    "mlp-gelu-bce": ([12, 16, 4], "gelu", "bce"),
+    "mlp-leaky-ce": ([20, 40, 5], "leaky", "ce"),
+}
+
+OPTIMS = {
+    "sgd": (fnn.SGD, torch.optim.SGD, dict(lr=0.05)),
+    "sgd-momentum": (fnn.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, weight_decay=1e-3)),
+    "sgd-nesterov": (fnn.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.9, nesterov=True)),
+    "sgd-dampening": (fnn.SGD, torch.optim.SGD, dict(lr=0.05, momentum=0.5, dampening=0.3)),
+    "adam": (fnn.Adam, torch.optim.Adam, dict(lr=1e-2)),
+    "adam-wd": (fnn.Adam, torch.optim.Adam, dict(lr=1e-2, betas=(0.8, 0.99), weight_decay=1e-2)),
+    "adamw": (fnn.AdamW, torch.optim.AdamW, dict(lr=1e-2, weight_decay=0.1)),
+    "rmsprop": (fnn.RMSprop, torch.optim.RMSprop, dict(lr=1e-3)),
+    "rmsprop-momentum": (fnn.RMSprop, torch.optim.RMSprop, dict(lr=1e-3, momentum=0.9, weight_decay=1e-3)),
+}
+
+
+def build(sizes, act):
+    f_act, t_act = ACTS[act]
+    f_layers, t_layers = [], []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        f_layers.append(fnn.Linear(a, b))
+        t_layers.append(torch.nn.Linear(a, b))
+        if i < len(sizes) - 2:
+            f_layers.append(f_act())
+            t_layers.append(t_act())
+    tm = torch.nn.Sequential(*t_layers)
+    fm = fnn.Sequential(*f_layers)
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return fm, tm
+
+
+def losses(kind):
+    return {"ce": (fnn.CrossEntropyLoss(), torch.nn.CrossEntropyLoss()),
+            "mse": (fnn.MSELoss(), torch.nn.MSELoss()),
+            "bce": (fnn.BCEWithLogitsLoss(), torch.nn.BCEWithLogitsLoss())}[kind]
+
+
+def batches(sizes, kind, n_batches=20, batch=16, seed=0):
+    rng = np.random.default_rng(seed)
+    for _ in range(n_batches):
+        x = rng.standard_normal((batch, sizes[0])).astype(np.float32)
+        if kind == "ce":
+            y = rng.integers(0, sizes[-1], batch)
+        else:
+            y = rng.random((batch, sizes[-1])).astype(np.float32)
+        yield x, y
+
+
+@pytest.mark.parametrize("opt_name", OPTIMS)
+@pytest.mark.parametrize("arch", ARCHS)
+def test_twenty_steps_match_pytorch(backend, arch, opt_name):
+    torch.manual_seed(0)
+    sizes, act, kind = ARCHS[arch]
+    f_cls, t_cls, kw = OPTIMS[opt_name]
+    fm, tm = build(sizes, act)
+    fopt, topt = f_cls(fm.parameters(), **kw), t_cls(tm.parameters(), **kw)
+    floss, tloss = losses(kind)
+    for x, y in batches(sizes, kind):
+        lf = floss(fm(x), y)
+        fopt.zero_grad()
+        fm.backward(floss.backward())
+        fopt.step()
+        topt.zero_grad()
+        lt = tloss(tm(torch.from_numpy(x)), torch.from_numpy(y))
+        lt.backward()
+        topt.step()
+        assert lf == pytest.approx(lt.item(), rel=2e-5, abs=1e-6)
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-4, atol=2e-5, err_msg=k)
+
+
+def test_fit_matches_a_pytorch_loop(backend):
+    """fit() with shuffle=False is the same arithmetic as PyTorch's loop over the same batches."""
+    torch.manual_seed(1)
+    fm, tm = build([20, 32, 16, 5], "relu")
+    rng = np.random.default_rng(4)
+    X = rng.standard_normal((100, 20)).astype(np.float32)
+    y = rng.integers(0, 5, 100)
+    hist = fm.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=fnn.SGD(fm.parameters(), lr=0.1, momentum=0.5),
+                  epochs=3, batch_size=25, shuffle=False, verbose=0)
+    topt = torch.optim.SGD(tm.parameters(), lr=0.1, momentum=0.5)
+    lf = torch.nn.CrossEntropyLoss()
+    for epoch in range(3):
+        total = 0.0
+        for s in range(0, 100, 25):
+            topt.zero_grad()
+            loss = lf(tm(torch.from_numpy(X[s:s + 25])), torch.from_numpy(y[s:s + 25]))
+            loss.backward()
+            topt.step()
+            total += loss.item() * 25
+        assert hist.history["loss"][epoch] == pytest.approx(total / 100, rel=1e-5)
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_optimizer_state_dict_loads_from_pytorch(backend):
+    torch.manual_seed(2)
+    fm, tm = build([6, 8, 3], "tanh")
+    topt = torch.optim.Adam(tm.parameters(), lr=1e-2)
+    x, y = next(batches([6, 8, 3], "ce"))
+    for _ in range(3):
+        topt.zero_grad()
+        torch.nn.CrossEntropyLoss()(tm(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+        topt.step()
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    sd = topt.state_dict()
+    fopt = fnn.Adam(fm.parameters(), lr=1e-2)
+    fopt.load_state_dict({"param_groups": sd["param_groups"],
+                          "state": {i: {k: (v.item() if k == "step" else v.numpy()) for k, v in s.items()}
+                                    for i, s in sd["state"].items()}})
+    floss = fnn.CrossEntropyLoss()
+    floss(fm(x), y)
+    fopt.zero_grad()
+    fm.backward(floss.backward())
+    fopt.step()
+    topt.zero_grad()
+    torch.nn.CrossEntropyLoss()(tm(torch.from_numpy(x)), torch.from_numpy(y)).backward()
+    topt.step()
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("sched", ["step", "cosine"])
+def test_lr_schedules_match_pytorch(sched):
+    fp = fnn.Parameter(np.zeros(3))
+    tp = torch.nn.Parameter(torch.zeros(3))
+    fopt, topt = fnn.SGD([fp], lr=0.1), torch.optim.SGD([tp], lr=0.1)
+    if sched == "step":
+        fs, ts = fnn.StepLR(fopt, step_size=3, gamma=0.5), torch.optim.lr_scheduler.StepLR(topt, 3, 0.5)
+    else:
+        fs, ts = fnn.CosineAnnealingLR(fopt, T_max=7, eta_min=0.001), \
+            torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=7, eta_min=0.001)
+    for _ in range(25):  # past T_max, where the cosine turns back up
+        assert fs.get_last_lr() == ts.get_last_lr()   # bit for bit
+        fopt.step()
+        topt.step()
+        fs.step()
+        ts.step()
+
+
+@pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])
+def test_clip_grad_norm_matches_pytorch(norm_type):
+    rng = np.random.default_rng(0)
+    fm, tm = build([10, 20, 5], "relu")
+    grads = [rng.standard_normal(p.shape).astype(np.float32) for p in fm.parameters()]
+    for p, tp, g in zip(fm.parameters(), tm.parameters(), grads):
+        p.grad = g
+        tp.grad = torch.from_numpy(g.copy())
+    fn = fnn.clip_grad_norm_(fm.parameters(), 1.5, norm_type)
+    tn = torch.nn.utils.clip_grad_norm_(tm.parameters(), 1.5, norm_type)
+    assert fn == pytest.approx(tn.item(), rel=1e-5)
+    for p, tp in zip(fm.parameters(), tm.parameters()):
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-5, atol=1e-7)

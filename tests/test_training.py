@@ -1,0 +1,298 @@
+"""fit / evaluate / predict, History, the progress display, callbacks, and bad input that
+must leave the model unchanged."""
+import io
+import re
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn.progbar import Progbar
+
+
+def blobs(n=300, d=10, k=3, seed=0):
+    rng = np.random.default_rng(seed)
+    centers = rng.standard_normal((k, d)) * 3
+    y = rng.integers(0, k, n)
+    return (centers[y] + rng.standard_normal((n, d))).astype(np.float32), y
+
+
+def mlp(d=10, k=3, seed=0):
+    fnn.manual_seed(seed)
+    return fnn.Sequential(fnn.Linear(d, 16), fnn.ReLU(), fnn.Linear(16, k))
+
+
+def weights(model):
+    return {k: v.copy() for k, v in model.state_dict().items()}
+
+
+def same(a, b):
+    return all(np.array_equal(a[k], b[k]) for k in a)
+
+
+def test_fit_learns_and_reports_history(backend):
+    X, y = blobs()
+    model = mlp()
+    hist = model.fit(X[:240], y[:240], loss=fnn.CrossEntropyLoss(),
+                     optimizer=fnn.SGD(model.parameters(), lr=0.1, momentum=0.5), epochs=5,
+                     batch_size=32, validation_data=(X[240:], y[240:]), verbose=0)
+    assert list(hist.history) == ["loss", "accuracy", "val_loss", "val_accuracy"]
+    assert hist.epoch == [0, 1, 2, 3, 4] and all(len(v) == 5 for v in hist.history.values())
+    assert hist.history["loss"][-1] < hist.history["loss"][0]
+    assert hist.history["val_accuracy"][-1] > 0.95
+    ev = model.evaluate(X[240:], y[240:])
+    assert ev["loss"] == pytest.approx(hist.history["val_loss"][-1], rel=1e-6)
+    assert ev["accuracy"] == hist.history["val_accuracy"][-1]
+    assert model.predict(X).shape == (300, 3)
+
+
+def test_fit_equals_the_manual_loop(backend):
+    X, y = blobs()
+    a, b = mlp(), mlp()
+    a.fit(X, y, optimizer=fnn.SGD(a.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=50,
+          shuffle=False, verbose=0)
+    opt, loss_fn = fnn.SGD(b.parameters(), lr=0.05, momentum=0.9), fnn.CrossEntropyLoss()
+    for _ in range(2):
+        for s in range(0, 300, 50):
+            loss_fn(b(X[s:s + 50]), y[s:s + 50])
+            opt.zero_grad()
+            b.backward(loss_fn.backward())
+            opt.step()
+    assert same(weights(a), weights(b))
+
+
+def test_shuffling_is_reproducible_from_manual_seed():
+    X, y = blobs()
+    runs = []
+    for _ in range(2):
+        model = mlp()
+        fnn.manual_seed(11)
+        model.fit(X, y, optimizer=fnn.Adam(model.parameters()), epochs=2, verbose=0)
+        runs.append(weights(model))
+    assert same(*runs)
+
+
+def test_both_backends_follow_the_same_trajectory():
+    X, y = blobs()
+    result = {}
+    for name in ("cpp", "numpy"):
+        with fnn.use_backend(name):
+            model = mlp()
+            fnn.manual_seed(3)
+            h = model.fit(X, y, optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=3, verbose=0)
+            result[name] = h.history["loss"], weights(model)
+    np.testing.assert_allclose(result["cpp"][0], result["numpy"][0], rtol=1e-5)
+    for k in result["cpp"][1]:
+        np.testing.assert_allclose(result["cpp"][1][k], result["numpy"][1][k], rtol=1e-4, atol=1e-5)
+
+
+def test_regression_fit_has_no_accuracy(backend):
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((64, 3)).astype(np.float32)
+    y = X @ np.array([[1.0], [-2.0], [0.5]], np.float32)
+    model = fnn.Sequential(fnn.Linear(3, 1))
+    hist = model.fit(X, y, loss="mse", optimizer=fnn.SGD(model.parameters(), lr=0.1), epochs=30,
+                     batch_size=16, verbose=0, validation_split=0.25)
+    assert list(hist.history) == ["loss", "val_loss"]
+    assert hist.history["val_loss"][-1] < 1e-3
+    assert model.evaluate(X, y, loss=fnn.MSELoss("sum"))["loss"] == pytest.approx(
+        fnn.MSELoss("sum")(model.predict(X), y), rel=1e-6)
+
+
+def test_binary_classification_accuracy():
+    X, y = blobs(k=2)
+    model = mlp(k=1)
+    hist = model.fit(X, y[:, None].astype(np.float32), loss="bce_with_logits",
+                     optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=5, verbose=0)
+    assert hist.history["accuracy"][-1] > 0.95
+
+
+# ------------------------------------------------------------------------- the display
+def test_verbose_2_prints_one_line_per_epoch(capsys):
+    X, y = blobs(60)
+    mlp().fit(X, y, epochs=3, batch_size=20, verbose=2)
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 3
+    assert re.fullmatch(r"Epoch 1/3 - \S+ \d+ms/step - loss: \d\.\d{4} - accuracy: \d\.\d{4}", lines[0])
+
+
+def test_verbose_1_off_a_terminal_prints_only_finished_bars(capsys):
+    X, y = blobs(60)
+    mlp().fit(X, y, epochs=2, batch_size=20, verbose=1)
+    out = capsys.readouterr().out
+    assert "\r" not in out and "ETA" not in out
+    lines = out.splitlines()
+    assert lines[0] == "Epoch 1/2" and lines[2] == "Epoch 2/2"
+    assert lines[1].startswith("3/3 [==============================] - ")
+
+
+def test_verbose_0_prints_nothing(capsys):
+    X, y = blobs(60)
+    mlp().fit(X, y, epochs=2, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+def test_progress_bar_animates_on_a_terminal():
+    class Tty(io.StringIO):
+        def isatty(self):
+            return True
+    out = Tty()
+    bar = Progbar(4, verbose=1, stream=out, interval=0.0)
+    for i in range(1, 4):
+        bar.update(i, {"loss": 1.0 / i})
+    bar.finish({"loss": 0.25})
+    text = out.getvalue()
+    assert text.count("\r") == 4 and "ETA:" in text and "loss: 0.5000" in text
+    assert text.endswith("loss: 0.2500\x1b[K\n")
+
+
+# ------------------------------------------------------------------------- callbacks
+def test_early_stopping_restores_best_weights():
+    X, y = blobs(200, seed=1)
+    model = mlp()
+    stop = fnn.EarlyStopping(monitor="val_loss", patience=2, restore_best_weights=True)
+    # a learning rate far too high makes the validation loss worsen after a few epochs
+    hist = model.fit(X[:150], y[:150], optimizer=fnn.SGD(model.parameters(), lr=3.0), epochs=50,
+                     validation_data=(X[150:], y[150:]), callbacks=[stop], verbose=0)
+    losses = hist.history["val_loss"]
+    assert stop.stopped_epoch is not None and len(losses) < 50
+    best = int(np.nanargmin(losses))
+    assert len(losses) == best + 3                        # patience 2 after the best epoch
+    assert model.evaluate(X[150:], y[150:])["loss"] == pytest.approx(losses[best], rel=1e-6)
+
+
+def test_early_stopping_on_a_metric_fit_does_not_report():
+    X, y = blobs(60)
+    model = mlp()
+    before = weights(model)
+    with pytest.raises(ValueError, match="monitors 'val_loss'.*pass validation_data"):
+        model.fit(X, y, callbacks=[fnn.EarlyStopping()], verbose=0)
+    assert same(before, weights(model))
+
+
+def test_model_checkpoint_saves_each_epoch_and_best_only(tmp_path):
+    X, y = blobs(120)
+    model = mlp()
+    every = fnn.ModelCheckpoint(tmp_path / "m-{epoch:02d}.fnn", monitor="loss")
+    best = fnn.ModelCheckpoint(tmp_path / "best.fnn", monitor="val_accuracy", save_best_only=True)
+    model.fit(X[:90], y[:90], epochs=3, validation_data=(X[90:], y[90:]), callbacks=[every, best],
+              verbose=0)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.fnn", "m-01.fnn", "m-02.fnn", "m-03.fnn"]
+    last = fnn.load(tmp_path / "m-03.fnn")
+    np.testing.assert_array_equal(last.predict(X), model.predict(X))
+
+
+def test_terminate_on_nan(capsys):
+    X, y = blobs(200)
+    X[:, 0] *= 1e30                                        # finite data, exploding activations
+    model = mlp()
+    hist = model.fit(X, y, optimizer=fnn.SGD(model.parameters(), lr=10.0), epochs=5, batch_size=20,
+                     callbacks=[fnn.TerminateOnNaN()], verbose=0)
+    assert len(hist.epoch) == 1 and not np.isfinite(hist.history["loss"][0])
+    assert "stopping training" in capsys.readouterr().err
+
+
+# ------------------------------------------------------------------------- bad input
+@pytest.mark.parametrize("case,err,msg", [
+    ("wide", ValueError, "X has shape \\(60, 12\\).*expected input with 10 features"),
+    ("label", ValueError, "label 3 at index 5 is outside \\[0, 3\\); the model has 3 outputs"),
+    ("nan", ValueError, "X contains nan at index \\(7, 2\\); remove or impute"),
+    ("length", ValueError, "X has 60 samples but y has shape \\(59,\\)"),
+    ("float-labels", TypeError, "integer class labels.*astype\\(np.int64\\)"),
+    ("val-label", ValueError, "label -1 at index 0 is outside"),
+    ("optimizer", ValueError, "unknown optimizer 'sgdd'"),
+    ("foreign-optimizer", ValueError, "updates none of this model's parameters"),
+    ("batch", ValueError, "batch_size must be a positive int, got 0"),
+    ("verbose", ValueError, "verbose must be 0, 1 or 2"),
+])
+def test_bad_fit_input_raises_and_leaves_weights_unchanged(case, err, msg):
+    X, y = blobs(60)
+    model = mlp()
+    kw = dict(epochs=2, verbose=0)
+    if case == "wide":
+        X = np.hstack([X, X[:, :2]])
+    elif case == "label":
+        y = y.copy()
+        y[5] = 3
+    elif case == "nan":
+        X = X.copy()
+        X[7, 2] = np.nan
+    elif case == "length":
+        y = y[:59]
+    elif case == "float-labels":
+        y = y.astype(np.float32)
+    elif case == "val-label":
+        kw["validation_data"] = (X[:5], -np.ones(5, np.int64))
+    elif case == "optimizer":
+        kw["optimizer"] = "sgdd"
+    elif case == "foreign-optimizer":
+        kw["optimizer"] = fnn.SGD(mlp().parameters(), lr=0.1)
+    elif case == "batch":
+        kw["batch_size"] = 0
+    elif case == "verbose":
+        kw["verbose"] = 3
+    before = weights(model)
+    with pytest.raises(err, match=msg):
+        model.fit(X, y, **kw)
+    assert same(before, weights(model))
+
+
+def test_predict_and_evaluate_leave_the_model_alone():
+    X, y = blobs(60)
+    model = mlp()
+    model.train()
+    before = weights(model)
+    model.predict(X, batch_size=7)
+    with pytest.raises(ValueError, match="pass loss="):
+        model.evaluate(X, y)
+    model.evaluate(X, y, loss="cross_entropy", batch_size=7)
+    assert same(before, weights(model)) and model.training
+    np.testing.assert_allclose(model.predict(X, batch_size=7), model.predict(X), rtol=1e-6)
+
+
+# ------------------------------------------------------------------------- optimizers
+@pytest.mark.parametrize("make,msg", [
+    (lambda p: fnn.SGD(p, lr=-0.1), "invalid learning rate lr -0.1"),
+    (lambda p: fnn.SGD(p, lr=0.1, nesterov=True), "nesterov=True needs momentum > 0"),
+    (lambda p: fnn.SGD(p, lr=0.1, momentum=-1), "invalid momentum -1.0"),
+    (lambda p: fnn.Adam(p, betas=(0.9, 1.0)), "invalid beta2 1.0; it must be in \\[0, 1\\)"),
+    (lambda p: fnn.Adam(p, eps=-1e-8), "invalid eps"),
+    (lambda p: fnn.AdamW(p, lr=float("nan")), "lr must be finite"),
+    (lambda p: fnn.RMSprop(p, alpha=-0.5), "invalid alpha"),
+    (lambda p: fnn.SGD([], lr=0.1), "empty parameter list"),
+    (lambda p: fnn.SGD(p + p, lr=0.1), "appears more than once"),
+    (lambda p: fnn.SGD(p, lr=0.1, momentun=0.9), "unexpected keyword|unknown hyper-parameter"),
+])
+def test_invalid_hyper_parameters(make, msg):
+    with pytest.raises((ValueError, TypeError), match=msg):
+        make(mlp().parameters())
+
+
+def test_optimizer_state_dict_round_trip_resumes_exactly():
+    X, y = blobs()
+    a = mlp()
+    opt_a = fnn.Adam(a.parameters(), lr=1e-2)
+    a.fit(X, y, optimizer=opt_a, epochs=1, shuffle=False, verbose=0)
+    b = mlp()
+    b.load_state_dict(a.state_dict())
+    opt_b = fnn.Adam(b.parameters(), lr=1e-2)
+    opt_b.load_state_dict(opt_a.state_dict())
+    for m, o in ((a, opt_a), (b, opt_b)):
+        m.fit(X, y, optimizer=o, epochs=1, shuffle=False, verbose=0)
+    assert same(weights(a), weights(b))
+    sd = opt_a.state_dict()
+    assert sd["state"][0]["step"] == 20 and sd["state"][0]["exp_avg"].shape == (16, 10)
+    bad = {"state": {**sd["state"], 0: {**sd["state"][0], "exp_avg": np.zeros((3, 3))}},
+           "param_groups": sd["param_groups"]}
+    with pytest.raises(ValueError, match="state 'exp_avg' has shape \\(3, 3\\)"):
+        opt_b.load_state_dict(bad)
+
+
+def test_param_groups_with_their_own_learning_rates():
+    model = mlp()
+    w0 = weights(model)
+    opt = fnn.SGD([{"params": model[0].parameters(), "lr": 0.0}, {"params": model[2].parameters()}], lr=0.1)
+    X, y = blobs(60)
+    model.fit(X, y, optimizer=opt, epochs=1, verbose=0)
+    w1 = weights(model)
+    assert np.array_equal(w0["0.weight"], w1["0.weight"]) and not np.array_equal(w0["2.weight"], w1["2.weight"])
