@@ -26,6 +26,7 @@ from fastnn.training import History
 from fastnn.serialization import FormatError, load, save
 from fastnn.gradcheck import GradcheckError, gradcheck
 from fastnn.perceptron import ConvergenceWarning, Perceptron
+from fastnn import data, datasets
 
 __version__ = _core.__version__
 
@@ -49,5 +50,5 @@ __all__ = [
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
     "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",
-    "save", "load", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning",
+    "save", "load", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning", "data", "datasets",
 ]
