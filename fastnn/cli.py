@@ -1,23 +1,324 @@
-"""The `fastnn` command line. Subcommands: info."""
+"""The `fastnn` command (also `python -m fastnn`): train, evaluate, predict, demo, info.
+
+User mistakes (a missing file, a corrupt IDX, a wrong input width, a bad option) print one
+line starting "fastnn: error:" and exit with status 2, without a traceback. Ctrl-C during
+training stops cleanly: the model file is written only after training, and atomically.
+"""
 from __future__ import annotations
 
 import argparse
+import os
+import runpy
 import sys
+from pathlib import Path
 
-import fastnn
+import numpy as np
+
+import fastnn as fnn
+
+
+class UserError(Exception):
+    """A mistake in the command line or its files: reported in one line, exit status 2."""
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):  # one line instead of usage + message
+        raise UserError(f"{message} (see `{self.prog} --help`)")
+
+
+ACTIVATIONS = {"relu": fnn.ReLU, "tanh": fnn.Tanh, "sigmoid": fnn.Sigmoid, "gelu": fnn.GELU,
+               "leaky_relu": fnn.LeakyReLU}
+OPTIMIZERS = {"sgd": fnn.SGD, "adam": fnn.Adam, "adamw": fnn.AdamW, "rmsprop": fnn.RMSprop}
+
+
+# ------------------------------------------------------------------------------- helpers
+def _settings(args) -> None:
+    if getattr(args, "threads", None) is not None:
+        if args.threads < 1:
+            raise UserError(f"--threads must be >= 1, got {args.threads}")
+        fnn.set_num_threads(args.threads)
+    if getattr(args, "backend", None):
+        fnn.set_backend(args.backend)
+
+
+def _layer_sizes(args, n_in: int, n_out: int) -> list[int]:
+    text = args.layers if args.layers else f"{n_in}-{args.hidden.replace(',', '-')}-{n_out}"
+    try:
+        sizes = [int(s) for s in text.strip("-").split("-") if s]
+    except ValueError:
+        raise UserError(f"--layers must look like 784-128-64-10, got {text!r}") from None
+    if len(sizes) < 2 or min(sizes) < 1:
+        raise UserError(f"--layers needs at least an input and an output size, all >= 1; got {text!r}")
+    if sizes[0] != n_in:
+        raise UserError(f"--layers starts with {sizes[0]} inputs but the dataset has {n_in} features "
+                        f"per image; use {n_in}-...")
+    if sizes[-1] < n_out:
+        raise UserError(f"--layers ends with {sizes[-1]} outputs but the dataset has {n_out} classes")
+    return sizes
+
+
+def _load_dataset(name):
+    try:
+        (X, y), (Xt, yt) = fnn.datasets.load(name)
+    except FileNotFoundError as e:
+        raise UserError(str(e)) from None
+    return (X, y), (Xt, yt)
+
+
+def _prepare(X, meta: dict) -> np.ndarray:
+    """Flatten images to rows and normalise them the way the model was trained."""
+    X = np.asarray(X, dtype=np.float32)
+    X = X.reshape(len(X), -1) if X.ndim > 1 else X.reshape(1, -1)
+    norm = meta.get("normalize", {"mean": 0.5, "std": 0.5})
+    return fnn.data.normalize(X, norm["mean"], norm["std"], scale=1.0)
+
+
+def _load_model(path):
+    if not os.path.isfile(path):
+        raise UserError(f"no model file at {path!r}; train one with `fastnn train --out {path}`")
+    return fnn.load(path)
+
+
+def _check_width(model, X, source):
+    first = next((l for l in model.layers if hasattr(l, "in_features")), None) if hasattr(model, "layers") else None
+    if first is not None and X.shape[1] != first.in_features:
+        raise UserError(f"{source} has {X.shape[1]} features per sample but the model expects "
+                        f"{first.in_features}")
+
+
+# ------------------------------------------------------------------------------- train
+def cmd_train(args) -> int:
+    _settings(args)
+    if args.plot:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            raise UserError("--plot needs matplotlib: pip install 'fastnn-cpu[plot]' (or matplotlib)") from None
+    for name in ("epochs", "batch_size"):
+        if getattr(args, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
+    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
+        raise UserError(f"--out {args.out!r}: the directory does not exist")
+    (X, y), (Xt, yt) = _load_dataset(args.dataset)
+    meta = {"dataset": str(args.dataset), "input_shape": list(X.shape[1:]),
+            "normalize": {"mean": 0.5, "std": 0.5},
+            "class_names": fnn.datasets.CLASS_NAMES.get(str(args.dataset), [str(i) for i in range(10)])}
+    X, Xt = _prepare(X, meta), _prepare(Xt, meta)
+    n_classes = int(max(y.max(), yt.max())) + 1
+    sizes = _layer_sizes(args, X.shape[1], n_classes)
+
+    fnn.manual_seed(args.seed)
+    layers = []
+    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+        layers.append(fnn.Linear(a, b))
+        if i < len(sizes) - 2:
+            layers.append(ACTIVATIONS[args.activation]())
+            if args.dropout:
+                layers.append(fnn.Dropout(args.dropout))
+    model = fnn.Sequential(*layers)
+    kw = {"lr": args.lr}
+    if args.optimizer in ("sgd", "rmsprop"):
+        kw["momentum"] = args.momentum
+    if args.weight_decay is not None:
+        kw["weight_decay"] = args.weight_decay
+    optimizer = OPTIMIZERS[args.optimizer](model.parameters(), **kw)
+
+    print(f"Training {'-'.join(map(str, sizes))} ({args.activation}) on {args.dataset}: {len(X)} training / "
+          f"{len(Xt)} test samples; {args.optimizer} lr {args.lr}, {args.epochs} epochs, batch "
+          f"{args.batch_size}; {fnn.get_num_threads()} threads, {fnn.get_backend()} backend", flush=True)
+    try:
+        history = model.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=optimizer, epochs=args.epochs,
+                            batch_size=args.batch_size, validation_split=args.val_split,
+                            verbose=args.verbose)
+    except KeyboardInterrupt:
+        print("\ninterrupted: training stopped" + (f"; {args.out} was not written" if args.out else ""),
+              file=sys.stderr)
+        return 130
+    result = model.evaluate(Xt, yt)
+    print(f"test accuracy: {result['accuracy']:.4f}  (test loss {result['loss']:.4f})")
+    if args.out:
+        fnn.save(model, args.out, metadata=meta)
+        print(f"saved the model to {args.out}")
+    if args.plot:
+        _plot(history, args.plot, f"{'-'.join(map(str, sizes))} on {args.dataset}")
+        print(f"wrote the training curves to {args.plot}")
+    return 0
+
+
+def _plot(history, path, title) -> None:
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    h = history.history
+    epochs = np.arange(1, len(h["loss"]) + 1)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, ax in (("loss", ax_loss), ("accuracy", ax_acc)):
+        ax.plot(epochs, h[key], "o-", label="training")
+        if "val_" + key in h:
+            ax.plot(epochs, h["val_" + key], "o-", label="validation")
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(key)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle(title)
+    fig.tight_layout()
+    fnn.serialization.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    plt.close(fig)
+
+
+# ------------------------------------------------------------------------------- evaluate / predict
+def cmd_evaluate(args) -> int:
+    _settings(args)
+    model = _load_model(args.model)
+    meta = model.metadata
+    dataset = args.dataset or meta.get("dataset")
+    if not dataset:
+        raise UserError("pass --dataset (the model file does not say which dataset it was trained on)")
+    _, (Xt, yt) = _load_dataset(dataset)
+    Xt = _prepare(Xt, meta)
+    _check_width(model, Xt, f"dataset {dataset!r}")
+    result = model.evaluate(Xt, yt, loss=fnn.CrossEntropyLoss())
+    print(f"{dataset}: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f} "
+          f"({len(Xt)} samples)")
+    return 0
+
+
+def _read_input(path) -> np.ndarray:
+    if not os.path.isfile(path):
+        raise UserError(f"no input file at {path!r}")
+    if path.endswith(".npy"):
+        try:
+            X = np.load(path, allow_pickle=False)
+        except ValueError as e:
+            raise UserError(f"{path}: not a readable .npy array ({e})") from None
+        if X.dtype.kind not in "biuf":
+            raise UserError(f"{path}: holds {X.dtype}, not numbers")
+    else:
+        X = fnn.data.read_idx(path)
+    if X.dtype == np.uint8:  # raw pixels, as in IDX files
+        X = X.astype(np.float32) / np.float32(255)
+    return X
+
+
+def cmd_predict(args) -> int:
+    _settings(args)
+    model = _load_model(args.model)
+    meta = model.metadata
+    X = _read_input(args.input)
+    shape = meta.get("input_shape")
+    if shape and list(X.shape) == list(shape):
+        X = X[None]  # a single image
+    X = _prepare(X, meta)
+    _check_width(model, X, args.input)
+    probs = fnn.Softmax()(model.predict(X))
+    names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+    shown = probs if args.limit is None else probs[:args.limit]
+    print("sample  class  probability  name")
+    for i, p in enumerate(shown):
+        k = int(np.argmax(p))
+        print(f"{i:6d}  {k:5d}  {p[k]:11.4f}  {names[k] if k < len(names) else k}")
+    if len(shown) < len(probs):
+        print(f"... {len(probs) - len(shown)} more (use --limit to show more)")
+    return 0
+
+
+# ------------------------------------------------------------------------------- demo / info
+def demo_dir() -> Path:
+    """Where the example scripts are: installed with the package, or examples/ in a checkout."""
+    installed = Path(__file__).with_name("demos")
+    if installed.is_dir():
+        return installed
+    return Path(__file__).resolve().parent.parent / "examples"
+
+
+def demos() -> dict[str, Path]:
+    found = {p.stem: p for p in sorted(demo_dir().glob("*.py"))}
+    if "backprop_by_hand" in found:
+        found["backprop"] = found["backprop_by_hand"]
+    return found
+
+
+def cmd_demo(args) -> int:
+    available = demos()
+    if not args.name:
+        print("demos (fastnn demo NAME [options]):")
+        for name, path in available.items():
+            first = (path.read_text(encoding="utf-8").split('"""')[1].strip().splitlines() or [""])[0]
+            print(f"  {name:22s} {first}")
+        return 0
+    if args.name not in available:
+        raise UserError(f"no demo {args.name!r}; choose one of {', '.join(available)}")
+    path = available[args.name]
+    saved = sys.argv
+    sys.argv = [str(path), *args.args]
+    try:
+        runpy.run_path(str(path), run_name="__main__")
+    except SystemExit as e:  # a demo's own argparse
+        return int(e.code or 0) if not isinstance(e.code, str) else 2
+    finally:
+        sys.argv = saved
+    return 0
 
 
 def cmd_info(args) -> int:
-    for key, value in fastnn.build_info().items():
+    for key, value in fnn.build_info().items():
         if isinstance(value, list):
             value = ", ".join(value)
         print(f"{key:15} {value}")
     return 0
 
 
+# ------------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="fastnn", description="Fast neural networks on CPUs.")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    parser = _Parser(prog="fastnn", description="Fast neural networks on CPUs: train, evaluate, "
+                     "predict, run the demos.")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    def common(p):
+        p.add_argument("--threads", type=int, help="threads for the C++ kernels (default: all this process may use)")
+        p.add_argument("--backend", choices=["cpp", "numpy"], help="kernel backend (default cpp)")
+
+    p = sub.add_parser("train", help="train an MLP classifier and report its test accuracy",
+                       description="Train an MLP on a dataset (default: the bundled 8x8 digits) and "
+                       "print its test accuracy.")
+    p.add_argument("--dataset", default="digits",
+                   help="digits (bundled), fashion-mnist, mnist, or a directory of IDX files")
+    p.add_argument("--layers", help="all layer sizes, e.g. 784-128-64-10 (overrides --hidden)")
+    p.add_argument("--hidden", default="128,64", help="hidden layer sizes (default 128,64)")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
+    p.add_argument("--momentum", type=float, default=0.0, help="momentum for sgd/rmsprop")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
+    p.add_argument("--val-split", type=float, default=0.0, help="fraction of training data held out")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", help="save the trained model to this file")
+    p.add_argument("--plot", help="write loss/accuracy curves to this PNG (needs matplotlib)")
+    p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="0 quiet, 1 bar, 2 line per epoch")
+    common(p)
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="test accuracy of a saved model")
+    p.add_argument("model")
+    p.add_argument("--dataset", help="default: the dataset the model was trained on")
+    common(p)
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser("predict", help="classes and probabilities for inputs in an .npy or IDX file")
+    p.add_argument("model")
+    p.add_argument("input", help=".npy array or IDX file (one sample or a batch)")
+    p.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
+    common(p)
+    p.set_defaults(func=cmd_predict)
+
+    p = sub.add_parser("demo", help="run an example of SEEDS.md step by step (no NAME: list them)")
+    p.add_argument("name", nargs="?")
+    p.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
+    p.set_defaults(func=cmd_demo)
+
     p = sub.add_parser("info", help="show version, compiler, OpenMP, SIMD path and threads")
     p.set_defaults(func=cmd_info)
     return parser
@@ -25,11 +326,23 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     parser = build_parser()
-    args = parser.parse_args(argv)
-    if not getattr(args, "func", None):
-        parser.print_help()
+    try:
+        args = parser.parse_args(argv)
+        if not getattr(args, "func", None):
+            parser.print_help()
+            return 2
+        return args.func(args)
+    except UserError as e:
+        print(f"fastnn: error: {e}", file=sys.stderr)
         return 2
-    return args.func(args)
+    except (ValueError, TypeError, OSError) as e:  # bad files and values, reported by fastnn
+        if os.environ.get("FASTNN_DEBUG"):
+            raise  # FASTNN_DEBUG=1 shows the traceback
+        print(f"fastnn: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\nfastnn: interrupted", file=sys.stderr)
+        return 130
 
 
 if __name__ == "__main__":

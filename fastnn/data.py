@@ -20,7 +20,7 @@ IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2")
              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IDX_BYTES = 4 << 30     # no real IDX file comes near 4 GiB
 _DEFLATE_MAX_RATIO = 1032   # deflate cannot expand data by more than ~1032:1
-_CHUNK = 1 << 20
+_CHUNK = 1 << 16
 
 
 def _parse_header(head: bytes, path: str, available: int, compressed: bool):

@@ -57,7 +57,8 @@ class Progbar:
             return
         elapsed = time.perf_counter() - self.start
         per_step = elapsed / max(self.steps, 1)
-        timing = f"{_fmt_time(elapsed)} {per_step * 1e3:.0f}ms/step"
+        step_time = f"{per_step * 1e3:.0f}ms" if per_step >= 1e-3 else f"{per_step * 1e6:.0f}us"
+        timing = f"{_fmt_time(elapsed)} {step_time}/step"
         if self.verbose == 1:
             line = f"{self._bar(self.steps)} - {timing}{_fmt_logs(logs)}"
             self.stream.write(("\r" + line + "\033[K\n") if self.dynamic else line + "\n")

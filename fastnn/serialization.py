@@ -12,7 +12,8 @@ File layout (all integers little-endian):
                     "tensors": [{"name", "dtype": "<f4"|"<f8", "shape", "offset", "nbytes",
                                  "crc32"}, ...],
                     "optimizer": null | {"type": "SGD", "param_groups": [...],
-                                         "state": {"0": {"step": 3, "momentum_buffer": "@name"}}}}
+                                         "state": {"0": {"step": 3, "momentum_buffer": "@name"}}},
+                    "metadata": {...}}   (free-form JSON, e.g. the input normalisation)
     then zero padding to a multiple of 64, then the tensors' raw bytes; a tensor's
     "offset" counts from the start of that data section.
 
@@ -65,8 +66,10 @@ def _plain(value):
     return value
 
 
-def save(model: Layer, path, optimizer: Optimizer | None = None) -> None:
+def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict | None = None) -> None:
     """Write `model` (architecture and weights) and, if given, `optimizer`'s state to `path`.
+    `metadata` (JSON values only, e.g. how inputs were normalised) comes back as
+    `model.metadata` after fnn.load.
 
     The write is atomic: readers see the old file or the new one, never a mixture.
 
@@ -111,7 +114,8 @@ def save(model: Layer, path, optimizer: Optimizer | None = None) -> None:
     from fastnn import __version__
     header = json.dumps({"format": "fastnn", "version": VERSION, "fastnn_version": __version__,
                          "model": {"type": type(model).__name__, "config": model.get_config()},
-                         "tensors": table, "optimizer": opt_header}).encode()
+                         "tensors": table, "optimizer": opt_header,
+                         "metadata": metadata or {}}).encode()
 
     def write(f):
         f.write(_PREFIX.pack(MAGIC, VERSION, 0, len(header)))
@@ -297,6 +301,8 @@ def load(path, with_optimizer: bool = False):
     finally:
         generator().bit_generator.state = rng_state
     model.load_state_dict({name: arrays[name] for name in expected})
+    meta = header.get("metadata") or {}
+    model.metadata = meta if isinstance(meta, dict) else {}
     if not with_optimizer:
         return model
     return model, _load_optimizer(header.get("optimizer"), model, arrays, path)

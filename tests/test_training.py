@@ -113,7 +113,7 @@ def test_verbose_2_prints_one_line_per_epoch(capsys):
     mlp().fit(X, y, epochs=3, batch_size=20, verbose=2)
     lines = capsys.readouterr().out.splitlines()
     assert len(lines) == 3
-    assert re.fullmatch(r"Epoch 1/3 - \S+ \d+ms/step - loss: \d\.\d{4} - accuracy: \d\.\d{4}", lines[0])
+    assert re.fullmatch(r"Epoch 1/3 - \S+ \d+[mu]s/step - loss: \d\.\d{4} - accuracy: \d\.\d{4}", lines[0])
 
 
 def test_verbose_1_off_a_terminal_prints_only_finished_bars(capsys):

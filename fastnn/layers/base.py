@@ -37,6 +37,7 @@ class Layer:
         self.training = True
         self._parameters: OrderedDict[str, Parameter] = OrderedDict()
         self._saved = None
+        self.metadata: dict = {}  # free-form; fnn.save stores it, fnn.load restores it
 
     # -- subclasses define forward(x) and backward(grad_out), and override these two
     def get_config(self) -> dict:

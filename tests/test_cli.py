@@ -1,0 +1,148 @@
+"""Every `fastnn` subcommand, run as a subprocess the way a user runs it."""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+
+import fastnn as fnn
+
+
+def run(*args, cwd, timeout=300, module=False):
+    cmd = [sys.executable, "-m", "fastnn", *args] if module else ["fastnn", *args]
+    return subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=timeout)
+
+
+def one_line_error(r, *fragments):
+    assert r.returncode == 2, (r.stdout, r.stderr)
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("fastnn: error: "), r.stderr
+    assert "Traceback" not in r.stderr
+    for f in fragments:
+        assert f in lines[0], lines[0]
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    d = tmp_path_factory.mktemp("cli")
+    r = run("train", "--epochs", "5", "--out", "model.fnn", "--plot", "curves.png", "--val-split", "0.1",
+            "--verbose", "2", "--threads", "1", cwd=d)
+    assert r.returncode == 0, r.stderr
+    return d, r.stdout
+
+
+def test_no_command_prints_help(tmp_path):
+    r = run(cwd=tmp_path)
+    assert r.returncode == 2 and "train" in r.stdout and "predict" in r.stdout
+
+
+def test_info(tmp_path):
+    r = run("info", cwd=tmp_path, module=True)                # python -m fastnn works too
+    assert r.returncode == 0 and "simd" in r.stdout and fnn.__version__ in r.stdout
+
+
+def test_train_with_defaults_reports_test_accuracy(tmp_path):
+    r = run("train", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Training 64-128-64-10 (relu) on digits" in r.stdout
+    acc = float(r.stdout.split("test accuracy: ")[1].split()[0])
+    assert acc > 0.95
+    assert os.listdir(tmp_path) == []                         # writes nothing unless asked
+
+
+def test_train_writes_model_and_curves(trained):
+    d, out = trained
+    assert out.count("val_accuracy") == 5
+    assert (d / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    model = fnn.load(d / "model.fnn")
+    assert model.metadata["dataset"] == "digits" and model.metadata["input_shape"] == [8, 8]
+
+
+def test_evaluate_reproduces_the_training_result(trained):
+    d, out = trained
+    r = run("evaluate", "model.fnn", cwd=d)
+    assert r.returncode == 0, r.stderr
+    assert out.split("test accuracy: ")[1].split()[0] in r.stdout
+
+
+def test_predict_from_npy_and_idx(trained):
+    d, _ = trained
+    (_, _), (Xt, yt) = fnn.datasets.load("digits")
+    np.save(d / "one.npy", Xt[0])                            # a single 8×8 image
+    np.save(d / "batch.npy", Xt[:30])
+    r = run("predict", "model.fnn", "one.npy", cwd=d)
+    assert r.returncode == 0, r.stderr
+    rows = r.stdout.strip().splitlines()
+    assert rows[0].split() == ["sample", "class", "probability", "name"] and len(rows) == 2
+    assert int(rows[1].split()[1]) == yt[0]
+    r = run("predict", "model.fnn", "batch.npy", "--limit", "5", cwd=d)
+    assert len(r.stdout.strip().splitlines()) == 7 and "25 more" in r.stdout
+    pixels = np.round(Xt[:4] * 255).astype(np.uint8)        # an IDX file of raw pixels
+    (d / "four.idx").write_bytes(b"\0\0\x08\x03" + np.array([4, 8, 8], ">u4").tobytes() + pixels.tobytes())
+    r = run("predict", "model.fnn", "four.idx", cwd=d)
+    assert r.returncode == 0 and len(r.stdout.strip().splitlines()) == 5
+
+
+def test_user_mistakes_are_one_line_and_status_2(trained):
+    d, _ = trained
+    np.save(d / "wide.npy", np.zeros((3, 100), np.float32))
+    (d / "bad.idx").write_bytes(b"\0\0\x08\x03" + np.array([1000, 28, 28], ">u4").tobytes() + bytes(50))
+    one_line_error(run("predict", "model.fnn", "wide.npy", cwd=d), "100 features per sample", "expects 64")
+    one_line_error(run("predict", "model.fnn", "bad.idx", cwd=d), "claims shape (1000, 28, 28)")
+    one_line_error(run("predict", "missing.fnn", "wide.npy", cwd=d), "no model file at 'missing.fnn'")
+    one_line_error(run("predict", "model.fnn", "missing.npy", cwd=d), "no input file")
+    one_line_error(run("evaluate", "wide.npy", cwd=d), "not a fastnn model file")
+    one_line_error(run("train", "--epochs", "many", cwd=d), "invalid int value: 'many'")
+    one_line_error(run("train", "--optimizer", "lbfgs", cwd=d), "invalid choice: 'lbfgs'")
+    one_line_error(run("train", "--lr", "-1", cwd=d), "invalid learning rate lr -1.0")
+    one_line_error(run("train", "--dropout", "1.5", cwd=d), "p must be in [0, 1)")
+    one_line_error(run("train", "--dataset", "nowhere", cwd=d), "unknown dataset 'nowhere'")
+    one_line_error(run("train", "--out", "no/such/dir/m.fnn", cwd=d), "the directory does not exist")
+    one_line_error(run("demo", "nonsense", cwd=d), "no demo 'nonsense'")
+
+
+def test_train_on_a_directory_of_idx_files(tmp_path):
+    rng = np.random.default_rng(0)
+    data = tmp_path / "data"
+    data.mkdir()
+    for stem, n in [("train", 200), ("t10k", 50)]:
+        labels = rng.integers(0, 3, n).astype(np.uint8)
+        images = (labels[:, None, None] * 80 + rng.integers(0, 40, (n, 6, 6))).astype(np.uint8)
+        (data / f"{stem}-images-idx3-ubyte").write_bytes(b"\0\0\x08\x03" + np.array([n, 6, 6], ">u4").tobytes() + images.tobytes())
+        (data / f"{stem}-labels-idx1-ubyte").write_bytes(b"\0\0\x08\x01" + np.array([n], ">u4").tobytes() + labels.tobytes())
+    r = run("train", "--dataset", str(data), "--layers", "36-16-3", "--epochs", "20", "--lr", "0.01", "--verbose", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.9
+
+
+def test_demo_lists_and_runs(tmp_path):
+    r = run("demo", cwd=tmp_path)
+    assert r.returncode == 0 and "backprop_by_hand" in r.stdout and "xor_mlp" in r.stdout
+    r = run("demo", "backprop", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "z1 = 4, a1 = 4, z2 = 0, a2 = 0, y = 5, J = 4.5" in r.stdout
+    assert "wa1 = 0.88" in r.stdout
+    r = run("demo", "mnist_classifier", "--dataset", "digits", "--epochs", "1", cwd=tmp_path)
+    assert r.returncode == 0 and "test accuracy" in r.stdout
+
+
+def test_ctrl_c_stops_training_and_keeps_the_old_model(tmp_path, trained):
+    d, _ = trained
+    target = tmp_path / "model.fnn"
+    target.write_bytes((d / "model.fnn").read_bytes())
+    before = target.read_bytes()
+    p = subprocess.Popen(["fastnn", "train", "--epochs", "100000", "--out", "model.fnn", "--verbose", "2"],
+                         cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    line = p.stdout.readline()                               # the "Training ..." header
+    assert line.startswith("Training")
+    p.stdout.readline()                                      # training is under way
+    time.sleep(0.2)
+    p.send_signal(signal.SIGINT)
+    _, err = p.communicate(timeout=60)
+    assert p.returncode == 130
+    assert "interrupted" in err and "Traceback" not in err
+    assert target.read_bytes() == before
+    assert sorted(os.listdir(tmp_path)) == ["model.fnn"]     # no temporary file left
