@@ -12,6 +12,7 @@
 #include "kernels.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
+#include "mlp.h"
 
 namespace py = pybind11;
 using namespace fastnn;
@@ -497,6 +498,136 @@ void rmsprop_py(py::handle p_h, py::handle g_h, py::handle sq_h, py::handle buf_
   });
 }
 
+
+// ---- the fused MLP (fastnn/fused.py builds these arguments from a Sequential) ----------------
+// layers: float64 (L, 6) rows of (in, out, w_off, b_off, act, slope). Every offset and size is
+// checked against the parameter buffer so no call can read or write outside it.
+std::vector<MlpLayer> mlp_layers_arg(const char* op, py::handle h, idx n_params) {
+  auto a = in_arg<double>(op, "layers", h);
+  if (a.ndim() != 2 || a.shape(1) != 6 || a.shape(0) < 1)
+    throw py::value_error(cat(op, ": layers must be (L, 6) rows of (in, out, w_off, b_off, act, slope), got ",
+                              shape_of(a)));
+  std::vector<MlpLayer> out;
+  const double* p = a.data();
+  for (py::ssize_t l = 0; l < a.shape(0); ++l, p += 6) {
+    MlpLayer ly{(idx)p[0], (idx)p[1], (idx)p[2], (idx)p[3], (MlpAct)(int)p[4], p[5]};
+    const bool ok = ly.in >= 1 && ly.out >= 1 && ly.w_off >= 0 && ly.w_off + ly.in * ly.out <= n_params &&
+                    (ly.b_off < 0 || ly.b_off + ly.out <= n_params) && p[4] >= 0 && p[4] <= 5 &&
+                    (l == 0 || ly.in == out.back().out);
+    if (!ok) throw py::value_error(cat(op, ": layer ", l, " does not fit the parameter buffer of ", n_params,
+                                       " values or does not chain with the previous layer"));
+    out.push_back(ly);
+  }
+  return out;
+}
+
+void mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::handle layers_h) {
+  const char* op = "mlp_forward";
+  py::array out = out_arg(op, "out", out_h);
+  py::array params = out_arg(op, "params", params_h);
+  if (params.dtype().not_equal(out.dtype()))
+    throw py::type_error(cat(op, ": params and out must have the same dtype"));
+  auto layers = mlp_layers_arg(op, layers_h, params.size());
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    if (x.ndim() != 2 || x.shape(1) != layers[0].in)
+      throw py::value_error(cat(op, ": expected input with ", layers[0].in, " features, got shape ", shape_of(x)));
+    need_shape2(op, "out", out, x.shape(0), layers.back().out);
+    no_overlap(op, "out", out, "x", x, false);
+    no_overlap(op, "out", out, "params", params, false);
+    T* o = ptr<T>(out);
+    const T *xp = cptr<T>(x), *pp = cptr<T>(params);
+    const idx N = x.shape(0);
+    py::gil_scoped_release nogil;
+    if (N > 0) mlp_forward<T>(o, xp, N, pp, layers.data(), (int)layers.size());
+    return 0;
+  });
+}
+
+py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::handle layers_h,
+                               py::handle x_h, py::handle targets_h, py::handle order_h,
+                               idx batch_size, idx first_batch, idx n_batches,
+                               const std::string& loss_name, const std::string& opt_name,
+                               py::handle hyper_h, py::handle state_a_h, py::handle state_b_h,
+                               long step) {
+  const char* op = "mlp_train_batches";
+  py::array params = out_arg(op, "params", params_h);
+  py::array grads = state_arg(op, "grads", grads_h, params);
+  const idx n_params = params.size();
+  auto layers = mlp_layers_arg(op, layers_h, n_params);
+  const int L = (int)layers.size();
+  MlpLoss loss;
+  if (loss_name == "cross_entropy") loss = MlpLoss::CrossEntropy;
+  else if (loss_name == "mse_mean") loss = MlpLoss::MseMean;
+  else if (loss_name == "mse_sum") loss = MlpLoss::MseSum;
+  else throw py::value_error(cat(op, ": unknown loss '", loss_name, "'"));
+  auto hyper = in_arg<double>(op, "hyper", hyper_h);
+  if (hyper.ndim() != 1 || hyper.shape(0) != 8)
+    throw py::value_error(cat(op, ": hyper must hold 8 values"));
+  const double* hp = hyper.data();
+  MlpOptimizer opt{};
+  if (opt_name == "sgd") opt.kind = MlpOpt::SGD;
+  else if (opt_name == "adam") opt.kind = MlpOpt::Adam;
+  else if (opt_name == "adamw") opt.kind = MlpOpt::AdamW;
+  else throw py::value_error(cat(op, ": unknown optimizer '", opt_name, "'"));
+  // hyper = (lr, momentum, dampening, nesterov, weight_decay, beta1, beta2, eps)
+  opt.lr = hp[0]; opt.momentum = hp[1]; opt.dampening = hp[2]; opt.nesterov = hp[3] != 0;
+  opt.weight_decay = hp[4]; opt.beta1 = hp[5]; opt.beta2 = hp[6]; opt.eps = hp[7]; opt.step = step;
+  py::object sa = state_a_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "state_a", state_a_h, params));
+  py::object sb = state_b_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "state_b", state_b_h, params));
+  if (opt.kind == MlpOpt::SGD ? (opt.momentum != 0 && sa.is_none()) : (sa.is_none() || sb.is_none()))
+    throw py::value_error(cat(op, ": optimizer state buffers missing"));
+  if (step < 0) throw py::value_error(cat(op, ": step must be >= 0"));
+  auto order = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(order_h);
+  if (!order || order.ndim() != 1) throw py::type_error(cat(op, ": order must be a 1-D integer array"));
+  return by_dtype(params, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    const idx N = x.ndim() == 2 ? x.shape(0) : -1;
+    if (N < 0 || x.shape(1) != layers[0].in)
+      throw py::value_error(cat(op, ": expected x of shape (N, ", layers[0].in, "), got ", shape_of(x)));
+    if (order.shape(0) != N) throw py::value_error(cat(op, ": order must hold N = ", N, " indices"));
+    const std::int64_t* op_ = order.data();
+    for (idx i = 0; i < N; ++i)
+      if (op_[i] < 0 || op_[i] >= N) throw py::value_error(cat(op, ": order[", i, "] = ", op_[i], " is not in [0, ", N, ")"));
+    const idx total_batches = batch_size >= 1 ? (N + batch_size - 1) / batch_size : 0;
+    if (batch_size < 1 || first_batch < 0 || n_batches < 0 || first_batch + n_batches > total_batches)
+      throw py::value_error(cat(op, ": batches [", first_batch, ", ", first_batch + n_batches, ") of ", batch_size,
+                                " do not fit ", N, " samples"));
+    const idx OC = layers.back().out;
+    py::array targets;
+    if (loss == MlpLoss::CrossEntropy) {
+      auto t = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(targets_h);
+      if (!t || t.ndim() != 1 || t.shape(0) != N) throw py::value_error(cat(op, ": targets must be N = ", N, " labels"));
+      for (idx i = 0; i < N; ++i)
+        if (t.data()[i] < 0 || t.data()[i] >= OC)
+          throw py::value_error(cat(op, ": label ", t.data()[i], " at index ", i, " is outside [0, ", OC, ")"));
+      targets = t;
+    } else {
+      auto t = in_arg<T>(op, "targets", targets_h);
+      if (t.ndim() != 2 || t.shape(0) != N || t.shape(1) != OC)
+        throw py::value_error(cat(op, ": targets must have shape (", N, ", ", OC, "), got ", shape_of(t)));
+      targets = t;
+    }
+    py::array_t<double> losses(n_batches);
+    py::array_t<std::int64_t> correct(n_batches);
+    T *pp = ptr<T>(params), *gp = ptr<T>(grads);
+    opt.state_a = ptr_or_null<T>(sa);
+    opt.state_b = ptr_or_null<T>(sb);
+    const T* xp = cptr<T>(x);
+    const void* tp = targets.data();
+    double* lp = losses.mutable_data();
+    std::int64_t* cp = correct.mutable_data();
+    {
+      py::gil_scoped_release nogil;
+      mlp_train_batches<T>(pp, gp, n_params, layers.data(), L, xp, tp, N, op_, batch_size, first_batch,
+                           n_batches, loss, opt, lp, cp);
+    }
+    return py::make_tuple(losses, correct);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -639,4 +770,12 @@ PYBIND11_MODULE(_core, m) {
   m.def("rmsprop_step", &rmsprop_py, py::arg("param"), py::arg("grad"), py::arg("square_avg"),
         py::arg("momentum_buf"), py::arg("lr") = 1e-2, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8,
         py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0);
+
+  m.def("mlp_forward", &mlp_forward_py, py::arg("out"), py::arg("x"), py::arg("params"), py::arg("layers"),
+        "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py)");
+  m.def("mlp_train_batches", &mlp_train_batches_py, py::arg("params"), py::arg("grads"), py::arg("layers"),
+        py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"), py::arg("first_batch"),
+        py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("hyper"), py::arg("state_a"),
+        py::arg("state_b"), py::arg("step"),
+        "Runs training steps of an MLP in one call; returns (batch losses, batch correct counts)");
 }

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnn import fused
 from fastnn.callbacks import Callback
 from fastnn.layers.base import float_input, shape_str
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss
@@ -133,7 +134,7 @@ def _batches(n: int, batch_size: int, order):
 
 def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0, callbacks=None,
-        verbose: int = 1) -> History:
+        verbose: int = 1, fused_ok: bool = True) -> History:
     """Train `model` on (X, y) with mini-batches.
 
     Args:
@@ -144,6 +145,9 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         validation_split: fraction of the (unshuffled) tail of X held out instead.
         callbacks: e.g. [fnn.EarlyStopping(patience=2), fnn.ModelCheckpoint("best.fnn")].
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
+        fused_ok: on the "cpp" backend, run plain MLPs (Linear + activations, CE or MSE loss,
+            SGD/Adam/AdamW) through the fused C++ step (fastnn/fused.py); the same arithmetic
+            as the layers, without Python between kernels. False forces the layer-by-layer loop.
     Returns:
         History with per-epoch "loss", "accuracy" (classifiers) and their "val_" versions.
     """
@@ -197,6 +201,9 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
 
     n = len(X)
     steps = -(-n // batch_size)
+    plan = fused.train_plan(model, loss_fn, opt, X, y) if fused_ok else None
+    watches_batches = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in cbs)
+    group = 1 if watches_batches else max(1, min(steps, 64))
     model.stop_training = False
     model.train()
     for cb in cbs:
@@ -209,25 +216,47 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         bar = Progbar(steps, verbose)
         order = generator().permutation(n) if shuffle else None
         seen, loss_sum, correct = 0, 0.0, 0
-        for b, idx in enumerate(_batches(n, batch_size, order)):
-            xb, yb = X[idx], y[idx]
-            out = model.forward(xb)
-            batch_loss = loss_fn(out, yb)
-            model.zero_grad()
-            model.backward(loss_fn.backward())
-            opt.step()
-            k = len(xb)
-            seen += k
-            loss_sum += batch_loss * k
-            logs = {"loss": loss_sum / seen}
-            if classify:
-                correct += _correct(loss_fn, out, yb)
-                logs["accuracy"] = correct / seen
-            bar.update(b + 1, logs)
-            for cb in cbs:
-                cb.on_batch_end(b, {"loss": batch_loss, "size": k})
-            if model.stop_training:
-                break
+        if plan is not None:
+            # The fused path: groups of batches in one C++ call each; callbacks and the bar see
+            # every batch afterwards (one batch per group when a callback watches batches).
+            order64 = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
+            for b0 in range(0, steps, group):
+                nb = min(group, steps - b0)
+                losses, hits = plan.run(X, y, order64, batch_size, b0, nb)
+                for j in range(nb):
+                    b = b0 + j
+                    k = min(n, (b + 1) * batch_size) - b * batch_size
+                    seen += k
+                    loss_sum += float(losses[j]) * k
+                    logs = {"loss": loss_sum / seen}
+                    if classify:
+                        correct += int(hits[j])
+                        logs["accuracy"] = correct / seen
+                    for cb in cbs:
+                        cb.on_batch_end(b, {"loss": float(losses[j]), "size": k})
+                bar.update(b0 + nb, logs)
+                if model.stop_training:
+                    break
+        else:
+            for b, idx in enumerate(_batches(n, batch_size, order)):
+                xb, yb = X[idx], y[idx]
+                out = model.forward(xb)
+                batch_loss = loss_fn(out, yb)
+                model.zero_grad()
+                model.backward(loss_fn.backward())
+                opt.step()
+                k = len(xb)
+                seen += k
+                loss_sum += batch_loss * k
+                logs = {"loss": loss_sum / seen}
+                if classify:
+                    correct += _correct(loss_fn, out, yb)
+                    logs["accuracy"] = correct / seen
+                bar.update(b + 1, logs)
+                for cb in cbs:
+                    cb.on_batch_end(b, {"loss": batch_loss, "size": k})
+                if model.stop_training:
+                    break
         if validation_data is not None:
             logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn,
                                                             batch_size=max(batch_size, 256)).items()})
@@ -246,6 +275,9 @@ def predict(model, X, batch_size: int = 256) -> np.ndarray:
     """The model's outputs for X in eval mode (dropout off), computed batch by batch."""
     batch_size = _positive_int(batch_size, "predict: batch_size")
     X = _features(model, X, "predict")
+    out = fused.forward(model, X) if len(X) <= max(batch_size, 65536) else None
+    if out is not None:
+        return out
     was = model.training
     model.eval()
     try:

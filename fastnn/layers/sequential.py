@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnn.layers.base import Layer
+from fastnn.layers.base import Layer, float_input
 from fastnn.parameter import flatten_into_one_store
 
 
@@ -58,7 +58,19 @@ class Sequential(Layer):
             layer.train(mode)
         return self
 
+    def __call__(self, x):
+        """forward(x); in eval mode a plain MLP runs as one C++ call (fastnn/fused.py), which
+        keeps nothing for backward."""
+        if not self.training:
+            from fastnn import fused
+            out = fused.forward(self, float_input(x, "Sequential", self.dtype or np.float32))
+            if out is not None:
+                self._fused_output = True
+                return out
+        return self.forward(x)
+
     def forward(self, x):
+        self._fused_output = False
         for layer in self.layers:
             x = layer.forward(x)
         return x
@@ -66,6 +78,10 @@ class Sequential(Layer):
     def backward(self, grad_out):
         """Backpropagate ∂loss/∂output through every layer; returns ∂loss/∂input and adds
         into every parameter's .grad."""
+        if getattr(self, "_fused_output", False):
+            raise RuntimeError("model(x) in eval mode ran the fused inference path, which keeps "
+                               "nothing for backward; call model.train() before model(x), or use "
+                               "model.forward(x)")
         for layer in reversed(self.layers):
             grad_out = layer.backward(grad_out)
         return grad_out

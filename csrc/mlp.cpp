@@ -1,0 +1,153 @@
+// The fused MLP (see mlp.h): the layer-by-layer training step, moved into one C++ loop.
+#include "mlp.h"
+#include <algorithm>
+#include <cstring>
+#include <vector>
+#include "kernels.h"
+
+namespace fastnn {
+namespace {
+
+template <class T>
+void act_forward(const MlpLayer& l, T* a, const T* z, idx n) {
+  switch (l.act) {
+    case MlpAct::ReLU: relu_forward(a, z, n); break;
+    case MlpAct::Sigmoid: sigmoid_forward(a, z, n); break;
+    case MlpAct::Tanh: tanh_forward(a, z, n); break;
+    case MlpAct::GELU: gelu_forward(a, z, n); break;
+    case MlpAct::LeakyReLU: leaky_relu_forward(a, z, (T)l.slope, n); break;
+    case MlpAct::None: break;
+  }
+}
+
+// dz = da ⊙ act'(·), from z (ReLU, LeakyReLU, GELU) or a (sigmoid, tanh), as the layers do.
+template <class T>
+void act_backward(const MlpLayer& l, T* dz, const T* da, const T* z, const T* a, idx n) {
+  switch (l.act) {
+    case MlpAct::ReLU: relu_backward(dz, da, z, n); break;
+    case MlpAct::Sigmoid: sigmoid_backward(dz, da, a, n); break;
+    case MlpAct::Tanh: tanh_backward(dz, da, a, n); break;
+    case MlpAct::GELU: gelu_backward(dz, da, z, n); break;
+    case MlpAct::LeakyReLU: leaky_relu_backward(dz, da, z, (T)l.slope, n); break;
+    case MlpAct::None: std::memcpy(dz, da, sizeof(T) * (size_t)n); break;
+  }
+}
+
+// Per-layer buffers for `rows` samples: z (pre-activation) and a (post-activation; the same
+// memory as z when there is no activation).
+template <class T>
+struct Work {
+  std::vector<std::vector<T>> z, a, dz;
+  std::vector<T> xb, yb, da;
+  std::vector<std::int64_t> lb;
+
+  void size(const MlpLayer* layers, int L, idx rows) {
+    z.resize(L);
+    a.resize(L);
+    dz.resize(L);
+    idx widest = 0;
+    for (int l = 0; l < L; ++l) {
+      const size_t n = (size_t)(rows * layers[l].out);
+      if (z[l].size() < n) z[l].resize(n);
+      if (layers[l].act != MlpAct::None && a[l].size() < n) a[l].resize(n);
+      if (dz[l].size() < n) dz[l].resize(n);
+      widest = std::max(widest, layers[l].in);
+    }
+    if (da.size() < (size_t)(rows * widest)) da.resize((size_t)(rows * widest));
+  }
+  T* out(const MlpLayer* layers, int l) { return layers[l].act == MlpAct::None ? z[l].data() : a[l].data(); }
+};
+
+template <class T>
+const T* forward(Work<T>& w, const T* x, idx rows, const T* params, const MlpLayer* layers, int L) {
+  const T* in = x;
+  for (int l = 0; l < L; ++l) {
+    const MlpLayer& ly = layers[l];
+    linear_forward(w.z[l].data(), in, params + ly.w_off, ly.b_off >= 0 ? params + ly.b_off : nullptr,
+                   rows, ly.in, ly.out);
+    act_forward(ly, w.a[l].data(), w.z[l].data(), rows * ly.out);
+    in = w.out(layers, l);
+  }
+  return in;
+}
+
+}  // namespace
+
+template <class T>
+void mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L) {
+  thread_local Work<T> w;  // reused: inference at batch 1 allocates nothing after the first call
+  w.size(layers, L, N);
+  const T* y = forward(w, x, N, params, layers, L);
+  std::memcpy(out, y, sizeof(T) * (size_t)(N * layers[L - 1].out));
+}
+
+template <class T>
+void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers, int L,
+                       const T* x, const void* targets, idx N, const std::int64_t* order, idx B,
+                       idx first_batch, idx n_batches, MlpLoss loss, const MlpOptimizer& opt,
+                       double* losses, std::int64_t* correct) {
+  thread_local Work<T> w;
+  w.size(layers, L, B);
+  const idx C0 = layers[0].in, OC = layers[L - 1].out;
+  if (w.xb.size() < (size_t)(B * C0)) w.xb.resize((size_t)(B * C0));
+  if (loss == MlpLoss::CrossEntropy) w.lb.resize((size_t)B);
+  else if (w.yb.size() < (size_t)(B * OC)) w.yb.resize((size_t)(B * OC));
+  long step = opt.step;
+
+  for (idx b = first_batch; b < first_batch + n_batches; ++b) {
+    const idx r0 = b * B, rows = std::min(N, r0 + B) - r0;
+    // gather the batch (fit's X[idx], y[idx])
+    for (idx i = 0; i < rows; ++i) {
+      const idx src = order[r0 + i];
+      std::memcpy(w.xb.data() + i * C0, x + src * C0, sizeof(T) * (size_t)C0);
+      if (loss == MlpLoss::CrossEntropy) w.lb[(size_t)i] = static_cast<const std::int64_t*>(targets)[src];
+      else std::memcpy(w.yb.data() + i * OC, static_cast<const T*>(targets) + src * OC, sizeof(T) * (size_t)OC);
+    }
+    // forward and loss (the loss kernel writes ∂loss/∂output into dz of the last layer)
+    const T* y = forward(w, w.xb.data(), rows, params, layers, L);
+    T* dy = w.dz[L - 1].data();
+    if (loss == MlpLoss::CrossEntropy) {
+      losses[b - first_batch] = cross_entropy_forward(dy, y, w.lb.data(), rows, OC);
+      std::int64_t hits = 0;
+      for (idx i = 0; i < rows; ++i) {
+        const T* r = y + i * OC;
+        hits += (std::int64_t)(std::max_element(r, r + OC) - r) == w.lb[(size_t)i];
+      }
+      correct[b - first_batch] = hits;
+    } else {
+      losses[b - first_batch] = mse_forward(dy, y, w.yb.data(), rows * OC, loss == MlpLoss::MseSum);
+      correct[b - first_batch] = 0;
+    }
+    // zero_grad, then backward, last layer first
+    std::fill(grads, grads + n_params, T(0));
+    for (int l = L - 1; l >= 0; --l) {
+      const MlpLayer& ly = layers[l];
+      const T* in = l > 0 ? w.out(layers, l - 1) : w.xb.data();
+      linear_backward(l > 0 ? w.da.data() : nullptr, grads + ly.w_off,
+                      ly.b_off >= 0 ? grads + ly.b_off : nullptr, w.dz[l].data(), in,
+                      params + ly.w_off, rows, ly.in, ly.out);
+      if (l > 0) act_backward(layers[l - 1], w.dz[l - 1].data(), w.da.data(), w.z[l - 1].data(),
+                              w.out(layers, l - 1), rows * ly.in);
+    }
+    // optimizer step over the flat buffers
+    if (opt.kind == MlpOpt::SGD) {
+      sgd_step(params, grads, static_cast<T*>(opt.state_a), n_params, opt.lr, opt.momentum,
+               opt.dampening, opt.nesterov, opt.weight_decay, step == 0);
+    } else {
+      adam_step(params, grads, static_cast<T*>(opt.state_a), static_cast<T*>(opt.state_b), n_params,
+                step + 1, opt.lr, opt.beta1, opt.beta2, opt.eps, opt.weight_decay,
+                opt.kind == MlpOpt::AdamW);
+    }
+    ++step;
+  }
+}
+
+#define FASTNN_INSTANTIATE(T)                                                                   \
+  template void mlp_forward<T>(T*, const T*, idx, const T*, const MlpLayer*, int);              \
+  template void mlp_train_batches<T>(T*, T*, idx, const MlpLayer*, int, const T*, const void*,  \
+                                     idx, const std::int64_t*, idx, idx, idx, MlpLoss,          \
+                                     const MlpOptimizer&, double*, std::int64_t*);
+FASTNN_INSTANTIATE(float)
+FASTNN_INSTANTIATE(double)
+
+}  // namespace fastnn

@@ -1,0 +1,48 @@
+// The fused MLP: one call runs a whole forward pass (inference) or many training steps of a
+// Sequential of Linear layers and activations, with preallocated workspaces and no Python in
+// between. It calls exactly the kernels the Python layers call, in the same order (linear,
+// activation, ..., loss, zero_grad, backward, optimizer step), so its results equal the
+// layer-by-layer path, and like every kernel they do not depend on the thread count.
+#pragma once
+#include <cstdint>
+#include "common.h"
+
+namespace fastnn {
+
+enum class MlpAct : int { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3, GELU = 4, LeakyReLU = 5 };
+
+// One Linear layer (weight (out,in) at params + w_off, bias (out) at params + b_off or b_off < 0
+// for none) followed by an activation (None after the last layer).
+struct MlpLayer {
+  idx in, out, w_off, b_off;
+  MlpAct act;
+  double slope;  // LeakyReLU's negative slope
+};
+
+enum class MlpLoss : int { CrossEntropy = 0, MseMean = 1, MseSum = 2 };
+enum class MlpOpt : int { SGD = 0, Adam = 1, AdamW = 2 };
+
+struct MlpOptimizer {
+  MlpOpt kind;
+  double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
+  bool nesterov;
+  void* state_a;  // SGD: momentum buffer (or null); Adam: exp_avg
+  void* state_b;  // Adam: exp_avg_sq
+  long step;      // Adam: the step count before this call; SGD: 0 = first step (initialises the buffer)
+};
+
+// out (N, OC_last) = the network applied to x (N, C0).
+template <class T>
+void mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L);
+
+// Runs batches [first_batch, first_batch + n_batches) of an epoch: batch b holds the rows
+// order[b*B .. min((b+1)*B, N)) of x (N, C0) and of the targets (int64 labels (N) for
+// cross-entropy, T (N, OC_last) for MSE). Writes each batch's loss into losses[] and (for
+// cross-entropy) its number of correct argmax predictions into correct[].
+template <class T>
+void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers, int L,
+                       const T* x, const void* targets, idx N, const std::int64_t* order, idx B,
+                       idx first_batch, idx n_batches, MlpLoss loss, const MlpOptimizer& opt,
+                       double* losses, std::int64_t* correct);
+
+}  // namespace fastnn

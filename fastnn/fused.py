@@ -1,0 +1,126 @@
+"""The fused path: a whole forward pass, or many training steps, of an MLP in one C++ call.
+
+A Sequential made of Linear layers, each optionally followed by ReLU, LeakyReLU, Sigmoid,
+Tanh or GELU (and Dropout, which is the identity for inference), with all parameters in its
+one flat buffer, can run in `fastnn._core.mlp_forward` / `mlp_train_batches`. Those call the
+same kernels as the layers, in the same order, so results equal the layer-by-layer path; they
+only skip Python between kernels. `fit`, `predict` and `model(x)` in eval mode use it on the
+"cpp" backend when they can and fall back to the layers otherwise.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from fastnn import _core
+from fastnn.backends import get_backend
+from fastnn.layers import GELU, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+from fastnn.losses import CrossEntropyLoss, MSELoss
+from fastnn.optim.optimizer import SGD, Adam, AdamW
+
+_ACT = {ReLU: 1, Sigmoid: 2, Tanh: 3, GELU: 4, LeakyReLU: 5}
+
+
+def layer_table(model, training: bool):
+    """(table, store) for the C++ MLP, or None when the model is not a plain MLP.
+
+    table is float64 (L, 6): in, out, weight offset, bias offset (−1: none), activation, slope.
+    """
+    if type(model) is not Sequential or get_backend() != "cpp" or not model.layers:
+        return None
+    layers = [l for l in model.layers if not (type(l) is Dropout and (not training or l.p == 0.0))]
+    params = model.parameters()
+    if not params:
+        return None
+    store = params[0]._store
+    if any(p._store is not store for p in params) or store.data.size != sum(p.size for p in params):
+        return None
+    rows, i = [], 0
+    while i < len(layers):
+        lin = layers[i]
+        if type(lin) is not Linear:
+            return None
+        act, slope = 0, 0.0
+        nxt = layers[i + 1] if i + 1 < len(layers) else None
+        if type(nxt) in _ACT:
+            act, slope = _ACT[type(nxt)], getattr(nxt, "negative_slope", 0.0)
+            i += 2
+        else:
+            i += 1
+        rows.append((lin.in_features, lin.out_features, lin.weight._offset,
+                     lin.bias._offset if lin.bias is not None else -1, act, slope))
+    return np.array(rows, dtype=np.float64), store
+
+
+def forward(model, X: np.ndarray):
+    """The model's eval-mode output for X in one C++ call, or None if it cannot run fused."""
+    plan = layer_table(model, training=False)
+    if plan is None or X.ndim != 2 or X.dtype != plan[1].data.dtype:
+        return None
+    table, store = plan
+    if X.shape[1] != int(table[0, 0]):
+        return None  # let the layers raise their clear error
+    out = np.empty((X.shape[0], int(table[-1, 1])), store.data.dtype)
+    _core.mlp_forward(out, X, store.data, table)
+    return out
+
+
+class TrainPlan:
+    """What fit() needs to run its batches in C++: the layer table, the loss and the optimizer."""
+
+    def __init__(self, table, store, loss_name, optimizer, run_state):
+        self.table, self.store, self.loss_name = table, store, loss_name
+        self.optimizer, self.state = optimizer, run_state
+
+    def run(self, X, y, order, batch_size, first_batch, n_batches):
+        """Train on batches [first_batch, first_batch + n_batches); returns (losses, correct)."""
+        g, st = self.optimizer.param_groups[0], self.state
+        if isinstance(self.optimizer, SGD):
+            name = "sgd"
+            a, b = None, None
+            step = 1
+            if g["momentum"] != 0:
+                step = 0 if "momentum_buffer" not in st else 1
+                a = st.setdefault("momentum_buffer", np.empty_like(self.store.data))
+            hyper = (g["lr"], g["momentum"], g["dampening"], float(g["nesterov"]), g["weight_decay"], 0, 0, 0)
+        else:
+            name = "adamw" if isinstance(self.optimizer, AdamW) else "adam"
+            if not st:
+                st.update(step=0, exp_avg=np.zeros_like(self.store.data), exp_avg_sq=np.zeros_like(self.store.data))
+            a, b, step = st["exp_avg"], st["exp_avg_sq"], st["step"]
+            hyper = (g["lr"], 0, 0, 0, g["weight_decay"], g["betas"][0], g["betas"][1], g["eps"])
+        losses, correct = _core.mlp_train_batches(
+            self.store.data, self.store.grad, self.table, X, y, order, batch_size, first_batch, n_batches,
+            self.loss_name, name, np.array(hyper, np.float64), a, b, step)
+        if name != "sgd":
+            st["step"] += n_batches
+        return losses, correct
+
+
+def train_plan(model, loss_fn, optimizer, X, y):
+    """A TrainPlan when fit() can run fused, else None."""
+    if not model.training:
+        return None
+    if any(type(l) is Dropout and l.p > 0 for l in getattr(model, "layers", [])):
+        return None  # its masks come from Python's generator; the layers draw them
+    plan = layer_table(model, training=True)
+    if plan is None:
+        return None
+    table, store = plan
+    if type(loss_fn) is CrossEntropyLoss:
+        loss_name = "cross_entropy"
+    elif type(loss_fn) is MSELoss:
+        loss_name = "mse_mean" if loss_fn.reduction == "mean" else "mse_sum"
+    else:
+        return None
+    if type(optimizer) not in (SGD, Adam, AdamW) or len(optimizer.param_groups) != 1:
+        return None
+    runs, states = optimizer._runs_and_state(0)
+    if len(runs) != 1 or runs[0].store is not store or runs[0].start != 0 or runs[0].stop != store.data.size:
+        return None
+    if X.dtype != store.data.dtype or not X.flags.c_contiguous or X.ndim != 2:
+        return None
+    if loss_name == "cross_entropy" and y.dtype != np.int64:
+        return None
+    if loss_name != "cross_entropy" and (y.dtype != X.dtype or y.ndim != 2):
+        return None
+    return TrainPlan(table, store, loss_name, optimizer, states[0])

@@ -1,0 +1,141 @@
+"""The fused C++ path (fastnn/fused.py) against the layer-by-layer path it replaces: the same
+arithmetic, so the same weights; thread-count independent; and safe against bad arguments."""
+import numpy as np
+import pytest
+
+import fastnn as fnn
+from fastnn import _core, fused
+
+
+def data(n=250, d=12, k=4, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, d)).astype(np.float32), rng.integers(0, k, n)
+
+
+ACTS = [fnn.ReLU, fnn.Tanh, fnn.Sigmoid, fnn.GELU, lambda: fnn.LeakyReLU(0.1)]
+
+
+def make(act, seed=0, d=12, k=4, dtype=np.float32):
+    fnn.manual_seed(seed)
+    return fnn.Sequential(fnn.Linear(d, 16, dtype=dtype), act(), fnn.Linear(16, 8, dtype=dtype), act(),
+                          fnn.Linear(8, k, bias=False, dtype=dtype))
+
+
+OPTS = {
+    "sgd": lambda p: fnn.SGD(p, lr=0.05),
+    "sgd-momentum": lambda p: fnn.SGD(p, lr=0.05, momentum=0.9, weight_decay=1e-3),
+    "sgd-nesterov": lambda p: fnn.SGD(p, lr=0.05, momentum=0.9, nesterov=True),
+    "adam": lambda p: fnn.Adam(p, lr=1e-2),
+    "adamw": lambda p: fnn.AdamW(p, lr=1e-2, weight_decay=0.1),
+}
+
+
+def fit_both(act, opt_name, loss="cross_entropy", y=None, X=None, epochs=3, batch_size=32, **kw):
+    if X is None:
+        X, y = data()
+    result = []
+    for fused_ok in (True, False):
+        model = make(act, k=y.shape[1] if y.ndim == 2 else 4)
+        opt = OPTS[opt_name](model.parameters())
+        fnn.manual_seed(7)
+        hist = model.fit(X, y, loss=loss, optimizer=opt, epochs=epochs, batch_size=batch_size,
+                         verbose=0, fused_ok=fused_ok, **kw)
+        result.append((model, opt, hist))
+    return result
+
+
+@pytest.mark.parametrize("opt_name", OPTS)
+@pytest.mark.parametrize("act", ACTS, ids=["relu", "tanh", "sigmoid", "gelu", "leaky"])
+def test_fused_fit_equals_layer_by_layer(act, opt_name):
+    (fm, fo, fh), (lm, lo, lh) = fit_both(act, opt_name)
+    assert fused.train_plan(fm, fnn.CrossEntropyLoss(), fo, *data()) is not None
+    assert fh.history == lh.history                              # every loss and accuracy, exactly
+    for k, v in lm.state_dict().items():
+        np.testing.assert_array_equal(fm.state_dict()[k], v, err_msg=k)
+    for (k, a), b in zip(fo.state_dict()["state"].items(), lo.state_dict()["state"].values()):
+        for name in a:
+            np.testing.assert_array_equal(a[name], b[name])
+
+
+@pytest.mark.parametrize("reduction", ["mean", "sum"])
+def test_fused_regression_equals_layer_by_layer(reduction):
+    X, _ = data()
+    y = np.sin(X[:, :3]).astype(np.float32)
+    (fm, _, fh), (lm, _, lh) = fit_both(fnn.Tanh, "adam", loss=fnn.MSELoss(reduction), X=X, y=y,
+                                        shuffle=False, validation_split=0.2)
+    assert fh.history == lh.history
+    for k, v in lm.state_dict().items():
+        np.testing.assert_array_equal(fm.state_dict()[k], v)
+
+
+def test_fused_training_is_thread_count_independent():
+    X, y = data(n=1000, d=64)
+    weights = []
+    for threads in (1, 2):
+        fnn.set_num_threads(threads)
+        model = make(fnn.ReLU, d=64)
+        fnn.manual_seed(3)
+        model.fit(X, y, optimizer=fnn.SGD(model.parameters(), lr=0.1, momentum=0.5), epochs=2,
+                  batch_size=100, verbose=0)
+        weights.append(model.state_dict())
+    for k in weights[0]:
+        np.testing.assert_array_equal(weights[0][k], weights[1][k])
+
+
+def test_fused_predict_and_eval_call_equal_the_layers():
+    X, _ = data(n=300)
+    model = fnn.Sequential(fnn.Linear(12, 32), fnn.GELU(), fnn.Dropout(0.5), fnn.Linear(32, 5), fnn.Sigmoid())
+    assert fused.forward(model, X) is not None                  # dropout is the identity here
+    model.eval()
+    np.testing.assert_array_equal(model.predict(X), model.forward(X))
+    np.testing.assert_array_equal(model.predict(X[:1]), model.forward(X[:1]))
+    np.testing.assert_array_equal(model(X), model.forward(X))
+    model(X)
+    with pytest.raises(RuntimeError, match="fused inference path, which keeps nothing for backward"):
+        model.backward(np.ones((300, 5), np.float32))
+    model.forward(X)
+    model.backward(np.ones((300, 5), np.float32))                # forward() keeps what backward needs
+
+
+@pytest.mark.parametrize("make_model,loss,opt", [
+    (lambda: fnn.Sequential(fnn.Linear(12, 8), fnn.Dropout(0.3), fnn.Linear(8, 4)), "cross_entropy", "sgd"),
+    (lambda: fnn.Sequential(fnn.Linear(12, 4), fnn.Softmax()), "cross_entropy", "sgd"),
+    (lambda: make(fnn.ReLU), "cross_entropy", "rmsprop"),
+    (lambda: make(fnn.ReLU), "bce_with_logits", "sgd"),
+])
+def test_unsupported_models_fall_back_to_the_layers(make_model, loss, opt):
+    X, y = data()
+    model = make_model()
+    optimizer = {"sgd": fnn.SGD, "rmsprop": fnn.RMSprop}[opt](model.parameters(), lr=0.01)
+    loss_fn = fnn.losses.get_loss(loss)
+    yy = np.eye(4, dtype=np.float32)[y] if loss == "bce_with_logits" else y
+    assert fused.train_plan(model, loss_fn, optimizer, X, yy) is None
+    model.fit(X, yy, loss=loss_fn, optimizer=optimizer, epochs=1, verbose=0)
+
+
+def test_numpy_backend_never_runs_fused():
+    X, y = data()
+    with fnn.use_backend("numpy"):
+        model = make(fnn.ReLU)
+        assert fused.layer_table(model, training=True) is None
+
+
+def test_bad_arguments_to_the_fused_kernel_raise():
+    model = make(fnn.ReLU)
+    table, store = fused.layer_table(model, training=True)
+    X, y = data()
+    args = dict(params=store.data, grads=store.grad, layers=table, x=X, targets=y, order=np.arange(250),
+                batch_size=32, first_batch=0, n_batches=8, loss="cross_entropy", optimizer="sgd",
+                hyper=np.array([0.1, 0, 0, 0, 0, 0, 0, 0.0]), state_a=None, state_b=None, step=1)
+    before = store.data.copy()
+    bad_table = table.copy()
+    bad_table[1, 2] = store.data.size                              # weight beyond the buffer
+    for change, msg in [(dict(layers=bad_table), "does not fit the parameter buffer"),
+                        (dict(order=np.full(250, 250)), "order\\[0\\] = 250 is not in \\[0, 250\\)"),
+                        (dict(n_batches=9), "do not fit 250 samples"),
+                        (dict(targets=np.full(250, 4)), "label 4 at index 0 is outside \\[0, 4\\)"),
+                        (dict(x=X[:, :5]), "expected x of shape \\(N, 12\\)"),
+                        (dict(optimizer="adam"), "state buffers missing")]:
+        with pytest.raises(ValueError, match=msg):
+            _core.mlp_train_batches(**{**args, **change})
+    np.testing.assert_array_equal(store.data, before)
