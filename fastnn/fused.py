@@ -27,6 +27,25 @@ def layer_table(model, training: bool):
     """
     if type(model) is not Sequential or get_backend() != "cpp" or not model.layers:
         return None
+    cache = model.__dict__.setdefault("_fused_tables", {})
+    hit = cache.get(training)
+    if hit is not None:
+        table, store, p0, size, drop = hit
+        if p0._store is store and store.data.size == size and drop == _dropout_ps(model):
+            return (table, store) if table is not None else None
+    plan = _build_table(model, training)
+    params = model.parameters()
+    if params:
+        cache[training] = (*(plan or (None, params[0]._store)), params[0], params[0]._store.data.size,
+                           _dropout_ps(model))
+    return plan
+
+
+def _dropout_ps(model) -> tuple:
+    return tuple(l.p for l in model.layers if type(l) is Dropout)
+
+
+def _build_table(model, training: bool):
     layers = [l for l in model.layers if not (type(l) is Dropout and (not training or l.p == 0.0))]
     params = model.parameters()
     if not params:

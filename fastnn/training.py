@@ -275,9 +275,10 @@ def predict(model, X, batch_size: int = 256) -> np.ndarray:
     """The model's outputs for X in eval mode (dropout off), computed batch by batch."""
     batch_size = _positive_int(batch_size, "predict: batch_size")
     X = _features(model, X, "predict")
-    out = fused.forward(model, X) if len(X) <= max(batch_size, 65536) else None
-    if out is not None:
-        return out
+    if len(X) <= max(batch_size, 65536):  # a plain MLP runs in one C++ call
+        out = fused.forward(model, X)
+        if out is not None:
+            return out
     was = model.training
     model.eval()
     try:

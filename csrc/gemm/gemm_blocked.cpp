@@ -9,6 +9,7 @@
 // The epilogue (bias, activation) runs on each tile right after its last K block, while the
 // tile is still in cache.
 #include <memory>
+#include <type_traits>
 #include "gemm/gemm.h"
 #include "gemm/gemm_pack.h"
 #include "gemm/ukernel.h"
@@ -46,6 +47,44 @@ void scale_only(idx M, idx N, T beta, T* C, idx ldc, const T* bias, Act act) {
   for (idx i = 0; i < M; ++i)
     for (idx j = 0; j < N; ++j) C[i * ldc + j] = beta == T(0) ? T(0) : beta * C[i * ldc + j];
   epilogue(C, ldc, M, N, bias, act);
+}
+
+// C = X·Wᵀ for a handful of rows (inference at batch 1): each output is a dot product of two
+// contiguous rows, so packing W would cost more than the arithmetic. 16 partial sums per dot
+// product (added up in a fixed order) let the compiler use vector registers without
+// reordering any one sum; outputs are split across threads, so the thread count changes nothing.
+template <class T>
+void gemm_small_m(idx M, idx N, idx K, T alpha, const T* A, idx lda, const T* B, idx ldb, T beta,
+                  T* C, idx ldc, const T* bias, Act act) {
+  constexpr int U = 16;
+  const SDot sdot = sdot_f32();
+  const idx chunk = std::max<idx>(8, (idx(1) << 16) / std::max<idx>(K, 1));  // ~64k MACs per chunk
+  parallel_chunks(N, chunk, [&](idx j0, idx j1) {
+    for (idx i = 0; i < M; ++i) {
+      const T* a = A + i * lda;
+      T* c = C + i * ldc;
+      for (idx j = j0; j < j1; ++j) {
+        const T* b = B + j * ldb;
+        if constexpr (std::is_same_v<T, float>) {
+          if (sdot) {
+            const T s = sdot(K, a, b);
+            c[j] = beta == T(0) ? alpha * s : alpha * s + beta * c[j];
+            continue;
+          }
+        }
+        T acc[U] = {};
+        idx k = 0;
+        for (; k + U <= K; k += U)
+          for (int u = 0; u < U; ++u) acc[u] += a[k + u] * b[k + u];
+        T s = 0;
+        for (int u = 0; u < U; ++u) s += acc[u];
+        for (; k < K; ++k) s += a[k] * b[k];
+        c[j] = beta == T(0) ? alpha * s : alpha * s + beta * c[j];
+      }
+    }
+    for (idx i = 0; i < M; ++i)
+      epilogue(C + i * ldc + j0, ldc, 1, j1 - j0, bias ? bias + j0 : nullptr, act);
+  });
 }
 
 // Packing buffers are reused across calls (one pair per calling thread) instead of being
@@ -144,6 +183,8 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
           const T* bias, Act act) {
   if (M <= 0 || N <= 0) return;
   if (K <= 0) return scale_only(M, N, beta, C, ldc, bias, act);
+  if (M <= 4 && !trans_a && trans_b)
+    return gemm_small_m(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
 
   Problem<T> P;
   P.uk = ukernel<T>(N);

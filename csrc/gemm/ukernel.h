@@ -31,6 +31,10 @@ const char* simd_name(Simd s);
 UKernel<float> ukernel_f32(std::int64_t N);  // for the path in use and a C with N columns
 UKernel<double> ukernel_f64();
 
+// Dot product of two float rows for the path in use (gemm_small_m); null for the portable path.
+using SDot = float (*)(std::int64_t k, const float* a, const float* b);
+SDot sdot_f32();
+
 #ifdef FASTNN_X86_KERNELS
 // Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.
 void sgemm_ukernel_avx2_6x16(std::int64_t k, const float* a, const float* b, float* c,
@@ -39,6 +43,7 @@ void sgemm_ukernel_avx512_12x16(std::int64_t k, const float* a, const float* b, 
                                 std::int64_t ldc, float alpha, float beta);
 void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, float* c,
                                 std::int64_t ldc, float alpha, float beta);
+float sdot_avx2(std::int64_t k, const float* a, const float* b);
 #endif
 
 }  // namespace fastnn

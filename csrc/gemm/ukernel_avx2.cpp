@@ -40,3 +40,27 @@ void sgemm_ukernel_avx2_6x16(std::int64_t k, const float* a, const float* b, flo
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Dot product of two float rows of length k for GEMMs with a handful of rows (gemm_small_m):
+// 4 ymm partial sums of 8 lanes, added in a fixed order, then the tail in order.
+float sdot_avx2(std::int64_t k, const float* a, const float* b) {
+  __m256 s0 = _mm256_setzero_ps(), s1 = s0, s2 = s0, s3 = s0;
+  std::int64_t p = 0;
+  for (; p + 32 <= k; p += 32) {
+    s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + p), _mm256_loadu_ps(b + p), s0);
+    s1 = _mm256_fmadd_ps(_mm256_loadu_ps(a + p + 8), _mm256_loadu_ps(b + p + 8), s1);
+    s2 = _mm256_fmadd_ps(_mm256_loadu_ps(a + p + 16), _mm256_loadu_ps(b + p + 16), s2);
+    s3 = _mm256_fmadd_ps(_mm256_loadu_ps(a + p + 24), _mm256_loadu_ps(b + p + 24), s3);
+  }
+  for (; p + 8 <= k; p += 8) s0 = _mm256_fmadd_ps(_mm256_loadu_ps(a + p), _mm256_loadu_ps(b + p), s0);
+  const __m256 s = _mm256_add_ps(_mm256_add_ps(s0, s1), _mm256_add_ps(s2, s3));
+  alignas(32) float lanes[8];
+  _mm256_store_ps(lanes, s);
+  float total = ((lanes[0] + lanes[1]) + (lanes[2] + lanes[3])) + ((lanes[4] + lanes[5]) + (lanes[6] + lanes[7]));
+  for (; p < k; ++p) total += a[p] * b[p];
+  return total;
+}
+
+}  // namespace fastnn

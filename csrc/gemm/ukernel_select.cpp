@@ -67,4 +67,11 @@ UKernel<float> ukernel_f32(std::int64_t N) {
 
 UKernel<double> ukernel_f64() { return {4, 4, ukernel_portable<double, 4, 4>}; }
 
+SDot sdot_f32() {
+#ifdef FASTNN_X86_KERNELS
+  if (simd_path() != Simd::Portable) return sdot_avx2;  // AVX-512 CPUs run AVX2 too
+#endif
+  return nullptr;
+}
+
 }  // namespace fastnn
