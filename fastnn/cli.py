@@ -1,4 +1,4 @@
-"""The `fastnn` command (also `python -m fastnn`): train, evaluate, predict, demo, info.
+"""The `fastnn` command (also `python -m fastnn`): train, evaluate, predict, demo, bench, info.
 
 User mistakes (a missing file, a corrupt IDX, a wrong input width, a bad option) print one
 line starting "fastnn: error:" and exit with status 2, without a traceback. Ctrl-C during
@@ -319,12 +319,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
     p.set_defaults(func=cmd_demo)
 
+    sub.add_parser("bench", help="time fastnn against its NumPy twin and PyTorch in one run "
+                   "(--threads N --repeats N --quick)")  # handled in main(): fastnn/bench.py
+
     p = sub.add_parser("info", help="show version, compiler, OpenMP, SIMD path and threads")
     p.set_defaults(func=cmd_info)
     return parser
 
 
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["bench"]:
+        from fastnn import bench
+        return bench.main(argv[1:])
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

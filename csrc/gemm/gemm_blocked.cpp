@@ -111,6 +111,7 @@ struct Problem {
   T* C;
   Act act;
   T *ap, *bp;
+  bool solo = false;  // run by one thread inside another parallel region: no team, no barriers
 };
 
 // The loop nest, run by every thread of the team (or by the caller alone). B blocks are packed
@@ -124,7 +125,7 @@ void run_loops(const Problem<T>& shared) {
   // sharing it made one 2-thread AVX2 shape run at half speed).
   const Problem<T> P = shared;
 #ifdef _OPENMP
-  const idx tid = omp_get_thread_num(), nt = omp_get_num_threads();
+  const idx tid = P.solo ? 0 : omp_get_thread_num(), nt = P.solo ? 1 : omp_get_num_threads();
 #else
   const idx tid = 0, nt = 1;
 #endif
@@ -137,9 +138,13 @@ void run_loops(const Problem<T>& shared) {
       const idx kc = std::min(KC, P.K - pc);
       const T beta_k = pc == 0 ? P.beta : T(1);
       const bool last_k = pc + kc == P.K;
+      if (P.solo) {
+        pack_panel(P.B + jc * P.rsb + pc * P.csb, P.rsb, P.csb, nc, kc, nr, 0, n_jr, P.bp);
+      } else {
 #pragma omp for schedule(static)
-      for (idx s = 0; s < n_jr; ++s)
-        pack_panel(P.B + jc * P.rsb + pc * P.csb, P.rsb, P.csb, nc, kc, nr, s, s + 1, P.bp);
+        for (idx s = 0; s < n_jr; ++s)
+          pack_panel(P.B + jc * P.rsb + pc * P.csb, P.rsb, P.csb, nc, kc, nr, s, s + 1, P.bp);
+      }
       for (idx ic = 0; ic < P.M; ic += P.MC) {
         const idx mc = std::min(P.MC, P.M - ic);
         const idx n_ir = (mc + mr - 1) / mr;
@@ -170,9 +175,28 @@ void run_loops(const Problem<T>& shared) {
           }
         }
       }
+      if (!P.solo) {
 #pragma omp barrier
+      }
     }
   }
+}
+
+// Columns [j0, j1) of the problem on the calling thread, with that thread's own buffers.
+template <class T>
+void gemm_one_thread(const Problem<T>& whole, idx j0, idx j1) {
+  Problem<T> P = whole;
+  P.N = j1 - j0;
+  P.B = whole.B + j0 * whole.rsb;
+  P.C = whole.C + j0;
+  P.bias = whole.bias ? whole.bias + j0 : nullptr;
+  P.NC = std::min<idx>(NC_MAX, (P.N + P.uk.nr - 1) / P.uk.nr * P.uk.nr);
+  static thread_local Scratch<T> apack, bpack;
+  const idx kc_max = std::min<idx>(KC, P.K);
+  P.ap = apack.get((size_t)(P.MC * kc_max));
+  P.bp = bpack.get((size_t)(P.NC * kc_max));
+  P.solo = true;
+  run_loops(P);
 }
 
 }  // namespace
@@ -203,6 +227,20 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
   // GEMM with several K blocks needs twice the work per thread before a second thread pays
   // (measured: 100×784×128 runs 0.91× as fast on 2 threads, 200×784×128 1.31× faster).
   const idx min_work = K > KC ? 2 * kMinMacsPerThread : kMinMacsPerThread;
+  // Wide outputs split by columns instead: each thread runs the whole K loop on its own
+  // column range with its own packed B, so no barrier per K block and no B hand-off between
+  // cores (measured: X·W1ᵀ 100×784·784×128 1.5× faster on 2 threads than on 1, where the row
+  // split lost 10%). Each element still sums over K in the same order: bitwise the same result.
+  const int nt_cols = threads_for(M * N * K, kMinMacsPerThread);
+  if (nt_cols > 1 && N >= 2 * nt_cols * P.uk.nr) {
+    const idx step = ((N + nt_cols - 1) / nt_cols + P.uk.nr - 1) / P.uk.nr * P.uk.nr;  // covers N
+#pragma omp parallel for schedule(static, 1) num_threads(nt_cols)
+    for (int t = 0; t < nt_cols; ++t) {
+      const idx j0 = t * step, j1 = std::min(N, j0 + step);
+      if (j0 < j1) gemm_one_thread(P, j0, j1);
+    }
+    return;
+  }
   const int nt = (int)std::min<idx>(threads_for(M * N * K, min_work), slivers);
   const idx kc_max = std::min<idx>(KC, K);
   P.ap = apack.get((size_t)(nt * P.MC * kc_max));
