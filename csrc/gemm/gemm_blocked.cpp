@@ -227,12 +227,12 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
   // GEMM with several K blocks needs twice the work per thread before a second thread pays
   // (measured: 100×784×128 runs 0.91× as fast on 2 threads, 200×784×128 1.31× faster).
   const idx min_work = K > KC ? 2 * kMinMacsPerThread : kMinMacsPerThread;
-  // Wide outputs split by columns instead: each thread runs the whole K loop on its own
+  // Short, wide outputs split by columns instead: each thread runs the whole K loop on its own
   // column range with its own packed B, so no barrier per K block and no B hand-off between
   // cores (measured: X·W1ᵀ 100×784·784×128 1.5× faster on 2 threads than on 1, where the row
   // split lost 10%). Each element still sums over K in the same order: bitwise the same result.
   const int nt_cols = threads_for(M * N * K, kMinMacsPerThread);
-  if (nt_cols > 1 && N >= 2 * nt_cols * P.uk.nr) {
+  if (nt_cols > 1 && M <= P.MC && N >= 2 * nt_cols * P.uk.nr) {  // one A block: repacking it per thread is cheap
     const idx step = ((N + nt_cols - 1) / nt_cols + P.uk.nr - 1) / P.uk.nr * P.uk.nr;  // covers N
 #pragma omp parallel for schedule(static, 1) num_threads(nt_cols)
     for (int t = 0; t < nt_cols; ++t) {
