@@ -35,23 +35,8 @@ SHAPES = [
 
 
 def median_time(fn, repeats):
-    fn()
-    inner = 1
-    while True:  # batch fast calls so one timing is at least ~2 ms
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        if time.perf_counter() - t0 > 2e-3 or inner >= 1 << 14:
-            break
-        inner *= 2
-    samples = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        samples.append((time.perf_counter() - t0) / inner)
-    samples.sort()
-    return samples[len(samples) // 2]
+    from fastnn.bench import median  # the one timing helper (pauses, batches fast calls)
+    return median(fn, repeats)
 
 
 def worker(threads, repeats):
