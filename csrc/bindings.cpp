@@ -647,6 +647,10 @@ PYBIND11_MODULE(_core, m) {
       if (s <= simd_best()) l.append(simd_name(s));
     return l;
   });
+  m.def("_set_gemm_sup_max_macs", [](std::int64_t n) { return set_gemm_sup_max_macs(n); },
+        py::arg("n"),
+        "Testing knob: float GEMMs of at most n multiply-adds skip packing; returns the old "
+        "limit. n < 0 restores the default, 0 packs every shape.");
   m.def("set_simd_path", [](const std::string& name) {
     for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
       if (name == simd_name(s)) {

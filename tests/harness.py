@@ -8,6 +8,7 @@ Adding a kernel = adding one Case to CASES.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from typing import Callable
 
@@ -78,6 +79,25 @@ def build(case, shape, dtype, seed=0):
     return case.make(rng, shape, dtype)
 
 
+GEMM_KERNELS = ("gemm", "linear_forward", "linear_backward")
+SUP_MAX_MACS_DEFAULT = _core._set_gemm_sup_max_macs(-1)  # reads the default (and keeps it)
+
+
+def gemm_is_unpacked(shape, case):
+    """Whether the default limit sends this case's (largest) GEMM down the unpacked path."""
+    return int(np.prod(shape)) <= SUP_MAX_MACS_DEFAULT
+
+
+@contextlib.contextmanager
+def gemm_packing(mode):
+    """Forces every float GEMM through packing ("all") or none of them ("none")."""
+    old = _core._set_gemm_sup_max_macs(0 if mode == "all" else 2**62)
+    try:
+        yield
+    finally:
+        _core._set_gemm_sup_max_macs(old)
+
+
 def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
     args, kwargs = build(case, shape, dtype)
     # float64 reference: the twin on the same values, every float array in float64
@@ -94,6 +114,10 @@ def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
         for path in simd_paths:
             _core.set_simd_path(path)
             results[f"cpp/{path}"] = call(cpp, case, args, kwargs)
+            if case.kernel in GEMM_KERNELS and path != "portable":
+                # The same shape through the other GEMM loop nest (packed vs unpacked "sup").
+                with gemm_packing("all" if gemm_is_unpacked(shape, case) else "none"):
+                    results[f"cpp/{path}/other-gemm-loops"] = call(cpp, case, args, kwargs)
     finally:
         _core.set_simd_path(previous)
     for name, (ret, outs) in results.items():
@@ -110,7 +134,7 @@ def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
 
 # ------------------------------------------------------------------------------- cases
 GEMM_SHAPES = ((1, 1, 1), (2, 7, 63), (63, 64, 65), (65, 257, 7), (257, 65, 64), (64, 1, 257),
-               (1, 257, 64), (13, 100, 300), (0, 7, 5), (7, 0, 5), (7, 5, 0))  # (M, N, K)
+               (1, 257, 64), (13, 100, 300), (37, 70, 600), (0, 7, 5), (7, 0, 5), (7, 5, 0))  # (M, N, K)
 LINEAR_SHAPES = ((1, 1, 1), (2, 7, 63), (63, 64, 65), (257, 65, 7), (65, 257, 2), (0, 7, 5),
                  (100, 784, 10))  # (N, C, OC)
 ELEMENT_SHAPES = ((1,), (7,), (63,), (64, 65), (257, 65), (0,), (0, 5), (3, 4, 5))

@@ -10,7 +10,7 @@ import pytest
 import fastnn
 from fastnn import _core
 from fastnn.backends import cpp
-from harness import CASES, SIMD_PATHS, build, call
+from harness import CASES, GEMM_KERNELS, SIMD_PATHS, build, call, gemm_packing
 
 # Shapes big enough that every kernel really splits its work across threads.
 BIG = {"gemm": (257, 300, 513), "linear_forward": (300, 513, 257), "linear_backward": (300, 513, 257),
@@ -30,6 +30,22 @@ def test_one_and_two_threads_are_bitwise_equal(case, simd):
     fastnn.set_num_threads(2)
     r2, o2 = call(cpp, case, args, kwargs)
     assert r1 == r2
+    for a, b in zip(o1, o2):
+        assert np.array_equal(a, b, equal_nan=True)
+
+
+@pytest.mark.parametrize("simd", [p for p in SIMD_PATHS if p != "portable"])
+@pytest.mark.parametrize("case", [c for c in CASES if c.kernel in GEMM_KERNELS],
+                         ids=[c.id for c in CASES if c.kernel in GEMM_KERNELS])
+def test_unpacked_gemm_one_and_two_threads_are_bitwise_equal(case, simd):
+    # BIG shapes take the packed loops by default; force the unpacked ones, which split tiles.
+    _core.set_simd_path(simd)
+    args, kwargs = build(case, BIG[case.kernel], np.float32)
+    with gemm_packing("none"):
+        fastnn.set_num_threads(1)
+        r1, o1 = call(cpp, case, args, kwargs)
+        fastnn.set_num_threads(2)
+        r2, o2 = call(cpp, case, args, kwargs)
     for a, b in zip(o1, o2):
         assert np.array_equal(a, b, equal_nan=True)
 

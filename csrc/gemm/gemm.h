@@ -20,6 +20,11 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
           const T* A, idx lda, const T* B, idx ldb, T beta, T* C, idx ldc,
           const T* bias, Act act);
 
+// Float GEMMs of at most this many multiply-adds (M*N*K) run unpacked on the SIMD paths;
+// returns the previous limit. n < 0 restores the default; 0 sends every shape through packing.
+// For tests, which run every shape both ways.
+idx set_gemm_sup_max_macs(idx n);
+
 // Triple loop, kept forever: the blocked kernel is tested against it.
 template <class T>
 void gemm_ref(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,

@@ -26,6 +26,13 @@ constexpr idx NC_MAX = 4096;
 // the 10M MLP shapes (100×784×128, 128×100×784) gain 1.35-1.8×, 256³ 1.5×.
 constexpr idx kMinMacsPerThread = idx(1) << 22;
 
+// GEMMs up to this many multiply-adds skip packing (gemm_sup). Measured on one AVX-512 core:
+// unpacked is 1.1-2x faster for every MLP shape and square sizes up to 256 (packing is a large
+// share of a small product), and 3-10% slower at 512³, where rereading unpacked A and B from L2
+// costs more than packing them once. Tests move the limit to run every shape both ways.
+constexpr idx kSupMaxMacsDefault = idx(1) << 24;
+idx g_sup_max_macs = kSupMaxMacsDefault;
+
 template <class T> UKernel<T> ukernel(idx N);
 template <> UKernel<float> ukernel<float>(idx N) { return ukernel_f32(N); }
 template <> UKernel<double> ukernel<double>(idx) { return ukernel_f64(); }
@@ -101,6 +108,78 @@ struct Scratch {
     return data.get();
   }
 };
+
+// Small float GEMMs without packing (BLIS calls these "sup"): the micro-kernel reads A and B
+// where they lie and keeps each C tile in registers over all of K. Only what the kernel cannot
+// read in place is packed: a last A sliver of fewer than MR rows, a last B panel narrower than
+// NR columns, and B when it is stored transposed (X·Wᵀ: W's rows run along K, not along N).
+// Tiles are split across threads whole, so the thread count never changes a result.
+void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx K, float alpha,
+              const float* A, idx lda, const float* B, idx ldb, float beta, float* C, idx ldc,
+              const float* bias, Act act, Scratch<float>& abuf, Scratch<float>& bbuf) {
+  const int mr = sk.mr, nr = sk.nr;
+  const idx rsa = trans_a ? 1 : lda, csa = trans_a ? lda : 1;
+  const idx n_jr = (N + nr - 1) / nr, n_ir = (M + mr - 1) / mr;
+  const idx full_jr = trans_b ? 0 : N / nr;     // B panels read in place
+  const idx full_ir = M / mr;                   // A slivers read in place
+  // Packed B panels are stored K block by K block ([block][panel][p][j]), so packing writes
+  // stay within one L1-sized block (measured: packing all of K at once took 1.6x as long).
+  const idx packed_jr = n_jr - full_jr, n_pc = (K + KC - 1) / KC;
+  float* bp = bbuf.get((size_t)(packed_jr * nr * K));
+  float* ap = abuf.get((size_t)(mr * K));
+  const bool a_edge = full_ir < n_ir;
+  const idx pack_tasks = n_pc * packed_jr + (a_edge ? 1 : 0);
+  auto pack = [&](idx task) {
+    if (task == n_pc * packed_jr) {  // the last A sliver, all of K: ap[p*mr + i]
+      pack_panel(A + full_ir * mr * rsa, rsa, csa, M - full_ir * mr, K, mr, 0, 1, ap);
+      return;
+    }
+    const idx blk = task / packed_jr, s = task % packed_jr;
+    const idx pc = blk * KC, kc = std::min(KC, K - pc);
+    float* dst = bp + pc * packed_jr * nr;
+    if (trans_b) pack_panel(B + pc, ldb, idx(1), N, kc, nr, s, s + 1, dst);
+    else pack_panel(B + pc * ldb + full_jr * nr, idx(1), ldb, N - full_jr * nr, kc, nr, 0, 1, dst);
+  };
+  // One thread's tiles [t0, t1), K block by K block (as the packed loops do) so the slice of
+  // each B panel in use stays in L1 across the A slivers.
+  auto run_tiles = [&](idx t0, idx t1) {
+    for (idx pc = 0; pc < K; pc += KC) {
+      const idx kc = std::min(KC, K - pc);
+      const float beta_k = pc == 0 ? beta : 1.0f;
+      for (idx t = t0; t < t1; ++t) {
+        const idx jr = t / n_ir, ir = t % n_ir;
+        const idx i0 = ir * mr, j0 = jr * nr;
+        const int rows = (int)std::min<idx>(mr, M - i0), cols = (int)std::min<idx>(nr, N - j0);
+        const bool a_in_place = ir < full_ir, b_in_place = jr < full_jr;
+        const float* a = a_in_place ? A + i0 * rsa + pc * csa : ap + pc * mr;
+        const float* b = b_in_place ? B + pc * ldb + j0
+                                    : bp + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
+        float* c = C + i0 * ldc + j0;
+        sk.fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
+              ldc, alpha, beta_k, rows, cols);
+        if (pc + kc == K) epilogue(c, ldc, rows, cols, bias ? bias + j0 : nullptr, act);
+      }
+    }
+  };
+  const idx tiles = n_jr * n_ir;
+  const int nt = (int)std::min<idx>(threads_for(M * N * K, kMinMacsPerThread), tiles);
+  if (nt == 1) {  // no OpenMP call at all: even a one-thread region costs ~0.1 µs
+    for (idx task = 0; task < pack_tasks; ++task) pack(task);
+    return run_tiles(0, tiles);
+  }
+#pragma omp parallel num_threads(nt)
+  {
+#pragma omp for schedule(static)
+    for (idx task = 0; task < pack_tasks; ++task) pack(task);
+    // (the implicit barrier above: every tile may read any packed panel)
+#ifdef _OPENMP
+    const idx tid = omp_get_thread_num(), team = omp_get_num_threads();  // may be < nt
+#else
+    const idx tid = 0, team = 1;
+#endif
+    run_tiles(tiles * tid / team, tiles * (tid + 1) / team);
+  }
+}
 
 template <class T>
 struct Problem {
@@ -201,6 +280,12 @@ void gemm_one_thread(const Problem<T>& whole, idx j0, idx j1) {
 
 }  // namespace
 
+idx set_gemm_sup_max_macs(idx n) {
+  const idx old = g_sup_max_macs;
+  g_sup_max_macs = n < 0 ? kSupMaxMacsDefault : n;
+  return old;
+}
+
 template <class T>
 void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
           const T* A, idx lda, const T* B, idx ldb, T beta, T* C, idx ldc,
@@ -210,6 +295,14 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
   if (M <= 4 && !trans_a && trans_b)
     return gemm_small_m(M, N, K, alpha, A, lda, B, ldb, beta, C, ldc, bias, act);
 
+  if constexpr (std::is_same_v<T, float>) {
+    const SupKernel sk = sup_kernel_f32(N);
+    if (sk.fn && M * N * K <= g_sup_max_macs) {
+      static thread_local Scratch<float> abuf, bbuf;
+      return gemm_sup(sk, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
+                             bias, act, abuf, bbuf);
+    }
+  }
   Problem<T> P;
   P.uk = ukernel<T>(N);
   // Element (i, p) of op(A) is A[i*rsa + p*csa]; element (j, p) of op(B)ᵀ is B[j*rsb + p*csb],

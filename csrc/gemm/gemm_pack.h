@@ -49,14 +49,17 @@ void pack_panel(const T* src, idx rs, idx cs, idx mc, idx kc, int mr, idx s0, id
     const idx i0 = s * mr, rows = std::min<idx>(mr, mc - i0);
     T* d = dst + s * mr * kc;
     const T* base = src + i0 * rs;
+    // An edge sliver is zeroed whole first: zeroing its last mr - rows lanes per k step
+    // compiled to one small memset call per step, which cost more than the copy itself.
+    if (rows < mr) std::fill_n(d, mr * kc, T(0));
     if (cs == 1) {
       pack_transposed(base, rs, rows, kc, mr, d);
-    } else {  // walk k outer: each step copies `rows` values (contiguous when rs == 1)
+    } else if (rs == 1) {  // walk k outer: each step copies `rows` contiguous values
+      for (idx p = 0; p < kc; ++p) std::copy(base + p * cs, base + p * cs + rows, d + p * mr);
+    } else {
       for (idx p = 0; p < kc; ++p)
         for (idx i = 0; i < rows; ++i) d[p * mr + i] = base[i * rs + p * cs];
     }
-    for (idx p = 0; p < kc; ++p)
-      for (idx i = rows; i < mr; ++i) d[p * mr + i] = T(0);
   }
 }
 

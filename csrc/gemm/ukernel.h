@@ -31,6 +31,18 @@ const char* simd_name(Simd s);
 UKernel<float> ukernel_f32(std::int64_t N);  // for the path in use and a C with N columns
 UKernel<double> ukernel_f64();
 
+// Unpacked ("sup") kernel for small float GEMMs: C[0:rows, 0:cols] = alpha * A·B + beta * C,
+// A(i, p) = a[i*rsa + p*csa] with rsa == 1 or csa == 1, B(p, j) = b[p*ldb + j]; all MR rows of
+// A and NR columns of B must be readable (edges are packed into padded buffers by the caller).
+using SupFn = void (*)(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                       const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                       float beta, int rows, int cols);
+struct SupKernel {
+  int mr, nr;
+  SupFn fn;  // null on the portable path: small GEMMs there use the packed loops
+};
+SupKernel sup_kernel_f32(std::int64_t N);
+
 // Dot product of two float rows for the path in use (gemm_small_m); null for the portable path.
 using SDot = float (*)(std::int64_t k, const float* a, const float* b);
 SDot sdot_f32();
@@ -43,6 +55,15 @@ void sgemm_ukernel_avx512_12x16(std::int64_t k, const float* a, const float* b, 
                                 std::int64_t ldc, float alpha, float beta);
 void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, float* c,
                                 std::int64_t ldc, float alpha, float beta);
+void sgemm_sup_avx2_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                         const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                         float beta, int rows, int cols);
+void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                            float alpha, float beta, int rows, int cols);
+void sgemm_sup_avx512_12x32(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                            float alpha, float beta, int rows, int cols);
 float sdot_avx2(std::int64_t k, const float* a, const float* b);
 #endif
 

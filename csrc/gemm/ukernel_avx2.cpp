@@ -64,3 +64,50 @@ float sdot_avx2(std::int64_t k, const float* a, const float* b) {
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Unpacked ("sup") 6×16 kernel for small GEMMs; the contract is in ukernel_avx512.cpp's twin.
+namespace {
+
+inline __m256i lanes_upto(int n) {
+  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+template <bool kRowsContig>
+inline void sup_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                     const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                     float beta, int rows, int cols) {
+  __m256 acc[6][2];
+  for (int i = 0; i < 6; ++i) acc[i][0] = acc[i][1] = _mm256_setzero_ps();
+#pragma GCC unroll 2
+  for (std::int64_t p = 0; p < k; ++p) {
+    const __m256 b0 = _mm256_loadu_ps(b + p * ldb), b1 = _mm256_loadu_ps(b + p * ldb + 8);
+    for (int i = 0; i < 6; ++i) {
+      const __m256 ai = _mm256_broadcast_ss(kRowsContig ? a + i * rsa + p : a + p * csa + i);
+      acc[i][0] = _mm256_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm256_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  const __m256 va = _mm256_set1_ps(alpha), vb = _mm256_set1_ps(beta);
+  for (int i = 0; i < rows; ++i) {
+    for (int h = 0; h < 2; ++h) {
+      const __m256i m = lanes_upto(cols - 8 * h);
+      float* ci = c + i * ldc + 8 * h;
+      __m256 r = _mm256_mul_ps(va, acc[i][h]);
+      if (beta != 0.0f) r = _mm256_add_ps(r, _mm256_mul_ps(vb, _mm256_maskload_ps(ci, m)));
+      _mm256_maskstore_ps(ci, m, r);
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm_sup_avx2_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                         const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                         float beta, int rows, int cols) {
+  if (csa == 1) sup_6x16<true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+  else sup_6x16<false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+}
+
+}  // namespace fastnn

@@ -69,3 +69,77 @@ void sgemm_ukernel_avx512_12x16(std::int64_t k, const float* a, const float* b, 
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Unpacked ("sup") kernels for small GEMMs: A and B are read where they lie, so a small product
+// pays no packing. C[0:rows, 0:cols] = alpha * A·B + beta * C with
+//   A(i, p) = a[i*rsa + p*csa]   (either rsa == 1 or csa == 1; all 12 rows must be readable)
+//   B(p, j) = b[p*ldb + j]       (all 32 columns must be readable)
+// Every C element is summed over all of K in order in one register.
+namespace {
+
+inline __mmask16 lanes_upto(int n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
+
+template <int NV, bool kRowsContig>
+inline void sup_12xNV(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                      const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                      float beta, int rows, int cols) {
+  __m512 acc[12][NV];
+  for (int i = 0; i < 12; ++i)
+    for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
+  if constexpr (kRowsContig) {  // A row-major: row i starts at a + i*rsa
+    const float* a0 = a;
+    const float* a4 = a + 4 * rsa;
+    const float* a8 = a + 8 * rsa;
+#pragma GCC unroll 2
+    for (std::int64_t p = 0; p < k; ++p) {
+      __m512 bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + p * ldb + 16 * v);
+      for (int i = 0; i < 12; ++i) {
+        const float* r = (i < 4 ? a0 : i < 8 ? a4 : a8) + (i % 4) * rsa;
+        const __m512 ai = _mm512_set1_ps(r[p]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+      }
+    }
+  } else {  // A column-major (a transposed operand or a packed sliver): 12 values per p
+#pragma GCC unroll 2
+    for (std::int64_t p = 0; p < k; ++p) {
+      __m512 bv[NV];
+      for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + p * ldb + 16 * v);
+      const float* ap = a + p * csa;
+      for (int i = 0; i < 12; ++i) {
+        const __m512 ai = _mm512_set1_ps(ap[i]);
+        for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
+      }
+    }
+  }
+  const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
+  for (int i = 0; i < rows; ++i) {
+    for (int v = 0; v < NV; ++v) {
+      const __mmask16 m = lanes_upto(cols - 16 * v);
+      float* ci = c + i * ldc + 16 * v;
+      __m512 r = _mm512_mul_ps(va, acc[i][v]);
+      if (beta != 0.0f) r = _mm512_add_ps(r, _mm512_mul_ps(vb, _mm512_maskz_loadu_ps(m, ci)));
+      _mm512_mask_storeu_ps(ci, m, r);
+    }
+  }
+}
+
+}  // namespace
+
+void sgemm_sup_avx512_12x32(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                            float alpha, float beta, int rows, int cols) {
+  if (csa == 1) sup_12xNV<2, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+  else sup_12xNV<2, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+}
+
+void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
+                            float alpha, float beta, int rows, int cols) {
+  if (csa == 1) sup_12xNV<1, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+  else sup_12xNV<1, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+}
+
+}  // namespace fastnn

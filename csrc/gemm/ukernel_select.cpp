@@ -67,6 +67,18 @@ UKernel<float> ukernel_f32(std::int64_t N) {
 
 UKernel<double> ukernel_f64() { return {4, 4, ukernel_portable<double, 4, 4>}; }
 
+SupKernel sup_kernel_f32(std::int64_t N) {
+  switch (g_path) {
+#ifdef FASTNN_X86_KERNELS
+    case Simd::AVX512:
+      if (N <= 16) return {12, 16, sgemm_sup_avx512_12x16};
+      return {12, 32, sgemm_sup_avx512_12x32};
+    case Simd::AVX2: return {6, 16, sgemm_sup_avx2_6x16};
+#endif
+    default: return {0, 0, nullptr};
+  }
+}
+
 SDot sdot_f32() {
 #ifdef FASTNN_X86_KERNELS
   if (simd_path() != Simd::Portable) return sdot_avx2;  // AVX-512 CPUs run AVX2 too
