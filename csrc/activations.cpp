@@ -1,7 +1,9 @@
 // Activation forward/backward: each is a scalar function from scalar_ops.h and one generic
 // elementwise loop; softmax works row by row.
 #include <cmath>
+#include <type_traits>
 #include "kernels.h"
+#include "vmath.h"
 
 namespace fastnn {
 
@@ -26,13 +28,20 @@ template <class T> void leaky_relu_forward(T* out, const T* x, T slope, idx n) {
 template <class T> void leaky_relu_backward(T* dx, const T* dout, const T* x, T slope, idx n) {
   map1(n, [&](idx i) { dx[i] = dout[i] * leaky_relu_grad(x[i], slope); });
 }
+// float sigmoid, tanh and softmax use the vectorised exp of the SIMD path in use (vmath.h).
 template <class T> void sigmoid_forward(T* out, const T* x, idx n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (const VMath* vm = vmath_f32())
+      return parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) { vm->sigmoid(out + b, x + b, e - b); });
   map1(n, [&](idx i) { out[i] = sigmoid(x[i]); });
 }
 template <class T> void sigmoid_backward(T* dx, const T* dout, const T* y, idx n) {
   map1(n, [&](idx i) { dx[i] = dout[i] * sigmoid_grad_from_y(y[i]); });
 }
 template <class T> void tanh_forward(T* out, const T* x, idx n) {
+  if constexpr (std::is_same_v<T, float>)
+    if (const VMath* vm = vmath_f32())
+      return parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) { vm->tanh(out + b, x + b, e - b); });
   map1(n, [&](idx i) { out[i] = tanh_(x[i]); });
 }
 template <class T> void tanh_backward(T* dx, const T* dout, const T* y, idx n) {
@@ -49,7 +58,13 @@ template <class T> void step_forward(T* out, const T* x, T threshold, idx n) {
 }
 
 template <class T> void softmax_forward(T* out, const T* x, idx N, idx C) {
-  parallel_chunks(N, std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1)), [&](idx r0, idx r1) {
+  const idx rows_per_chunk = std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1));
+  if constexpr (std::is_same_v<T, float>)
+    if (const VMath* vm = vmath_f32())
+      return parallel_chunks(N, rows_per_chunk, [&](idx r0, idx r1) {
+        if (C > 0) vm->softmax_rows(out + r0 * C, x + r0 * C, r1 - r0, C);
+      });
+  parallel_chunks(N, rows_per_chunk, [&](idx r0, idx r1) {
     for (idx r = r0; r < r1; ++r) {
       const T* xr = x + r * C;
       T* yr = out + r * C;

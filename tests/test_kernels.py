@@ -101,3 +101,53 @@ def test_extreme_inputs_stay_finite():
         assert np.isfinite(g).all()
         p = np.array([0.0, 1.0], np.float32)
         assert ops.bce_forward(np.empty(2, np.float32), p, np.array([1, 0], np.float32)) == 100.0
+
+
+# ---- the vectorised exp behind sigmoid, tanh and softmax (csrc/vmath_impl.h) on every SIMD path
+def _ulps(got, want):
+    """Error in float32 ulps of the true value, for values whose magnitude is a normal float."""
+    want = want.astype(np.float64)
+    keep = np.abs(want) > 1e-30
+    spacing = np.spacing(np.abs(want[keep]).astype(np.float32)).astype(np.float64)
+    return np.abs(got[keep] - want[keep]) / spacing
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_sigmoid_and_tanh_are_within_4_ulp_over_the_whole_float_range(path):
+    x = np.concatenate([np.linspace(-120, 120, 1_000_001, dtype=np.float32),
+                        np.linspace(-1, 1, 1_000_001, dtype=np.float32),
+                        np.geomspace(1e-30, 1, 10_001).astype(np.float32)])
+    x = np.concatenate([x, -x[-10_001:]])
+    xd = x.astype(np.float64)
+    _core.set_simd_path(path)
+    for name, ref in (("sigmoid", 1 / (1 + np.exp(-xd))), ("tanh", np.tanh(xd))):
+        y = np.empty_like(x)
+        getattr(cpp, name + "_forward")(y, x)
+        assert _ulps(y, ref).max() <= 4, (path, name)
+        assert np.abs(y - ref).max() <= 2e-7, (path, name)  # values below 1e-30 included
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_sigmoid_tanh_softmax_special_values(path):
+    _core.set_simd_path(path)
+    x = np.array([-np.inf, -1e4, -90, -88.5, 0.0, -0.0, 88.5, 90, 1e4, np.inf, np.nan, 1e-40], np.float32)
+    y = np.empty_like(x)
+    cpp.sigmoid_forward(y, x)
+    assert list(y[:2]) == [0, 0] and list(y[7:10]) == [1, 1, 1] and y[4] == 0.5 and np.isnan(y[10])
+    assert 0 <= y[2] < 1e-38 and 0 <= y[3] < 1e-37 and y[11] == 0.5
+    cpp.tanh_forward(y, x)
+    assert list(y[:4]) == [-1, -1, -1, -1] and list(y[6:10]) == [1, 1, 1, 1] and np.isnan(y[10])
+    assert y[4] == 0 and not np.signbit(y[4]) and y[5] == 0 and np.signbit(y[5])
+    assert abs(y[11] - 1e-40) <= 1e-45
+    # softmax: -inf entries get exactly 0; a NaN poisons only its own row; rows of 1 to 40
+    rows = np.array([[-np.inf, 0.0, -np.inf], [np.nan, 1.0, 2.0], [1e4, -1e4, 1e4]], np.float32)
+    out = np.empty_like(rows)
+    cpp.softmax_forward(out, rows)
+    assert list(out[0]) == [0, 1, 0] and np.isnan(out[1]).all() and list(out[2]) == [0.5, 0, 0.5]
+    rng = np.random.default_rng(1)
+    for C in range(1, 41):
+        m = (rng.standard_normal((5, C)) * 30).astype(np.float32)
+        out = np.empty_like(m)
+        cpp.softmax_forward(out, m)
+        e = np.exp(m.astype(np.float64) - m.max(1, keepdims=True))
+        np.testing.assert_allclose(out, e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-7, err_msg=f"C={C}")

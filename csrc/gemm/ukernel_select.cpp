@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include "gemm/ukernel.h"
 #include "gemm/ukernel_portable.h"
+#include "vmath.h"
 
 namespace fastnn {
 
@@ -77,6 +78,16 @@ SupKernel sup_kernel_f32(std::int64_t N) {
 #endif
     default: return {0, 0, nullptr};
   }
+}
+
+const VMath* vmath_f32() {
+#ifdef FASTNN_X86_KERNELS
+  static const VMath avx512{sigmoid_f32_avx512, tanh_f32_avx512, softmax_rows_f32_avx512};
+  static const VMath avx2{sigmoid_f32_avx2, tanh_f32_avx2, softmax_rows_f32_avx2};
+  if (g_path == Simd::AVX512) return &avx512;
+  if (g_path == Simd::AVX2) return &avx2;
+#endif
+  return nullptr;
 }
 
 SDot sdot_f32() {

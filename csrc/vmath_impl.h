@@ -1,0 +1,107 @@
+// Vectorised float exp, sigmoid, tanh and softmax rows, written once over a small SIMD traits
+// struct `V` (vmath_avx2.cpp and vmath_avx512.cpp each define V and include this file inside an
+// anonymous namespace, so each gets its own copy compiled with its own ISA flags).
+// Uses nothing but V and plain arithmetic: no std:: templates, which would be inline functions
+// with external linkage and could leak AVX instructions into code that runs on any CPU.
+//
+// exp(x): Cody-Waite range reduction x = n*ln2 + r with |r| <= ln2/2, then the degree-7 Taylor
+// polynomial of e^r (truncation error < 6e-9 relative, well under one float ulp), then p * 2^n.
+// Inputs are clamped to [-87, 89] first: e^89 overflows to inf as std::exp does; NaN passes
+// through the clamp (min/max return their second operand on NaN) and the final select.
+#pragma once
+
+template <class V>
+inline typename V::reg vexp(typename V::reg x_in) {
+  using R = typename V::reg;
+  const R x = V::min(V::set1(89.0f), V::max(V::set1(-87.0f), x_in));
+  const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));  // x / ln 2
+  R r = V::fnmadd(n, V::set1(0.693359375f), x);                      // ln 2 = hi + lo, hi exact
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  R p = V::set1(1.0f / 5040.0f);
+  p = V::fmadd(p, r, V::set1(1.0f / 720.0f));
+  p = V::fmadd(p, r, V::set1(1.0f / 120.0f));
+  p = V::fmadd(p, r, V::set1(1.0f / 24.0f));
+  p = V::fmadd(p, r, V::set1(1.0f / 6.0f));
+  p = V::fmadd(p, r, V::set1(0.5f));
+  p = V::fmadd(p, r, V::set1(1.0f));
+  p = V::fmadd(p, r, V::set1(1.0f));
+  // p * 2^n (overflowing to inf as IEEE does). Results below 1.7e-38 (x < -87) are flushed to
+  // exactly 0: the input was clamped at -87 so that no subnormal is ever formed, since each one
+  // costs a microcode assist of ~100 cycles (measured: softmax rows of 10, whose padding lanes
+  // take e^-inf, ran 10x slower).
+  return V::select_lt(x_in, V::set1(-87.0f), V::set1(0.0f), V::scale2(p, n));
+}
+
+// 1 / (1 + e^-x), with 1/d formed as a reciprocal estimate good to 2^-14 (V::rcp) refined by
+// one Newton step, r + r (1 - d r): within 3 ulp at a fraction of a division's cost. d = 1 + e^-x >= 1, so nothing cancels. Below x = -87 the
+// result (< 1.7e-38) is flushed to exactly 0, as vexp flushes: forming it would take subnormal
+// arithmetic (a microcode assist each) and inf * 0 in the Newton step.
+template <class V>
+inline typename V::reg vsigmoid(typename V::reg x) {
+  const auto d = V::add(V::set1(1.0f), vexp<V>(V::sub(V::set1(0.0f), x)));
+  const auto r = V::rcp(d);
+  const auto y = V::fmadd(r, V::fnmadd(d, r, V::set1(1.0f)), r);  // r + r (1 - d r)
+  return V::select_lt(x, V::set1(-87.0f), V::set1(0.0f), y);  // NaN: the compare fails
+}
+
+// tanh(x) = sign(x) * d / (d + 2) with d = e^{2|x|} - 1, computed without cancellation as
+// Sleef and fdlibm do for expm1: 2|x| = n ln2 + r with |r| <= ln2/2 and e^r - 1 = r q(r), where
+// q is the degree-6 Taylor polynomial of (e^r - 1)/r (truncation error < 2e-8 relative); then
+// d = 2^n - 1 + 2^n r q(r), exact for n = 0 and free of cancellation for n >= 1. One formula
+// for every x, a few ulp everywhere, including near 0 where 1 - 2/(e^{2x} + 1) would lose
+// digits. |x| is capped at 9, beyond which tanh rounds to 1 in float.
+template <class V>
+inline typename V::reg vtanh(typename V::reg x) {
+  using R = typename V::reg;
+  const R ax = V::min(V::set1(9.0f), V::abs(x));  // NaN passes through
+  const R y = V::add(ax, ax);
+  const R n = V::round(V::mul(y, V::set1(1.44269504088896341f)));
+  R r = V::fnmadd(n, V::set1(0.693359375f), y);
+  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+  R q = V::set1(1.0f / 5040.0f);
+  q = V::fmadd(q, r, V::set1(1.0f / 720.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 120.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 24.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 6.0f));
+  q = V::fmadd(q, r, V::set1(0.5f));
+  q = V::fmadd(q, r, V::set1(1.0f));
+  const R p2 = V::pow2(n);  // n in [0, 26]
+  const R d = V::fmadd(p2, V::mul(r, q), V::sub(p2, V::set1(1.0f)));
+  const R s = V::add(d, V::set1(2.0f));  // in [2, e^18]: the reciprocal needs no cap
+  const R rs = V::rcp(s);
+  return V::copysign(V::mul(d, V::fmadd(rs, V::fnmadd(s, rs, V::set1(1.0f)), rs)), x);
+}
+
+template <class V, class F>
+inline void vmap(float* out, const float* x, long long n, F f) {
+  long long i = 0;
+  for (; i + V::W <= n; i += V::W) V::store(out + i, f(V::load(x + i)));
+  if (i < n) V::store_tail(out + i, f(V::load_tail(x + i, (int)(n - i), 0.0f)), (int)(n - i));
+}
+
+// One softmax row of C values: max, then e^(x - max) stored and summed (lane-wise, then across
+// lanes in a fixed order), then scaled by 1/sum, as the scalar kernel does. Lanes past the row
+// read -inf, whose exponential is exactly 0, so they add nothing. The last (partial) vector stays
+// in a register between passes: reloading it right after its masked store would stall on
+// store forwarding, which masked accesses do not get (measured: rows of 10 ran 2x slower).
+template <class V>
+inline void vsoftmax_row(float* y, const float* x, long long C) {
+  using R = typename V::reg;
+  const float neg_inf = -__builtin_inff();
+  const long long full = C - C % V::W;
+  const int tail = (int)(C - full);
+  R m = V::set1(neg_inf);
+  for (long long c = 0; c < full; c += V::W) m = V::max(m, V::load(x + c));
+  const R xt = tail ? V::load_tail(x + full, tail, neg_inf) : m;
+  const R mx = V::set1(V::hmax(V::max(m, xt)));
+  R s = V::set1(0.0f);
+  for (long long c = 0; c < full; c += V::W) {
+    const R e = vexp<V>(V::sub(V::load(x + c), mx));
+    V::store(y + c, e);
+    s = V::add(s, e);
+  }
+  const R et = tail ? vexp<V>(V::sub(xt, mx)) : V::set1(0.0f);
+  const R inv = V::set1(1.0f / V::hsum(V::add(s, et)));
+  for (long long c = 0; c < full; c += V::W) V::store(y + c, V::mul(V::load(y + c), inv));
+  if (tail) V::store_tail(y + full, V::mul(et, inv), tail);
+}
