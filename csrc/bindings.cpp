@@ -7,6 +7,7 @@
 // The output's dtype selects the float32 or float64 kernel.
 #include <pybind11/pybind11.h>
 #include <pybind11/numpy.h>
+#include <cmath>
 #include <sstream>
 #include <string>
 #include "kernels.h"
@@ -521,8 +522,13 @@ std::vector<MlpLayer> mlp_layers_arg(const char* op, py::handle h, idx n_params)
   return out;
 }
 
-void mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::handle layers_h) {
+// With check_finite, x is scanned first and the flat index of its first NaN or infinity is
+// returned without computing anything (-1: all finite, out written), so predict can name the
+// bad value without a separate NumPy pass over x.
+idx mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::handle layers_h,
+                   bool check_finite) {
   const char* op = "mlp_forward";
+  idx bad = -1;
   py::array out = out_arg(op, "out", out_h);
   py::array params = out_arg(op, "params", params_h);
   if (params.dtype().not_equal(out.dtype()))
@@ -540,9 +546,18 @@ void mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::h
     const T *xp = cptr<T>(x), *pp = cptr<T>(params);
     const idx N = x.shape(0);
     py::gil_scoped_release nogil;
+    if (check_finite) {
+      const idx n = N * layers[0].in;
+      for (idx i = 0; i < n; ++i)
+        if (!std::isfinite(xp[i])) {
+          bad = i;
+          return 0;
+        }
+    }
     if (N > 0) mlp_forward<T>(o, xp, N, pp, layers.data(), (int)layers.size());
     return 0;
   });
+  return bad;
 }
 
 py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::handle layers_h,
@@ -776,7 +791,9 @@ PYBIND11_MODULE(_core, m) {
         py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0);
 
   m.def("mlp_forward", &mlp_forward_py, py::arg("out"), py::arg("x"), py::arg("params"), py::arg("layers"),
-        "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py)");
+        py::arg("check_finite") = false,
+        "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py). "
+        "With check_finite, returns the flat index of x's first NaN/inf (computing nothing) or -1.");
   m.def("mlp_train_batches", &mlp_train_batches_py, py::arg("params"), py::arg("grads"), py::arg("layers"),
         py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"), py::arg("first_batch"),
         py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("hyper"), py::arg("state_a"),

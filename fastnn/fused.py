@@ -14,6 +14,7 @@ import numpy as np
 from fastnn import _core
 from fastnn.backends import get_backend
 from fastnn.layers import GELU, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
+from fastnn.layers.base import nonfinite_message
 from fastnn.losses import CrossEntropyLoss, MSELoss
 from fastnn.optim.optimizer import SGD, Adam, AdamW
 
@@ -70,16 +71,51 @@ def _build_table(model, training: bool):
     return np.array(rows, dtype=np.float64), store
 
 
-def forward(model, X: np.ndarray):
-    """The model's eval-mode output for X in one C++ call, or None if it cannot run fused."""
-    plan = layer_table(model, training=False)
-    if plan is None or X.ndim != 2 or X.dtype != plan[1].data.dtype:
+class _Inference:
+    """What eval-mode forward needs, cached on the model: rebuilt when its layers tuple, its
+    parameter buffer or a LeakyReLU slope changes."""
+
+    __slots__ = ("layers", "p0", "store", "size", "leaky", "table", "n_in", "n_out", "dtype")
+
+
+def _leaky_slopes(model) -> tuple:
+    return tuple(l.negative_slope for l in model.layers if type(l) is LeakyReLU)
+
+
+def inference_plan(model):
+    """The cached _Inference for a plain MLP on the "cpp" backend, else None."""
+    if type(model) is not Sequential or get_backend() != "cpp":
         return None
-    table, store = plan
-    if X.shape[1] != int(table[0, 0]):
-        return None  # let the layers raise their clear error
-    out = np.empty((X.shape[0], int(table[-1, 1])), store.data.dtype)
-    _core.mlp_forward(out, X, store.data, table)
+    p = model.__dict__.get("_fused_inference")
+    if (p is not None and p.layers is model.layers and p.p0._store is p.store
+            and p.store.data.size == p.size and (not p.leaky or p.leaky == _leaky_slopes(model))):
+        return p if p.table is not None else None
+    params = model.parameters()
+    if not model.layers or not params:
+        return None
+    plan = _build_table(model, training=False)
+    p = _Inference()
+    p.layers, p.p0, p.store, p.size = model.layers, params[0], params[0]._store, params[0]._store.data.size
+    p.leaky, p.table = _leaky_slopes(model), None
+    if plan is not None:
+        p.table = plan[0]
+        p.n_in, p.n_out, p.dtype = int(p.table[0, 0]), int(p.table[-1, 1]), p.store.data.dtype
+    model.__dict__["_fused_inference"] = p
+    return p if p.table is not None else None
+
+
+def forward(model, X, who: str | None = None):
+    """The model's eval-mode output for X in one C++ call, or None if it cannot run fused
+    (not a plain MLP, or X not a 2-D array of the model's dtype and width: the caller converts
+    or lets the layers raise). With `who`, a NaN or infinity in X raises ValueError naming it
+    (checked in C++ before anything is computed)."""
+    p = inference_plan(model)
+    if p is None or type(X) is not np.ndarray or X.ndim != 2 or X.dtype != p.dtype or X.shape[1] != p.n_in:
+        return None
+    out = np.empty((X.shape[0], p.n_out), p.dtype)
+    bad = _core.mlp_forward(out, X, p.store.data, p.table, who is not None)
+    if bad >= 0:
+        raise ValueError(nonfinite_message(who, X, bad))
     return out
 
 

@@ -10,7 +10,7 @@ import numpy as np
 
 from fastnn import fused
 from fastnn.callbacks import Callback
-from fastnn.layers.base import float_input, shape_str
+from fastnn.layers.base import float_input, nonfinite_message, shape_str
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.progbar import Progbar
@@ -46,9 +46,7 @@ def _features(model, X, who) -> np.ndarray:
         raise ValueError(f"{who}: X must be a batch of samples (N, features), got a scalar")
     bad = ~np.isfinite(X)
     if bad.any():
-        pos = np.unravel_index(int(np.flatnonzero(bad)[0]), X.shape)
-        raise ValueError(f"{who}: X contains {X[pos]} at index {tuple(int(i) for i in pos)}; remove "
-                         "or impute non-finite values before training")
+        raise ValueError(nonfinite_message(who, X, np.flatnonzero(bad)[0]))
     return X
 
 
@@ -274,8 +272,15 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
 def predict(model, X, batch_size: int = 256) -> np.ndarray:
     """The model's outputs for X in eval mode (dropout off), computed batch by batch."""
     batch_size = _positive_int(batch_size, "predict: batch_size")
+    # A plain MLP runs in one C++ call, which also checks X for NaN/inf. An array of the
+    # model's dtype goes straight there (the batch-1 latency path); anything else is converted
+    # and checked here first.
+    if type(X) is np.ndarray and X.ndim == 2 and len(X) <= max(batch_size, 65536):
+        out = fused.forward(model, X, who="predict")
+        if out is not None:
+            return out
     X = _features(model, X, "predict")
-    if len(X) <= max(batch_size, 65536):  # a plain MLP runs in one C++ call
+    if len(X) <= max(batch_size, 65536):
         out = fused.forward(model, X)
         if out is not None:
             return out

@@ -50,6 +50,25 @@ def test_unpacked_gemm_one_and_two_threads_are_bitwise_equal(case, simd):
         assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
+    # X·Wᵀ with <= 4 rows (batch-1 inference) splits its outputs across threads in multiples
+    # of 8, so every output goes through the same dot kernel either way.
+    _core.set_simd_path(simd)
+    rng = np.random.default_rng(3)
+    for m, n, k in ((1, 517, 301), (3, 130, 784), (4, 9, 20000)):
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        w = rng.standard_normal((n, k)).astype(np.float32)
+        outs = []
+        for t in (1, 2):
+            fastnn.set_num_threads(t)
+            c = np.empty((m, n), np.float32)
+            cpp.gemm(c, a, w, False, True)
+            outs.append(c)
+        assert np.array_equal(outs[0], outs[1])
+        np.testing.assert_allclose(outs[0], a.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+
+
 def test_set_num_threads_validates():
     with pytest.raises(ValueError, match="n must be >= 1"):
         fastnn.set_num_threads(0)

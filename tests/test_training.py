@@ -296,3 +296,20 @@ def test_param_groups_with_their_own_learning_rates():
     model.fit(X, y, optimizer=opt, epochs=1, verbose=0)
     w1 = weights(model)
     assert np.array_equal(w0["0.weight"], w1["0.weight"]) and not np.array_equal(w0["2.weight"], w1["2.weight"])
+
+
+@pytest.mark.parametrize("kind", ["float32", "float64", "list", "strided"])
+@pytest.mark.parametrize("bad", [np.nan, np.inf, -np.inf])
+def test_predict_names_the_first_non_finite_value(kind, bad):
+    # float32 arrays are checked inside the fused C++ call, everything else in NumPy first:
+    # the same message either way, and no output.
+    X, _ = blobs(40)
+    model = mlp()
+    X = X.copy()
+    X[13, 1], X[20, 0] = bad, np.nan
+    arg = {"float32": X, "float64": X.astype(np.float64), "list": X.tolist(),
+           "strided": np.repeat(X, 2, axis=1)[:, ::2]}[kind]
+    with pytest.raises(ValueError, match=rf"predict: X contains {bad} at index \(13, 1\); remove or impute"):
+        model.predict(arg)
+    with pytest.raises(ValueError, match=r"predict: X contains nan at index \(0, 0\)"):
+        model.predict(np.full((1, X.shape[1]), np.nan, np.float32))

@@ -65,12 +65,27 @@ void gemm_small_m(idx M, idx N, idx K, T alpha, const T* A, idx lda, const T* B,
                   T* C, idx ldc, const T* bias, Act act) {
   constexpr int U = 16;
   const SDot sdot = sdot_f32();
-  const idx chunk = std::max<idx>(8, (idx(1) << 16) / std::max<idx>(K, 1));  // ~64k MACs per chunk
+  const SDot8 sdot8 = sdot8_f32();
+  // Outputs split evenly across the threads worth using (>= 32k multiply-adds each), in chunks
+  // of a multiple of 8, so each output goes through the same dot kernel whatever the count.
+  const int nt = threads_for(M * N * K, idx(1) << 15);
+  const idx chunk = ((N + nt - 1) / nt + 7) / 8 * 8;
   parallel_chunks(N, chunk, [&](idx j0, idx j1) {
     for (idx i = 0; i < M; ++i) {
       const T* a = A + i * lda;
       T* c = C + i * ldc;
-      for (idx j = j0; j < j1; ++j) {
+      idx j = j0;
+      if constexpr (std::is_same_v<T, float>) {
+        if (sdot8) {
+          alignas(32) float s8[8];
+          for (; j + 8 <= j1; j += 8) {
+            sdot8(K, a, B + j * ldb, ldb, s8);
+            for (int u = 0; u < 8; ++u)
+              c[j + u] = beta == T(0) ? alpha * s8[u] : alpha * s8[u] + beta * c[j + u];
+          }
+        }
+      }
+      for (; j < j1; ++j) {
         const T* b = B + j * ldb;
         if constexpr (std::is_same_v<T, float>) {
           if (sdot) {

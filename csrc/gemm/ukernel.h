@@ -46,6 +46,10 @@ SupKernel sup_kernel_f32(std::int64_t N);
 // Dot product of two float rows for the path in use (gemm_small_m); null for the portable path.
 using SDot = float (*)(std::int64_t k, const float* a, const float* b);
 SDot sdot_f32();
+// Eight dot products of one row a against rows b, b + ldb, ..., b + 7*ldb into out[0:8]; null
+// unless the AVX-512 path is in use.
+using SDot8 = void (*)(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
+SDot8 sdot8_f32();
 
 #ifdef FASTNN_X86_KERNELS
 // Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.
@@ -64,6 +68,7 @@ void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, st
 void sgemm_sup_avx512_12x32(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                             const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
                             float alpha, float beta, int rows, int cols);
+void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
 float sdot_avx2(std::int64_t k, const float* a, const float* b);
 #endif
 

@@ -143,3 +143,39 @@ void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, st
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Eight dot products at once for GEMMs with a handful of rows (inference at batch 1):
+// out[j] = a · b[j*ldb : j*ldb + k] for j < 8. Each 16-float chunk of `a` is loaded once for
+// eight FMAs; each output keeps 16 lane sums, added at the end in a fixed tree (the same for
+// every j), so the result does not depend on which thread computes it.
+void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out) {
+  __m512 acc[8];
+  for (int j = 0; j < 8; ++j) acc[j] = _mm512_setzero_ps();
+  std::int64_t p = 0;
+  for (; p + 16 <= k; p += 16) {
+    const __m512 av = _mm512_loadu_ps(a + p);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + j * ldb + p), acc[j]);
+  }
+  if (p < k) {
+    const __mmask16 m = __mmask16((1u << (k - p)) - 1);
+    const __m512 av = _mm512_maskz_loadu_ps(m, a + p);
+    for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(av, _mm512_maskz_loadu_ps(m, b + j * ldb + p), acc[j]);
+  }
+  // 8 x 16 lane sums -> 8 sums: fold 512 to 256 bits, then the usual hadd transpose.
+  __m256 h[8];
+  for (int j = 0; j < 8; ++j) {
+    const __m256 lo = _mm512_castps512_ps256(acc[j]);
+    const __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc[j]), 1));
+    h[j] = _mm256_add_ps(lo, hi);
+  }
+  const __m256 t0 = _mm256_hadd_ps(h[0], h[1]), t1 = _mm256_hadd_ps(h[2], h[3]);
+  const __m256 t2 = _mm256_hadd_ps(h[4], h[5]), t3 = _mm256_hadd_ps(h[6], h[7]);
+  const __m256 s0 = _mm256_hadd_ps(t0, t1), s1 = _mm256_hadd_ps(t2, t3);
+  // s0 = [sums 0-3 of lanes 0-3 | sums 0-3 of lanes 4-7], s1 likewise for outputs 4-7
+  const __m256 r = _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31));
+  _mm256_storeu_ps(out, r);
+}
+
+}  // namespace fastnn

@@ -90,6 +90,13 @@ const VMath* vmath_f32() {
   return nullptr;
 }
 
+SDot8 sdot8_f32() {
+#ifdef FASTNN_X86_KERNELS
+  if (simd_path() == Simd::AVX512) return sdot8_avx512;
+#endif
+  return nullptr;
+}
+
 SDot sdot_f32() {
 #ifdef FASTNN_X86_KERNELS
   if (simd_path() != Simd::Portable) return sdot_avx2;  // AVX-512 CPUs run AVX2 too

@@ -30,6 +30,13 @@ def float_input(x, who: str, dtype=None) -> np.ndarray:
     return arr.astype(dtype)
 
 
+def nonfinite_message(who: str, X: np.ndarray, flat_index: int) -> str:
+    """The error for a NaN or infinity at X.flat[flat_index]."""
+    pos = np.unravel_index(int(flat_index), X.shape)
+    return (f"{who}: X contains {X[pos]} at index {tuple(int(i) for i in pos)}; remove or impute "
+            "non-finite values before training")
+
+
 class Layer:
     """Base class: parameters, train/eval mode, state_dict and the call protocol."""
 
