@@ -790,6 +790,27 @@ PYBIND11_MODULE(_core, m) {
         py::arg("momentum_buf"), py::arg("lr") = 1e-2, py::arg("alpha") = 0.99, py::arg("eps") = 1e-8,
         py::arg("weight_decay") = 0.0, py::arg("momentum") = 0.0);
 
+  m.def("first_nonfinite", [](py::handle x_h) {
+    const char* op = "first_nonfinite";
+    py::object xo = py::reinterpret_borrow<py::object>(x_h);
+    if (!py::isinstance<py::array>(xo)) xo = py::module_::import("numpy").attr("asarray")(xo);
+    auto a = py::reinterpret_borrow<py::array>(xo);
+    if (!is_f32(a) && !is_f64(a))  // integers and booleans are always finite
+      return a.dtype().kind() == 'i' || a.dtype().kind() == 'u' || a.dtype().kind() == 'b'
+                 ? idx(-1)
+                 : throw py::type_error(cat(op, ": x must hold numbers, got ", std::string(py::str(a.dtype()))));
+    idx r = -1;
+    by_dtype(a, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", a);  // a C-ordered copy only if x is not contiguous
+      const T* p = cptr<T>(x);
+      const idx n = x.size();
+      py::gil_scoped_release nogil;
+      r = first_nonfinite<T>(p, n);
+      return 0;
+    });
+    return r;
+  }, py::arg("x"), "Flat (C-order) index of the first NaN or infinity in x, or -1");
   m.def("mlp_forward", &mlp_forward_py, py::arg("out"), py::arg("x"), py::arg("params"), py::arg("layers"),
         py::arg("check_finite") = false,
         "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py). "

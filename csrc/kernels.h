@@ -53,6 +53,10 @@ double bce_with_logits_forward(T* dlogits, const T* logits, const T* target, idx
 template <class T>
 double bce_forward(T* dprob, const T* prob, const T* target, idx n);
 
+// Flat index of the first NaN or ±inf among x[0:n], or -1 (checks.cpp).
+template <class T>
+idx first_nonfinite(const T* x, idx n);
+
 // Optimizer updates over flat buffers of n values, PyTorch's update rules exactly.
 template <class T>
 void sgd_step(T* param, const T* grad, T* momentum_buf, idx n, double lr, double momentum,

@@ -151,3 +151,26 @@ def test_sigmoid_tanh_softmax_special_values(path):
         cpp.softmax_forward(out, m)
         e = np.exp(m.astype(np.float64) - m.max(1, keepdims=True))
         np.testing.assert_allclose(out, e / e.sum(1, keepdims=True), rtol=2e-6, atol=1e-7, err_msg=f"C={C}")
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_first_nonfinite_matches_twin(dtype):
+    import fastnn
+    rng = np.random.default_rng(5)
+    for shape in ((0,), (1,), (7,), (4095,), (4096,), (4097,), (3, 5000), (257, 65), (0, 3)):
+        x = rng.standard_normal(shape).astype(dtype)
+        n = x.size
+        for pos in ([], [n - 1], [0], [n // 2, n - 1], [min(4096, n - 1), 3 % max(n, 1)]):
+            for bad in (np.nan, np.inf, -np.inf):
+                y = x.copy()
+                if n:
+                    y.flat[pos] = bad
+                for v in (y, y[..., ::2] if y.ndim and y.shape[-1] > 1 else y):
+                    want = numpy_ref.first_nonfinite(v)
+                    for t in (1, 2):
+                        fastnn.set_num_threads(t)
+                        assert cpp.first_nonfinite(v) == want, (shape, pos, bad, t)
+    assert cpp.first_nonfinite(np.arange(5)) == numpy_ref.first_nonfinite(np.arange(5)) == -1
+    assert cpp.first_nonfinite([1.0, float("nan")]) == numpy_ref.first_nonfinite([1.0, float("nan")]) == 1
+    with pytest.raises(TypeError, match="must hold numbers"):
+        cpp.first_nonfinite(np.array(["a"]))

@@ -25,6 +25,10 @@ constexpr idx NC_MAX = 4096;
 // shapes of <= 3.3M multiply-adds (100×256×128, 100×128×64) lose 10-20% to a second thread;
 // the 10M MLP shapes (100×784×128, 128×100×784) gain 1.35-1.8×, 256³ 1.5×.
 constexpr idx kMinMacsPerThread = idx(1) << 22;
+// The unpacked loops share no packed panel and have no barrier per K block, so a second
+// thread pays off sooner (measured on 2 cores: 100x64·64x128 and 64x100·100x128, 0.8M
+// multiply-adds, run 1.3x faster; 100x784·(128x784)ᵀ 1.6x).
+constexpr idx kSupMinMacsPerThread = idx(1) << 18;
 
 // GEMMs up to this many multiply-adds skip packing (gemm_sup). Measured on one AVX-512 core:
 // unpacked is 1.1-2x faster for every MLP shape and square sizes up to 256 (packing is a large
@@ -142,57 +146,69 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   const idx packed_jr = n_jr - full_jr, n_pc = (K + KC - 1) / KC;
   float* bp = bbuf.get((size_t)(packed_jr * nr * K));
   float* ap = abuf.get((size_t)(mr * K));
-  const bool a_edge = full_ir < n_ir;
-  const idx pack_tasks = n_pc * packed_jr + (a_edge ? 1 : 0);
-  auto pack = [&](idx task) {
-    if (task == n_pc * packed_jr) {  // the last A sliver, all of K: ap[p*mr + i]
-      pack_panel(A + full_ir * mr * rsa, rsa, csa, M - full_ir * mr, K, mr, 0, 1, ap);
-      return;
-    }
-    const idx blk = task / packed_jr, s = task % packed_jr;
-    const idx pc = blk * KC, kc = std::min(KC, K - pc);
-    float* dst = bp + pc * packed_jr * nr;
-    if (trans_b) pack_panel(B + pc, ldb, idx(1), N, kc, nr, s, s + 1, dst);
-    else pack_panel(B + pc * ldb + full_jr * nr, idx(1), ldb, N - full_jr * nr, kc, nr, 0, 1, dst);
-  };
-  // One thread's tiles [t0, t1), K block by K block (as the packed loops do) so the slice of
-  // each B panel in use stays in L1 across the A slivers.
-  auto run_tiles = [&](idx t0, idx t1) {
+  // Packs B panels [jr0, jr1) (those not read in place), every K block.
+  auto pack_b = [&](idx jr0, idx jr1) {
     for (idx pc = 0; pc < K; pc += KC) {
       const idx kc = std::min(KC, K - pc);
-      const float beta_k = pc == 0 ? beta : 1.0f;
-      for (idx t = t0; t < t1; ++t) {
-        const idx jr = t / n_ir, ir = t % n_ir;
-        const idx i0 = ir * mr, j0 = jr * nr;
-        const int rows = (int)std::min<idx>(mr, M - i0), cols = (int)std::min<idx>(nr, N - j0);
-        const bool a_in_place = ir < full_ir, b_in_place = jr < full_jr;
-        const float* a = a_in_place ? A + i0 * rsa + pc * csa : ap + pc * mr;
-        const float* b = b_in_place ? B + pc * ldb + j0
-                                    : bp + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
-        float* c = C + i0 * ldc + j0;
-        sk.fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
-              ldc, alpha, beta_k, rows, cols);
-        if (pc + kc == K) epilogue(c, ldc, rows, cols, bias ? bias + j0 : nullptr, act);
+      float* dst = bp + pc * packed_jr * nr;
+      for (idx jr = std::max(jr0, full_jr); jr < jr1; ++jr) {
+        const idx s = jr - full_jr;
+        if (trans_b) pack_panel(B + pc, ldb, idx(1), N, kc, nr, s, s + 1, dst);
+        else pack_panel(B + pc * ldb + full_jr * nr, idx(1), ldb, N - full_jr * nr, kc, nr, 0, 1, dst);
       }
     }
   };
-  const idx tiles = n_jr * n_ir;
-  const int nt = (int)std::min<idx>(threads_for(M * N * K, kMinMacsPerThread), tiles);
+  if (full_ir < n_ir)  // the last A sliver, all of K: ap[p*mr + i] (at most 11 rows: cheap)
+    pack_panel(A + full_ir * mr * rsa, rsa, csa, M - full_ir * mr, K, mr, 0, 1, ap);
+  // The tiles of slivers [ir0, ir1) x panels [jr0, jr1), K block by K block (as the packed
+  // loops do) so the slice of each B panel in use stays in L1 across the A slivers.
+  auto run_tiles = [&](idx ir0, idx ir1, idx jr0, idx jr1) {
+    for (idx pc = 0; pc < K; pc += KC) {
+      const idx kc = std::min(KC, K - pc);
+      const float beta_k = pc == 0 ? beta : 1.0f;
+      for (idx jr = jr0; jr < jr1; ++jr) {
+        for (idx ir = ir0; ir < ir1; ++ir) {
+          const idx i0 = ir * mr, j0 = jr * nr;
+          const int rows = (int)std::min<idx>(mr, M - i0), cols = (int)std::min<idx>(nr, N - j0);
+          const bool a_in_place = ir < full_ir, b_in_place = jr < full_jr;
+          const float* a = a_in_place ? A + i0 * rsa + pc * csa : ap + pc * mr;
+          const float* b = b_in_place ? B + pc * ldb + j0
+                                      : bp + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
+          float* c = C + i0 * ldc + j0;
+          sk.fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
+                ldc, alpha, beta_k, rows, cols);
+          if (pc + kc == K) epilogue(c, ldc, rows, cols, bias ? bias + j0 : nullptr, act);
+        }
+      }
+    }
+  };
+  // Threads split C into whole rows when B is read in place (row boundaries chosen so the row
+  // counts balance): rows share no cache line, and nothing a thread writes is read by another.
+  // A transposed B is packed, and then threads split whole column panels, each packing its
+  // own: splitting rows would make every core read panels packed in the other's cache
+  // (measured, 100x128·(64x128)ᵀ on 2 threads: 19 µs by rows, slower than 13 µs on one).
+  const bool by_rows = !trans_b;
+  const int nt = (int)std::min<idx>(threads_for(M * N * K, kSupMinMacsPerThread), by_rows ? n_ir : n_jr);
   if (nt == 1) {  // no OpenMP call at all: even a one-thread region costs ~0.1 µs
-    for (idx task = 0; task < pack_tasks; ++task) pack(task);
-    return run_tiles(0, tiles);
+    pack_b(0, n_jr);
+    return run_tiles(0, n_ir, 0, n_jr);
   }
+  if (by_rows) pack_b(0, n_jr);  // at most the last, partial panel
 #pragma omp parallel num_threads(nt)
   {
-#pragma omp for schedule(static)
-    for (idx task = 0; task < pack_tasks; ++task) pack(task);
-    // (the implicit barrier above: every tile may read any packed panel)
 #ifdef _OPENMP
     const idx tid = omp_get_thread_num(), team = omp_get_num_threads();  // may be < nt
 #else
     const idx tid = 0, team = 1;
 #endif
-    run_tiles(tiles * tid / team, tiles * (tid + 1) / team);
+    if (by_rows) {
+      auto bound = [&](idx k) { return std::min(n_ir, (M * k / team + mr / 2) / mr); };
+      run_tiles(tid == 0 ? 0 : bound(tid), tid == team - 1 ? n_ir : bound(tid + 1), 0, n_jr);
+    } else {
+      const idx jr0 = n_jr * tid / team, jr1 = n_jr * (tid + 1) / team;
+      pack_b(jr0, jr1);
+      run_tiles(0, n_ir, jr0, jr1);
+    }
   }
 }
 

@@ -538,3 +538,12 @@ def rmsprop_step(param, grad, square_avg, momentum_buf, lr=1e-2, alpha=0.99, eps
         p += T(-lr) * buf
     else:
         p += (T(-lr) * g) / avg
+
+
+def first_nonfinite(x):
+    """Flat (C-order) index of the first NaN or infinity in x, or -1."""
+    x = np.asarray(x)
+    if x.dtype.kind in "iub":
+        return -1
+    bad = np.flatnonzero(~np.isfinite(x))
+    return int(bad[0]) if bad.size else -1
