@@ -546,14 +546,7 @@ idx mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::ha
     const T *xp = cptr<T>(x), *pp = cptr<T>(params);
     const idx N = x.shape(0);
     py::gil_scoped_release nogil;
-    if (check_finite) {
-      const idx n = N * layers[0].in;
-      for (idx i = 0; i < n; ++i)
-        if (!std::isfinite(xp[i])) {
-          bad = i;
-          return 0;
-        }
-    }
+    if (check_finite && (bad = first_nonfinite<T>(xp, N * layers[0].in)) >= 0) return 0;
     if (N > 0) mlp_forward<T>(o, xp, N, pp, layers.data(), (int)layers.size());
     return 0;
   });
