@@ -199,6 +199,15 @@ def run(threads: int, repeats: int, quick: bool) -> None:
             tv, to = torch.from_numpy(v), torch.from_numpy(out)
             pt = median(lambda: getattr(torch, tf)(tv, out=to), repeats)
         row("elementwise", f"{name}, 1e6 float32", mine, twin, pt, None, "≥ 2")
+    # ReLU reads and writes the same bytes with almost no arithmetic: the memory-bound floor
+    # that sigmoid and tanh cannot beat on 1e6 values (8 MB moved, beyond this CPU's L2).
+    mine = median(lambda: _core.relu_forward(out, v), repeats)
+    twin = median(lambda: numpy_ref.relu_forward(out, v), repeats)
+    pt = None
+    if torch:
+        tv, to = torch.from_numpy(v), torch.from_numpy(out)
+        pt = median(lambda: torch.clamp(tv, min=0, out=to), repeats)
+    row("elementwise", "relu, 1e6 float32 (memory-bound floor)", mine, twin, pt, None, "")
     for C in (10, 1000):
         m2 = v.reshape(-1, C)
         o2 = np.empty_like(m2)

@@ -3,6 +3,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 
 import numpy as np
@@ -146,3 +147,21 @@ def test_ctrl_c_stops_training_and_keeps_the_old_model(tmp_path, trained):
     assert "interrupted" in err and "Traceback" not in err
     assert target.read_bytes() == before
     assert sorted(os.listdir(tmp_path)) == ["model.fnn"]     # no temporary file left
+
+
+def test_bench_prints_every_ratio_the_speed_issue_asks_for():
+    # `fastnn bench` is the one comparison script: one run, pinned threads, a ratio per row.
+    pytest.importorskip("torch")
+    r = subprocess.run([sys.executable, "-m", "fastnn", "bench", "--quick", "--repeats", "1", "--threads", "1"],
+                       capture_output=True, text=True, timeout=900, cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line]
+    table = {cells[1].strip(): cells for cells in rows[1:]}
+    for what in ("batch 32", "batch 100", "batch 512", "predict, batch 1", "predict, batch 1000",
+                 "sgemm 256²", "sgemm 1024²", "X·W1ᵀ", "X·W3ᵀ", "dYᵀ·X 128×100", "sigmoid", "tanh",
+                 "relu", "softmax rows of 10,", "softmax rows of 1000"):
+        hits = [k for k in table if what in k]
+        assert hits, (what, list(table))
+        cells = table[hits[0]]
+        for col in (6, 7):  # × twin, × torch: numbers, each from this run
+            assert float(cells[col].strip().rstrip("×")) > 0, (what, cells)
