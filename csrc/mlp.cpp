@@ -104,15 +104,21 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
   };
   for (idx b = first_batch; b < first_batch + n_batches; ++b) {
     const idx r0 = b * B, rows = std::min(N, r0 + B) - r0;
-    for (idx i = 0; i < std::min(kAhead, rows); ++i) prefetch_row(r0 + i);
-    // gather the batch (fit's X[idx], y[idx])
-    for (idx i = 0; i < rows; ++i) {
-      if (i + kAhead < rows) prefetch_row(r0 + i + kAhead);
-      const idx src = order[r0 + i];
-      std::memcpy(w.xb.data() + i * C0, x + src * C0, sizeof(T) * (size_t)C0);
-      if (loss == MlpLoss::CrossEntropy) w.lb[(size_t)i] = static_cast<const std::int64_t*>(targets)[src];
-      else std::memcpy(w.yb.data() + i * OC, static_cast<const T*>(targets) + src * OC, sizeof(T) * (size_t)OC);
-    }
+    // gather the batch (fit's X[idx], y[idx]); threads copy separate rows, each with its own
+    // requests in flight. (w is thread_local: the workers get its buffers as plain pointers.)
+    T* const xb = w.xb.data();
+    T* const yb = w.yb.data();
+    std::int64_t* const lb = w.lb.data();
+    parallel_chunks(rows, 32, [&](idx i0, idx i1) {
+      for (idx i = i0; i < std::min(i0 + kAhead, i1); ++i) prefetch_row(r0 + i);
+      for (idx i = i0; i < i1; ++i) {
+        if (i + kAhead < i1) prefetch_row(r0 + i + kAhead);
+        const idx src = order[r0 + i];
+        std::memcpy(xb + i * C0, x + src * C0, sizeof(T) * (size_t)C0);
+        if (loss == MlpLoss::CrossEntropy) lb[i] = static_cast<const std::int64_t*>(targets)[src];
+        else std::memcpy(yb + i * OC, static_cast<const T*>(targets) + src * OC, sizeof(T) * (size_t)OC);
+      }
+    });
     // forward and loss (the loss kernel writes ∂loss/∂output into dz of the last layer)
     const T* y = forward(w, w.xb.data(), rows, params, layers, L);
     T* dy = w.dz[L - 1].data();
