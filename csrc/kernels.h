@@ -64,6 +64,15 @@ void sgd_step(T* param, const T* grad, T* momentum_buf, idx n, double lr, double
 template <class T>
 void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, idx n, long step, double lr,
                double beta1, double beta2, double eps, double weight_decay, bool decoupled);
+// The same updates, also setting each gradient to 0 once read (the fused training loop's
+// zero_grad for its next step, done while the values are in cache).
+template <class T>
+void sgd_step_zero_grad(T* param, T* grad, T* momentum_buf, idx n, double lr, double momentum,
+                        double dampening, bool nesterov, double weight_decay, bool first_step);
+template <class T>
+void adam_step_zero_grad(T* param, T* grad, T* exp_avg, T* exp_avg_sq, idx n, long step,
+                         double lr, double beta1, double beta2, double eps, double weight_decay,
+                         bool decoupled);
 template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* momentum_buf, idx n, double lr,
                   double alpha, double eps, double weight_decay, double momentum);
