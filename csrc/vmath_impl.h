@@ -4,27 +4,41 @@
 // Uses nothing but V and plain arithmetic: no std:: templates, which would be inline functions
 // with external linkage and could leak AVX instructions into code that runs on any CPU.
 //
-// exp(x): Cody-Waite range reduction x = n*ln2 + r with |r| <= ln2/2, then the degree-7 Taylor
-// polynomial of e^r (truncation error < 6e-9 relative, well under one float ulp), then p * 2^n.
-// Inputs are clamped to [-87, 89] first: e^89 overflows to inf as std::exp does; NaN passes
-// through the clamp (min/max return their second operand on NaN) and the final select.
+// exp(x): Cody-Waite range reduction x = n*ln2 + r with |r| <= ln2/2, then e^r = 1 + r q(r)
+// with q the degree-6 Taylor polynomial of (e^r - 1)/r (truncation error < 6e-9 relative, well
+// under one float ulp), then p * 2^n. tanh shares both steps.
 #pragma once
 
+// y = n ln2 + r with n integral and |r| <= ln2/2; ln2 = hi + lo, hi exact in few bits, so
+// n * hi is exact for the n that occur here.
+template <class V>
+inline typename V::reg reduce_ln2(typename V::reg y, typename V::reg& n) {
+  n = V::round(V::mul(y, V::set1(1.44269504088896341f)));  // y / ln 2
+  const auto r = V::fnmadd(n, V::set1(0.693359375f), y);
+  return V::fnmadd(n, V::set1(-2.12194440e-4f), r);
+}
+
+// (e^r - 1) / r for |r| <= ln2/2: 1 + r/2 + r^2/6 + ... + r^6/5040, by Horner.
+template <class V>
+inline typename V::reg expm1_over_r(typename V::reg r) {
+  auto q = V::set1(1.0f / 5040.0f);
+  q = V::fmadd(q, r, V::set1(1.0f / 720.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 120.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 24.0f));
+  q = V::fmadd(q, r, V::set1(1.0f / 6.0f));
+  q = V::fmadd(q, r, V::set1(0.5f));
+  return V::fmadd(q, r, V::set1(1.0f));
+}
+
+// Inputs are clamped to [-87, 89] first: e^89 overflows to inf as std::exp does; NaN passes
+// through the clamp (min/max return their second operand on NaN) and the final select.
 template <class V>
 inline typename V::reg vexp(typename V::reg x_in) {
   using R = typename V::reg;
   const R x = V::min(V::set1(89.0f), V::max(V::set1(-87.0f), x_in));
-  const R n = V::round(V::mul(x, V::set1(1.44269504088896341f)));  // x / ln 2
-  R r = V::fnmadd(n, V::set1(0.693359375f), x);                      // ln 2 = hi + lo, hi exact
-  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
-  R p = V::set1(1.0f / 5040.0f);
-  p = V::fmadd(p, r, V::set1(1.0f / 720.0f));
-  p = V::fmadd(p, r, V::set1(1.0f / 120.0f));
-  p = V::fmadd(p, r, V::set1(1.0f / 24.0f));
-  p = V::fmadd(p, r, V::set1(1.0f / 6.0f));
-  p = V::fmadd(p, r, V::set1(0.5f));
-  p = V::fmadd(p, r, V::set1(1.0f));
-  p = V::fmadd(p, r, V::set1(1.0f));
+  R n;
+  const R r = reduce_ln2<V>(x, n);
+  const R p = V::fmadd(expm1_over_r<V>(r), r, V::set1(1.0f));  // e^r
   // p * 2^n (overflowing to inf as IEEE does). Results below 1.7e-38 (x < -87) are flushed to
   // exactly 0: the input was clamped at -87 so that no subnormal is ever formed, since each one
   // costs a microcode assist of ~100 cycles (measured: softmax rows of 10, whose padding lanes
@@ -45,8 +59,7 @@ inline typename V::reg vsigmoid(typename V::reg x) {
 }
 
 // tanh(x) = sign(x) * d / (d + 2) with d = e^{2|x|} - 1, computed without cancellation as
-// Sleef and fdlibm do for expm1: 2|x| = n ln2 + r with |r| <= ln2/2 and e^r - 1 = r q(r), where
-// q is the degree-6 Taylor polynomial of (e^r - 1)/r (truncation error < 2e-8 relative); then
+// Sleef and fdlibm do for expm1: 2|x| = n ln2 + r with |r| <= ln2/2 and e^r - 1 = r q(r); then
 // d = 2^n - 1 + 2^n r q(r), exact for n = 0 and free of cancellation for n >= 1. One formula
 // for every x, a few ulp everywhere, including near 0 where 1 - 2/(e^{2x} + 1) would lose
 // digits. |x| is capped at 9, beyond which tanh rounds to 1 in float.
@@ -54,17 +67,9 @@ template <class V>
 inline typename V::reg vtanh(typename V::reg x) {
   using R = typename V::reg;
   const R ax = V::min(V::set1(9.0f), V::abs(x));  // NaN passes through
-  const R y = V::add(ax, ax);
-  const R n = V::round(V::mul(y, V::set1(1.44269504088896341f)));
-  R r = V::fnmadd(n, V::set1(0.693359375f), y);
-  r = V::fnmadd(n, V::set1(-2.12194440e-4f), r);
-  R q = V::set1(1.0f / 5040.0f);
-  q = V::fmadd(q, r, V::set1(1.0f / 720.0f));
-  q = V::fmadd(q, r, V::set1(1.0f / 120.0f));
-  q = V::fmadd(q, r, V::set1(1.0f / 24.0f));
-  q = V::fmadd(q, r, V::set1(1.0f / 6.0f));
-  q = V::fmadd(q, r, V::set1(0.5f));
-  q = V::fmadd(q, r, V::set1(1.0f));
+  R n;
+  const R r = reduce_ln2<V>(V::add(ax, ax), n);
+  const R q = expm1_over_r<V>(r);
   const R p2 = V::pow2(n);  // n in [0, 26]
   const R d = V::fmadd(p2, V::mul(r, q), V::sub(p2, V::set1(1.0f)));
   const R s = V::add(d, V::set1(2.0f));  // in [2, e^18]: the reciprocal needs no cap
