@@ -143,7 +143,7 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   const idx full_ir = M / mr;                   // A slivers read in place
   // Packed B panels are stored K block by K block ([block][panel][p][j]), so packing writes
   // stay within one L1-sized block (measured: packing all of K at once took 1.6x as long).
-  const idx packed_jr = n_jr - full_jr, n_pc = (K + KC - 1) / KC;
+  const idx packed_jr = n_jr - full_jr;
   float* bp = bbuf.get((size_t)(packed_jr * nr * K));
   float* ap = abuf.get((size_t)(mr * K));
   // Packs B panels [jr0, jr1) (those not read in place), every K block.
