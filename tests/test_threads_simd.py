@@ -50,6 +50,33 @@ def test_unpacked_gemm_one_and_two_threads_are_bitwise_equal(case, simd):
         assert np.array_equal(a, b, equal_nan=True)
 
 
+@pytest.mark.parametrize("packing", ["all", "none"])
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_tall_gemm_split_by_rows(simd, packing):
+    # Tall outputs are split by rows, each thread packing all of B for itself (from 2 A blocks
+    # of rows in the packed loops, from 256 rows for a transposed B in the unpacked ones). Row
+    # ranges that end mid-block, an edge sliver and a narrow edge panel, every transpose.
+    _core.set_simd_path(simd)
+    rng = np.random.default_rng(5)
+    for m, n, k in ((1001, 130, 301), (577, 47, 600), (256, 10, 2100)):
+        for ta in (False, True):
+            for tb in (False, True):
+                a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+                b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+                c0 = rng.standard_normal((m, n)).astype(np.float32)
+                outs = []
+                with gemm_packing(packing):
+                    for t in (1, 2):
+                        fastnn.set_num_threads(t)
+                        c = c0.copy()
+                        cpp.gemm(c, a, b, ta, tb, alpha=0.5, beta=2.0)
+                        outs.append(c)
+                assert np.array_equal(outs[0], outs[1]), (m, n, k, ta, tb)
+                a64, b64 = a.astype(np.float64), b.astype(np.float64)
+                want = 0.5 * ((a64.T if ta else a64) @ (b64.T if tb else b64)) + 2.0 * c0
+                np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+
+
 @pytest.mark.parametrize("simd", SIMD_PATHS)
 def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
     # X·Wᵀ with <= 4 rows (batch-1 inference) splits its outputs across threads in multiples

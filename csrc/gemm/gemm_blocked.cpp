@@ -29,6 +29,13 @@ constexpr idx kMinMacsPerThread = idx(1) << 22;
 // thread pays off sooner (measured on 2 cores: 100x64·64x128 and 64x100·100x128, 0.8M
 // multiply-adds, run 1.3x faster; 100x784·(128x784)ᵀ 1.6x).
 constexpr idx kSupMinMacsPerThread = idx(1) << 18;
+// From this many rows, a transposed B is packed whole by each thread and C split by rows
+// (gemm_sup explains; measured on 2 threads: equal at 256 and 512 rows, 1.5x faster at 1000
+// rows of 1000x64·(10x64)ᵀ, slower at 100 rows).
+constexpr idx kSupPrivateBRows = 256;
+// The packed loops' B block width when each thread packs its own B: KC×NC floats (1 MB) stay
+// in the core's L2 beside its A block.
+constexpr idx kPrivateNC = 1024;
 
 // GEMMs up to this many multiply-adds skip packing (gemm_sup). Measured on one AVX-512 core:
 // unpacked is 1.1-2x faster for every MLP shape and square sizes up to 256 (packing is a large
@@ -144,25 +151,38 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   // Packed B panels are stored K block by K block ([block][panel][p][j]), so packing writes
   // stay within one L1-sized block (measured: packing all of K at once took 1.6x as long).
   const idx packed_jr = n_jr - full_jr;
-  float* bp = bbuf.get((size_t)(packed_jr * nr * K));
-  float* ap = abuf.get((size_t)(mr * K));
-  // Packs B panels [jr0, jr1) (those not read in place), every K block.
-  auto pack_b = [&](idx jr0, idx jr1) {
+  const size_t b_size = (size_t)(packed_jr * nr * K + 15) / 16 * 16;  // whole cache lines
+  // Threads split C into whole rows when B is read in place (row boundaries chosen so the row
+  // counts balance): rows share no cache line, and nothing a thread writes is read by another.
+  // A transposed B must be packed. For a tall C each thread packs all of it into its own
+  // buffer and takes a range of rows, so no core reads panels packed in the other's cache; for
+  // a short C that repacking would cost a large share of the work, so threads split whole
+  // column panels instead, each packing its own (measured, 2 threads: 100x128·(64x128)ᵀ 19 µs
+  // by rows reading shared panels, 13 µs by panels; 1000x128·(64x128)ᵀ 60 µs by panels, 56 µs
+  // by rows with private panels).
+  const bool private_b = trans_b && M >= kSupPrivateBRows;
+  const bool by_rows = !trans_b || private_b;
+  const int nt = (int)std::min<idx>(threads_for(M * N * K, kSupMinMacsPerThread), by_rows ? n_ir : n_jr);
+  float* const bp = bbuf.get(b_size * (private_b ? (size_t)nt : 1));
+  float* const ap = abuf.get((size_t)(mr * K));
+  // Packs B panels [jr0, jr1) (those not read in place), every K block, into dst.
+  auto pack_b = [&](float* dst, idx jr0, idx jr1) {
     for (idx pc = 0; pc < K; pc += KC) {
       const idx kc = std::min(KC, K - pc);
-      float* dst = bp + pc * packed_jr * nr;
+      float* d = dst + pc * packed_jr * nr;
       for (idx jr = std::max(jr0, full_jr); jr < jr1; ++jr) {
         const idx s = jr - full_jr;
-        if (trans_b) pack_panel(B + pc, ldb, idx(1), N, kc, nr, s, s + 1, dst);
-        else pack_panel(B + pc * ldb + full_jr * nr, idx(1), ldb, N - full_jr * nr, kc, nr, 0, 1, dst);
+        if (trans_b) pack_panel(B + pc, ldb, idx(1), N, kc, nr, s, s + 1, d);
+        else pack_panel(B + pc * ldb + full_jr * nr, idx(1), ldb, N - full_jr * nr, kc, nr, 0, 1, d);
       }
     }
   };
   if (full_ir < n_ir)  // the last A sliver, all of K: ap[p*mr + i] (at most 11 rows: cheap)
     pack_panel(A + full_ir * mr * rsa, rsa, csa, M - full_ir * mr, K, mr, 0, 1, ap);
   // The tiles of slivers [ir0, ir1) x panels [jr0, jr1), K block by K block (as the packed
-  // loops do) so the slice of each B panel in use stays in L1 across the A slivers.
-  auto run_tiles = [&](idx ir0, idx ir1, idx jr0, idx jr1) {
+  // loops do) so the slice of each B panel in use stays in L1 across the A slivers; packed B
+  // panels are read from bpk.
+  auto run_tiles = [&](const float* bpk, idx ir0, idx ir1, idx jr0, idx jr1) {
     for (idx pc = 0; pc < K; pc += KC) {
       const idx kc = std::min(KC, K - pc);
       const float beta_k = pc == 0 ? beta : 1.0f;
@@ -173,7 +193,7 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
           const bool a_in_place = ir < full_ir, b_in_place = jr < full_jr;
           const float* a = a_in_place ? A + i0 * rsa + pc * csa : ap + pc * mr;
           const float* b = b_in_place ? B + pc * ldb + j0
-                                      : bp + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
+                                      : bpk + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
           float* c = C + i0 * ldc + j0;
           sk.fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
                 ldc, alpha, beta_k, rows, cols);
@@ -182,18 +202,11 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
       }
     }
   };
-  // Threads split C into whole rows when B is read in place (row boundaries chosen so the row
-  // counts balance): rows share no cache line, and nothing a thread writes is read by another.
-  // A transposed B is packed, and then threads split whole column panels, each packing its
-  // own: splitting rows would make every core read panels packed in the other's cache
-  // (measured, 100x128·(64x128)ᵀ on 2 threads: 19 µs by rows, slower than 13 µs on one).
-  const bool by_rows = !trans_b;
-  const int nt = (int)std::min<idx>(threads_for(M * N * K, kSupMinMacsPerThread), by_rows ? n_ir : n_jr);
   if (nt == 1) {  // no OpenMP call at all: even a one-thread region costs ~0.1 µs
-    pack_b(0, n_jr);
-    return run_tiles(0, n_ir, 0, n_jr);
+    pack_b(bp, 0, n_jr);
+    return run_tiles(bp, 0, n_ir, 0, n_jr);
   }
-  if (by_rows) pack_b(0, n_jr);  // at most the last, partial panel
+  if (by_rows && !private_b) pack_b(bp, 0, n_jr);  // at most the last, partial panel
 #pragma omp parallel num_threads(nt)
   {
 #ifdef _OPENMP
@@ -202,12 +215,14 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
     const idx tid = 0, team = 1;
 #endif
     if (by_rows) {
+      float* const mine = private_b ? bp + tid * b_size : bp;
+      if (private_b) pack_b(mine, 0, n_jr);
       auto bound = [&](idx k) { return std::min(n_ir, (M * k / team + mr / 2) / mr); };
-      run_tiles(tid == 0 ? 0 : bound(tid), tid == team - 1 ? n_ir : bound(tid + 1), 0, n_jr);
+      run_tiles(mine, tid == 0 ? 0 : bound(tid), tid == team - 1 ? n_ir : bound(tid + 1), 0, n_jr);
     } else {
       const idx jr0 = n_jr * tid / team, jr1 = n_jr * (tid + 1) / team;
-      pack_b(jr0, jr1);
-      run_tiles(0, n_ir, jr0, jr1);
+      pack_b(bp, jr0, jr1);
+      run_tiles(bp, 0, n_ir, jr0, jr1);
     }
   }
 }
@@ -292,15 +307,18 @@ void run_loops(const Problem<T>& shared) {
   }
 }
 
-// Columns [j0, j1) of the problem on the calling thread, with that thread's own buffers.
+// Rows [i0, i1) x columns [j0, j1) of the problem on the calling thread, with that thread's
+// own packing buffers.
 template <class T>
-void gemm_one_thread(const Problem<T>& whole, idx j0, idx j1) {
+void gemm_one_thread(const Problem<T>& whole, idx i0, idx i1, idx j0, idx j1) {
   Problem<T> P = whole;
+  P.M = i1 - i0;
   P.N = j1 - j0;
+  P.A = whole.A + i0 * whole.rsa;
   P.B = whole.B + j0 * whole.rsb;
-  P.C = whole.C + j0;
+  P.C = whole.C + i0 * whole.ldc + j0;
   P.bias = whole.bias ? whole.bias + j0 : nullptr;
-  P.NC = std::min<idx>(NC_MAX, (P.N + P.uk.nr - 1) / P.uk.nr * P.uk.nr);
+  P.NC = std::min<idx>(whole.NC, (P.N + P.uk.nr - 1) / P.uk.nr * P.uk.nr);
   static thread_local Scratch<T> apack, bpack;
   const idx kc_max = std::min<idx>(KC, P.K);
   P.ap = apack.get((size_t)(P.MC * kc_max));
@@ -361,7 +379,23 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
 #pragma omp parallel for schedule(static, 1) num_threads(nt_cols)
     for (int t = 0; t < nt_cols; ++t) {
       const idx j0 = t * step, j1 = std::min(N, j0 + step);
-      if (j0 < j1) gemm_one_thread(P, j0, j1);
+      if (j0 < j1) gemm_one_thread(P, 0, M, j0, j1);
+    }
+    return;
+  }
+  // Tall outputs split by rows, each thread running the whole loop nest on its own rows with
+  // its own packed B: no barrier per K block and no core reading B panels packed in the
+  // other's cache, for the price of packing B once per thread (small next to at least one
+  // full A block of work per thread). Measured on 2 threads: 1024³ 7.25 ms against 7.52 ms
+  // with a shared B, 512³ 0.91 against 0.97 ms, 1000×784·(128×784)ᵀ 725 against 765 µs.
+  if (nt_cols > 1 && M >= nt_cols * P.MC) {
+    const idx n_ir = (M + P.uk.mr - 1) / P.uk.mr;
+    P.NC = std::min<idx>(P.NC, kPrivateNC);
+#pragma omp parallel for schedule(static, 1) num_threads(nt_cols)
+    for (int t = 0; t < nt_cols; ++t) {
+      const idx i0 = std::min(M, n_ir * t / nt_cols * P.uk.mr);
+      const idx i1 = std::min(M, n_ir * (t + 1) / nt_cols * P.uk.mr);
+      if (i0 < i1) gemm_one_thread(P, i0, i1, 0, N);
     }
     return;
   }
