@@ -522,9 +522,9 @@ std::vector<MlpLayer> mlp_layers_arg(const char* op, py::handle h, idx n_params)
   return out;
 }
 
-// With check_finite, x is scanned first and the flat index of its first NaN or infinity is
-// returned without computing anything (-1: all finite, out written), so predict can name the
-// bad value without a separate NumPy pass over x.
+// With check_finite, the flat index of x's first NaN or infinity is returned (-1: all finite,
+// out written; else out is left unspecified), so predict can name the bad value without a
+// separate NumPy pass over x.
 idx mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::handle layers_h,
                    bool check_finite) {
   const char* op = "mlp_forward";
@@ -546,8 +546,7 @@ idx mlp_forward_py(py::handle out_h, py::handle x_h, py::handle params_h, py::ha
     const T *xp = cptr<T>(x), *pp = cptr<T>(params);
     const idx N = x.shape(0);
     py::gil_scoped_release nogil;
-    if (check_finite && (bad = first_nonfinite<T>(xp, N * layers[0].in)) >= 0) return 0;
-    if (N > 0) mlp_forward<T>(o, xp, N, pp, layers.data(), (int)layers.size());
+    if (N > 0) bad = mlp_forward<T>(o, xp, N, pp, layers.data(), (int)layers.size(), check_finite);
     return 0;
   });
   return bad;
@@ -807,7 +806,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("mlp_forward", &mlp_forward_py, py::arg("out"), py::arg("x"), py::arg("params"), py::arg("layers"),
         py::arg("check_finite") = false,
         "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py). "
-        "With check_finite, returns the flat index of x's first NaN/inf (computing nothing) or -1.");
+        "With check_finite, returns the flat index of x's first NaN/inf or -1.");
   m.def("mlp_train_batches", &mlp_train_batches_py, py::arg("params"), py::arg("grads"), py::arg("layers"),
         py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"), py::arg("first_batch"),
         py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("hyper"), py::arg("state_a"),

@@ -10,7 +10,7 @@ namespace fastnn {
 // index, and the first chunk with one wins: the answer does not depend on the thread count.
 template <class T>
 idx first_nonfinite(const T* x, idx n) {
-  constexpr idx kBlock = 4096, kBlocksPerChunk = 64;
+  constexpr idx kBlock = 4096, kBlocksPerChunk = 16;
   const idx nblocks = (n + kBlock - 1) / kBlock;
   const idx nchunks = (nblocks + kBlocksPerChunk - 1) / kBlocksPerChunk;
   std::vector<idx> first(nchunks, -1);  // per chunk, so no thread writes another's answer

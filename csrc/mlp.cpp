@@ -58,13 +58,23 @@ struct Work {
   T* out(const MlpLayer* layers, int l) { return layers[l].act == MlpAct::None ? z[l].data() : a[l].data(); }
 };
 
+// The network on rows of x; returns its output (in w). With check_finite, returns nullptr and
+// sets *bad to the flat index of x's first NaN or infinity if it has one. The first layer's
+// pre-activation is checked instead of x itself, which is 784/128 times smaller for
+// 784-128-...: a NaN or infinity in a row of x makes every value of that row of x·Wᵀ + b a
+// NaN or infinity (NaN·w is NaN, ±inf·w is ±inf or NaN), so x is scanned only when the check
+// fails, to tell a bad input from a finite one whose product overflowed.
 template <class T>
-const T* forward(Work<T>& w, const T* x, idx rows, const T* params, const MlpLayer* layers, int L) {
+const T* forward(Work<T>& w, const T* x, idx rows, const T* params, const MlpLayer* layers,
+                 int L, bool check_finite = false, idx* bad = nullptr) {
   const T* in = x;
   for (int l = 0; l < L; ++l) {
     const MlpLayer& ly = layers[l];
     linear_forward(w.z[l].data(), in, params + ly.w_off, ly.b_off >= 0 ? params + ly.b_off : nullptr,
                    rows, ly.in, ly.out);
+    if (l == 0 && check_finite && (ly.out == 0 || first_nonfinite(w.z[0].data(), rows * ly.out) >= 0) &&
+        (*bad = first_nonfinite(x, rows * ly.in)) >= 0)
+      return nullptr;
     act_forward(ly, w.a[l].data(), w.z[l].data(), rows * ly.out);
     in = w.out(layers, l);
   }
@@ -74,11 +84,14 @@ const T* forward(Work<T>& w, const T* x, idx rows, const T* params, const MlpLay
 }  // namespace
 
 template <class T>
-void mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L) {
+idx mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L,
+                bool check_finite) {
   thread_local Work<T> w;  // reused: inference at batch 1 allocates nothing after the first call
   w.size(layers, L, N);
-  const T* y = forward(w, x, N, params, layers, L);
-  std::memcpy(out, y, sizeof(T) * (size_t)(N * layers[L - 1].out));
+  idx bad = -1;
+  const T* y = forward(w, x, N, params, layers, L, check_finite, &bad);
+  if (y) std::memcpy(out, y, sizeof(T) * (size_t)(N * layers[L - 1].out));
+  return bad;
 }
 
 template <class T>
@@ -172,7 +185,7 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
 }
 
 #define FASTNN_INSTANTIATE(T)                                                                   \
-  template void mlp_forward<T>(T*, const T*, idx, const T*, const MlpLayer*, int);              \
+  template idx mlp_forward<T>(T*, const T*, idx, const T*, const MlpLayer*, int, bool);        \
   template void mlp_train_batches<T>(T*, T*, idx, const MlpLayer*, int, const T*, const void*,  \
                                      idx, const std::int64_t*, idx, idx, idx, MlpLoss,          \
                                      const MlpOptimizer&, double*, std::int64_t*);

@@ -31,9 +31,11 @@ struct MlpOptimizer {
   long step;      // Adam: the step count before this call; SGD: 0 = first step (initialises the buffer)
 };
 
-// out (N, OC_last) = the network applied to x (N, C0).
+// out (N, OC_last) = the network applied to x (N, C0). With check_finite, returns the flat
+// index of x's first NaN or infinity (out then unspecified), else -1.
 template <class T>
-void mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L);
+idx mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* layers, int L,
+                bool check_finite);
 
 // Runs batches [first_batch, first_batch + n_batches) of an epoch: batch b holds the rows
 // order[b*B .. min((b+1)*B, N)) of x (N, C0) and of the targets (int64 labels (N) for

@@ -108,7 +108,7 @@ def forward(model, X, who: str | None = None):
     """The model's eval-mode output for X in one C++ call, or None if it cannot run fused
     (not a plain MLP, or X not a 2-D array of the model's dtype and width: the caller converts
     or lets the layers raise). With `who`, a NaN or infinity in X raises ValueError naming it
-    (checked in C++ before anything is computed)."""
+    (checked in C++: on the first layer's output, then on X only if that has one)."""
     p = inference_plan(model)
     if p is None or type(X) is not np.ndarray or X.ndim != 2 or X.dtype != p.dtype or X.shape[1] != p.n_in:
         return None

@@ -313,3 +313,24 @@ def test_predict_names_the_first_non_finite_value(kind, bad):
         model.predict(arg)
     with pytest.raises(ValueError, match=r"predict: X contains nan at index \(0, 0\)"):
         model.predict(np.full((1, X.shape[1]), np.nan, np.float32))
+
+
+def test_predict_checks_the_input_not_the_overflow():
+    # The fused path looks for NaN/inf in the first layer's output and scans X only when it
+    # finds one: a bad input must still be found when the weights are all zero (inf·0 is NaN),
+    # and a finite input whose product overflows must not be reported (the output is inf/NaN,
+    # as the layers give it).
+    X, _ = blobs(40)
+    model = mlp()
+    model.layers[0].weight.data[...] = 0.0
+    X[29, 7] = -np.inf
+    with pytest.raises(ValueError, match=r"predict: X contains -inf at index \(29, 7\)"):
+        model.predict(X)
+    model = mlp()
+    model.layers[0].weight.data[...] = 1e30
+    big = np.full((40, X.shape[1]), 1e30, np.float32)
+    out = model.predict(big)
+    with fnn.use_backend("numpy"), np.errstate(all="ignore"):
+        want = model.eval()(big)
+    assert not np.isfinite(out).all()
+    np.testing.assert_array_equal(out, want)
