@@ -7,6 +7,17 @@
 
 namespace fastnn {
 
+// Optimizer steps give each thread one even range of the flat buffer (whole cache lines), not
+// a whole number of 16K-value chunks: the backward GEMMs split each weight gradient by rows,
+// so even ranges keep most of what a thread updates in the cache of the core that wrote it
+// (measured, 784-128-64-10 at batch 32 on 2 threads: the SGD step took 82 ms of an epoch with
+// 16K chunks, 4 of 7 on the first thread, which handed it ~24 rows of dW1 written by the other
+// core; 65 ms with even ranges).
+static idx opt_chunk(idx n) {
+  const int nt = threads_for(n, kElementwiseChunk);
+  return ((n + nt - 1) / nt + 15) / 16 * 16;
+}
+
 // One chunk of the SGD update with the options fixed at compile time and no aliasing, so the
 // loop has no branches and vectorises (measured: 4x faster than one loop testing the options
 // per element, which was 10% of a fused training step). Same operations, same order.
@@ -44,7 +55,7 @@ void sgd_impl(T* param, T* grad, T* buf, idx n, double lr, double momentum, doub
   const T wd = T(weight_decay), mom = T(momentum), one_m_damp = T(1.0 - dampening), neg_lr = T(-lr);
   const bool has_mom = momentum != 0;
   with_flags([&](auto decay, auto use_mom, auto nest, auto first, auto zero) {
-    parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
       sgd_chunk<T, decay, use_mom, nest, first, zero>(param, grad, buf, b, e, wd, mom, one_m_damp, neg_lr);
     });
   }, weight_decay != 0, has_mom, has_mom && nesterov, has_mom && first_step, zero_grad);
@@ -72,7 +83,7 @@ void adam_impl(T* param, T* grad, T* m, T* v, idx n, long step, double lr, doubl
   const T neg_step_size = T(-(lr / bc1)), t_bc2_sqrt = T(bc2_sqrt), wd = T(weight_decay);
   const T decay = T(1.0 - lr * weight_decay);  // AdamW: param *= 1 − lr·wd
   with_flags([&](auto zero) {
-    parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
       for (idx i = b; i < e; ++i) {
         T g = grad[i];
         if constexpr (decltype(zero)::value) grad[i] = T(0);
@@ -108,7 +119,7 @@ void rmsprop_step(T* param, const T* grad, T* sq, T* buf, idx n, double lr, doub
                   double eps, double weight_decay, double momentum) {
   const T a = T(alpha), one_m_a = T(1.0 - alpha), t_eps = T(eps), wd = T(weight_decay);
   const T mom = T(momentum), neg_lr = T(-lr);
-  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+  parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
     for (idx i = b; i < e; ++i) {
       T g = grad[i];
       if (weight_decay != 0) g = g + wd * param[i];
