@@ -2,11 +2,13 @@
 // zero-padding past the edges. Strided reads handle every transpose case.
 // Two source layouts matter:
 //   - columns contiguous (cs == 1 is false, rs == 1): each k-step is a contiguous copy;
-//   - rows contiguous (cs == 1): a transpose, done in 4×4 SSE blocks on x86-64 (SSE2 is the
-//     x86-64 baseline, so no extra ISA flags) — it dominates packing for X·Wᵀ otherwise.
+//   - rows contiguous (cs == 1): a transpose, done in 8×8 AVX2 blocks when the SIMD path allows
+//     and in 4×4 SSE blocks otherwise (SSE2 is the x86-64 baseline, so no extra ISA flags) — it
+//     dominates packing for X·Wᵀ otherwise.
 #pragma once
 #include <type_traits>
 #include "common.h"
+#include "gemm/ukernel.h"
 #if defined(__SSE2__)
 #include <xmmintrin.h>
 #endif
@@ -14,9 +16,13 @@
 namespace fastnn {
 
 // d[p*mr + i] = src[i*rs + p] for i < rows, p < kc: rows of src are contiguous along p.
+// Float rows go to the AVX2 8×8 kernel when the SIMD path has one (ukernel_avx2.cpp).
 template <class T>
 void pack_transposed(const T* src, idx rs, idx rows, idx kc, int mr, T* d) {
   idx i = 0;
+  if constexpr (std::is_same_v<T, float>) {
+    if (const PackT fast = pack_transposed_f32()) return fast(rows, kc, src, rs, mr, d);
+  }
 #if defined(__SSE2__)
   if constexpr (std::is_same_v<T, float>) {
     for (; i + 4 <= rows; i += 4) {

