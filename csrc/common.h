@@ -12,6 +12,15 @@ namespace fastnn {
 
 using idx = std::int64_t;
 
+// Marks an elementwise loop to be compiled for AVX-512 and AVX2 as well as the SSE2 baseline,
+// the CPU picking one when the module loads (GCC function multi-versioning). Only for loops
+// without reductions: with -ffp-contract=off every width computes the same bits.
+#if defined(__GNUC__) && !defined(__clang__) && defined(__x86_64__)
+#define FASTNN_ELEMENTWISE_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define FASTNN_ELEMENTWISE_CLONES
+#endif
+
 // Threads the kernels may use (set from Python via set_num_threads). Always >= 1.
 int num_threads();
 void set_num_threads(int n);
