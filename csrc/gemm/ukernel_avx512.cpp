@@ -156,6 +156,10 @@ void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t l
   std::int64_t p = 0;
   for (; p + 16 <= k; p += 16) {
     const __m512 av = _mm512_loadu_ps(a + p);
+    // The rows stream from L2 (a 784x128 weight is 400 KB); asking for each 256 bytes ahead
+    // keeps more lines in flight than the hardware prefetchers do (measured, 1x784·(128x784)ᵀ
+    // on one thread: 5.2 -> 4.3 µs). A prefetch past the end of a row never faults.
+    for (int j = 0; j < 8; ++j) _mm_prefetch((const char*)(b + j * ldb + p + 64), _MM_HINT_T0);
     for (int j = 0; j < 8; ++j) acc[j] = _mm512_fmadd_ps(av, _mm512_loadu_ps(b + j * ldb + p), acc[j]);
   }
   if (p < k) {
