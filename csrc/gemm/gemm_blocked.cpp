@@ -148,6 +148,12 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   const idx n_jr = (N + nr - 1) / nr, n_ir = (M + mr - 1) / mr;
   const idx full_jr = trans_b ? 0 : N / nr;     // B panels read in place
   const idx full_ir = M / mr;                   // A slivers read in place
+  // The last sliver is read in place too when the kernel has a variant for its row count
+  // (8 or 4 of 12); otherwise it is packed, zero-padded, for the full kernel. Measured on 2
+  // threads: 32x784·(128x784)ᵀ, whose last sliver has 8 rows, took 48.6 µs packed, more
+  // than 36x784·(128x784)ᵀ with three full slivers (37 µs).
+  const idx edge_rows = M - full_ir * mr;
+  const SupFn edge_fn = edge_rows == 8 ? sk.rows8 : edge_rows == 4 ? sk.rows4 : nullptr;
   // Packed B panels are stored K block by K block ([block][panel][p][j]), so packing writes
   // stay within one L1-sized block (measured: packing all of K at once took 1.6x as long).
   const idx packed_jr = n_jr - full_jr;
@@ -177,7 +183,7 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
       }
     }
   };
-  if (full_ir < n_ir)  // the last A sliver, all of K: ap[p*mr + i] (at most 11 rows: cheap)
+  if (full_ir < n_ir && !edge_fn)  // the last A sliver, all of K: ap[p*mr + i] (at most 11 rows)
     pack_panel(A + full_ir * mr * rsa, rsa, csa, M - full_ir * mr, K, mr, 0, 1, ap);
   // The tiles of slivers [ir0, ir1) x panels [jr0, jr1), K block by K block (as the packed
   // loops do) so the slice of each B panel in use stays in L1 across the A slivers; packed B
@@ -190,13 +196,14 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
         for (idx ir = ir0; ir < ir1; ++ir) {
           const idx i0 = ir * mr, j0 = jr * nr;
           const int rows = (int)std::min<idx>(mr, M - i0), cols = (int)std::min<idx>(nr, N - j0);
-          const bool a_in_place = ir < full_ir, b_in_place = jr < full_jr;
+          const bool a_in_place = ir < full_ir || edge_fn, b_in_place = jr < full_jr;
+          const SupFn fn = ir < full_ir || !edge_fn ? sk.fn : edge_fn;
           const float* a = a_in_place ? A + i0 * rsa + pc * csa : ap + pc * mr;
           const float* b = b_in_place ? B + pc * ldb + j0
                                       : bpk + pc * packed_jr * nr + (jr - full_jr) * nr * kc;
           float* c = C + i0 * ldc + j0;
-          sk.fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
-                ldc, alpha, beta_k, rows, cols);
+          fn(kc, a, a_in_place ? rsa : 1, a_in_place ? csa : mr, b, b_in_place ? ldb : nr, c,
+             ldc, alpha, beta_k, rows, cols);
           if (pc + kc == K) epilogue(c, ldc, rows, cols, bias ? bias + j0 : nullptr, act);
         }
       }

@@ -40,6 +40,9 @@ using SupFn = void (*)(std::int64_t k, const float* a, std::int64_t rsa, std::in
 struct SupKernel {
   int mr, nr;
   SupFn fn;  // null on the portable path: small GEMMs there use the packed loops
+  // The same kernel for the last rows of A when there are exactly 8 or 4 of them (null where
+  // there is none): it reads them in place instead of a packed, zero-padded MR-row sliver.
+  SupFn rows8 = nullptr, rows4 = nullptr;
 };
 SupKernel sup_kernel_f32(std::int64_t N);
 
@@ -70,12 +73,11 @@ void sgemm_ukernel_avx512_12x32(std::int64_t k, const float* a, const float* b, 
 void sgemm_sup_avx2_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                          const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
                          float beta, int rows, int cols);
-void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
-                            float alpha, float beta, int rows, int cols);
-void sgemm_sup_avx512_12x32(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
-                            float alpha, float beta, int rows, int cols);
+// MR rows (12, 8 or 4) × 16·NV columns (NV = 1 or 2).
+template <int MR, int NV>
+void sgemm_sup_avx512(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                      const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                      float beta, int rows, int cols);
 void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
 float sdot_avx2(std::int64_t k, const float* a, const float* b);
 #endif

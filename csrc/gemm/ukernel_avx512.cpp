@@ -74,48 +74,48 @@ namespace fastnn {
 
 // Unpacked ("sup") kernels for small GEMMs: A and B are read where they lie, so a small product
 // pays no packing. C[0:rows, 0:cols] = alpha * A·B + beta * C with
-//   A(i, p) = a[i*rsa + p*csa]   (either rsa == 1 or csa == 1; all 12 rows must be readable)
-//   B(p, j) = b[p*ldb + j]       (all 32 columns must be readable)
-// Every C element is summed over all of K in order in one register.
+//   A(i, p) = a[i*rsa + p*csa]   (either rsa == 1 or csa == 1; all MR rows must be readable)
+//   B(p, j) = b[p*ldb + j]       (all 16·NV columns must be readable)
+// Every C element is summed over all of K in order in one register, so the 12-, 8- and 4-row
+// variants give each row the same bits.
 namespace {
 
 inline __mmask16 lanes_upto(int n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? 0 : __mmask16((1u << n) - 1); }
 
-template <int NV, bool kRowsContig>
-inline void sup_12xNV(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                      const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
-                      float beta, int rows, int cols) {
-  __m512 acc[12][NV];
-  for (int i = 0; i < 12; ++i)
+template <int MR, int NV, bool kRowsContig>
+inline void sup_kernel(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                       const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                       float beta, int rows, int cols) {
+  static_assert(MR % 4 == 0 && MR <= 12);
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
     for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_setzero_ps();
   if constexpr (kRowsContig) {  // A row-major: row i starts at a + i*rsa
-    const float* a0 = a;
-    const float* a4 = a + 4 * rsa;
-    const float* a8 = a + 8 * rsa;
+    const float* ag[MR / 4];    // rows 4g .. 4g+3 are ag[g] + (0..3)*rsa
+    for (int g = 0; g < MR / 4; ++g) ag[g] = a + 4 * g * rsa;
 #pragma GCC unroll 2
     for (std::int64_t p = 0; p < k; ++p) {
       __m512 bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + p * ldb + 16 * v);
-      for (int i = 0; i < 12; ++i) {
-        const float* r = (i < 4 ? a0 : i < 8 ? a4 : a8) + (i % 4) * rsa;
-        const __m512 ai = _mm512_set1_ps(r[p]);
+      for (int i = 0; i < MR; ++i) {
+        const __m512 ai = _mm512_set1_ps(ag[i / 4][(i % 4) * rsa + p]);
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
       }
     }
-  } else {  // A column-major (a transposed operand or a packed sliver): 12 values per p
+  } else {  // A column-major (a transposed operand or a packed sliver): MR values per p
 #pragma GCC unroll 2
     for (std::int64_t p = 0; p < k; ++p) {
       __m512 bv[NV];
       for (int v = 0; v < NV; ++v) bv[v] = _mm512_loadu_ps(b + p * ldb + 16 * v);
       const float* ap = a + p * csa;
-      for (int i = 0; i < 12; ++i) {
+      for (int i = 0; i < MR; ++i) {
         const __m512 ai = _mm512_set1_ps(ap[i]);
         for (int v = 0; v < NV; ++v) acc[i][v] = _mm512_fmadd_ps(ai, bv[v], acc[i][v]);
       }
     }
   }
   const __m512 va = _mm512_set1_ps(alpha), vb = _mm512_set1_ps(beta);
-  for (int i = 0; i < rows; ++i) {
+  for (int i = 0; i < rows && i < MR; ++i) {
     for (int v = 0; v < NV; ++v) {
       const __mmask16 m = lanes_upto(cols - 16 * v);
       float* ci = c + i * ldc + 16 * v;
@@ -128,19 +128,25 @@ inline void sup_12xNV(std::int64_t k, const float* a, std::int64_t rsa, std::int
 
 }  // namespace
 
-void sgemm_sup_avx512_12x32(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
-                            float alpha, float beta, int rows, int cols) {
-  if (csa == 1) sup_12xNV<2, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
-  else sup_12xNV<2, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+template <int MR, int NV>
+void sgemm_sup_avx512(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
+                      const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
+                      float beta, int rows, int cols) {
+  if (csa == 1) sup_kernel<MR, NV, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
+  else sup_kernel<MR, NV, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
 }
-
-void sgemm_sup_avx512_12x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
-                            const float* b, std::int64_t ldb, float* c, std::int64_t ldc,
-                            float alpha, float beta, int rows, int cols) {
-  if (csa == 1) sup_12xNV<1, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
-  else sup_12xNV<1, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
-}
+template void sgemm_sup_avx512<12, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                      std::int64_t, float*, std::int64_t, float, float, int, int);
+template void sgemm_sup_avx512<8, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                     std::int64_t, float*, std::int64_t, float, float, int, int);
+template void sgemm_sup_avx512<4, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                     std::int64_t, float*, std::int64_t, float, float, int, int);
+template void sgemm_sup_avx512<12, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                      std::int64_t, float*, std::int64_t, float, float, int, int);
+template void sgemm_sup_avx512<8, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                     std::int64_t, float*, std::int64_t, float, float, int, int);
+template void sgemm_sup_avx512<4, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
+                                     std::int64_t, float*, std::int64_t, float, float, int, int);
 
 }  // namespace fastnn
 

@@ -72,8 +72,8 @@ SupKernel sup_kernel_f32(std::int64_t N) {
   switch (g_path) {
 #ifdef FASTNN_X86_KERNELS
     case Simd::AVX512:
-      if (N <= 16) return {12, 16, sgemm_sup_avx512_12x16};
-      return {12, 32, sgemm_sup_avx512_12x32};
+      if (N <= 16) return {12, 16, sgemm_sup_avx512<12, 1>, sgemm_sup_avx512<8, 1>, sgemm_sup_avx512<4, 1>};
+      return {12, 32, sgemm_sup_avx512<12, 2>, sgemm_sup_avx512<8, 2>, sgemm_sup_avx512<4, 2>};
     case Simd::AVX2: return {6, 16, sgemm_sup_avx2_6x16};
 #endif
     default: return {0, 0, nullptr};
