@@ -2,6 +2,7 @@
 #include "mlp.h"
 #include <algorithm>
 #include <cstring>
+#include <new>
 #include <vector>
 #include "kernels.h"
 
@@ -33,12 +34,28 @@ void act_backward(const MlpLayer& l, T* dz, const T* da, const T* z, const T* a,
   }
 }
 
+// std::vector storage on 64-byte boundaries: the GEMMs store whole 64-byte vectors, and an
+// output that starts mid-line makes each row store straddle two cache lines (measured:
+// 100x784·(128x784)ᵀ into a 16-byte-aligned C ran 8-20% slower on 2 threads).
+template <class T>
+struct CacheLineAlloc {
+  using value_type = T;
+  CacheLineAlloc() = default;
+  template <class U> CacheLineAlloc(const CacheLineAlloc<U>&) {}
+  T* allocate(size_t n) { return static_cast<T*>(::operator new(n * sizeof(T), std::align_val_t(64))); }
+  void deallocate(T* p, size_t) { ::operator delete(p, std::align_val_t(64)); }
+  template <class U> bool operator==(const CacheLineAlloc<U>&) const { return true; }
+  template <class U> bool operator!=(const CacheLineAlloc<U>&) const { return false; }
+};
+template <class T>
+using Buf = std::vector<T, CacheLineAlloc<T>>;
+
 // Per-layer buffers for `rows` samples: z (pre-activation) and a (post-activation; the same
 // memory as z when there is no activation).
 template <class T>
 struct Work {
-  std::vector<std::vector<T>> z, a, dz;
-  std::vector<T> xb, yb, da;
+  std::vector<Buf<T>> z, a, dz;
+  Buf<T> xb, yb, da;
   std::vector<std::int64_t> lb;
 
   void size(const MlpLayer* layers, int L, idx rows) {
