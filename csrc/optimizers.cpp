@@ -75,6 +75,28 @@ void sgd_step_zero_grad(T* param, T* grad, T* buf, idx n, double lr, double mome
   sgd_impl(param, grad, buf, n, lr, momentum, dampening, nesterov, weight_decay, first_step, true);
 }
 
+// One chunk of the Adam update, options fixed at compile time and no aliasing so the loop
+// vectorises (sqrt and division are correctly rounded at every width: same bits). Measured,
+// 109K parameters on 2 threads: 178 µs per step as a scalar loop testing the options inside,
+// 35 µs like this (with -fno-math-errno, see CMakeLists.txt).
+template <class T, bool kZero, bool kDecay, bool kDecoupled>
+FASTNN_ELEMENTWISE_CLONES
+void adam_chunk(T* __restrict param, T* __restrict grad, T* __restrict m, T* __restrict v, idx b,
+                idx e, T w1, T b2, T w2, T t_eps, T neg_step_size, T t_bc2_sqrt, T wd, T decay) {
+  for (idx i = b; i < e; ++i) {
+    T g = grad[i];
+    if constexpr (kZero) grad[i] = T(0);
+    if constexpr (kDecay) {
+      if constexpr (kDecoupled) param[i] = param[i] * decay;
+      else g = g + wd * param[i];
+    }
+    m[i] = m[i] + w1 * (g - m[i]);          // exp_avg.lerp_(grad, 1 − β1)
+    v[i] = v[i] * b2 + (w2 * g) * g;        // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
+    const T denom = std::sqrt(v[i]) / t_bc2_sqrt + t_eps;
+    param[i] = param[i] + (neg_step_size * m[i]) / denom;
+  }
+}
+
 template <class T>
 void adam_impl(T* param, T* grad, T* m, T* v, idx n, long step, double lr, double beta1,
                double beta2, double eps, double weight_decay, bool decoupled, bool zero_grad) {
@@ -83,22 +105,12 @@ void adam_impl(T* param, T* grad, T* m, T* v, idx n, long step, double lr, doubl
   const T w1 = T(1.0 - beta1), b2 = T(beta2), w2 = T(1.0 - beta2), t_eps = T(eps);
   const T neg_step_size = T(-(lr / bc1)), t_bc2_sqrt = T(bc2_sqrt), wd = T(weight_decay);
   const T decay = T(1.0 - lr * weight_decay);  // AdamW: param *= 1 − lr·wd
-  with_flags([&](auto zero) {
+  with_flags([&](auto zero, auto dec, auto decoupled_wd) {
     parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
-      for (idx i = b; i < e; ++i) {
-        T g = grad[i];
-        if constexpr (decltype(zero)::value) grad[i] = T(0);
-        if (weight_decay != 0) {
-          if (decoupled) param[i] = param[i] * decay;
-          else g = g + wd * param[i];
-        }
-        m[i] = m[i] + w1 * (g - m[i]);          // exp_avg.lerp_(grad, 1 − β1)
-        v[i] = v[i] * b2 + (w2 * g) * g;        // exp_avg_sq.mul_(β2).addcmul_(g, g, 1 − β2)
-        const T denom = std::sqrt(v[i]) / t_bc2_sqrt + t_eps;
-        param[i] = param[i] + (neg_step_size * m[i]) / denom;
-      }
+      adam_chunk<T, zero, dec, decoupled_wd>(param, grad, m, v, b, e, w1, b2, w2, t_eps,
+                                             neg_step_size, t_bc2_sqrt, wd, decay);
     });
-  }, zero_grad);
+  }, zero_grad, weight_decay != 0, decoupled);
 }
 
 template <class T>
