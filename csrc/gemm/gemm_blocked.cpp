@@ -150,8 +150,9 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   const idx full_ir = M / mr;                   // A slivers read in place
   // The last sliver is read in place too when the kernel has a variant for its row count
   // (8 or 4 of 12); otherwise it is packed, zero-padded, for the full kernel. Measured on 2
-  // threads: 32x784·(128x784)ᵀ, whose last sliver has 8 rows, took 48.6 µs packed, more
-  // than 36x784·(128x784)ᵀ with three full slivers (37 µs).
+  // threads: 32x784·(128x784)ᵀ, whose last sliver has 8 rows, took 48.6 µs with that sliver
+  // packed (one copy shared by the threads, as then), more than 36 rows (37 µs); 35 µs read in
+  // place.
   const idx edge_rows = M - full_ir * mr;
   const SupFn edge_fn = edge_rows == 8 ? sk.rows8 : edge_rows == 4 ? sk.rows4 : nullptr;
   // Packed B panels are stored K block by K block ([block][panel][p][j]), so packing writes
