@@ -307,6 +307,16 @@ void run_loops(const Problem<T>& shared) {
             T* c = P.C + i0 * P.ldc + j0;
             const T* a = ap + (ir - ir0) * mr * kc;
             const T* b = P.bp + jr * nr * kc;
+            // Ask for the next tile's C rows (into L2) while this one computes: a large C does
+            // not stay in cache between K blocks, and the micro-kernel would otherwise wait for
+            // each row at its end (measured, 2048³ on 2 threads: 69 -> 61 ms; no change at
+            // 1024³). Prefetching inside the micro-kernel made GCC spill its accumulators.
+            if (ir + 1 < ir1) {
+              const T* next = c + mr * P.ldc;
+              for (int i = 0; i < mr; ++i)
+                for (int j = 0; j < nr; j += 64 / (int)sizeof(T))
+                  __builtin_prefetch(next + i * P.ldc + j, 0, 2);  // prefetcht1 on x86
+            }
             if (rows == mr && cols == nr) {
               P.uk.fn(kc, a, b, c, P.ldc, P.alpha, beta_k);
             } else {  // edge tile: compute the full tile into a buffer, merge the valid part
