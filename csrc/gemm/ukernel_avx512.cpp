@@ -135,18 +135,13 @@ void sgemm_sup_avx512(std::int64_t k, const float* a, std::int64_t rsa, std::int
   if (csa == 1) sup_kernel<MR, NV, true>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
   else sup_kernel<MR, NV, false>(k, a, rsa, csa, b, ldb, c, ldc, alpha, beta, rows, cols);
 }
-template void sgemm_sup_avx512<12, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                      std::int64_t, float*, std::int64_t, float, float, int, int);
-template void sgemm_sup_avx512<8, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                     std::int64_t, float*, std::int64_t, float, float, int, int);
-template void sgemm_sup_avx512<4, 2>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                     std::int64_t, float*, std::int64_t, float, float, int, int);
-template void sgemm_sup_avx512<12, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                      std::int64_t, float*, std::int64_t, float, float, int, int);
-template void sgemm_sup_avx512<8, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                     std::int64_t, float*, std::int64_t, float, float, int, int);
-template void sgemm_sup_avx512<4, 1>(std::int64_t, const float*, std::int64_t, std::int64_t, const float*,
-                                     std::int64_t, float*, std::int64_t, float, float, int, int);
+#define FASTNN_SUP(MR, NV)                                                                    \
+  template void sgemm_sup_avx512<MR, NV>(std::int64_t, const float*, std::int64_t, std::int64_t, \
+                                         const float*, std::int64_t, float*, std::int64_t, float, \
+                                         float, int, int);
+FASTNN_SUP(12, 2) FASTNN_SUP(8, 2) FASTNN_SUP(4, 2)
+FASTNN_SUP(12, 1) FASTNN_SUP(8, 1) FASTNN_SUP(4, 1)
+#undef FASTNN_SUP
 
 }  // namespace fastnn
 
