@@ -77,6 +77,30 @@ def test_tall_gemm_split_by_rows(simd, packing):
                 np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
 
 
+@pytest.mark.parametrize("simd", [p for p in SIMD_PATHS if p != "portable"])
+def test_short_gemm_split_by_columns(simd):
+    # A short C whose B is read in place splits by column panels when whole slivers of rows
+    # would split unevenly (32 rows on 2 threads: 12 and 20); the thread owning the last,
+    # narrow panel packs it. Bitwise the same on 1 and 2 threads, and right.
+    _core.set_simd_path(simd)
+    rng = np.random.default_rng(6)
+    for m, n, k in ((32, 784, 128), (32, 130, 784), (20, 100, 600), (13, 77, 999)):
+        for ta in (False, True):
+            a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
+            b = rng.standard_normal((k, n)).astype(np.float32)
+            c0 = rng.standard_normal((m, n)).astype(np.float32)
+            outs = []
+            for t in (2, 1):  # 2 first: nothing left in the packing buffers by a 1-thread call
+                fastnn.set_num_threads(t)
+                c = c0.copy()
+                cpp.gemm(c, a, b, ta, False, alpha=0.5, beta=2.0)
+                outs.append(c)
+            assert np.array_equal(outs[0], outs[1]), (m, n, k, ta)
+            a64 = a.astype(np.float64)
+            want = 0.5 * ((a64.T if ta else a64) @ b.astype(np.float64)) + 2.0 * c0
+            np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+
+
 @pytest.mark.parametrize("simd", SIMD_PATHS)
 def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
     # X·Wᵀ with <= 4 rows (batch-1 inference) splits its outputs across threads in multiples

@@ -168,8 +168,24 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
   // by rows reading shared panels, 13 µs by panels; 1000x128·(64x128)ᵀ 60 µs by panels, 56 µs
   // by rows with private panels).
   const bool private_b = trans_b && M >= kSupPrivateBRows;
-  const bool by_rows = !trans_b || private_b;
-  const int nt = (int)std::min<idx>(threads_for(M * N * K, kSupMinMacsPerThread), by_rows ? n_ir : n_jr);
+  const int nt_max = threads_for(M * N * K, kSupMinMacsPerThread);
+  // Row ranges are whole slivers, so a short C splits unevenly (32 rows on 2 threads: 12 and
+  // 20); with B read in place, whole column panels may balance better and cost nothing extra.
+  // The split with the smaller largest share (rows times columns) wins.
+  auto row_bound = [&](idx k, idx team) {
+    return k == 0 ? 0 : k == team ? n_ir : std::min(n_ir, (M * k / team + mr / 2) / mr);
+  };
+  bool by_rows = !trans_b || private_b;
+  if (!trans_b && nt_max > 1) {
+    const idx tr = std::min<idx>(nt_max, n_ir), tc = std::min<idx>(nt_max, n_jr);
+    idx rows_max = 0, cols_max = 0;
+    for (idx t = 0; t < tr; ++t)
+      rows_max = std::max(rows_max, std::min(M, row_bound(t + 1, tr) * mr) - row_bound(t, tr) * mr);
+    for (idx t = 0; t < tc; ++t)
+      cols_max = std::max(cols_max, std::min(N, n_jr * (t + 1) / tc * nr) - n_jr * t / tc * nr);
+    by_rows = 8 * M * cols_max >= 7 * rows_max * N;
+  }
+  const int nt = (int)std::min<idx>(nt_max, by_rows ? n_ir : n_jr);
   // Each thread packs what it reads into its own part of the buffers (a packed A edge sliver,
   // B panels or a B edge panel): a panel packed by another core would be fetched from that
   // core's cache on every call (measured, 2 threads: 30x784·(128x784)ᵀ, whose 6-row edge
@@ -234,8 +250,7 @@ void gemm_sup(const SupKernel& sk, bool trans_a, bool trans_b, idx M, idx N, idx
     if (by_rows) {  // B: every panel (a transposed B) or at most the last, partial one
       float* const my_b = bp + tid * b_size;
       pack_b(my_b, 0, n_jr);
-      auto bound = [&](idx k) { return std::min(n_ir, (M * k / team + mr / 2) / mr); };
-      const idx ir0 = tid == 0 ? 0 : bound(tid), ir1 = tid == team - 1 ? n_ir : bound(tid + 1);
+      const idx ir0 = row_bound(tid, team), ir1 = row_bound(tid + 1, team);
       if (a_edge_packed && ir0 < n_ir && ir1 == n_ir) pack_a_edge(my_a);
       run_tiles(my_a, my_b, ir0, ir1, 0, n_jr);
     } else {
