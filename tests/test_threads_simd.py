@@ -102,6 +102,28 @@ def test_short_gemm_split_by_columns(simd):
 
 
 @pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_large_narrow_gemm(simd):
+    # Under the default limits a C of <= 256 columns skips packing at any size (X·Wᵀ of a
+    # Linear layer on 1000 rows): tall row ranges, B packed whole per thread, edge slivers
+    # and panels. Bitwise the same on 1 and 2 threads, and right.
+    _core.set_simd_path(simd)
+    rng = np.random.default_rng(7)
+    for m, n, k, tb in ((1003, 130, 900, True), (1003, 130, 900, False), (600, 256, 700, True),
+                        (517, 100, 20000, True)):  # the last packs: B too large to copy per thread
+        a = rng.standard_normal((m, k)).astype(np.float32)
+        b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
+        outs = []
+        for t in (2, 1):
+            fastnn.set_num_threads(t)
+            c = np.empty((m, n), np.float32)
+            cpp.gemm(c, a, b, False, tb)
+            outs.append(c)
+        assert np.array_equal(outs[0], outs[1]), (m, n, k, tb)
+        want = a.astype(np.float64) @ (b.T if tb else b).astype(np.float64)
+        np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+
+
+@pytest.mark.parametrize("simd", SIMD_PATHS)
 def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
     # X·Wᵀ with <= 4 rows (batch-1 inference) splits its outputs across threads in multiples
     # of 8, so every output goes through the same dot kernel either way.

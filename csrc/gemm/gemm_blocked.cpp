@@ -43,6 +43,17 @@ constexpr idx kPrivateNC = 1024;
 // costs more than packing them once. Tests move the limit to run every shape both ways.
 constexpr idx kSupMaxMacsDefault = idx(1) << 24;
 idx g_sup_max_macs = kSupMaxMacsDefault;
+// Beyond that, a C at most this wide (8 panels of 32) with A stored untransposed still skips
+// packing: each A sliver serves so few B panels that packing it costs more than reading it in
+// place from L2 (measured, 2 threads: 1000x784·(128x784)ᵀ 794 -> 632 µs, 512x784·(128x784)ᵀ
+// 420 -> 330, 20000x784·(128x784)ᵀ 20.1 -> 17.4 ms, 1000x784·(256x784)ᵀ 1470 -> 1361; 1 thread
+// 12-18% faster at 128 columns; square shapes, where A serves 16 and more panels, are 7%
+// slower unpacked on 1 thread). A transposed A read in place is slower (1000x784ᵀ·784x128
+// 734 -> 781 µs), so it stays packed. Only while the limit above is the default: tests
+// that move it force one path for every shape. A transposed B is packed whole by each thread
+// there, so K is bounded too (256 x 8192 floats: 8 MB per thread).
+constexpr idx kSupMaxColsAnySize = 256;
+constexpr idx kSupMaxPackedB = idx(1) << 21;
 
 template <class T> UKernel<T> ukernel(idx N);
 template <> UKernel<float> ukernel<float>(idx N) { return ukernel_f32(N); }
@@ -391,7 +402,9 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
 
   if constexpr (std::is_same_v<T, float>) {
     const SupKernel sk = sup_kernel_f32(N);
-    if (sk.fn && M * N * K <= g_sup_max_macs) {
+    const bool narrow = g_sup_max_macs == kSupMaxMacsDefault && !trans_a &&
+                        N <= kSupMaxColsAnySize && N * K <= kSupMaxPackedB;
+    if (sk.fn && (M * N * K <= g_sup_max_macs || narrow)) {
       static thread_local Scratch<float> abuf, bbuf;
       return gemm_sup(sk, trans_a, trans_b, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc,
                              bias, act, abuf, bbuf);
