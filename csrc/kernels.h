@@ -1,7 +1,8 @@
 // Every kernel the Python backends call, in llm.c style: <op>_forward / <op>_backward /
 // <optimizer>_step; outputs first, then inputs, weights, then sizes. Shape letters:
 // N batch, C in-features (or classes), OC out-features, n a flat element count.
-// Backward kernels ADD into parameter gradients (dweight, dbias); only zero_grad clears them.
+// Backward kernels ADD into parameter gradients (dweight, dbias); only zero_grad clears them
+// (linear_backward can set them instead, for the fused loop, whose gradients start at zero).
 // Input gradients (dx) are overwritten. No kernel allocates Python objects or throws; the
 // bindings validate every shape before calling in.
 #pragma once
@@ -16,9 +17,10 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, idx N, i
 // dx (N,C) = dout (N,OC) · weight (OC,C)        [dx may be null: first layer]
 // dweight (OC,C) += dout (N,OC)ᵀ · x (N,C)
 // dbias (OC) += Σ_n dout[n, :]                  [dbias may be null]
+// With overwrite, dweight and dbias are set (=) instead (the fused loop's zeroed gradients).
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                     idx N, idx C, idx OC);
+                     idx N, idx C, idx OC, bool overwrite = false);
 
 // Elementwise activations over n values. Backward reads x (ReLU, LeakyReLU, GELU) or the
 // forward output y (sigmoid, tanh), whichever makes the derivative cheapest.
@@ -64,15 +66,6 @@ void sgd_step(T* param, const T* grad, T* momentum_buf, idx n, double lr, double
 template <class T>
 void adam_step(T* param, const T* grad, T* exp_avg, T* exp_avg_sq, idx n, long step, double lr,
                double beta1, double beta2, double eps, double weight_decay, bool decoupled);
-// The same updates, also setting each gradient to 0 once read (the fused training loop's
-// zero_grad for its next step, done while the values are in cache).
-template <class T>
-void sgd_step_zero_grad(T* param, T* grad, T* momentum_buf, idx n, double lr, double momentum,
-                        double dampening, bool nesterov, double weight_decay, bool first_step);
-template <class T>
-void adam_step_zero_grad(T* param, T* grad, T* exp_avg, T* exp_avg_sq, idx n, long step,
-                         double lr, double beta1, double beta2, double eps, double weight_decay,
-                         bool decoupled);
 template <class T>
 void rmsprop_step(T* param, const T* grad, T* square_avg, T* momentum_buf, idx n, double lr,
                   double alpha, double eps, double weight_decay, double momentum);

