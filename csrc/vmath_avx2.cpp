@@ -84,5 +84,11 @@ void tanh_f32_avx2(float* out, const float* x, std::int64_t n) {
 void softmax_rows_f32_avx2(float* out, const float* x, std::int64_t rows, std::int64_t C) {
   for (std::int64_t r = 0; r < rows; ++r) vsoftmax_row<V>(out + r * C, x + r * C, C);
 }
+void cross_entropy_rows_f32_avx2(float* d, float* max, float* sum, const float* x,
+                                 const std::int64_t* target, std::int64_t rows, std::int64_t C,
+                                 float scale) {
+  for (std::int64_t r = 0; r < rows; ++r)
+    vcross_entropy_row<V>(d ? d + r * C : nullptr, max + r, sum + r, x + r * C, C, target[r], scale);
+}
 
 }  // namespace fastnn

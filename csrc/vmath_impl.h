@@ -84,13 +84,20 @@ inline void vmap(float* out, const float* x, long long n, F f) {
   if (i < n) V::store_tail(out + i, f(V::load_tail(x + i, (int)(n - i), 0.0f)), (int)(n - i));
 }
 
-// One softmax row of C values: max, then e^(x - max) stored and summed (lane-wise, then across
-// lanes in a fixed order), then scaled by 1/sum, as the scalar kernel does. Lanes past the row
-// read -inf, whose exponential is exactly 0, so they add nothing. The last (partial) vector stays
-// in a register between passes: reloading it right after its masked store would stall on
-// store forwarding, which masked accesses do not get (measured: rows of 10 ran 2x slower).
+// e^(x - max) over one row of C values, stored in y (when y is not null) but for the last
+// partial vector, which is returned in a register with the row's max and sum: reloading it
+// right after its masked store would stall on store forwarding, which masked accesses do not
+// get (measured: softmax rows of 10 ran 2x slower). The sum is lane-wise, then across lanes in
+// a fixed order. Lanes past the row read -inf, whose exponential is exactly 0, so they add
+// nothing.
 template <class V>
-inline void vsoftmax_row(float* y, const float* x, long long C) {
+struct ExpRow {
+  typename V::reg tail_e;
+  float max, sum;
+};
+
+template <class V>
+inline ExpRow<V> vexp_row(float* y, const float* x, long long C) {
   using R = typename V::reg;
   const float neg_inf = -__builtin_inff();
   const long long full = C - C % V::W;
@@ -98,15 +105,43 @@ inline void vsoftmax_row(float* y, const float* x, long long C) {
   R m = V::set1(neg_inf);
   for (long long c = 0; c < full; c += V::W) m = V::max(m, V::load(x + c));
   const R xt = tail ? V::load_tail(x + full, tail, neg_inf) : m;
-  const R mx = V::set1(V::hmax(V::max(m, xt)));
+  const float mx = V::hmax(V::max(m, xt));
+  const R vmx = V::set1(mx);
   R s = V::set1(0.0f);
   for (long long c = 0; c < full; c += V::W) {
-    const R e = vexp<V>(V::sub(V::load(x + c), mx));
-    V::store(y + c, e);
+    const R e = vexp<V>(V::sub(V::load(x + c), vmx));
+    if (y) V::store(y + c, e);
     s = V::add(s, e);
   }
-  const R et = tail ? vexp<V>(V::sub(xt, mx)) : V::set1(0.0f);
-  const R inv = V::set1(1.0f / V::hsum(V::add(s, et)));
+  const R et = tail ? vexp<V>(V::sub(xt, vmx)) : V::set1(0.0f);
+  return {et, mx, V::hsum(V::add(s, et))};
+}
+
+// One softmax row: e^(x - max) / Σ, as the scalar kernel forms it (e times 1/sum).
+template <class V>
+inline void vsoftmax_row(float* y, const float* x, long long C) {
+  const ExpRow<V> r = vexp_row<V>(y, x, C);
+  const auto inv = V::set1(1.0f / r.sum);
+  const long long full = C - C % V::W;
+  const int tail = (int)(C - full);
   for (long long c = 0; c < full; c += V::W) V::store(y + c, V::mul(V::load(y + c), inv));
-  if (tail) V::store_tail(y + full, V::mul(et, inv), tail);
+  if (tail) V::store_tail(y + full, V::mul(r.tail_e, inv), tail);
+}
+
+// One cross-entropy row: its max and Σ e^(x - max) (the caller forms the loss with a log), and
+// when d is not null the gradient d = softmax(x) * scale, minus scale at the target, as the
+// scalar kernel forms it ((e * (1/sum)) * scale).
+template <class V>
+inline void vcross_entropy_row(float* d, float* max, float* sum, const float* x, long long C,
+                               long long target, float scale) {
+  const ExpRow<V> r = vexp_row<V>(d, x, C);
+  *max = r.max;
+  *sum = r.sum;
+  if (!d) return;
+  const auto inv = V::set1(1.0f / r.sum), sc = V::set1(scale);
+  const long long full = C - C % V::W;
+  const int tail = (int)(C - full);
+  for (long long c = 0; c < full; c += V::W) V::store(d + c, V::mul(V::mul(V::load(d + c), inv), sc));
+  if (tail) V::store_tail(d + full, V::mul(V::mul(r.tail_e, inv), sc), tail);
+  d[target] -= scale;
 }

@@ -82,8 +82,10 @@ SupKernel sup_kernel_f32(std::int64_t N) {
 
 const VMath* vmath_f32() {
 #ifdef FASTNN_X86_KERNELS
-  static const VMath avx512{sigmoid_f32_avx512, tanh_f32_avx512, softmax_rows_f32_avx512};
-  static const VMath avx2{sigmoid_f32_avx2, tanh_f32_avx2, softmax_rows_f32_avx2};
+  static const VMath avx512{sigmoid_f32_avx512, tanh_f32_avx512, softmax_rows_f32_avx512,
+                            cross_entropy_rows_f32_avx512};
+  static const VMath avx2{sigmoid_f32_avx2, tanh_f32_avx2, softmax_rows_f32_avx2,
+                          cross_entropy_rows_f32_avx2};
   if (g_path == Simd::AVX512) return &avx512;
   if (g_path == Simd::AVX2) return &avx2;
 #endif
