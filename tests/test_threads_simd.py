@@ -1,4 +1,5 @@
 """Results do not depend on the thread count (bitwise) and every SIMD path can be forced."""
+import contextlib
 import os
 import subprocess
 import sys
@@ -17,6 +18,25 @@ BIG = {"gemm": (257, 300, 513), "linear_forward": (300, 513, 257), "linear_backw
        "softmax_forward": (5000, 37), "softmax_backward": (5000, 37),
        "cross_entropy_forward": (20000, 10)}
 FLAT = (3, 100_003)
+
+
+def gemm_both_thread_counts(a, b, ta, tb, c0=None, alpha=1.0, beta=0.0, packing=None, atol=None):
+    """C = alpha·op(a)·op(b) + beta·c0 on 2 threads, then on 1 (2 first: nothing left in the
+    packing buffers by a 1-thread call); asserts the two are bitwise equal and match float64."""
+    m, k = (a.shape[1], a.shape[0]) if ta else a.shape
+    n = b.shape[0] if tb else b.shape[1]
+    c0 = np.zeros((m, n), np.float32) if c0 is None else c0
+    outs = []
+    with gemm_packing(packing) if packing else contextlib.nullcontext():
+        for t in (2, 1):
+            fastnn.set_num_threads(t)
+            c = c0.copy()
+            cpp.gemm(c, a, b, ta, tb, alpha=alpha, beta=beta)
+            outs.append(c)
+    assert np.array_equal(outs[0], outs[1]), (m, n, k, ta, tb)
+    a64, b64 = a.astype(np.float64), b.astype(np.float64)
+    want = alpha * ((a64.T if ta else a64) @ (b64.T if tb else b64)) + beta * c0
+    np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k) if atol is None else atol)
 
 
 @pytest.mark.parametrize("simd", SIMD_PATHS)
@@ -64,17 +84,7 @@ def test_tall_gemm_split_by_rows(simd, packing):
                 a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
                 b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
                 c0 = rng.standard_normal((m, n)).astype(np.float32)
-                outs = []
-                with gemm_packing(packing):
-                    for t in (1, 2):
-                        fastnn.set_num_threads(t)
-                        c = c0.copy()
-                        cpp.gemm(c, a, b, ta, tb, alpha=0.5, beta=2.0)
-                        outs.append(c)
-                assert np.array_equal(outs[0], outs[1]), (m, n, k, ta, tb)
-                a64, b64 = a.astype(np.float64), b.astype(np.float64)
-                want = 0.5 * ((a64.T if ta else a64) @ (b64.T if tb else b64)) + 2.0 * c0
-                np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+                gemm_both_thread_counts(a, b, ta, tb, c0, alpha=0.5, beta=2.0, packing=packing)
 
 
 @pytest.mark.parametrize("simd", [p for p in SIMD_PATHS if p != "portable"])
@@ -89,16 +99,7 @@ def test_short_gemm_split_by_columns(simd):
             a = rng.standard_normal((k, m) if ta else (m, k)).astype(np.float32)
             b = rng.standard_normal((k, n)).astype(np.float32)
             c0 = rng.standard_normal((m, n)).astype(np.float32)
-            outs = []
-            for t in (2, 1):  # 2 first: nothing left in the packing buffers by a 1-thread call
-                fastnn.set_num_threads(t)
-                c = c0.copy()
-                cpp.gemm(c, a, b, ta, False, alpha=0.5, beta=2.0)
-                outs.append(c)
-            assert np.array_equal(outs[0], outs[1]), (m, n, k, ta)
-            a64 = a.astype(np.float64)
-            want = 0.5 * ((a64.T if ta else a64) @ b.astype(np.float64)) + 2.0 * c0
-            np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+            gemm_both_thread_counts(a, b, ta, False, c0, alpha=0.5, beta=2.0)
 
 
 @pytest.mark.parametrize("simd", SIMD_PATHS)
@@ -112,15 +113,7 @@ def test_large_narrow_gemm(simd):
                         (517, 100, 20000, True)):  # the last packs: B too large to copy per thread
         a = rng.standard_normal((m, k)).astype(np.float32)
         b = rng.standard_normal((n, k) if tb else (k, n)).astype(np.float32)
-        outs = []
-        for t in (2, 1):
-            fastnn.set_num_threads(t)
-            c = np.empty((m, n), np.float32)
-            cpp.gemm(c, a, b, False, tb)
-            outs.append(c)
-        assert np.array_equal(outs[0], outs[1]), (m, n, k, tb)
-        want = a.astype(np.float64) @ (b.T if tb else b).astype(np.float64)
-        np.testing.assert_allclose(outs[0], want, rtol=1e-4, atol=2e-3 * np.sqrt(k))
+        gemm_both_thread_counts(a, b, False, tb)
 
 
 @pytest.mark.parametrize("simd", SIMD_PATHS)
@@ -132,14 +125,7 @@ def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
     for m, n, k in ((1, 517, 301), (3, 130, 784), (4, 9, 20000)):
         a = rng.standard_normal((m, k)).astype(np.float32)
         w = rng.standard_normal((n, k)).astype(np.float32)
-        outs = []
-        for t in (1, 2):
-            fastnn.set_num_threads(t)
-            c = np.empty((m, n), np.float32)
-            cpp.gemm(c, a, w, False, True)
-            outs.append(c)
-        assert np.array_equal(outs[0], outs[1])
-        np.testing.assert_allclose(outs[0], a.astype(np.float64) @ w.T.astype(np.float64), rtol=1e-4, atol=1e-3)
+        gemm_both_thread_counts(a, w, False, True, atol=1e-3)
 
 
 def test_set_num_threads_validates():
