@@ -134,12 +134,17 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
   };
   for (idx b = first_batch; b < first_batch + n_batches; ++b) {
     const idx r0 = b * B, rows = std::min(N, r0 + B) - r0;
-    // gather the batch (fit's X[idx], y[idx]); threads copy separate rows, each with its own
-    // requests in flight. (w is thread_local: the workers get its buffers as plain pointers.)
+    // gather the batch (fit's X[idx], y[idx]); threads copy even shares of the rows (at least
+    // 8 each), each with its own requests in flight (measured, 2 threads: chunks of 32 rows
+    // left batch 32 to one thread and split batch 100 64/36; even shares took the gather from
+    // 29 to 18 ms per epoch at batch 32, 19 to 16 ms at batch 100). A copy sums nothing, so
+    // the split cannot change a result. (w is thread_local: the workers get its buffers as
+    // plain pointers.)
     T* const xb = w.xb.data();
     T* const yb = w.yb.data();
     std::int64_t* const lb = w.lb.data();
-    parallel_chunks(rows, 32, [&](idx i0, idx i1) {
+    const idx share = std::max<idx>(8, (rows + num_threads() - 1) / num_threads());
+    parallel_chunks(rows, share, [&](idx i0, idx i1) {
       for (idx i = i0; i < std::min(i0 + kAhead, i1); ++i) prefetch_row(r0 + i);
       for (idx i = i0; i < i1; ++i) {
         if (i + kAhead < i1) prefetch_row(r0 + i + kAhead);
