@@ -17,7 +17,7 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, idx N, i
 // dx (N,C) = dout (N,OC) · weight (OC,C)        [dx may be null: first layer]
 // dweight (OC,C) += dout (N,OC)ᵀ · x (N,C)
 // dbias (OC) += Σ_n dout[n, :]                  [dbias may be null]
-// With overwrite, dweight and dbias are set (=) instead (the fused loop's zeroed gradients).
+// With overwrite, dweight and dbias are set (=) instead.
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
                      idx N, idx C, idx OC, bool overwrite = false);
