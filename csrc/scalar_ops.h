@@ -9,9 +9,11 @@ namespace fastnn {
 
 enum class Act { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3, GELU = 4 };
 
-template <class T> inline T relu(T x) { return x > T(0) ? x : T(0); }
-// ReLU'(0) = 0, as PyTorch.
-template <class T> inline T relu_grad(T x) { return x > T(0) ? T(1) : T(0); }
+// NaN passes through (written as "x < 0 ? 0 : x", not "x > 0 ? x : 0", which would turn it
+// into 0 and hide a diverged network), as in PyTorch and np.maximum.
+template <class T> inline T relu(T x) { return x < T(0) ? T(0) : x; }
+// ReLU'(0) = 0, as PyTorch; at NaN 1, as PyTorch's threshold_backward (x <= 0 ? 0 : grad).
+template <class T> inline T relu_grad(T x) { return x <= T(0) ? T(0) : T(1); }
 
 template <class T> inline T leaky_relu(T x, T slope) { return x > T(0) ? x : x * slope; }
 template <class T> inline T leaky_relu_grad(T x, T slope) { return x > T(0) ? T(1) : slope; }

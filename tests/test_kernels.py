@@ -103,6 +103,26 @@ def test_extreme_inputs_stay_finite():
         assert ops.bce_forward(np.empty(2, np.float32), p, np.array([1, 0], np.float32)) == 100.0
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_relu_special_values_match_the_twin(dtype):
+    # NaN passes through ReLU (a diverged network must not turn into zeros), and its gradient
+    # there is 1, ReLU'(0) = 0: PyTorch's values (test_torch_parity checks them against torch).
+    x = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 1e-40, 2.0, np.inf], dtype)
+    dout = np.arange(1, 9).astype(dtype)
+    for ops in (cpp, numpy_ref):
+        y = np.empty_like(x)
+        ops.relu_forward(y, x)
+        assert np.isnan(y[0]) and list(y[1:]) == [0, 0, 0, 0, x[5], 2, np.inf], ops
+        dx = np.empty_like(x)
+        ops.relu_backward(dx, dout, x)
+        assert list(dx) == [1, 0, 0, 0, 0, 6, 7, 8], ops
+        ops.leaky_relu_forward(y, x, 0.1)
+        assert np.isnan(y[0]) and y[2] == dtype(-0.1) and y[7] == np.inf, ops
+    z = np.zeros((8, 1), dtype)
+    cpp.gemm(z, x[:, None].copy(), np.ones((1, 1), dtype), activation="relu")  # the GEMM epilogue
+    assert np.isnan(z[0, 0]) and list(z[1:, 0]) == [0, 0, 0, 0, x[5], 2, np.inf]
+
+
 # ---- the vectorised exp behind sigmoid, tanh and softmax (csrc/vmath_impl.h) on every SIMD path
 def _ulps(got, want):
     """Error in float32 ulps of the true value, for values whose magnitude is a normal float."""

@@ -171,3 +171,18 @@ def test_clip_grad_norm_matches_pytorch(norm_type):
     assert fn == pytest.approx(tn.item(), rel=1e-5)
     for p, tp in zip(fm.parameters(), tm.parameters()):
         np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-5, atol=1e-7)
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+def test_relu_and_leaky_relu_special_values_match_pytorch(backend):
+    x = np.array([np.nan, -np.inf, -1.0, -0.0, 0.0, 1e-40, 2.0, np.inf], np.float32)
+    g = np.arange(1, 9).astype(np.float32)
+    for layer, tf in ((fnn.ReLU(), torch.relu), (fnn.LeakyReLU(0.1), lambda t: torch.nn.functional.leaky_relu(t, 0.1))):
+        tx = torch.from_numpy(x.copy()).requires_grad_()
+        ty = tf(tx)
+        ty.backward(torch.from_numpy(g))
+        with fnn.use_backend(backend):
+            y = layer.forward(x)
+            dx = layer.backward(g)
+        np.testing.assert_array_equal(y, ty.detach().numpy())  # NaN where torch has NaN
+        np.testing.assert_array_equal(dx, tx.grad.numpy())

@@ -256,13 +256,13 @@ def _unary_backward(op, dx, dout, saved, saved_name, f):
 
 
 def relu_forward(out, x):
-    """out = max(x, 0).   out, x: any shape, the same."""
+    """out = max(x, 0), NaN passing through.   out, x: any shape, the same."""
     _unary("relu_forward", out, x, _relu)
 
 
 def relu_backward(dx, dout, x):
-    """dx = dout · [x > 0]   (ReLU'(0) = 0, as PyTorch)."""
-    _unary_backward("relu_backward", dx, dout, x, "x", lambda x: (x > 0).astype(x.dtype))
+    """dx = dout · [not x <= 0]   (ReLU'(0) = 0 and ReLU'(NaN) = 1, as PyTorch)."""
+    _unary_backward("relu_backward", dx, dout, x, "x", lambda x: (~(x <= 0)).astype(x.dtype))
 
 
 def leaky_relu_forward(out, x, negative_slope=0.01):
