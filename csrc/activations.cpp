@@ -56,6 +56,12 @@ template <class T> void gelu_backward(T* dx, const T* dout, const T* x, idx n) {
 template <class T> void step_forward(T* out, const T* x, T threshold, idx n) {
   map1(n, [&](idx i) { out[i] = x[i] >= threshold ? T(1) : T(0); });
 }
+// p and the scale are rounded to T first and the kept values multiplied by the scale (dropped
+// ones by 0, so an infinity becomes NaN): bitwise what the NumPy twin and the Dropout layer do.
+template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, idx n) {
+  const T pt = T(p), scale = T(1.0 / (1.0 - p));
+  map1(n, [&](idx i) { out[i] = x[i] * (u[i] >= pt ? scale : T(0)); });
+}
 
 template <class T> void softmax_forward(T* out, const T* x, idx N, idx C) {
   const idx rows_per_chunk = std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1));
@@ -101,6 +107,7 @@ template <class T> void softmax_backward(T* dx, const T* dout, const T* y, idx N
   template void gelu_forward<T>(T*, const T*, idx);                                \
   template void gelu_backward<T>(T*, const T*, const T*, idx);                     \
   template void step_forward<T>(T*, const T*, T, idx);                             \
+  template void dropout_apply<T>(T*, const T*, const T*, double, idx);             \
   template void softmax_forward<T>(T*, const T*, idx, idx);                        \
   template void softmax_backward<T>(T*, const T*, const T*, idx, idx);
 FASTNN_INSTANTIATE(float)

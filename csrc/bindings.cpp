@@ -742,6 +742,28 @@ PYBIND11_MODULE(_core, m) {
     unary_param_py("step_forward", "x", out, x, threshold,
                    [](auto* o, const auto* xp, auto t, idx n) { step_forward(o, xp, t, n); });
   }, py::arg("out"), py::arg("x"), py::arg("threshold") = 0.0);
+  m.def("dropout_apply", [](py::handle out_h, py::handle x_h, py::handle u_h, double p) {
+    const char* op = "dropout_apply";
+    if (!(p >= 0.0 && p < 1.0))
+      throw py::value_error(cat(op, ": p must be in [0, 1), got ", p));
+    py::array out = out_arg(op, "out", out_h);
+    by_dtype(out, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", x_h);
+      auto u = in_arg<T>(op, "u", u_h);
+      need_same_shape(op, "out", out, "x", x);
+      need_same_shape(op, "x", x, "u", u);
+      no_overlap(op, "out", out, "x", x, true);
+      no_overlap(op, "out", out, "u", u, true);
+      T* o = ptr<T>(out);
+      const T *xp = cptr<T>(x), *up = cptr<T>(u);
+      const idx n = x.size();
+      py::gil_scoped_release nogil;
+      dropout_apply<T>(o, xp, up, p, n);
+      return 0;
+    });
+  }, py::arg("out"), py::arg("x"), py::arg("u"), py::arg("p"),
+     "Inverted dropout with the mask drawn as uniforms u: out = x * (u >= p) / (1 - p)");
   m.def("softmax_forward", [](py::handle out, py::handle x) {
     rows_py("softmax_forward", out, x, py::none(), "x", "", [](auto* o, const auto* xp, const auto*, idx N, idx C) {
       softmax_forward(o, xp, N, C);

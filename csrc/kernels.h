@@ -35,6 +35,9 @@ template <class T> void tanh_backward(T* dx, const T* dout, const T* y, idx n);
 template <class T> void gelu_forward(T* out, const T* x, idx n);
 template <class T> void gelu_backward(T* dx, const T* dout, const T* x, idx n);
 template <class T> void step_forward(T* out, const T* x, T threshold, idx n);
+// Inverted dropout with its mask given as uniforms u in [0, 1): out = x · [u ≥ p] / (1 − p).
+// The same call is the forward (x the input) and the backward (x the gradient, same u).
+template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, idx n);
 // Softmax over the last axis of an (N, C) array; backward from y: dx = y ⊙ (dout − Σ dout⊙y).
 template <class T> void softmax_forward(T* out, const T* x, idx N, idx C);
 template <class T> void softmax_backward(T* dx, const T* dout, const T* y, idx N, idx C);

@@ -186,6 +186,12 @@ def unary_backward_case(kernel, lo=-3.0, hi=3.0, **kw):
     return Case(kernel, make, ELEMENT_SHAPES, (0,), depth=lambda s: 4)
 
 
+def dropout_case(p):
+    def make(rng, s, dt):
+        return [nans(s, dt), U(rng, s, dt, -3, 3), U(rng, s, dt, 0.0, 1.0)], dict(p=p)
+    return Case("dropout_apply", make, ELEMENT_SHAPES, (0,), f"p={p}", depth=lambda s: 1)
+
+
 def softmax_case(backward):
     def make(rng, s, dt):
         x = U(rng, s, dt, -5, 5)
@@ -251,6 +257,7 @@ CASES = [
     unary_case("tanh_forward"), unary_backward_case("tanh_backward", -1.0, 1.0),
     unary_case("gelu_forward"), unary_backward_case("gelu_backward"),
     unary_case("step_forward", threshold=0.5),
+    dropout_case(0.5), dropout_case(0.0), dropout_case(0.875),  # p exact in float32: the same masks
     softmax_case(False), softmax_case(True),
     cross_entropy_case(True), cross_entropy_case(False), cross_entropy_case(True, 1e4),
     pointwise_loss_case("mse_forward", -2, 2, -2, 2, reduction="mean"),

@@ -194,3 +194,26 @@ def test_first_nonfinite_matches_twin(dtype):
     assert cpp.first_nonfinite([1.0, float("nan")]) == numpy_ref.first_nonfinite([1.0, float("nan")]) == 1
     with pytest.raises(TypeError, match="must hold numbers"):
         cpp.first_nonfinite(np.array(["a"]))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("p", [0.3, 0.1, 0.7])
+def test_dropout_apply_is_bitwise_the_twin_and_the_layer_formula(dtype, p):
+    # p and 1/(1 − p) not exact in binary: both backends must round them the same way, and the
+    # same as the Dropout layer did before it called a kernel (mask = keep · T(1/(1 − p))).
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal(10001).astype(dtype)
+    x[:6] = [np.inf, -np.inf, np.nan, 0.0, -0.0, 1e-40]
+    u = rng.random(10001, dtype=dtype)
+    u[6:9] = [dtype(p), np.nextafter(dtype(p), dtype(0)), 0.0]  # at the threshold: kept, dropped, dropped
+    T = np.dtype(dtype).type
+    with np.errstate(invalid="ignore"):
+        want = x * ((u >= T(p)).astype(dtype) * T(1.0 / (1.0 - p)))
+    for ops in (cpp, numpy_ref):
+        out = np.empty_like(x)
+        ops.dropout_apply(out, x, u, p)
+        np.testing.assert_array_equal(out.view(np.uint8), want.view(np.uint8))
+        with pytest.raises(ValueError, match="p must be in \\[0, 1\\), got 1"):
+            ops.dropout_apply(out, x, u, 1.0)
+        with pytest.raises(ValueError, match="shape"):
+            ops.dropout_apply(out, x, u[:-1], p)

@@ -18,6 +18,7 @@ KERNELS = (
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward", "step_forward",
+    "dropout_apply",
     "cross_entropy_forward", "mse_forward", "bce_with_logits_forward", "bce_forward",
     "sgd_step", "adam_step", "rmsprop_step",
 )

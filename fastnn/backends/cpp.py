@@ -8,6 +8,7 @@ from fastnn._core import (  # noqa: F401
     bce_forward,
     bce_with_logits_forward,
     cross_entropy_forward,
+    dropout_apply,
     first_nonfinite,
     gelu_backward,
     gelu_forward,

@@ -314,6 +314,23 @@ def step_forward(out, x, threshold=0.0):
     _unary("step_forward", out, x, lambda x: (x >= T(threshold)).astype(out.dtype))
 
 
+def dropout_apply(out, x, u, p):
+    """out = x · [u >= p] / (1 − p): inverted dropout with its mask drawn as uniforms u in [0, 1).
+    Forward applies it to the input, backward to the gradient, with the same u."""
+    op = "dropout_apply"
+    if not 0.0 <= p < 1.0:
+        raise ValueError(f"{op}: p must be in [0, 1), got {p}")
+    _out(op, "out", out)
+    x, u = _in(op, "x", x, out.dtype), _in(op, "u", u, out.dtype)
+    _same_shape(op, "out", out, "x", x)
+    _same_shape(op, "x", x, "u", u)
+    _no_overlap(op, "out", out, "x", x, True)
+    _no_overlap(op, "out", out, "u", u, True)
+    T = out.dtype.type
+    with np.errstate(invalid="ignore"):  # a dropped infinity is NaN (inf · 0), as in C++
+        out[...] = x * ((u >= T(p)).astype(out.dtype) * T(1.0 / (1.0 - p)))
+
+
 def _rows(op, out, a, an, b=None, bn=""):
     _out(op, "out" if b is None else "dx", out)
     a = _in(op, an, a, out.dtype)

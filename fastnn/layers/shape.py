@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnn.backends import ops
 from fastnn.layers.base import Layer, float_input, shape_str
 from fastnn.random import generator
 
@@ -32,20 +33,27 @@ class Dropout(Layer):
     def forward(self, x):
         x = float_input(x, "Dropout")
         if not self.training or self.p == 0.0:
-            self._saved = (None, x.shape)
+            self._saved = (None, x.shape, 0.0)
             return x
-        keep = generator().random(x.shape, dtype=x.dtype) >= x.dtype.type(self.p)
-        mask = keep.astype(x.dtype) * x.dtype.type(1.0 / (1.0 - self.p))
-        self._saved = (mask, x.shape)
-        return x * mask
+        # the mask is kept as the uniforms it is drawn from: x · [u >= p] / (1 − p)
+        u = generator().random(x.shape, dtype=x.dtype)
+        out = np.empty(x.shape, x.dtype)
+        ops().dropout_apply(out, x, u, self.p)
+        self._saved = (u, x.shape, self.p)
+        return out
 
     def backward(self, grad_out):
-        mask, shape = self._saved_or_raise()
-        g = float_input(grad_out, "Dropout.backward")
-        if g.shape != shape:
-            raise ValueError(f"Dropout.backward: grad_out has shape {shape_str(g.shape)} but the "
-                             f"forward output had shape {shape_str(shape)}")
-        return g if mask is None else g * mask.astype(g.dtype, copy=False)
+        u, shape, p = self._saved_or_raise()
+        if u is None:
+            g = float_input(grad_out, "Dropout.backward")
+            if g.shape != shape:
+                raise ValueError(f"Dropout.backward: grad_out has shape {shape_str(g.shape)} but the "
+                                 f"forward output had shape {shape_str(shape)}")
+            return g
+        g = self._grad_like(grad_out, u)
+        dx = np.empty(shape, u.dtype)
+        ops().dropout_apply(dx, g, u, p)
+        return dx
 
     def get_config(self):
         return {"p": self.p}
