@@ -501,20 +501,22 @@ void rmsprop_py(py::handle p_h, py::handle g_h, py::handle sq_h, py::handle buf_
 
 
 // ---- the fused MLP (fastnn/fused.py builds these arguments from a Sequential) ----------------
-// layers: float64 (L, 6) rows of (in, out, w_off, b_off, act, slope). Every offset and size is
-// checked against the parameter buffer so no call can read or write outside it.
+// layers: float64 (L, 7) rows of (in, out, w_off, b_off, act, slope, drop). Every offset and
+// size is checked against the parameter buffer so no call can read or write outside it.
 std::vector<MlpLayer> mlp_layers_arg(const char* op, py::handle h, idx n_params) {
   auto a = in_arg<double>(op, "layers", h);
-  if (a.ndim() != 2 || a.shape(1) != 6 || a.shape(0) < 1)
-    throw py::value_error(cat(op, ": layers must be (L, 6) rows of (in, out, w_off, b_off, act, slope), got ",
+  if (a.ndim() != 2 || a.shape(1) != 7 || a.shape(0) < 1)
+    throw py::value_error(cat(op, ": layers must be (L, 7) rows of (in, out, w_off, b_off, act, slope, drop), got ",
                               shape_of(a)));
   std::vector<MlpLayer> out;
   const double* p = a.data();
-  for (py::ssize_t l = 0; l < a.shape(0); ++l, p += 6) {
-    MlpLayer ly{(idx)p[0], (idx)p[1], (idx)p[2], (idx)p[3], (MlpAct)(int)p[4], p[5]};
+  for (py::ssize_t l = 0; l < a.shape(0); ++l, p += 7) {
+    MlpLayer ly{(idx)p[0], (idx)p[1], (idx)p[2], (idx)p[3], (MlpAct)(int)p[4], p[5], p[6]};
     const bool ok = ly.in >= 1 && ly.out >= 1 && ly.w_off >= 0 && ly.w_off + ly.in * ly.out <= n_params &&
                     (ly.b_off < 0 || ly.b_off + ly.out <= n_params) && p[4] >= 0 && p[4] <= 5 &&
                     (l == 0 || ly.in == out.back().out);
+    if (!(ly.drop >= 0 && ly.drop < 1))
+      throw py::value_error(cat(op, ": layer ", l, "'s dropout p must be in [0, 1), got ", ly.drop));
     if (!ok) throw py::value_error(cat(op, ": layer ", l, " does not fit the parameter buffer of ", n_params,
                                        " values or does not chain with the previous layer"));
     out.push_back(ly);
@@ -557,7 +559,7 @@ py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::hand
                                idx batch_size, idx first_batch, idx n_batches,
                                const std::string& loss_name, const std::string& opt_name,
                                py::handle hyper_h, py::handle state_a_h, py::handle state_b_h,
-                               long step) {
+                               long step, py::handle dropout_u_h) {
   const char* op = "mlp_train_batches";
   py::array params = out_arg(op, "params", params_h);
   py::array grads = state_arg(op, "grads", grads_h, params);
@@ -617,9 +619,25 @@ py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::hand
         throw py::value_error(cat(op, ": targets must have shape (", N, ", ", OC, "), got ", shape_of(t)));
       targets = t;
     }
+    // the Dropout uniforms: rows × (Σ in of the layers with dropout) for each batch, no more
+    // and no less, so that every batch's masks are the layer path's
+    idx per_row = 0;
+    for (const MlpLayer& ly : layers) per_row += ly.drop > 0 ? ly.in : 0;
+    const idx first_row = first_batch * batch_size;
+    const idx n_u = per_row * (std::min(N, (first_batch + n_batches) * batch_size) - std::min(N, first_row));
+    py::array_t<T> dropout_u;
+    if (per_row > 0 || !dropout_u_h.is_none()) {
+      if (dropout_u_h.is_none())
+        throw py::value_error(cat(op, ": the layers have dropout; dropout_u must hold their ", n_u, " uniforms"));
+      dropout_u = in_arg<T>(op, "dropout_u", dropout_u_h);
+      if (dropout_u.ndim() != 1 || dropout_u.shape(0) != n_u)
+        throw py::value_error(cat(op, ": dropout_u must hold ", n_u, " uniforms for these batches, got shape ",
+                                  shape_of(dropout_u)));
+    }
     py::array_t<double> losses(n_batches);
     py::array_t<std::int64_t> correct(n_batches);
     T *pp = ptr<T>(params), *gp = ptr<T>(grads);
+    const T* up = per_row > 0 ? cptr<T>(dropout_u) : nullptr;
     opt.state_a = ptr_or_null<T>(sa);
     opt.state_b = ptr_or_null<T>(sb);
     const T* xp = cptr<T>(x);
@@ -629,7 +647,7 @@ py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::hand
     {
       py::gil_scoped_release nogil;
       mlp_train_batches<T>(pp, gp, n_params, layers.data(), L, xp, tp, N, op_, batch_size, first_batch,
-                           n_batches, loss, opt, lp, cp);
+                           n_batches, loss, opt, up, lp, cp);
     }
     return py::make_tuple(losses, correct);
   });
@@ -832,6 +850,6 @@ PYBIND11_MODULE(_core, m) {
   m.def("mlp_train_batches", &mlp_train_batches_py, py::arg("params"), py::arg("grads"), py::arg("layers"),
         py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"), py::arg("first_batch"),
         py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("hyper"), py::arg("state_a"),
-        py::arg("state_b"), py::arg("step"),
+        py::arg("state_b"), py::arg("step"), py::arg("dropout_u") = py::none(),
         "Runs training steps of an MLP in one call; returns (batch losses, batch correct counts)");
 }

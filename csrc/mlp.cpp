@@ -50,24 +50,28 @@ struct CacheLineAlloc {
 template <class T>
 using Buf = std::vector<T, CacheLineAlloc<T>>;
 
-// Per-layer buffers for `rows` samples: z (pre-activation) and a (post-activation; the same
-// memory as z when there is no activation).
+// Per-layer buffers for `rows` samples: z (pre-activation), a (post-activation; the same
+// memory as z when there is no activation) and, in training, dropped: the input of layer l
+// after its Dropout (layer l−1's output times the mask; layer 0's dropout works on xb).
 template <class T>
 struct Work {
-  std::vector<Buf<T>> z, a, dz;
+  std::vector<Buf<T>> z, a, dz, dropped;
   Buf<T> xb, yb, da;
   std::vector<std::int64_t> lb;
 
-  void size(const MlpLayer* layers, int L, idx rows) {
+  void size(const MlpLayer* layers, int L, idx rows, bool training = false) {
     z.resize(L);
     a.resize(L);
     dz.resize(L);
+    dropped.resize(L);
     idx widest = 0;
     for (int l = 0; l < L; ++l) {
       const size_t n = (size_t)(rows * layers[l].out);
       if (z[l].size() < n) z[l].resize(n);
       if (layers[l].act != MlpAct::None && a[l].size() < n) a[l].resize(n);
       if (dz[l].size() < n) dz[l].resize(n);
+      const size_t nd = (size_t)(rows * layers[l].in);
+      if (training && l > 0 && layers[l].drop > 0 && dropped[l].size() < nd) dropped[l].resize(nd);
       widest = std::max(widest, layers[l].in);
     }
     if (da.size() < (size_t)(rows * widest)) da.resize((size_t)(rows * widest));
@@ -75,7 +79,10 @@ struct Work {
   T* out(const MlpLayer* layers, int l) { return layers[l].act == MlpAct::None ? z[l].data() : a[l].data(); }
 };
 
-// The network on rows of x; returns its output (in w). With check_finite, returns nullptr and
+// The network on rows of x; returns its output (in w). In training (u not null), each layer
+// l > 0 with drop > 0 reads its input through the mask given by the next rows × in uniforms
+// of *u, which advances past them (layer 0's dropout is the caller's, on x itself). With
+// check_finite, returns nullptr and
 // sets *bad to the flat index of x's first NaN or infinity if it has one. The first layer's
 // pre-activation is checked instead of x itself, which is 784/128 times smaller for
 // 784-128-...: a NaN or infinity in a row of x makes every value of that row of x·Wᵀ + b a
@@ -83,10 +90,15 @@ struct Work {
 // fails, to tell a bad input from a finite one whose product overflowed.
 template <class T>
 const T* forward(Work<T>& w, const T* x, idx rows, const T* params, const MlpLayer* layers,
-                 int L, bool check_finite = false, idx* bad = nullptr) {
+                 int L, bool check_finite = false, idx* bad = nullptr, const T** u = nullptr) {
   const T* in = x;
   for (int l = 0; l < L; ++l) {
     const MlpLayer& ly = layers[l];
+    if (u && l > 0 && ly.drop > 0) {
+      dropout_apply(w.dropped[l].data(), in, *u, ly.drop, rows * ly.in);
+      *u += rows * ly.in;
+      in = w.dropped[l].data();
+    }
     linear_forward(w.z[l].data(), in, params + ly.w_off, ly.b_off >= 0 ? params + ly.b_off : nullptr,
                    rows, ly.in, ly.out);
     if (l == 0 && check_finite && (ly.out == 0 || first_nonfinite(w.z[0].data(), rows * ly.out) >= 0) &&
@@ -115,9 +127,9 @@ template <class T>
 void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers, int L,
                        const T* x, const void* targets, idx N, const std::int64_t* order, idx B,
                        idx first_batch, idx n_batches, MlpLoss loss, const MlpOptimizer& opt,
-                       double* losses, std::int64_t* correct) {
+                       const T* dropout_u, double* losses, std::int64_t* correct) {
   thread_local Work<T> w;
-  w.size(layers, L, B);
+  w.size(layers, L, B, /*training=*/true);
   const idx C0 = layers[0].in, OC = layers[L - 1].out;
   if (w.xb.size() < (size_t)(B * C0)) w.xb.resize((size_t)(B * C0));
   if (loss == MlpLoss::CrossEntropy) w.lb.resize((size_t)B);
@@ -154,8 +166,15 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
         else std::memcpy(yb + i * OC, static_cast<const T*>(targets) + src * OC, sizeof(T) * (size_t)OC);
       }
     });
-    // forward and loss (the loss kernel writes ∂loss/∂output into dz of the last layer)
-    const T* y = forward(w, w.xb.data(), rows, params, layers, L);
+    // forward (dropout as the layers draw it: this batch's uniforms, first layer first) and
+    // loss (the loss kernel writes ∂loss/∂output into dz of the last layer)
+    const T* u = dropout_u;
+    if (layers[0].drop > 0) {
+      dropout_apply(xb, xb, u, layers[0].drop, rows * C0);
+      u += rows * C0;
+    }
+    const T* y = forward(w, w.xb.data(), rows, params, layers, L, false, nullptr, dropout_u ? &u : nullptr);
+    const T* const next_u = u;
     T* dy = w.dz[L - 1].data();
     if (loss == MlpLoss::CrossEntropy) {
       losses[b - first_batch] = cross_entropy_forward(dy, y, w.lb.data(), rows, OC);
@@ -174,15 +193,22 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
     // back or the optimizer writing them; measured on 2 threads, epoch at batch 32 282 ->
     // 264 ms, at batch 100 190 -> 183 ms). Whatever no layer writes stays zero from the fill.
     if (b == first_batch) std::fill(grads, grads + n_params, T(0));
+    // A masked layer's uniforms are the last ones its forward took: walk u back down.
     for (int l = L - 1; l >= 0; --l) {
       const MlpLayer& ly = layers[l];
-      const T* in = l > 0 ? w.out(layers, l - 1) : w.xb.data();
+      const bool masked = l > 0 && ly.drop > 0;
+      const T* in = l == 0 ? w.xb.data() : masked ? w.dropped[l].data() : w.out(layers, l - 1);
       linear_backward(l > 0 ? w.da.data() : nullptr, grads + ly.w_off,
                       ly.b_off >= 0 ? grads + ly.b_off : nullptr, w.dz[l].data(), in,
                       params + ly.w_off, rows, ly.in, ly.out, /*overwrite=*/true);
+      if (masked) {
+        u -= rows * ly.in;
+        dropout_apply(w.da.data(), w.da.data(), u, ly.drop, rows * ly.in);
+      }
       if (l > 0) act_backward(layers[l - 1], w.dz[l - 1].data(), w.da.data(), w.z[l - 1].data(),
                               w.out(layers, l - 1), rows * ly.in);
     }
+    dropout_u = next_u;
     // optimizer step over the flat buffers; the gradients stay in place, as the layer path
     // leaves them after its last step
     T* const sa = static_cast<T*>(opt.state_a);
@@ -201,7 +227,7 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
   template idx mlp_forward<T>(T*, const T*, idx, const T*, const MlpLayer*, int, bool);        \
   template void mlp_train_batches<T>(T*, T*, idx, const MlpLayer*, int, const T*, const void*,  \
                                      idx, const std::int64_t*, idx, idx, idx, MlpLoss,          \
-                                     const MlpOptimizer&, double*, std::int64_t*);
+                                     const MlpOptimizer&, const T*, double*, std::int64_t*);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

@@ -12,11 +12,13 @@ namespace fastnn {
 enum class MlpAct : int { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3, GELU = 4, LeakyReLU = 5 };
 
 // One Linear layer (weight (out,in) at params + w_off, bias (out) at params + b_off or b_off < 0
-// for none) followed by an activation (None after the last layer).
+// for none) followed by an activation (None after the last layer). In training, a Dropout with
+// probability drop > 0 may come before it (on x for the first layer); inference ignores drop.
 struct MlpLayer {
   idx in, out, w_off, b_off;
   MlpAct act;
   double slope;  // LeakyReLU's negative slope
+  double drop;   // the p of a Dropout on this layer's input, 0 for none
 };
 
 enum class MlpLoss : int { CrossEntropy = 0, MseMean = 1, MseSum = 2 };
@@ -41,10 +43,13 @@ idx mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* laye
 // order[b*B .. min((b+1)*B, N)) of x (N, C0) and of the targets (int64 labels (N) for
 // cross-entropy, T (N, OC_last) for MSE). Writes each batch's loss into losses[] and (for
 // cross-entropy) its number of correct argmax predictions into correct[].
+// dropout_u holds the Dropout layers' uniforms, in the order the layers draw them: for each
+// batch (rows r), for each layer with drop > 0, first layer first, r × in values (null when
+// no layer has dropout).
 template <class T>
 void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers, int L,
                        const T* x, const void* targets, idx N, const std::int64_t* order, idx B,
                        idx first_batch, idx n_batches, MlpLoss loss, const MlpOptimizer& opt,
-                       double* losses, std::int64_t* correct);
+                       const T* dropout_u, double* losses, std::int64_t* correct);
 
 }  // namespace fastnn

@@ -1,10 +1,11 @@
 """The fused path: a whole forward pass, or many training steps, of an MLP in one C++ call.
 
 A Sequential made of Linear layers, each optionally followed by ReLU, LeakyReLU, Sigmoid,
-Tanh or GELU (and Dropout, which is the identity for inference), with all parameters in its
-one flat buffer, can run in `fastnn._core.mlp_forward` / `mlp_train_batches`. Those call the
-same kernels as the layers, in the same order, so results equal the layer-by-layer path; they
-only skip Python between kernels. `fit`, `predict` and `model(x)` in eval mode use it on the
+Tanh or GELU, and each optionally preceded by one Dropout, with all parameters in its one flat
+buffer, can run in `fastnn._core.mlp_forward` / `mlp_train_batches`. Those call the same
+kernels as the layers, in the same order, so results equal the layer-by-layer path; they only
+skip Python between kernels. Dropout is the identity for inference; in training, its uniforms
+are drawn here, from the same generator, in the order the layers would draw them. `fit`, `predict` and `model(x)` in eval mode use it on the
 "cpp" backend when they can and fall back to the layers otherwise.
 """
 from __future__ import annotations
@@ -17,6 +18,7 @@ from fastnn.layers import GELU, Dropout, LeakyReLU, Linear, ReLU, Sequential, Si
 from fastnn.layers.base import nonfinite_message
 from fastnn.losses import CrossEntropyLoss, MSELoss
 from fastnn.optim.optimizer import SGD, Adam, AdamW
+from fastnn.random import generator
 
 _ACT = {ReLU: 1, Sigmoid: 2, Tanh: 3, GELU: 4, LeakyReLU: 5}
 
@@ -24,7 +26,8 @@ _ACT = {ReLU: 1, Sigmoid: 2, Tanh: 3, GELU: 4, LeakyReLU: 5}
 def layer_table(model, training: bool):
     """(table, store) for the C++ MLP, or None when the model is not a plain MLP.
 
-    table is float64 (L, 6): in, out, weight offset, bias offset (−1: none), activation, slope.
+    table is float64 (L, 7): in, out, weight offset, bias offset (−1: none), activation, slope,
+    and the p of a Dropout on the layer's input (0: none; only in a training table).
     """
     if type(model) is not Sequential or get_backend() != "cpp" or not model.layers:
         return None
@@ -54,9 +57,12 @@ def _build_table(model, training: bool):
     store = params[0]._store
     if any(p._store is not store for p in params) or store.data.size != sum(p.size for p in params):
         return None
-    rows, i = [], 0
+    rows, i, drop = [], 0, 0.0
     while i < len(layers):
         lin = layers[i]
+        if type(lin) is Dropout and not drop and i + 1 < len(layers):
+            drop, i = lin.p, i + 1        # a Dropout on the next Linear's input
+            continue
         if type(lin) is not Linear:
             return None
         act, slope = 0, 0.0
@@ -67,7 +73,8 @@ def _build_table(model, training: bool):
         else:
             i += 1
         rows.append((lin.in_features, lin.out_features, lin.weight._offset,
-                     lin.bias._offset if lin.bias is not None else -1, act, slope))
+                     lin.bias._offset if lin.bias is not None else -1, act, slope, drop))
+        drop = 0.0
     return np.array(rows, dtype=np.float64), store
 
 
@@ -122,12 +129,31 @@ def forward(model, X, who: str | None = None):
 class TrainPlan:
     """What fit() needs to run its batches in C++: the layer table, the loss and the optimizer."""
 
+    # Most Dropout uniforms one C++ call takes (16 MB in float32); more batches are split.
+    MAX_UNIFORMS = 1 << 22
+
     def __init__(self, table, store, loss_name, optimizer, run_state):
         self.table, self.store, self.loss_name = table, store, loss_name
         self.optimizer, self.state = optimizer, run_state
+        # uniforms per sample: the widths of the inputs that have a Dropout
+        self.drop_width = int(table[table[:, 6] > 0, 0].sum())
 
     def run(self, X, y, order, batch_size, first_batch, n_batches):
         """Train on batches [first_batch, first_batch + n_batches); returns (losses, correct)."""
+        if not self.drop_width:
+            return self._run(X, y, order, batch_size, first_batch, n_batches, None)
+        per_call = max(1, self.MAX_UNIFORMS // (batch_size * self.drop_width))
+        out = [self._run(X, y, order, batch_size, b, min(per_call, first_batch + n_batches - b), True)
+               for b in range(first_batch, first_batch + n_batches, per_call)]
+        return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+    def _run(self, X, y, order, batch_size, first_batch, n_batches, dropout):
+        u = None
+        if dropout:
+            # what the Dropout layers would draw for these batches: per batch, per Dropout in
+            # order, (rows, width) uniforms of the data's dtype; one call gives the same stream
+            rows = min(len(X), (first_batch + n_batches) * batch_size) - first_batch * batch_size
+            u = generator().random(rows * self.drop_width, dtype=X.dtype)
         g, st = self.optimizer.param_groups[0], self.state
         if isinstance(self.optimizer, SGD):
             name = "sgd"
@@ -145,7 +171,7 @@ class TrainPlan:
             hyper = (g["lr"], 0, 0, 0, g["weight_decay"], g["betas"][0], g["betas"][1], g["eps"])
         losses, correct = _core.mlp_train_batches(
             self.store.data, self.store.grad, self.table, X, y, order, batch_size, first_batch, n_batches,
-            self.loss_name, name, np.array(hyper, np.float64), a, b, step)
+            self.loss_name, name, np.array(hyper, np.float64), a, b, step, u)
         if name != "sgd":
             st["step"] += n_batches
         return losses, correct
@@ -153,10 +179,8 @@ class TrainPlan:
 
 def train_plan(model, loss_fn, optimizer, X, y):
     """A TrainPlan when fit() can run fused, else None."""
-    if not model.training:
-        return None
-    if any(type(l) is Dropout and l.p > 0 for l in getattr(model, "layers", [])):
-        return None  # its masks come from Python's generator; the layers draw them
+    if not all(l.training for l in getattr(model, "layers", [model])):
+        return None  # a layer left in eval mode (a Dropout that should not drop) runs as it is
     plan = layer_table(model, training=True)
     if plan is None:
         return None

@@ -200,11 +200,11 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
 
     n = len(X)
     steps = -(-n // batch_size)
+    model.train()
     plan = fused.train_plan(model, loss_fn, opt, X, y) if fused_ok else None
     watches_batches = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in cbs)
     group = 1 if watches_batches else max(1, min(steps, 64))
     model.stop_training = False
-    model.train()
     for cb in cbs:
         cb.on_train_begin()
     for epoch in range(epochs):

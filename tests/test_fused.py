@@ -78,7 +78,9 @@ def test_fused_training_is_thread_count_independent():
     weights = []
     for threads in (1, 2):
         fnn.set_num_threads(threads)
-        model = make(fnn.ReLU, d=64)
+        fnn.manual_seed(0)
+        model = fnn.Sequential(fnn.Dropout(0.1), fnn.Linear(64, 32), fnn.ReLU(), fnn.Dropout(0.3),
+                               fnn.Linear(32, 4))
         fnn.manual_seed(3)
         model.fit(X, y, optimizer=fnn.SGD(model.parameters(), lr=0.1, momentum=0.5), epochs=2,
                   batch_size=100, verbose=0)
@@ -102,8 +104,70 @@ def test_fused_predict_and_eval_call_equal_the_layers():
     model.backward(np.ones((300, 5), np.float32))                # forward() keeps what backward needs
 
 
+DROPOUT_MODELS = {
+    "input+hidden": lambda dt: fnn.Sequential(
+        fnn.Dropout(0.2), fnn.Linear(12, 16, dtype=dt), fnn.Tanh(), fnn.Dropout(0.5), fnn.Linear(16, 8, dtype=dt),
+        fnn.ReLU(), fnn.Dropout(0.3), fnn.Linear(8, 4, dtype=dt)),
+    "after-sigmoid": lambda dt: fnn.Sequential(fnn.Linear(12, 32, dtype=dt), fnn.Sigmoid(), fnn.Dropout(0.5),
+                                               fnn.Linear(32, 4, dtype=dt)),
+    "no-activation": lambda dt: fnn.Sequential(fnn.Linear(12, 8, dtype=dt), fnn.Dropout(0.3),
+                                               fnn.Linear(8, 4, bias=False, dtype=dt)),
+    "p=0-and-gelu": lambda dt: fnn.Sequential(fnn.Dropout(0.0), fnn.Linear(12, 16, dtype=dt), fnn.GELU(),
+                                              fnn.Dropout(0.25), fnn.Linear(16, 4, dtype=dt)),
+}
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", DROPOUT_MODELS)
+@pytest.mark.parametrize("max_uniforms", [None, 1000])
+def test_fused_dropout_equals_layer_by_layer(name, dtype, max_uniforms, monkeypatch):
+    # The fused loop draws each group's Dropout uniforms in one call, in the layers' order, and
+    # applies the layer's kernel: the same masks, so the same weights, history and generator
+    # state afterwards. A small max_uniforms makes it split a group into many C++ calls.
+    if max_uniforms:
+        monkeypatch.setattr(fused.TrainPlan, "MAX_UNIFORMS", max_uniforms)
+    X, y = data()
+    X = X.astype(dtype)
+    result = []
+    for fused_ok in (True, False):
+        fnn.manual_seed(0)
+        model = DROPOUT_MODELS[name](dtype)
+        opt = fnn.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        if fused_ok:
+            assert fused.train_plan(model, fnn.CrossEntropyLoss(), opt, X, y) is not None
+        fnn.manual_seed(7)
+        hist = model.fit(X, y, optimizer=opt, epochs=3, batch_size=32, verbose=0, fused_ok=fused_ok,
+                         validation_split=0.1)
+        result.append((model.state_dict(), hist.history, fnn.random.generator().random(4)))
+    (fw, fh, fr), (lw, lh, lr) = result
+    assert fh == lh
+    for k in lw:
+        np.testing.assert_array_equal(fw[k], lw[k], err_msg=k)
+    np.testing.assert_array_equal(fr, lr)                        # the generator moved the same way
+
+
+def test_fused_dropout_really_drops():
+    # With p = 0.9 on the hidden layer, training is noisy: its loss differs from p = 0's run
+    # from the first batch on, while eval-mode outputs use no mask.
+    X, y = data()
+    losses = {}
+    for p in (0.0, 0.9):
+        fnn.manual_seed(0)
+        model = fnn.Sequential(fnn.Linear(12, 64), fnn.ReLU(), fnn.Dropout(p), fnn.Linear(64, 4))
+        h = model.fit(X, y, optimizer=fnn.SGD(model.parameters(), lr=0.0), epochs=1, batch_size=250,
+                      verbose=0)
+        losses[p] = h.history["loss"][0]
+        model.eval()
+        np.testing.assert_array_equal(model.predict(X), model.forward(X))
+    assert losses[0.0] != losses[0.9]
+
+
 @pytest.mark.parametrize("make_model,loss,opt", [
-    (lambda: fnn.Sequential(fnn.Linear(12, 8), fnn.Dropout(0.3), fnn.Linear(8, 4)), "cross_entropy", "sgd"),
+    (lambda: fnn.Sequential(fnn.Linear(12, 8), fnn.Dropout(0.3), fnn.ReLU(), fnn.Linear(8, 4)),
+     "cross_entropy", "sgd"),                                  # dropout between a Linear and its activation
+    (lambda: fnn.Sequential(fnn.Linear(12, 8), fnn.ReLU(), fnn.Dropout(0.3), fnn.Dropout(0.2), fnn.Linear(8, 4)),
+     "cross_entropy", "sgd"),                                  # two in a row
+    (lambda: fnn.Sequential(fnn.Linear(12, 4), fnn.Dropout(0.3)), "cross_entropy", "sgd"),  # on the output
     (lambda: fnn.Sequential(fnn.Linear(12, 4), fnn.Softmax()), "cross_entropy", "sgd"),
     (lambda: make(fnn.ReLU), "cross_entropy", "rmsprop"),
     (lambda: make(fnn.ReLU), "bce_with_logits", "sgd"),
@@ -140,7 +204,30 @@ def test_bad_arguments_to_the_fused_kernel_raise():
                         (dict(n_batches=9), "do not fit 250 samples"),
                         (dict(targets=np.full(250, 4)), "label 4 at index 0 is outside \\[0, 4\\)"),
                         (dict(x=X[:, :5]), "expected x of shape \\(N, 12\\)"),
-                        (dict(optimizer="adam"), "state buffers missing")]:
+                        (dict(optimizer="adam"), "state buffers missing"),
+                        (dict(dropout_u=np.zeros(5, np.float32)), "dropout_u must hold 0 uniforms")]:
         with pytest.raises(ValueError, match=msg):
             _core.mlp_train_batches(**{**args, **change})
     np.testing.assert_array_equal(store.data, before)
+
+
+def test_bad_dropout_uniforms_raise():
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Linear(12, 16), fnn.ReLU(), fnn.Dropout(0.5), fnn.Linear(16, 4))
+    table, store = fused.layer_table(model, training=True)
+    assert table[:, 6].tolist() == [0.0, 0.5]
+    X, y = data()
+    args = dict(params=store.data, grads=store.grad, layers=table, x=X, targets=y, order=np.arange(250),
+                batch_size=32, first_batch=7, n_batches=1, loss="cross_entropy", optimizer="sgd",
+                hyper=np.array([0.1, 0, 0, 0, 0, 0, 0, 0.0]), state_a=None, state_b=None, step=1)
+    before = store.data.copy()
+    bad_table = table.copy()
+    bad_table[1, 6] = 1.0
+    for change, msg in [({}, "the layers have dropout; dropout_u must hold their 416 uniforms"),
+                        (dict(dropout_u=np.zeros(417, np.float32)), "must hold 416 uniforms .* got shape \\(417,\\)"),
+                        (dict(layers=bad_table, dropout_u=np.zeros(416, np.float32)), "layer 1's dropout p must be in \\[0, 1\\), got 1")]:
+        with pytest.raises(ValueError, match=msg):
+            _core.mlp_train_batches(**{**args, **change})
+    np.testing.assert_array_equal(store.data, before)
+    _core.mlp_train_batches(**args, dropout_u=np.ones(416, np.float32))  # 26 rows × 16: the last batch
+    assert not np.array_equal(store.data, before)
