@@ -105,9 +105,13 @@ def run(threads: int, repeats: int, quick: bool) -> None:
         X, y = X[:10000], y[:10000]
     n = len(X)
 
-    def fastnn_epoch(batch, backend="cpp"):
+    def drop(p):  # Dropout(p) after each hidden layer, or nothing
+        return [fnn.Dropout(p)] if p else []
+
+    def fastnn_epoch(batch, backend="cpp", p=0.0):
         fnn.manual_seed(0)
-        m = fnn.Sequential(fnn.Linear(784, 128), fnn.ReLU(), fnn.Linear(128, 64), fnn.ReLU(), fnn.Linear(64, 10))
+        m = fnn.Sequential(fnn.Linear(784, 128), fnn.ReLU(), *drop(p), fnn.Linear(128, 64), fnn.ReLU(), *drop(p),
+                           fnn.Linear(64, 10))
         opt = fnn.SGD(m.parameters(), lr=0.01, momentum=0.5)
 
         def epoch():
@@ -115,9 +119,10 @@ def run(threads: int, repeats: int, quick: bool) -> None:
                 m.fit(X, y, optimizer=opt, epochs=1, batch_size=batch, verbose=0)
         return epoch
 
-    def torch_epoch(batch):
-        tm = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
-                                 torch.nn.ReLU(), torch.nn.Linear(64, 10))
+    def torch_epoch(batch, p=0.0):
+        tdrop = [torch.nn.Dropout(p)] if p else []
+        tm = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), *tdrop, torch.nn.Linear(128, 64),
+                                 torch.nn.ReLU(), *tdrop, torch.nn.Linear(64, 10))
         opt = torch.optim.SGD(tm.parameters(), lr=0.01, momentum=0.5)
         loss_fn = torch.nn.CrossEntropyLoss()
         tx, ty = torch.from_numpy(X), torch.from_numpy(y)
@@ -145,6 +150,12 @@ def run(threads: int, repeats: int, quick: bool) -> None:
         pt = median(torch_epoch(batch), reps, 0) if torch else None
         sk = median(sklearn_epoch(batch), 3, 0) if MLPClassifier else None
         row("train epoch", f"784-128-64-10, batch {batch}, {n} rows", mine, twin, pt, sk, targets[batch])
+    # the same with Dropout(0.2) after each hidden layer (scikit-learn's MLP has no dropout)
+    reps = max(3, repeats)
+    mine = median(fastnn_epoch(100, p=0.2), reps, 0)
+    twin = median(fastnn_epoch(100, "numpy", p=0.2), max(3, reps // 2), 0)
+    pt = median(torch_epoch(100, p=0.2), reps, 0) if torch else None
+    row("train epoch", f"784-128-64-10 + Dropout(0.2), batch 100, {n} rows", mine, twin, pt, None)
 
     # ---- inference
     fnn.manual_seed(0)

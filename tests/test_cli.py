@@ -157,7 +157,7 @@ def test_bench_prints_every_ratio_the_speed_issue_asks_for():
     assert r.returncode == 0, r.stderr
     rows = [line.split("|")[1:-1] for line in r.stdout.splitlines() if line.startswith("| ") and "---" not in line]
     table = {cells[1].strip(): cells for cells in rows[1:]}
-    for what in ("batch 32", "batch 100", "batch 512", "predict, batch 1", "predict, batch 1000",
+    for what in ("batch 32", "batch 100", "batch 512", "Dropout(0.2), batch 100", "predict, batch 1", "predict, batch 1000",
                  "sgemm 256²", "sgemm 1024²", "X·W1ᵀ", "X·W3ᵀ", "dYᵀ·X 128×100", "sigmoid", "tanh",
                  "relu", "softmax rows of 10,", "softmax rows of 1000"):
         hits = [k for k in table if what in k]
