@@ -339,9 +339,11 @@ void run_loops(const Problem<T>& shared) {
             // 1024³). Prefetching inside the micro-kernel made GCC spill its accumulators.
             if (ir + 1 < ir1) {
               const T* next = c + mr * P.ldc;
-              for (int i = 0; i < mr; ++i)
+              for (int i = 0; i < mr; ++i) {
                 for (int j = 0; j < nr; j += 64 / (int)sizeof(T))
                   __builtin_prefetch(next + i * P.ldc + j, 0, 2);  // prefetcht1 on x86
+                __builtin_prefetch(next + i * P.ldc + nr - 1, 0, 2);  // a row off the line boundary spans one more
+              }
             }
             if (rows == mr && cols == nr) {
               P.uk.fn(kc, a, b, c, P.ldc, P.alpha, beta_k);
