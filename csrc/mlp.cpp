@@ -56,7 +56,7 @@ using Buf = std::vector<T, CacheLineAlloc<T>>;
 template <class T>
 struct Work {
   std::vector<Buf<T>> z, a, dz, dropped;
-  Buf<T> xb, yb, da;
+  Buf<T> xb, yb, da, dy;
   std::vector<std::int64_t> lb;
 
   void size(const MlpLayer* layers, int L, idx rows, bool training = false) {
@@ -75,6 +75,8 @@ struct Work {
       widest = std::max(widest, layers[l].in);
     }
     if (da.size() < (size_t)(rows * widest)) da.resize((size_t)(rows * widest));
+    const size_t n_out = (size_t)(rows * layers[L - 1].out);
+    if (training && layers[L - 1].act != MlpAct::None && dy.size() < n_out) dy.resize(n_out);
   }
   T* out(const MlpLayer* layers, int l) { return layers[l].act == MlpAct::None ? z[l].data() : a[l].data(); }
 };
@@ -167,7 +169,8 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
       }
     });
     // forward (dropout as the layers draw it: this batch's uniforms, first layer first) and
-    // loss (the loss kernel writes ∂loss/∂output into dz of the last layer)
+    // loss (the loss kernel writes ∂loss/∂output into dz of the last layer, or into dy when
+    // an activation follows it, whose backward then gives dz)
     const T* u = dropout_u;
     if (layers[0].drop > 0) {
       dropout_apply(xb, xb, u, layers[0].drop, rows * C0);
@@ -175,7 +178,8 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
     }
     const T* y = forward(w, w.xb.data(), rows, params, layers, L, false, nullptr, dropout_u ? &u : nullptr);
     const T* const next_u = u;
-    T* dy = w.dz[L - 1].data();
+    const MlpLayer& last = layers[L - 1];
+    T* dy = last.act == MlpAct::None ? w.dz[L - 1].data() : w.dy.data();
     if (loss == MlpLoss::CrossEntropy) {
       losses[b - first_batch] = cross_entropy_forward(dy, y, w.lb.data(), rows, OC);
       std::int64_t hits = 0;
@@ -188,6 +192,8 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
       losses[b - first_batch] = mse_forward(dy, y, w.yb.data(), rows * OC, loss == MlpLoss::MseSum);
       correct[b - first_batch] = 0;
     }
+    if (last.act != MlpAct::None)
+      act_backward(last, w.dz[L - 1].data(), dy, w.z[L - 1].data(), w.a[L - 1].data(), rows * OC);
     // zero_grad, then backward, last layer first. Each step's backward sets every weight and
     // bias gradient (= instead of += onto zeros: the same values, without reading the zeros
     // back or the optimizer writing them; measured on 2 threads, epoch at batch 32 282 ->

@@ -73,6 +73,28 @@ def test_fused_regression_equals_layer_by_layer(reduction):
         np.testing.assert_array_equal(fm.state_dict()[k], v)
 
 
+@pytest.mark.parametrize("act", ACTS, ids=["relu", "tanh", "sigmoid", "gelu", "leaky"])
+def test_fused_output_activation_equals_layer_by_layer(act):
+    # An activation after the last Linear (a sigmoid output with MSE, say): the loss gradient
+    # is with respect to the activation's output and must go through its backward.
+    X, _ = data()
+    y = (np.sin(X[:, :3]) > 0).astype(np.float32)
+    result = []
+    for fused_ok in (True, False):
+        fnn.manual_seed(0)
+        model = fnn.Sequential(fnn.Linear(12, 16), fnn.Tanh(), fnn.Linear(16, 3), act())
+        opt = fnn.SGD(model.parameters(), lr=0.5, momentum=0.5)
+        assert fused.train_plan(model, fnn.MSELoss(), opt, X, y) is not None
+        fnn.manual_seed(7)
+        hist = model.fit(X, y, loss="mse", optimizer=opt, epochs=3, batch_size=32, verbose=0,
+                         fused_ok=fused_ok)
+        result.append((model.state_dict(), hist.history))
+    (fw, fh), (lw, lh) = result
+    assert fh == lh
+    for k in lw:
+        np.testing.assert_array_equal(fw[k], lw[k], err_msg=k)
+
+
 def test_fused_training_is_thread_count_independent():
     X, y = data(n=1000, d=64)
     weights = []
