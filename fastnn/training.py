@@ -100,13 +100,16 @@ def _output_shape(model, X, who: str) -> tuple:
 
 
 def _correct(loss: Loss, out: np.ndarray, y: np.ndarray):
-    """Number of correct predictions, or None when accuracy does not apply (regression)."""
+    """Correct predictions summed over the batch's samples, or None when accuracy does not
+    apply (regression). With binary cross-entropy each sample scores the fraction of its
+    outputs on the right side of 0.5 (Keras's binary accuracy), so several labels per sample
+    still give an accuracy in [0, 1]."""
     if isinstance(loss, CrossEntropyLoss):
         return int(np.count_nonzero(out.argmax(axis=-1) == y))
-    if isinstance(loss, BCEWithLogitsLoss):
-        return int(np.count_nonzero((out > 0) == (y > 0.5)))
-    if isinstance(loss, BCELoss):
-        return int(np.count_nonzero((out > 0.5) == (y > 0.5)))
+    if isinstance(loss, (BCEWithLogitsLoss, BCELoss)):
+        hits = np.count_nonzero((out > (0 if isinstance(loss, BCEWithLogitsLoss) else 0.5)) == (y > 0.5))
+        per_sample = out.size // len(out) if len(out) else 1
+        return int(hits) if per_sample == 1 else hits / per_sample
     return None
 
 

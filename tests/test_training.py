@@ -107,6 +107,23 @@ def test_binary_classification_accuracy():
     assert hist.history["accuracy"][-1] > 0.95
 
 
+@pytest.mark.parametrize("loss,head", [("bce_with_logits", []), ("bce", [fnn.Sigmoid()])])
+def test_multi_label_accuracy_is_the_fraction_of_correct_outputs(loss, head):
+    # Three labels per sample: accuracy counts each output (Keras's binary accuracy), so it
+    # stays in [0, 1] and equals the fraction computed by hand from predict.
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((200, 5)).astype(np.float32)
+    y = (X[:, :3] > 0).astype(np.float32)
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Linear(5, 16), fnn.ReLU(), fnn.Linear(16, 3), *head)
+    hist = model.fit(X, y, loss=loss, optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=5,
+                     batch_size=32, verbose=0)
+    assert 0.5 < hist.history["accuracy"][-1] <= 1.0
+    threshold = 0.0 if loss == "bce_with_logits" else 0.5
+    by_hand = np.mean((model.predict(X) > threshold) == (y > 0.5))
+    assert model.evaluate(X, y)["accuracy"] == pytest.approx(by_hand, rel=1e-12)
+
+
 # ------------------------------------------------------------------------- the display
 def test_verbose_2_prints_one_line_per_epoch(capsys):
     X, y = blobs(60)
