@@ -570,6 +570,8 @@ py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::hand
   if (loss_name == "cross_entropy") loss = MlpLoss::CrossEntropy;
   else if (loss_name == "mse_mean") loss = MlpLoss::MseMean;
   else if (loss_name == "mse_sum") loss = MlpLoss::MseSum;
+  else if (loss_name == "bce_with_logits") loss = MlpLoss::BceWithLogits;
+  else if (loss_name == "bce") loss = MlpLoss::Bce;
   else throw py::value_error(cat(op, ": unknown loss '", loss_name, "'"));
   auto hyper = in_arg<double>(op, "hyper", hyper_h);
   if (hyper.ndim() != 1 || hyper.shape(0) != 8)
@@ -579,13 +581,17 @@ py::tuple mlp_train_batches_py(py::handle params_h, py::handle grads_h, py::hand
   if (opt_name == "sgd") opt.kind = MlpOpt::SGD;
   else if (opt_name == "adam") opt.kind = MlpOpt::Adam;
   else if (opt_name == "adamw") opt.kind = MlpOpt::AdamW;
+  else if (opt_name == "rmsprop") opt.kind = MlpOpt::RMSprop;
   else throw py::value_error(cat(op, ": unknown optimizer '", opt_name, "'"));
-  // hyper = (lr, momentum, dampening, nesterov, weight_decay, beta1, beta2, eps)
+  // hyper = (lr, momentum, dampening, nesterov, weight_decay, beta1 (RMSprop: alpha), beta2, eps)
   opt.lr = hp[0]; opt.momentum = hp[1]; opt.dampening = hp[2]; opt.nesterov = hp[3] != 0;
-  opt.weight_decay = hp[4]; opt.beta1 = hp[5]; opt.beta2 = hp[6]; opt.eps = hp[7]; opt.step = step;
+  opt.weight_decay = hp[4]; opt.beta1 = opt.alpha = hp[5]; opt.beta2 = hp[6]; opt.eps = hp[7]; opt.step = step;
   py::object sa = state_a_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "state_a", state_a_h, params));
   py::object sb = state_b_h.is_none() ? py::object(py::none()) : py::object(state_arg(op, "state_b", state_b_h, params));
-  if (opt.kind == MlpOpt::SGD ? (opt.momentum != 0 && sa.is_none()) : (sa.is_none() || sb.is_none()))
+  const bool needs_b = opt.kind == MlpOpt::Adam || opt.kind == MlpOpt::AdamW ||
+                       (opt.kind == MlpOpt::RMSprop && opt.momentum > 0);
+  const bool needs_a = opt.kind != MlpOpt::SGD || opt.momentum != 0;
+  if ((needs_a && sa.is_none()) || (needs_b && sb.is_none()))
     throw py::value_error(cat(op, ": optimizer state buffers missing"));
   if (step < 0) throw py::value_error(cat(op, ": step must be >= 0"));
   auto order = py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(order_h);

@@ -188,6 +188,14 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
         hits += (std::int64_t)(std::max_element(r, r + OC) - r) == w.lb[(size_t)i];
       }
       correct[b - first_batch] = hits;
+    } else if (loss == MlpLoss::BceWithLogits || loss == MlpLoss::Bce) {
+      const bool logits = loss == MlpLoss::BceWithLogits;
+      const T* t = w.yb.data();
+      losses[b - first_batch] = logits ? bce_with_logits_forward(dy, y, t, rows * OC) : bce_forward(dy, y, t, rows * OC);
+      const T threshold = logits ? T(0) : T(0.5);
+      std::int64_t hits = 0;
+      for (idx i = 0; i < rows * OC; ++i) hits += (y[i] > threshold) == (t[i] > T(0.5));
+      correct[b - first_batch] = hits;
     } else {
       losses[b - first_batch] = mse_forward(dy, y, w.yb.data(), rows * OC, loss == MlpLoss::MseSum);
       correct[b - first_batch] = 0;
@@ -222,6 +230,9 @@ void mlp_train_batches(T* params, T* grads, idx n_params, const MlpLayer* layers
     if (opt.kind == MlpOpt::SGD)
       sgd_step(params, grads, sa, n_params, opt.lr, opt.momentum, opt.dampening, opt.nesterov,
                opt.weight_decay, step == 0);
+    else if (opt.kind == MlpOpt::RMSprop)
+      rmsprop_step(params, grads, sa, sb, n_params, opt.lr, opt.alpha, opt.eps, opt.weight_decay,
+                   opt.momentum);
     else
       adam_step(params, grads, sa, sb, n_params, step + 1, opt.lr, opt.beta1, opt.beta2, opt.eps,
                 opt.weight_decay, opt.kind == MlpOpt::AdamW);

@@ -21,15 +21,15 @@ struct MlpLayer {
   double drop;   // the p of a Dropout on this layer's input, 0 for none
 };
 
-enum class MlpLoss : int { CrossEntropy = 0, MseMean = 1, MseSum = 2 };
-enum class MlpOpt : int { SGD = 0, Adam = 1, AdamW = 2 };
+enum class MlpLoss : int { CrossEntropy = 0, MseMean = 1, MseSum = 2, BceWithLogits = 3, Bce = 4 };
+enum class MlpOpt : int { SGD = 0, Adam = 1, AdamW = 2, RMSprop = 3 };
 
 struct MlpOptimizer {
   MlpOpt kind;
-  double lr, momentum, dampening, weight_decay, beta1, beta2, eps;
+  double lr, momentum, dampening, weight_decay, beta1, beta2, eps, alpha;
   bool nesterov;
-  void* state_a;  // SGD: momentum buffer (or null); Adam: exp_avg
-  void* state_b;  // Adam: exp_avg_sq
+  void* state_a;  // SGD: momentum buffer (or null); Adam: exp_avg; RMSprop: square_avg
+  void* state_b;  // Adam: exp_avg_sq; RMSprop: momentum buffer (or null)
   long step;      // Adam: the step count before this call; SGD: 0 = first step (initialises the buffer)
 };
 
@@ -41,8 +41,9 @@ idx mlp_forward(T* out, const T* x, idx N, const T* params, const MlpLayer* laye
 
 // Runs batches [first_batch, first_batch + n_batches) of an epoch: batch b holds the rows
 // order[b*B .. min((b+1)*B, N)) of x (N, C0) and of the targets (int64 labels (N) for
-// cross-entropy, T (N, OC_last) for MSE). Writes each batch's loss into losses[] and (for
-// cross-entropy) its number of correct argmax predictions into correct[].
+// cross-entropy, T (N, OC_last) for MSE and BCE). Writes each batch's loss into losses[] and
+// its number of correct predictions into correct[]: argmax hits for cross-entropy, outputs on
+// the target's side of the threshold (0 for logits, 0.5 for probabilities) for BCE, 0 for MSE.
 // dropout_u holds the Dropout layers' uniforms, in the order the layers draw them: for each
 // batch (rows r), for each layer with drop > 0, first layer first, r × in values (null when
 // no layer has dropout).

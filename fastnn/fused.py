@@ -16,8 +16,8 @@ from fastnn import _core
 from fastnn.backends import get_backend
 from fastnn.layers import GELU, Dropout, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Tanh
 from fastnn.layers.base import nonfinite_message
-from fastnn.losses import CrossEntropyLoss, MSELoss
-from fastnn.optim.optimizer import SGD, Adam, AdamW
+from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
+from fastnn.optim.optimizer import SGD, Adam, AdamW, RMSprop
 from fastnn.random import generator
 
 _ACT = {ReLU: 1, Sigmoid: 2, Tanh: 3, GELU: 4, LeakyReLU: 5}
@@ -163,6 +163,14 @@ class TrainPlan:
                 step = 0 if "momentum_buffer" not in st else 1
                 a = st.setdefault("momentum_buffer", np.empty_like(self.store.data))
             hyper = (g["lr"], g["momentum"], g["dampening"], float(g["nesterov"]), g["weight_decay"], 0, 0, 0)
+        elif isinstance(self.optimizer, RMSprop):
+            name = "rmsprop"
+            if not st:
+                st.update(step=0, square_avg=np.zeros_like(self.store.data))
+            if g["momentum"] > 0 and "momentum_buffer" not in st:
+                st["momentum_buffer"] = np.zeros_like(self.store.data)
+            a, b, step = st["square_avg"], st.get("momentum_buffer") if g["momentum"] > 0 else None, 0
+            hyper = (g["lr"], g["momentum"], 0, 0, g["weight_decay"], g["alpha"], 0, g["eps"])
         else:
             name = "adamw" if isinstance(self.optimizer, AdamW) else "adam"
             if not st:
@@ -189,9 +197,11 @@ def train_plan(model, loss_fn, optimizer, X, y):
         loss_name = "cross_entropy"
     elif type(loss_fn) is MSELoss:
         loss_name = "mse_mean" if loss_fn.reduction == "mean" else "mse_sum"
+    elif type(loss_fn) in (BCEWithLogitsLoss, BCELoss):
+        loss_name = "bce_with_logits" if type(loss_fn) is BCEWithLogitsLoss else "bce"
     else:
         return None
-    if type(optimizer) not in (SGD, Adam, AdamW) or len(optimizer.param_groups) != 1:
+    if type(optimizer) not in (SGD, Adam, AdamW, RMSprop) or len(optimizer.param_groups) != 1:
         return None
     runs, states = optimizer._runs_and_state(0)
     if len(runs) != 1 or runs[0].store is not store or runs[0].start != 0 or runs[0].stop != store.data.size:

@@ -147,9 +147,10 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         validation_split: fraction of the (unshuffled) tail of X held out instead.
         callbacks: e.g. [fnn.EarlyStopping(patience=2), fnn.ModelCheckpoint("best.fnn")].
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
-        fused_ok: on the "cpp" backend, run plain MLPs (Linear + activations, CE or MSE loss,
-            SGD/Adam/AdamW) through the fused C++ step (fastnn/fused.py); the same arithmetic
-            as the layers, without Python between kernels. False forces the layer-by-layer loop.
+        fused_ok: on the "cpp" backend, run plain MLPs (Linear + activations + Dropout; CE, MSE
+            or BCE loss; SGD/Adam/AdamW/RMSprop) through the fused C++ step (fastnn/fused.py);
+            the same arithmetic as the layers, without Python between kernels. False forces the
+            layer-by-layer loop.
     Returns:
         History with per-epoch "loss", "accuracy" (classifiers) and their "val_" versions.
     """
@@ -222,6 +223,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
             # The fused path: groups of batches in one C++ call each; callbacks and the bar see
             # every batch afterwards (one batch per group when a callback watches batches).
             order64 = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
+            per_sample = y[0].size if len(y) and y.ndim == 2 else 1  # BCE scores each output
             for b0 in range(0, steps, group):
                 nb = min(group, steps - b0)
                 losses, hits = plan.run(X, y, order64, batch_size, b0, nb)
@@ -232,7 +234,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     loss_sum += float(losses[j]) * k
                     logs = {"loss": loss_sum / seen}
                     if classify:
-                        correct += int(hits[j])
+                        correct += int(hits[j]) if per_sample == 1 else int(hits[j]) / per_sample
                         logs["accuracy"] = correct / seen
                     for cb in cbs:
                         cb.on_batch_end(b, {"loss": float(losses[j]), "size": k})
