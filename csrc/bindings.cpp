@@ -849,6 +849,25 @@ PYBIND11_MODULE(_core, m) {
     });
     return r;
   }, py::arg("x"), "Flat (C-order) index of the first NaN or infinity in x, or -1");
+  m.def("pcg64_uniform", [](py::handle out_h, std::uint64_t state_hi, std::uint64_t state_lo, std::uint64_t inc_hi,
+                            std::uint64_t inc_lo, bool has_uint32, std::uint32_t uinteger) {
+    const char* op = "pcg64_uniform";
+    py::array out = out_arg(op, "out", out_h);
+    if (out.ndim() != 1) throw py::value_error(cat(op, ": out must be 1-D, got shape ", shape_of(out)));
+    Pcg64State st{state_hi, state_lo, inc_hi, inc_lo, has_uint32, uinteger};
+    by_dtype(out, [&](auto tag) {
+      using T = decltype(tag);
+      T* o = ptr<T>(out);
+      const idx n = out.size();
+      py::gil_scoped_release nogil;
+      pcg64_uniform<T>(o, n, st);
+      return 0;
+    });
+    return py::make_tuple(st.state_hi, st.state_lo, st.has_uint32, st.uinteger);
+  }, py::arg("out"), py::arg("state_hi"), py::arg("state_lo"), py::arg("inc_hi"), py::arg("inc_lo"),
+     py::arg("has_uint32"), py::arg("uinteger"),
+     "Fills out with what NumPy's PCG64 Generator.random(out.size, out.dtype) would return from this "
+     "state; returns the state after (state_hi, state_lo, has_uint32, uinteger). See fastnn.random.uniform.");
   m.def("mlp_forward", &mlp_forward_py, py::arg("out"), py::arg("x"), py::arg("params"), py::arg("layers"),
         py::arg("check_finite") = false,
         "out = a Sequential of Linear layers and activations applied to x, in one call (fastnn/fused.py). "

@@ -58,6 +58,16 @@ double bce_with_logits_forward(T* dlogits, const T* logits, const T* target, idx
 template <class T>
 double bce_forward(T* dprob, const T* prob, const T* target, idx n);
 
+// n uniforms in [0, 1) from NumPy's PCG64 generator, bitwise what Generator.random(n, dtype)
+// returns; st is advanced as NumPy would advance it (random.cpp).
+struct Pcg64State {
+  std::uint64_t state_hi, state_lo, inc_hi, inc_lo;
+  bool has_uint32;
+  std::uint32_t uinteger;
+};
+template <class T>
+void pcg64_uniform(T* out, idx n, Pcg64State& st);
+
 // Flat index of the first NaN or ±inf among x[0:n], or -1 (checks.cpp).
 template <class T>
 idx first_nonfinite(const T* x, idx n);

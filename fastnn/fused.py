@@ -5,8 +5,10 @@ Tanh or GELU, and each optionally preceded by one Dropout, with all parameters i
 buffer, can run in `fastnn._core.mlp_forward` / `mlp_train_batches`. Those call the same
 kernels as the layers, in the same order, so results equal the layer-by-layer path; they only
 skip Python between kernels. Dropout is the identity for inference; in training, its uniforms
-are drawn here, from the same generator, in the order the layers would draw them. `fit`, `predict` and `model(x)` in eval mode use it on the
-"cpp" backend when they can and fall back to the layers otherwise.
+are drawn here, from the same generator, in the order the layers would draw them. `fit`,
+`predict` and `model(x)` in eval mode use it on the "cpp" backend when they can and fall back
+to the layers otherwise. The training loop supports cross-entropy, MSE and BCE losses and the
+SGD, Adam, AdamW and RMSprop optimizers.
 """
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from fastnn.layers import GELU, Dropout, LeakyReLU, Linear, ReLU, Sequential, Si
 from fastnn.layers.base import nonfinite_message
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, MSELoss
 from fastnn.optim.optimizer import SGD, Adam, AdamW, RMSprop
-from fastnn.random import generator
+from fastnn.random import uniform
 
 _ACT = {ReLU: 1, Sigmoid: 2, Tanh: 3, GELU: 4, LeakyReLU: 5}
 
@@ -153,7 +155,7 @@ class TrainPlan:
             # what the Dropout layers would draw for these batches: per batch, per Dropout in
             # order, (rows, width) uniforms of the data's dtype; one call gives the same stream
             rows = min(len(X), (first_batch + n_batches) * batch_size) - first_batch * batch_size
-            u = generator().random(rows * self.drop_width, dtype=X.dtype)
+            u = uniform(rows * self.drop_width, X.dtype)
         g, st = self.optimizer.param_groups[0], self.state
         if isinstance(self.optimizer, SGD):
             name = "sgd"
