@@ -10,6 +10,7 @@
 #include <cmath>
 #include <sstream>
 #include <string>
+#include <type_traits>
 #include "kernels.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
@@ -311,6 +312,28 @@ void unary_param_py(const char* op, const char* xname, py::handle out_h, py::han
     const idx n = x.size();
     py::gil_scoped_release nogil;
     f(o, xp, T(param), n);
+    return 0;
+  });
+}
+
+// out = f(a, b; param) elementwise over three arrays of one shape (out may be a or b).
+template <class F>
+void binary_param_py(const char* op, const char* on, const char* an, const char* bn, py::handle out_h,
+                     py::handle a_h, py::handle b_h, double param, F f) {
+  py::array out = out_arg(op, on, out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto a = in_arg<T>(op, an, a_h);
+    auto b = in_arg<T>(op, bn, b_h);
+    need_same_shape(op, on, out, an, a);
+    need_same_shape(op, an, a, bn, b);
+    no_overlap(op, on, out, an, a, true);
+    no_overlap(op, on, out, bn, b, true);
+    T* o = ptr<T>(out);
+    const T *ap = cptr<T>(a), *bp = cptr<T>(b);
+    const idx n = a.size();
+    py::gil_scoped_release nogil;
+    f(o, ap, bp, param, n);
     return 0;
   });
 }
@@ -743,49 +766,21 @@ PYBIND11_MODULE(_core, m) {
     unary_param_py("leaky_relu_forward", "x", out, x, slope,
                    [](auto* o, const auto* xp, auto s, idx n) { leaky_relu_forward(o, xp, s, n); });
   }, py::arg("out"), py::arg("x"), py::arg("negative_slope") = 0.01);
-  m.def("leaky_relu_backward", [](py::handle dx_h, py::handle dout_h, py::handle x_h, double slope) {
-    const char* op = "leaky_relu_backward";
-    py::array dx = out_arg(op, "dx", dx_h);
-    by_dtype(dx, [&](auto tag) {
-      using T = decltype(tag);
-      auto dout = in_arg<T>(op, "dout", dout_h);
-      auto x = in_arg<T>(op, "x", x_h);
-      need_same_shape(op, "dx", dx, "dout", dout);
-      need_same_shape(op, "dout", dout, "x", x);
-      no_overlap(op, "dx", dx, "dout", dout, true);
-      no_overlap(op, "dx", dx, "x", x, true);
-      T* d = ptr<T>(dx);
-      const T *g = cptr<T>(dout), *xp = cptr<T>(x);
-      const idx n = x.size();
-      py::gil_scoped_release nogil;
-      leaky_relu_backward<T>(d, g, xp, T(slope), n);
-      return 0;
-    });
+  m.def("leaky_relu_backward", [](py::handle dx, py::handle dout, py::handle x, double slope) {
+    binary_param_py("leaky_relu_backward", "dx", "dout", "x", dx, dout, x, slope,
+                    [](auto* d, const auto* g, const auto* xp, double s, idx n) {
+                      leaky_relu_backward(d, g, xp, std::decay_t<decltype(*d)>(s), n);
+                    });
   }, py::arg("dx"), py::arg("dout"), py::arg("x"), py::arg("negative_slope") = 0.01);
   m.def("step_forward", [](py::handle out, py::handle x, double threshold) {
     unary_param_py("step_forward", "x", out, x, threshold,
                    [](auto* o, const auto* xp, auto t, idx n) { step_forward(o, xp, t, n); });
   }, py::arg("out"), py::arg("x"), py::arg("threshold") = 0.0);
-  m.def("dropout_apply", [](py::handle out_h, py::handle x_h, py::handle u_h, double p) {
-    const char* op = "dropout_apply";
+  m.def("dropout_apply", [](py::handle out, py::handle x, py::handle u, double p) {
     if (!(p >= 0.0 && p < 1.0))
-      throw py::value_error(cat(op, ": p must be in [0, 1), got ", p));
-    py::array out = out_arg(op, "out", out_h);
-    by_dtype(out, [&](auto tag) {
-      using T = decltype(tag);
-      auto x = in_arg<T>(op, "x", x_h);
-      auto u = in_arg<T>(op, "u", u_h);
-      need_same_shape(op, "out", out, "x", x);
-      need_same_shape(op, "x", x, "u", u);
-      no_overlap(op, "out", out, "x", x, true);
-      no_overlap(op, "out", out, "u", u, true);
-      T* o = ptr<T>(out);
-      const T *xp = cptr<T>(x), *up = cptr<T>(u);
-      const idx n = x.size();
-      py::gil_scoped_release nogil;
-      dropout_apply<T>(o, xp, up, p, n);
-      return 0;
-    });
+      throw py::value_error(cat("dropout_apply: p must be in [0, 1), got ", p));
+    binary_param_py("dropout_apply", "out", "x", "u", out, x, u, p,
+                    [](auto* o, const auto* xp, const auto* up, double q, idx n) { dropout_apply(o, xp, up, q, n); });
   }, py::arg("out"), py::arg("x"), py::arg("u"), py::arg("p"),
      "Inverted dropout with the mask drawn as uniforms u: out = x * (u >= p) / (1 - p)");
   m.def("softmax_forward", [](py::handle out, py::handle x) {

@@ -237,13 +237,19 @@ def test_numpy_backend_never_runs_fused():
         assert fused.layer_table(model, training=True) is None
 
 
-def test_bad_arguments_to_the_fused_kernel_raise():
-    model = make(fnn.ReLU)
+def kernel_args(model, **kw):
+    """(table, store, mlp_train_batches arguments) for plain SGD on data()."""
     table, store = fused.layer_table(model, training=True)
     X, y = data()
     args = dict(params=store.data, grads=store.grad, layers=table, x=X, targets=y, order=np.arange(250),
                 batch_size=32, first_batch=0, n_batches=8, loss="cross_entropy", optimizer="sgd",
                 hyper=np.array([0.1, 0, 0, 0, 0, 0, 0, 0.0]), state_a=None, state_b=None, step=1)
+    return table, store, {**args, **kw}
+
+
+def test_bad_arguments_to_the_fused_kernel_raise():
+    table, store, args = kernel_args(make(fnn.ReLU))
+    X = args["x"]
     before = store.data.copy()
     bad_table = table.copy()
     bad_table[1, 2] = store.data.size                              # weight beyond the buffer
@@ -262,12 +268,8 @@ def test_bad_arguments_to_the_fused_kernel_raise():
 def test_bad_dropout_uniforms_raise():
     fnn.manual_seed(0)
     model = fnn.Sequential(fnn.Linear(12, 16), fnn.ReLU(), fnn.Dropout(0.5), fnn.Linear(16, 4))
-    table, store = fused.layer_table(model, training=True)
+    table, store, args = kernel_args(model, first_batch=7, n_batches=1)
     assert table[:, 6].tolist() == [0.0, 0.5]
-    X, y = data()
-    args = dict(params=store.data, grads=store.grad, layers=table, x=X, targets=y, order=np.arange(250),
-                batch_size=32, first_batch=7, n_batches=1, loss="cross_entropy", optimizer="sgd",
-                hyper=np.array([0.1, 0, 0, 0, 0, 0, 0, 0.0]), state_a=None, state_b=None, step=1)
     before = store.data.copy()
     bad_table = table.copy()
     bad_table[1, 6] = 1.0
