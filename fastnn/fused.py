@@ -143,15 +143,15 @@ class TrainPlan:
     def run(self, X, y, order, batch_size, first_batch, n_batches):
         """Train on batches [first_batch, first_batch + n_batches); returns (losses, correct)."""
         if not self.drop_width:
-            return self._run(X, y, order, batch_size, first_batch, n_batches, None)
+            return self._run(X, y, order, batch_size, first_batch, n_batches)
         per_call = max(1, self.MAX_UNIFORMS // (batch_size * self.drop_width))
-        out = [self._run(X, y, order, batch_size, b, min(per_call, first_batch + n_batches - b), True)
+        out = [self._run(X, y, order, batch_size, b, min(per_call, first_batch + n_batches - b))
                for b in range(first_batch, first_batch + n_batches, per_call)]
         return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
 
-    def _run(self, X, y, order, batch_size, first_batch, n_batches, dropout):
+    def _run(self, X, y, order, batch_size, first_batch, n_batches):
         u = None
-        if dropout:
+        if self.drop_width:
             # what the Dropout layers would draw for these batches: per batch, per Dropout in
             # order, (rows, width) uniforms of the data's dtype; one call gives the same stream
             rows = min(len(X), (first_batch + n_batches) * batch_size) - first_batch * batch_size
@@ -167,16 +167,12 @@ class TrainPlan:
             hyper = (g["lr"], g["momentum"], g["dampening"], float(g["nesterov"]), g["weight_decay"], 0, 0, 0)
         elif isinstance(self.optimizer, RMSprop):
             name = "rmsprop"
-            if not st:
-                st.update(step=0, square_avg=np.zeros_like(self.store.data))
-            if g["momentum"] > 0 and "momentum_buffer" not in st:
-                st["momentum_buffer"] = np.zeros_like(self.store.data)
+            self.optimizer._init_state(st, self.store.data, g)
             a, b, step = st["square_avg"], st.get("momentum_buffer") if g["momentum"] > 0 else None, 0
             hyper = (g["lr"], g["momentum"], 0, 0, g["weight_decay"], g["alpha"], 0, g["eps"])
         else:
             name = "adamw" if isinstance(self.optimizer, AdamW) else "adam"
-            if not st:
-                st.update(step=0, exp_avg=np.zeros_like(self.store.data), exp_avg_sq=np.zeros_like(self.store.data))
+            self.optimizer._init_state(st, self.store.data, g)
             a, b, step = st["exp_avg"], st["exp_avg_sq"], st["step"]
             hyper = (g["lr"], 0, 0, 0, g["weight_decay"], g["betas"][0], g["betas"][1], g["eps"])
         losses, correct = _core.mlp_train_batches(

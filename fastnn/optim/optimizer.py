@@ -268,9 +268,14 @@ class Adam(Optimizer):
         g["betas"] = (_unit(b1, "beta1", who), _unit(b2, "beta2", who))
         return g
 
-    def _update(self, run, state, g):
+    @staticmethod
+    def _init_state(state, data, g):
+        """Creates the state of a flat run like `data` before its first step (fused.py too)."""
         if not state:
-            state.update(step=0, exp_avg=np.zeros_like(run.data), exp_avg_sq=np.zeros_like(run.data))
+            state.update(step=0, exp_avg=np.zeros_like(data), exp_avg_sq=np.zeros_like(data))
+
+    def _update(self, run, state, g):
+        self._init_state(state, run.data, g)
         state["step"] += 1
         b1, b2 = g["betas"]
         ops().adam_step(run.data, run.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
@@ -308,11 +313,16 @@ class RMSprop(Optimizer):
             g[k] = _at_least(g[k], name, who)
         return g
 
-    def _update(self, run, state, g):
+    @staticmethod
+    def _init_state(state, data, g):
+        """Creates the state of a flat run like `data` before a step (fused.py too)."""
         if not state:
-            state.update(step=0, square_avg=np.zeros_like(run.data))
+            state.update(step=0, square_avg=np.zeros_like(data))
         if g["momentum"] > 0 and "momentum_buffer" not in state:
-            state["momentum_buffer"] = np.zeros_like(run.data)
+            state["momentum_buffer"] = np.zeros_like(data)
+
+    def _update(self, run, state, g):
+        self._init_state(state, run.data, g)
         state["step"] += 1
         ops().rmsprop_step(run.data, run.grad, state["square_avg"],
                            state["momentum_buffer"] if g["momentum"] > 0 else None,
