@@ -10,8 +10,8 @@
 //   backward  dX = dY · W      gemm(false, false, N, C,  OC, dY, W)
 //             dW += dYᵀ · X    gemm(true,  false, OC, C, N,  dY, X, beta = 1)
 #pragma once
-#include "common.h"
-#include "scalar_ops.h"
+#include "core/common.h"
+#include "kernels/scalar_ops.h"
 
 namespace fastnn {
 

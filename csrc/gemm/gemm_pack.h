@@ -7,7 +7,7 @@
 //     dominates packing for X·Wᵀ otherwise.
 #pragma once
 #include <type_traits>
-#include "common.h"
+#include "core/common.h"
 #include "gemm/ukernel.h"
 #if defined(__SSE2__)
 #include <xmmintrin.h>

@@ -5,7 +5,7 @@
 #include <initializer_list>
 #include "gemm/ukernel.h"
 #include "gemm/ukernel_portable.h"
-#include "vmath.h"
+#include "vmath/vmath.h"
 
 namespace fastnn {
 

@@ -1,6 +1,6 @@
 // Input checks that run over whole datasets (fit validates X before its first step).
 #include <vector>
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace fastnn {
 

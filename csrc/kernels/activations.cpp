@@ -2,8 +2,8 @@
 // elementwise loop; softmax works row by row.
 #include <cmath>
 #include <type_traits>
-#include "kernels.h"
-#include "vmath.h"
+#include "kernels/kernels.h"
+#include "vmath/vmath.h"
 
 namespace fastnn {
 

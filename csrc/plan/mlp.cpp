@@ -1,10 +1,10 @@
 // The fused MLP (see mlp.h): the layer-by-layer training step, moved into one C++ loop.
-#include "mlp.h"
+#include "plan/mlp.h"
 #include <algorithm>
 #include <cstring>
 #include <new>
 #include <vector>
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace fastnn {
 namespace {

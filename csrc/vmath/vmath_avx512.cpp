@@ -43,7 +43,7 @@ struct V {
   static float hsum(reg a) { return _mm512_reduce_add_ps(a); }
 };
 
-#include "vmath_impl.h"
+#include "vmath/vmath_impl.h"
 
 }  // namespace
 

@@ -5,7 +5,7 @@
 // layer-by-layer path, and like every kernel they do not depend on the thread count.
 #pragma once
 #include <cstdint>
-#include "common.h"
+#include "core/common.h"
 
 namespace fastnn {
 

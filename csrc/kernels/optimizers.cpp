@@ -3,7 +3,7 @@
 // computed in double (Python floats) and rounded to T once, as PyTorch does with scalars.
 #include <cmath>
 #include <type_traits>
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace fastnn {
 

@@ -3,8 +3,8 @@
 #include <cmath>
 #include <type_traits>
 #include <vector>
-#include "kernels.h"
-#include "vmath.h"
+#include "kernels/kernels.h"
+#include "vmath/vmath.h"
 
 namespace fastnn {
 

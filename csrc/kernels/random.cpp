@@ -10,7 +10,7 @@
 // · 2⁻²⁴. A float64 takes a whole output: (u64 >> 11) · 2⁻⁵³, leaving a kept half alone.
 // An LCG can jump ahead k steps in O(log k), so each thread (and each of several interleaved
 // lanes per thread, which hides the multiply latency of the chain) starts at its own output.
-#include "kernels.h"
+#include "kernels/kernels.h"
 
 namespace fastnn {
 

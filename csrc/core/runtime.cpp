@@ -1,5 +1,5 @@
 // Process-wide settings of the C++ kernels: the thread count.
-#include "common.h"
+#include "core/common.h"
 
 namespace fastnn {
 

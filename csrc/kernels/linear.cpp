@@ -1,6 +1,6 @@
 // Linear (fully connected) forward and backward: three GEMMs and a column sum.
 #include <vector>
-#include "kernels.h"
+#include "kernels/kernels.h"
 #include "gemm/gemm.h"
 
 namespace fastnn {

@@ -6,8 +6,8 @@
 // Input gradients (dx) are overwritten. No kernel allocates Python objects or throws; the
 // bindings validate every shape before calling in.
 #pragma once
-#include "common.h"
-#include "scalar_ops.h"
+#include "core/common.h"
+#include "kernels/scalar_ops.h"
 
 namespace fastnn {
 

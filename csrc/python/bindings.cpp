@@ -11,10 +11,10 @@
 #include <sstream>
 #include <string>
 #include <type_traits>
-#include "kernels.h"
+#include "kernels/kernels.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
-#include "mlp.h"
+#include "plan/mlp.h"
 
 namespace py = pybind11;
 using namespace fastnn;

@@ -71,7 +71,7 @@ struct V {
   }
 };
 
-#include "vmath_impl.h"
+#include "vmath/vmath_impl.h"
 
 }  // namespace
 
