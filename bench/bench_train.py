@@ -25,7 +25,7 @@ def torch_mlp():
                                       torch.nn.ReLU(), torch.nn.Linear(64, 10))
 
 
-@pytest.mark.parametrize("impl", ["fastnn-fused", "fastnn-layers", "numpy-twin", "pytorch"])
+@pytest.mark.parametrize("impl", ["fastnn-plan", "fastnn-layers", "numpy-twin", "pytorch"])
 @pytest.mark.parametrize("what", ["epoch-batch-32", "epoch-batch-100"])
 def test_training(benchmark, what, impl):
     batch = int(what.rsplit("-", 1)[1])
@@ -51,7 +51,7 @@ def test_training(benchmark, what, impl):
     def epoch():
         with fnn.use_backend(backend):
             model.fit(X, y, optimizer=opt, epochs=1, batch_size=batch, verbose=0,
-                      fused_ok=impl == "fastnn-fused")
+                      use_plan=impl == "fastnn-plan")
     benchmark(epoch)
 
 

@@ -15,8 +15,9 @@ from fastnn.random import manual_seed
 from fastnn import init
 from fastnn.parameter import Parameter
 from fastnn.layers import (
-    GELU, Dropout, Flatten, Layer, LeakyReLU, Linear, ReLU, Sequential, Sigmoid, Softmax, Step, Tanh,
+    GELU, Dropout, Flatten, Identity, Layer, LeakyReLU, Linear, ReLU, Residual, Sigmoid, Softmax, Step, Tanh,
 )
+from fastnn.model import Model, Sequential
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from fastnn.optim import (
     SGD, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSprop, StepLR, clip_grad_norm_,
@@ -46,7 +47,7 @@ __all__ = [
     "__version__", "build_info", "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "manual_seed", "init", "Parameter",
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Step",
-    "Dropout", "Flatten", "Sequential",
+    "Dropout", "Flatten", "Identity", "Residual", "Model", "Sequential",
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
     "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",

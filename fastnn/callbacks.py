@@ -10,6 +10,8 @@ import sys
 
 import numpy as np
 
+from fastnn.serialization import save
+
 
 class Callback:
     """Base class; every hook does nothing. `self.model` and `self.params` are set by fit()."""
@@ -114,7 +116,6 @@ class ModelCheckpoint(Callback):
             _check_monitor(self.monitor, self.params, "ModelCheckpoint")
 
     def on_epoch_end(self, epoch, logs=None):
-        from fastnn.serialization import save
         logs = logs or {}
         if self.save_best_only:
             value = logs.get(self.monitor)

@@ -8,9 +8,18 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnn.layers import Layer, config_with_dtype, from_config
+from fastnn.layers.base import Layer, build_layer
 from fastnn.losses import Loss
 from fastnn.random import generator
+
+
+def _float64(config):
+    """A get_config() dict with every "dtype" (nested layers' too) set to float64."""
+    if isinstance(config, dict):
+        return {k: "float64" if k == "dtype" else _float64(v) for k, v in config.items()}
+    if isinstance(config, list):
+        return [_float64(v) for v in config]
+    return config
 
 
 class GradcheckError(AssertionError):
@@ -32,8 +41,7 @@ def gradcheck(layer: Layer, x, target=None, loss: Loss | None = None, eps: float
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"gradcheck expects a fastnn layer or model, got {type(layer).__name__}")
-    kind = type(layer).__name__
-    model = from_config(kind, config_with_dtype(kind, layer.get_config(), "float64"))
+    model = build_layer(type(layer).__name__, _float64(layer.get_config()))
     model.load_state_dict(layer.state_dict())
     model.train(layer.training)
     x = np.array(x, dtype=np.float64)

@@ -48,6 +48,11 @@ class Loss:
                                "computed; call loss_fn(pred, target) first")
         return self._grad
 
+    def plan_loss(self) -> str | None:
+        """The name a compiled plan (fastnn/plan.py) knows this loss by, or None: fit then runs
+        layer by layer. Only fastnn's own classes have one (a subclass may compute otherwise)."""
+        return None
+
     def get_config(self) -> dict:
         return {}
 
@@ -76,6 +81,9 @@ class MSELoss(Loss):
     def _args(self):
         return (self.reduction,)
 
+    def plan_loss(self):
+        return "mse_" + self.reduction if type(self) is MSELoss else None
+
     def get_config(self):
         return {"reduction": self.reduction}
 
@@ -96,16 +104,25 @@ class CrossEntropyLoss(Loss):
     def _targets(self, target, pred):
         return target  # the kernel checks integer dtype, shape (N,) and range [0, C)
 
+    def plan_loss(self):
+        return "cross_entropy" if type(self) is CrossEntropyLoss else None
+
 
 class BCEWithLogitsLoss(Loss):
     """Binary cross-entropy on logits: sigmoid and log fused, stable for any logit."""
     kernel = "bce_with_logits_forward"
+
+    def plan_loss(self):
+        return "bce_with_logits" if type(self) is BCEWithLogitsLoss else None
 
 
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities in [0, 1] (logs clamped at −100, as PyTorch).
     Prefer BCEWithLogitsLoss on logits: it is exact where this one clamps."""
     kernel = "bce_forward"
+
+    def plan_loss(self):
+        return "bce" if type(self) is BCELoss else None
 
 
 LOSSES = {"mse": MSELoss, "cross_entropy": CrossEntropyLoss,

@@ -11,6 +11,16 @@ import numpy as np
 
 DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 
+# Bumped whenever a model's structure may have changed: a layer attribute set (a LeakyReLU's
+# slope, a Dropout's p, train/eval) or a parameter moved to another buffer. Compiled plans
+# (fastnn/plan.py) remember the count they were built at and are rebuilt when it moved; one
+# global count keeps that check to a single read on the batch-1 predict path.
+STRUCTURE = [0]
+
+
+def structure_changed() -> None:
+    STRUCTURE[0] += 1
+
 
 def check_dtype(dtype, who: str) -> np.dtype:
     """float32 (the default compute type) or float64 (for gradient checks)."""
@@ -38,11 +48,21 @@ def aligned_zeros(size: int, dtype, align: int = 64) -> np.ndarray:
 class FlatStore:
     """One flat data buffer and one flat gradient buffer of the same size and dtype."""
 
-    __slots__ = ("data", "grad")
+    __slots__ = ("data", "grad", "__weakref__")
 
     def __init__(self, size: int, dtype):
         self.data = aligned_zeros(size, dtype)
         self.grad = aligned_zeros(size, dtype)
+
+    # pickle and copy.deepcopy: the copy gets buffers of its own, cache-line aligned again
+    def __getstate__(self):
+        return {"data": self.data, "grad": self.grad}
+
+    def __setstate__(self, state):
+        self.data = aligned_zeros(state["data"].size, state["data"].dtype)
+        self.grad = aligned_zeros(state["grad"].size, state["grad"].dtype)
+        self.data[...] = state["data"]
+        self.grad[...] = state["grad"]
 
 
 class Parameter:
@@ -83,6 +103,16 @@ class Parameter:
         self._store, self._offset = store, offset
         self._data = store.data[offset:offset + n].reshape(self._shape)
         self._grad = store.grad[offset:offset + n].reshape(self._shape)
+        structure_changed()
+
+    # pickle and copy.deepcopy copy the store (once per model: pickle's memo shares it between
+    # the parameters) and bind the copy to it, so a copied model owns one flat buffer too
+    def __getstate__(self):
+        return {"store": self._store, "offset": self._offset, "shape": self._shape}
+
+    def __setstate__(self, state):
+        self._shape = tuple(state["shape"])
+        self._bind(state["store"], state["offset"])
 
     @property
     def data(self) -> np.ndarray:

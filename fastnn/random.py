@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from fastnn import _core
+
 _generator = np.random.default_rng()
 
 
@@ -29,6 +31,23 @@ def generator() -> np.random.Generator:
 _MASK64 = (1 << 64) - 1
 
 
+def pcg64_state() -> tuple:
+    """The generator's PCG64 state as fastnn._core takes it: (state_hi, state_lo, inc_hi, inc_lo,
+    has_uint32, uinteger)."""
+    st = _generator.bit_generator.state
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    return (s >> 64, s & _MASK64, inc >> 64, inc & _MASK64, bool(st["has_uint32"]), st["uinteger"])
+
+
+def set_pcg64_state(after: tuple) -> None:
+    """Move the generator to the state _core returned: (state_hi, state_lo, has_uint32, uinteger)."""
+    bg = _generator.bit_generator
+    hi, lo, has, u32 = after
+    inc = bg.state["state"]["inc"]
+    bg.state = {"bit_generator": "PCG64", "state": {"state": (hi << 64) | lo, "inc": inc},
+                "has_uint32": int(has), "uinteger": u32}
+
+
 def uniform(n: int, dtype=np.float32) -> np.ndarray:
     """generator().random(n, dtype=dtype), bit for bit and leaving the generator in the same
     state, filled by fastnn._core on every thread when the generator is NumPy's PCG64 (the
@@ -37,14 +56,6 @@ def uniform(n: int, dtype=np.float32) -> np.ndarray:
     dtype = np.dtype(dtype)
     if n < 1 << 15 or type(g.bit_generator) is not np.random.PCG64 or dtype not in (np.float32, np.float64):
         return g.random(n, dtype=dtype)
-    from fastnn import _core  # imported here: this module loads before the extension's users
-
-    bg = g.bit_generator
-    st = bg.state
-    s, inc = st["state"]["state"], st["state"]["inc"]
     out = np.empty(n, dtype)
-    hi, lo, has, u32 = _core.pcg64_uniform(out, s >> 64, s & _MASK64, inc >> 64, inc & _MASK64,
-                                           bool(st["has_uint32"]), st["uinteger"])
-    bg.state = {"bit_generator": "PCG64", "state": {"state": (hi << 64) | lo, "inc": inc},
-                "has_uint32": int(has), "uinteger": u32}
+    set_pcg64_state(_core.pcg64_uniform(out, *pcg64_state()))
     return out

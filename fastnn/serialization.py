@@ -36,7 +36,8 @@ import zlib
 
 import numpy as np
 
-from fastnn.layers import LAYERS, Layer, Sequential, from_config
+from fastnn import _core
+from fastnn.layers.base import LAYERS, Layer, build_layer
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.random import generator
 
@@ -111,8 +112,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
         table.append({"name": name, "dtype": dt.str, "shape": list(arr.shape), "offset": offset,
                       "nbytes": arr.nbytes, "crc32": zlib.crc32(arr.astype(dt, copy=False).tobytes())})
         offset += arr.nbytes + _pad(arr.nbytes)
-    from fastnn import __version__
-    header = json.dumps({"format": "fastnn", "version": VERSION, "fastnn_version": __version__,
+    header = json.dumps({"format": "fastnn", "version": VERSION, "fastnn_version": _core.__version__,
                          "model": {"type": type(model).__name__, "config": model.get_config()},
                          "tensors": table, "optimizer": opt_header,
                          "metadata": metadata or {}}).encode()
@@ -237,6 +237,8 @@ def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
     """The parameter shapes a layer config implies, computed without building the layer."""
     if not isinstance(config, dict):
         raise FormatError(f"{path}: the config of layer {prefix or kind!r} is not a dict")
+    if not isinstance(kind, str):
+        raise FormatError(f"{path}: layer {prefix or 0!r} has a type that is not a name: {kind!r}")
     if kind == "Sequential":
         layers = config.get("layers")
         if not isinstance(layers, list):
@@ -256,18 +258,24 @@ def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
         if config.get("bias", True):
             shapes[prefix + "bias"] = (o,)
         return shapes
+    if kind == "Residual":
+        shapes = {}
+        for part in ("block", "shortcut"):
+            spec = config.get(part)
+            if spec is None and part == "shortcut":
+                continue
+            if not isinstance(spec, dict):
+                raise FormatError(f"{path}: the {part} of layer {prefix or 0!r} is not described by a dict")
+            shapes.update(_param_shapes(spec.get("type"), spec.get("config", {}), f"{prefix}{part}.", path))
+        return shapes
     return {}
 
 
-def _build(kind: str, config: dict, path: str, prefix: str = "") -> Layer:
-    if kind == "Sequential":
-        return Sequential([_build(s["type"], s.get("config", {}), path, f"{prefix}{i}.")
-                           for i, s in enumerate(config["layers"])])
+def _build(kind: str, config: dict, path: str) -> Layer:
     try:
-        return from_config(kind, config)
+        return build_layer(kind, config)
     except (TypeError, ValueError) as e:
-        raise FormatError(f"{path}: cannot build layer {prefix.rstrip('.') or 0} ({kind}) from "
-                          f"{config}: {e}") from None
+        raise FormatError(f"{path}: {e}") from None
 
 
 def load(path, with_optimizer: bool = False):

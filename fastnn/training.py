@@ -6,9 +6,13 @@ before the first update: a bad width, label or NaN raises and the model stays un
 """
 from __future__ import annotations
 
+import contextlib
+import signal
+import threading
+
 import numpy as np
 
-from fastnn import fused
+from fastnn import plan
 from fastnn.backends import ops
 from fastnn.callbacks import Callback
 from fastnn.layers.base import float_input, nonfinite_message, shape_str
@@ -86,8 +90,12 @@ def _targets(loss: Loss, y, out_shape: tuple, n: int, who: str, dtype) -> np.nda
 
 
 def _output_shape(model, X, who: str) -> tuple:
-    """Run one sample through the model in eval mode: checks the input width, gives the
-    output shape, changes nothing."""
+    """The output shape for X: from the inference plan when the model has one (its layers
+    checked X's shape as they lowered), else by running one sample through the model in eval
+    mode, which checks the input width and changes nothing."""
+    c = plan.inference(model, X) if X.ndim >= 1 and X.flags.c_contiguous else None
+    if c is not None:
+        return (len(X), *c.out_shape)
     was = model.training
     model.eval()
     try:
@@ -100,16 +108,13 @@ def _output_shape(model, X, who: str) -> tuple:
 
 
 def _correct(loss: Loss, out: np.ndarray, y: np.ndarray):
-    """Correct predictions summed over the batch's samples, or None when accuracy does not
-    apply (regression). With binary cross-entropy each sample scores the fraction of its
-    outputs on the right side of 0.5 (Keras's binary accuracy), so several labels per sample
-    still give an accuracy in [0, 1]."""
+    """Correct predictions in a batch, or None when accuracy does not apply (regression):
+    argmax hits for cross-entropy, outputs on the target's side of the threshold for binary
+    cross-entropy (the same kernels the compiled plan counts with)."""
     if isinstance(loss, CrossEntropyLoss):
-        return int(np.count_nonzero(out.argmax(axis=-1) == y))
+        return int(ops().argmax_correct(out, y))
     if isinstance(loss, (BCEWithLogitsLoss, BCELoss)):
-        hits = np.count_nonzero((out > (0 if isinstance(loss, BCEWithLogitsLoss) else 0.5)) == (y > 0.5))
-        per_sample = out.size // len(out) if len(out) else 1
-        return int(hits) if per_sample == 1 else hits / per_sample
+        return int(ops().threshold_correct(out, y, 0.0 if isinstance(loss, BCEWithLogitsLoss) else 0.5))
     return None
 
 
@@ -129,14 +134,55 @@ def _optimizer(optimizer, model) -> Optimizer:
     return optimizer
 
 
-def _batches(n: int, batch_size: int, order):
-    for start in range(0, n, batch_size):
-        yield order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+def _batch_rows(b: int, batch_size: int, order):
+    start = b * batch_size
+    return order[start:start + batch_size] if order is not None else slice(start, start + batch_size)
+
+
+def _layer_runner(model, loss_fn, opt, X, y):
+    """fit's batches layer by layer, with run(order, batch_size, b0, nb) -> (losses, correct,
+    error) like the plan's TrainRunner: each batch is the manual training step of the docs."""
+    def run(order, batch_size, b0, nb):
+        losses, correct = [], []
+        for b in range(b0, b0 + nb):
+            rows = _batch_rows(b, batch_size, order)
+            xb, yb = X[rows], y[rows]
+            out = model.forward(xb)
+            losses.append(loss_fn(out, yb))
+            model.zero_grad()
+            model.backward(loss_fn.backward())
+            opt.step()
+            correct.append(_correct(loss_fn, out, yb) or 0)
+        return losses, correct, None
+    return run
+
+
+@contextlib.contextmanager
+def _interrupts_between_batches():
+    """Ctrl-C during fit ends it after the batch in progress, with KeyboardInterrupt raised
+    there: weights and optimizer state then agree (the step counter equals the steps applied).
+    Yields the flag the handler sets (the plan's C++ loop reads it too). A second Ctrl-C
+    interrupts at once. Only the main thread can take the signal over."""
+    flag = np.zeros(1, np.uint8)
+    if (threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is not signal.default_int_handler):
+        yield flag
+        return
+
+    def handler(signum, frame):
+        if flag[0]:
+            raise KeyboardInterrupt
+        flag[0] = 1
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield flag
+    finally:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
 
 
 def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0, callbacks=None,
-        verbose: int = 1, fused_ok: bool = True) -> History:
+        verbose: int = 1, use_plan: bool = True) -> History:
     """Train `model` on (X, y) with mini-batches.
 
     Args:
@@ -147,10 +193,9 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         validation_split: fraction of the (unshuffled) tail of X held out instead.
         callbacks: e.g. [fnn.EarlyStopping(patience=2), fnn.ModelCheckpoint("best.fnn")].
         verbose: 0 silent, 1 progress bar, 2 one line per epoch.
-        fused_ok: on the "cpp" backend, run plain MLPs (Linear + activations + Dropout; CE, MSE
-            or BCE loss; SGD/Adam/AdamW/RMSprop) through the fused C++ step (fastnn/fused.py);
-            the same arithmetic as the layers, without Python between kernels. False forces the
-            layer-by-layer loop.
+        use_plan: on the "cpp" backend, run the batches through the model's compiled plan
+            (fastnn/plan.py) when the model, loss and optimizer have one: the same arithmetic
+            as the layers, many batches per C++ call. False forces the layer-by-layer steps.
     Returns:
         History with per-epoch "loss", "accuracy" (classifiers) and their "val_" versions.
     """
@@ -190,7 +235,9 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         validation_data = (Xv, yv)
     opt = _optimizer(optimizer, model)
 
-    classify = _correct(loss_fn, np.zeros((0, *out_shape[1:])), y[:0]) is not None
+    classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss, BCELoss))
+    # binary cross-entropy scores each output: a sample's accuracy is its fraction of right ones
+    per_sample = int(np.prod(y.shape[1:], dtype=np.int64)) if not isinstance(loss_fn, CrossEntropyLoss) else 1
     metrics = ["loss"] + (["accuracy"] if classify else [])
     if validation_data is not None:
         metrics += ["val_" + m for m in metrics]
@@ -205,105 +252,100 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
     n = len(X)
     steps = -(-n // batch_size)
     model.train()
-    plan = fused.train_plan(model, loss_fn, opt, X, y) if fused_ok else None
     watches_batches = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in cbs)
-    group = 1 if watches_batches else max(1, min(steps, 64))
     model.stop_training = False
-    for cb in cbs:
-        cb.on_train_begin()
-    for epoch in range(epochs):
-        for cb in cbs:
-            cb.on_epoch_begin(epoch)
-        if verbose == 1:
-            print(f"Epoch {epoch + 1}/{epochs}", flush=True)
-        bar = Progbar(steps, verbose)
-        order = generator().permutation(n) if shuffle else None
-        seen, loss_sum, correct = 0, 0.0, 0
-        if plan is not None:
-            # The fused path: groups of batches in one C++ call each; callbacks and the bar see
-            # every batch afterwards (one batch per group when a callback watches batches).
-            order64 = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
-            per_sample = y[0].size if len(y) and y.ndim == 2 else 1  # BCE scores each output
-            for b0 in range(0, steps, group):
-                nb = min(group, steps - b0)
-                losses, hits = plan.run(X, y, order64, batch_size, b0, nb)
-                for j in range(nb):
-                    b = b0 + j
-                    k = min(n, (b + 1) * batch_size) - b * batch_size
-                    seen += k
-                    loss_sum += float(losses[j]) * k
-                    logs = {"loss": loss_sum / seen}
-                    if classify:
-                        correct += int(hits[j]) if per_sample == 1 else int(hits[j]) / per_sample
-                        logs["accuracy"] = correct / seen
-                    for cb in cbs:
-                        cb.on_batch_end(b, {"loss": float(losses[j]), "size": k})
-                bar.update(b0 + nb, logs)
-                if model.stop_training:
-                    break
-        else:
-            for b, idx in enumerate(_batches(n, batch_size, order)):
-                xb, yb = X[idx], y[idx]
-                out = model.forward(xb)
-                batch_loss = loss_fn(out, yb)
-                model.zero_grad()
-                model.backward(loss_fn.backward())
-                opt.step()
-                k = len(xb)
-                seen += k
-                loss_sum += batch_loss * k
-                logs = {"loss": loss_sum / seen}
-                if classify:
-                    correct += _correct(loss_fn, out, yb)
-                    logs["accuracy"] = correct / seen
-                bar.update(b + 1, logs)
+    runner = None
+    with _interrupts_between_batches() as interrupted:
+        try:
+            for cb in cbs:
+                cb.on_train_begin()
+            for epoch in range(epochs):
                 for cb in cbs:
-                    cb.on_batch_end(b, {"loss": batch_loss, "size": k})
+                    cb.on_epoch_begin(epoch)
+                if verbose == 1:
+                    print(f"Epoch {epoch + 1}/{epochs}", flush=True)
+                bar = Progbar(steps, verbose)
+                order = generator().permutation(n) if shuffle else None
+                # the compiled plan when model, loss and optimizer have one (checked every
+                # epoch: a callback may change a setting), else the layers; many batches per
+                # plan call unless a callback watches each batch
+                runner = plan.training(model, loss_fn, opt, X, y, interrupted) if use_plan else None
+                if runner is not None:
+                    run, group = runner.run, 1 if watches_batches else max(1, min(steps, 64))
+                    order = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
+                else:
+                    run, group = _layer_runner(model, loss_fn, opt, X, y), 1
+                seen, loss_sum, correct = 0, 0.0, 0.0
+                for b0 in range(0, steps, group):
+                    losses, hits, error = run(order, batch_size, b0, min(group, steps - b0))
+                    for j in range(len(losses)):
+                        b = b0 + j
+                        k = min(n, (b + 1) * batch_size) - b * batch_size
+                        seen += k
+                        loss_sum += float(losses[j]) * k
+                        logs = {"loss": loss_sum / seen}
+                        if classify:
+                            correct += int(hits[j]) if per_sample == 1 else int(hits[j]) / per_sample
+                            logs["accuracy"] = correct / seen
+                        for cb in cbs:
+                            cb.on_batch_end(b, {"loss": float(losses[j]), "size": k})
+                    if error is not None:
+                        raise error
+                    bar.update(b0 + len(losses), logs)
+                    if interrupted[0]:
+                        raise KeyboardInterrupt
+                    if model.stop_training:
+                        break
+                if validation_data is not None:
+                    logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn,
+                                                                    batch_size=max(batch_size, 1024)).items()})
+                    if interrupted[0]:
+                        raise KeyboardInterrupt
+                bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs}")
+                for cb in cbs:
+                    cb.on_epoch_end(epoch, dict(logs))
                 if model.stop_training:
                     break
-        if validation_data is not None:
-            logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn,
-                                                            batch_size=max(batch_size, 256)).items()})
-        bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs}")
-        for cb in cbs:
-            cb.on_epoch_end(epoch, dict(logs))
-        if model.stop_training:
-            break
+        finally:
+            if runner is not None:
+                runner.release()  # the workspace is the data's; it goes with the call
     for cb in cbs:
         cb.on_train_end()
     model._last_loss = loss_fn
     return history
 
 
-def predict(model, X, batch_size: int = 256) -> np.ndarray:
-    """The model's outputs for X in eval mode (dropout off), computed batch by batch."""
+def predict(model, X, batch_size: int = 1024) -> np.ndarray:
+    """The model's outputs for X in eval mode (dropout off), computed `batch_size` rows at a
+    time: the memory it works in is that many rows of every layer's output."""
     if type(batch_size) is not int or batch_size < 1:  # the common case tested cheaply first
         batch_size = _positive_int(batch_size, "predict: batch_size")
-    # A plain MLP runs in one C++ call, which also checks X for NaN/inf. An array of the
-    # model's dtype goes straight there (the batch-1 latency path: every test here costs tens
-    # of nanoseconds of a ~5 µs call); anything else is converted and checked here first.
-    if type(X) is np.ndarray and X.ndim == 2 and (X.shape[0] <= 65536 or X.shape[0] <= batch_size):
-        out = fused.forward(model, X, "predict")
-        if out is not None:
-            return out
+    # An array of the model's dtype goes straight to the compiled plan, which also checks it for
+    # NaN/inf (the batch-1 latency path: every test here costs tens of nanoseconds of a ~5 µs
+    # call); anything else is converted and checked here first.
+    if type(X) is np.ndarray and X.ndim >= 1 and X.flags.c_contiguous:
+        c = plan.inference(model, X)
+        if c is not None:
+            return c.predict(X, batch_size, "predict")
     X = _features(model, X, "predict")
-    if len(X) <= max(batch_size, 65536):
-        out = fused.forward(model, X)
-        if out is not None:
-            return out
+    c = plan.inference(model, np.ascontiguousarray(X)) if X.ndim >= 1 else None
+    if c is not None:
+        return c.predict(np.ascontiguousarray(X), batch_size)
     was = model.training
     model.eval()
     try:
         if len(X) <= batch_size:
             return model.forward(X)
-        return np.concatenate([model.forward(X[s]) for s in _batches(len(X), batch_size, None)])
+        return np.concatenate([model.forward(X[_batch_rows(b, batch_size, None)])
+                               for b in range(-(-len(X) // batch_size))])
     finally:
         model.train(was)
 
 
-def evaluate(model, X, y, loss=None, batch_size: int = 256) -> dict:
+def evaluate(model, X, y, loss=None, batch_size: int = 1024) -> dict:
     """{"loss": ..., "accuracy": ...} on (X, y) in eval mode. `loss` defaults to the one the
-    model was last fitted with."""
+    model was last fitted with. The outputs are predict's, batch by batch; the loss and the
+    accuracy are summed over the same batches."""
     if loss is None:
         loss = getattr(model, "_last_loss", None)
         if loss is None:
@@ -316,20 +358,19 @@ def evaluate(model, X, y, loss=None, batch_size: int = 256) -> dict:
     if len(X) == 0:
         raise ValueError("evaluate: X has no samples")
     y = _targets(loss_fn, y, _output_shape(model, X, "evaluate"), len(X), "evaluate", X.dtype)
+    out = predict(model, X, batch_size)
     per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums
-    was = model.training
-    model.eval()
+    # binary cross-entropy scores each output: a sample's accuracy is its fraction of right ones
+    outputs = 1 if isinstance(loss_fn, CrossEntropyLoss) else int(np.prod(out.shape[1:], dtype=np.int64))
     total, correct = 0.0, 0
-    try:
-        for s in _batches(len(X), batch_size, None):
-            out = model.forward(X[s])
-            value = loss_fn.forward(out, y[s], need_grad=False)
-            total += value * len(out) if per_sample else value
-            c = _correct(loss_fn, out, y[s])
-            correct = None if c is None else correct + c
-    finally:
-        model.train(was)
+    for b in range(-(-len(X) // batch_size)):
+        rows = _batch_rows(b, batch_size, None)
+        ob, yb = out[rows], y[rows]
+        value = loss_fn.forward(ob, yb, need_grad=False)
+        total += value * len(ob) if per_sample else value
+        c = _correct(loss_fn, ob, yb)
+        correct = None if c is None else correct + c
     logs = {"loss": total / len(X) if per_sample else total}
     if correct is not None:
-        logs["accuracy"] = correct / len(X)
+        logs["accuracy"] = correct / outputs / len(X)
     return logs

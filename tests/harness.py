@@ -126,7 +126,9 @@ def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
             assert got.dtype == dtype, where
             np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=where + " vs float64")
             np.testing.assert_allclose(got, twin, rtol=rtol, atol=atol, err_msg=where + " vs twin")
-        if ref_ret is not None:
+        if isinstance(ref_ret, int):  # a count: exact
+            assert type(ret) is int and ret == ref_ret == twin_ret, (where, ret, ref_ret, twin_ret)
+        elif ref_ret is not None:
             assert isinstance(ret, float), where
             np.testing.assert_allclose(ret, ref_ret, rtol=rtol, atol=atol, err_msg=where)
     return results
@@ -164,14 +166,16 @@ def linear_forward_case(bias):
                 depth=lambda s: s[1])
 
 
-def linear_backward_case(dx, dbias):
+def linear_backward_case(dx, dbias, accumulate=True):
     def make(rng, s, dt):
         N, C, OC = s
-        return [nans((N, C), dt) if dx else None, U(rng, (OC, C), dt),
-                U(rng, (OC,), dt) if dbias else None,
-                U(rng, (N, OC), dt), U(rng, (N, C), dt), U(rng, (OC, C), dt)], {}
+        # written gradients (accumulate=False) start as NaN: every element must be set
+        grad = U if accumulate else (lambda rng, shape, dt: nans(shape, dt))
+        return [nans((N, C), dt) if dx else None, grad(rng, (OC, C), dt),
+                grad(rng, (OC,), dt) if dbias else None,
+                U(rng, (N, OC), dt), U(rng, (N, C), dt), U(rng, (OC, C), dt)], dict(accumulate=accumulate)
     return Case("linear_backward", make, LINEAR_SHAPES, (0, 1, 2),
-                f"dx={int(dx)},dbias={int(dbias)}", depth=lambda s: s[0] + s[2])
+                f"dx={int(dx)},dbias={int(dbias)},accumulate={int(accumulate)}", depth=lambda s: s[0] + s[2])
 
 
 def unary_case(kernel, lo=-3.0, hi=3.0, **kw):
@@ -190,6 +194,31 @@ def dropout_case(p):
     def make(rng, s, dt):
         return [nans(s, dt), U(rng, s, dt, -3, 3), U(rng, s, dt, 0.0, 1.0)], dict(p=p)
     return Case("dropout_apply", make, ELEMENT_SHAPES, (0,), f"p={p}", depth=lambda s: 1)
+
+
+def add_case():
+    def make(rng, s, dt):
+        return [nans(s, dt), U(rng, s, dt, -3, 3), U(rng, s, dt, -3, 3)], {}
+    return Case("add_forward", make, ELEMENT_SHAPES, (0,), depth=lambda s: 1)
+
+
+def argmax_correct_case(nan):
+    def make(rng, s, dt):
+        N, C = s
+        # few distinct values, so rows hold ties (the first maximum counts), and maybe NaNs
+        x = rng.integers(-2, 3, s).astype(dt)
+        if nan and x.size:
+            x.flat[rng.integers(0, x.size, max(1, x.size // 7))] = np.nan
+        return [x, rng.integers(0, C, N)], {}
+    return Case("argmax_correct", make, ROW_SHAPES, (), "nan" if nan else "ties")
+
+
+def threshold_correct_case(threshold):
+    def make(rng, s, dt):
+        # values on the threshold itself and on 0.5 are in the draw
+        pred = rng.choice(np.array([-1, 0, 0.25, 0.5, 0.75, 1], dt), s)
+        return [pred, rng.choice(np.array([0, 0.5, 1], dt), s)], dict(threshold=threshold)
+    return Case("threshold_correct", make, ELEMENT_SHAPES, (), f"threshold={threshold}")
 
 
 def softmax_case(backward):
@@ -250,6 +279,7 @@ CASES = [
       for act in ("none", "relu", "sigmoid", "tanh", "gelu")),
     linear_forward_case(True), linear_forward_case(False),
     *(linear_backward_case(dx, db) for dx in (True, False) for db in (True, False)),
+    linear_backward_case(True, True, accumulate=False), linear_backward_case(False, True, accumulate=False),
     unary_case("relu_forward"), unary_backward_case("relu_backward"),
     unary_case("leaky_relu_forward", negative_slope=0.2),
     unary_backward_case("leaky_relu_backward", negative_slope=0.2),
@@ -258,12 +288,15 @@ CASES = [
     unary_case("gelu_forward"), unary_backward_case("gelu_backward"),
     unary_case("step_forward", threshold=0.5),
     dropout_case(0.5), dropout_case(0.0), dropout_case(0.875),  # p exact in float32: the same masks
+    add_case(),
     softmax_case(False), softmax_case(True),
     cross_entropy_case(True), cross_entropy_case(False), cross_entropy_case(True, 1e4),
     pointwise_loss_case("mse_forward", -2, 2, -2, 2, reduction="mean"),
     pointwise_loss_case("mse_forward", -2, 2, -2, 2, reduction="sum"),
     pointwise_loss_case("bce_with_logits_forward", -30, 30, 0, 1),
     pointwise_loss_case("bce_forward", 0.001, 0.999, 0, 1),
+    argmax_correct_case(False), argmax_correct_case(True),
+    threshold_correct_case(0.0), threshold_correct_case(0.5),
     sgd_case(), sgd_case(momentum=0.9, dampening=0.1, weight_decay=0.01),
     sgd_case(momentum=0.9, nesterov=True), sgd_case(momentum=0.5, first_step=True),
     adam_case(1), adam_case(7, weight_decay=0.01), adam_case(3, weight_decay=0.1, decoupled=True),

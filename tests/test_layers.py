@@ -29,6 +29,12 @@ LAYER_CASES = {
     "Flatten": fnn.Flatten,
     "MLP": lambda: fnn.Sequential(fnn.Linear(5, 7), fnn.GELU(), fnn.Dropout(0.2), fnn.Linear(7, 4),
                                   fnn.Tanh(), fnn.Linear(4, 3), fnn.Softmax()),
+    "Identity": fnn.Identity,
+    "Residual": lambda: fnn.Residual(fnn.Sequential(fnn.Linear(5, 5), fnn.Tanh(), fnn.Linear(5, 5))),
+    "Residual-shortcut": lambda: fnn.Residual(fnn.Sequential(fnn.Linear(5, 4), fnn.GELU()), fnn.Linear(5, 4)),
+    "Residual-x+x": lambda: fnn.Residual(fnn.Identity()),
+    "ResidualMLP": lambda: fnn.Sequential(fnn.Linear(5, 6), fnn.Residual(fnn.Sequential(
+        fnn.Linear(6, 6), fnn.Dropout(0.3), fnn.Sigmoid(), fnn.Residual(fnn.Linear(6, 6)))), fnn.Linear(6, 2)),
 }
 
 
@@ -285,6 +291,21 @@ def test_loss_errors():
         fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0.0, 1.0]))
     with pytest.raises(RuntimeError, match="before the loss was computed"):
         fnn.MSELoss().backward()
+
+
+def test_residual_adds_its_paths_and_nests_state_dict_keys_as_pytorch(backend):
+    fnn.manual_seed(0)
+    block = fnn.Sequential(fnn.Linear(4, 4), fnn.ReLU())
+    shortcut = fnn.Linear(4, 4, bias=False)
+    model = fnn.Sequential(fnn.Residual(block, shortcut), fnn.Residual(fnn.Identity()))
+    assert list(model.state_dict()) == ["0.block.0.weight", "0.block.0.bias", "0.shortcut.weight"]
+    x = np.random.default_rng(0).standard_normal((3, 4)).astype(np.float32)
+    np.testing.assert_allclose(model.forward(x), 2 * (block.forward(x) + shortcut.forward(x)), rtol=1e-6)
+    with pytest.raises(ValueError, match="the block outputs shape \\(3, 2\\) but the shortcut gives \\(3, 4\\)"):
+        fnn.Residual(fnn.Linear(4, 2)).forward(x)
+    with pytest.raises(TypeError, match="block must be a fastnn layer"):
+        fnn.Residual(lambda x: x)
+    assert "Residual(\n    block=Sequential(" in repr(model)
 
 
 def test_reprs_are_helpful():

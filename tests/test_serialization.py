@@ -35,6 +35,19 @@ def test_round_trip_keeps_architecture_and_weights(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
+def test_residual_models_round_trip(tmp_path):
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Linear(6, 8), fnn.Residual(fnn.Sequential(fnn.Linear(8, 8), fnn.ReLU()),
+                                                          fnn.Linear(8, 8, bias=False)),
+                           fnn.Residual(fnn.Identity()), fnn.Linear(8, 3))
+    fnn.save(model, tmp_path / "m.fnn")
+    loaded = fnn.load(tmp_path / "m.fnn")
+    assert repr(loaded) == repr(model)
+    assert list(loaded.state_dict()) == list(model.state_dict())
+    X, _ = data()
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+
+
 def test_float64_models_round_trip(tmp_path):
     model = fnn.Sequential(fnn.Linear(3, 2, dtype=np.float64))
     fnn.save(model, tmp_path / "m.fnn")

@@ -89,6 +89,64 @@ def test_twenty_steps_match_pytorch(backend, arch, opt_name):
         np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-4, atol=2e-5, err_msg=k)
 
 
+class TorchResidual(torch.nn.Module):
+    def __init__(self, block, shortcut=None):
+        super().__init__()
+        self.block, self.shortcut = block, shortcut
+
+    def forward(self, x):
+        return self.block(x) + (x if self.shortcut is None else self.shortcut(x))
+
+
+def build_residual():
+    """Linear - Residual(Linear, ReLU, Linear) - ReLU - Residual(Linear-Tanh, shortcut Linear) - Linear."""
+    tm = torch.nn.Sequential(
+        torch.nn.Linear(10, 16),
+        TorchResidual(torch.nn.Sequential(torch.nn.Linear(16, 16), torch.nn.ReLU(), torch.nn.Linear(16, 16))),
+        torch.nn.ReLU(),
+        TorchResidual(torch.nn.Sequential(torch.nn.Linear(16, 8), torch.nn.Tanh()), torch.nn.Linear(16, 8)),
+        torch.nn.Linear(8, 4))
+    fm = fnn.Sequential(
+        fnn.Linear(10, 16),
+        fnn.Residual(fnn.Sequential(fnn.Linear(16, 16), fnn.ReLU(), fnn.Linear(16, 16))),
+        fnn.ReLU(),
+        fnn.Residual(fnn.Sequential(fnn.Linear(16, 8), fnn.Tanh()), fnn.Linear(16, 8)),
+        fnn.Linear(8, 4))
+    assert list(fm.state_dict()) == list(tm.state_dict())
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return fm, tm
+
+
+@pytest.mark.parametrize("opt_name", ["sgd-momentum", "adam"])
+def test_residual_network_matches_pytorch(backend, opt_name):
+    # forward, input and parameter gradients, then 20 steps through fit (the plan on "cpp")
+    torch.manual_seed(0)
+    fm, tm = build_residual()
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((8, 10)).astype(np.float32)
+    tx = torch.from_numpy(x.copy()).requires_grad_(True)
+    out = tm(tx)
+    np.testing.assert_allclose(fm.forward(x), out.detach().numpy(), rtol=1e-5, atol=1e-6)
+    g = rng.standard_normal((8, 4)).astype(np.float32)
+    out.backward(torch.from_numpy(g))
+    fm.zero_grad()
+    np.testing.assert_allclose(fm.backward(g), tx.grad.numpy(), rtol=1e-4, atol=1e-6)
+    for (k, p), (tk, tp) in zip(fm.named_parameters(), tm.named_parameters()):
+        assert k == tk
+        np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=1e-4, atol=1e-6, err_msg=k)
+    f_cls, t_cls, kw = OPTIMS[opt_name]
+    X = rng.standard_normal((160, 10)).astype(np.float32)
+    y = rng.integers(0, 4, 160)
+    fm.fit(X, y, optimizer=f_cls(fm.parameters(), **kw), epochs=1, batch_size=8, shuffle=False, verbose=0)
+    topt, lf = t_cls(tm.parameters(), **kw), torch.nn.CrossEntropyLoss()
+    for s in range(0, 160, 8):
+        topt.zero_grad()
+        lf(tm(torch.from_numpy(X[s:s + 8])), torch.from_numpy(y[s:s + 8])).backward()
+        topt.step()
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-4, atol=2e-5, err_msg=k)
+
+
 def test_fit_matches_a_pytorch_loop(backend):
     """fit() with shuffle=False is the same arithmetic as PyTorch's loop over the same batches."""
     torch.manual_seed(1)

@@ -1,5 +1,6 @@
 // Activation forward/backward: each is a scalar function from scalar_ops.h and one generic
 // elementwise loop; softmax works row by row.
+#include <algorithm>
 #include <cmath>
 #include <type_traits>
 #include "kernels/kernels.h"
@@ -63,6 +64,10 @@ template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, 
   map1(n, [&](idx i) { out[i] = x[i] * (u[i] >= pt ? scale : T(0)); });
 }
 
+template <class T> void add_forward(T* out, const T* a, const T* b, idx n) {
+  map1(n, [&](idx i) { out[i] = a[i] + b[i]; });
+}
+
 template <class T> void softmax_forward(T* out, const T* x, idx N, idx C) {
   const idx rows_per_chunk = std::max<idx>(1, kElementwiseChunk / std::max<idx>(C, 1));
   if constexpr (std::is_same_v<T, float>)
@@ -95,7 +100,31 @@ template <class T> void softmax_backward(T* dx, const T* dout, const T* y, idx N
   });
 }
 
+template <class T> void activation_forward(Act act, T* out, const T* x, T param, idx n) {
+  switch (act) {
+    case Act::ReLU: return relu_forward(out, x, n);
+    case Act::LeakyReLU: return leaky_relu_forward(out, x, param, n);
+    case Act::Sigmoid: return sigmoid_forward(out, x, n);
+    case Act::Tanh: return tanh_forward(out, x, n);
+    case Act::GELU: return gelu_forward(out, x, n);
+    case Act::Step: return step_forward(out, x, param, n);
+    case Act::None: if (out != x) std::copy(x, x + n, out); return;
+  }
+}
+template <class T> void activation_backward(Act act, T* dx, const T* dout, const T* saved, T param, idx n) {
+  switch (act) {
+    case Act::ReLU: return relu_backward(dx, dout, saved, n);
+    case Act::LeakyReLU: return leaky_relu_backward(dx, dout, saved, param, n);
+    case Act::Sigmoid: return sigmoid_backward(dx, dout, saved, n);
+    case Act::Tanh: return tanh_backward(dx, dout, saved, n);
+    case Act::GELU: return gelu_backward(dx, dout, saved, n);
+    case Act::Step: case Act::None: if (dx != dout) std::copy(dout, dout + n, dx); return;
+  }
+}
+
 #define FASTNN_INSTANTIATE(T)                                                      \
+  template void activation_forward<T>(Act, T*, const T*, T, idx);                  \
+  template void activation_backward<T>(Act, T*, const T*, const T*, T, idx);       \
   template void relu_forward<T>(T*, const T*, idx);                                \
   template void relu_backward<T>(T*, const T*, const T*, idx);                     \
   template void leaky_relu_forward<T>(T*, const T*, T, idx);                       \
@@ -108,6 +137,7 @@ template <class T> void softmax_backward(T* dx, const T* dout, const T* y, idx N
   template void gelu_backward<T>(T*, const T*, const T*, idx);                     \
   template void step_forward<T>(T*, const T*, T, idx);                             \
   template void dropout_apply<T>(T*, const T*, const T*, double, idx);             \
+  template void add_forward<T>(T*, const T*, const T*, idx);                       \
   template void softmax_forward<T>(T*, const T*, idx, idx);                        \
   template void softmax_backward<T>(T*, const T*, const T*, idx, idx);
 FASTNN_INSTANTIATE(float)

@@ -1,10 +1,10 @@
 // Every kernel the Python backends call, in llm.c style: <op>_forward / <op>_backward /
 // <optimizer>_step; outputs first, then inputs, weights, then sizes. Shape letters:
 // N batch, C in-features (or classes), OC out-features, n a flat element count.
-// Backward kernels ADD into parameter gradients (dweight, dbias); only zero_grad clears them
-// (linear_backward can set them instead, for the fused loop, whose gradients start at zero).
-// Input gradients (dx) are overwritten. No kernel allocates Python objects or throws; the
-// bindings validate every shape before calling in.
+// Backward kernels write input gradients (dx) and add into parameter gradients (dweight,
+// dbias), or write those too when asked (accumulate = false: the plan's training step, which
+// is zero_grad + backward in one). No kernel allocates Python objects or throws; the bindings
+// validate every shape before calling in.
 #pragma once
 #include "core/common.h"
 #include "kernels/scalar_ops.h"
@@ -15,12 +15,11 @@ namespace fastnn {
 template <class T>
 void linear_forward(T* out, const T* x, const T* weight, const T* bias, idx N, idx C, idx OC);
 // dx (N,C) = dout (N,OC) · weight (OC,C)        [dx may be null: first layer]
-// dweight (OC,C) += dout (N,OC)ᵀ · x (N,C)
+// dweight (OC,C) += dout (N,OC)ᵀ · x (N,C)       (= without accumulate)
 // dbias (OC) += Σ_n dout[n, :]                  [dbias may be null]
-// With overwrite, dweight and dbias are set (=) instead.
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                     idx N, idx C, idx OC, bool overwrite = false);
+                     idx N, idx C, idx OC, bool accumulate);
 
 // Elementwise activations over n values. Backward reads x (ReLU, LeakyReLU, GELU) or the
 // forward output y (sigmoid, tanh), whichever makes the derivative cheapest.
@@ -35,6 +34,13 @@ template <class T> void tanh_backward(T* dx, const T* dout, const T* y, idx n);
 template <class T> void gelu_forward(T* out, const T* x, idx n);
 template <class T> void gelu_backward(T* dx, const T* dout, const T* x, idx n);
 template <class T> void step_forward(T* out, const T* x, T threshold, idx n);
+// Any entry of kActivations (scalar_ops.h) by its enum, with its parameter (ignored by the
+// entries without one). activation_backward reads x or y as ActInfo::backward_from_y says;
+// it is not defined for entries without a backward (Step).
+template <class T> void activation_forward(Act act, T* out, const T* x, T param, idx n);
+template <class T> void activation_backward(Act act, T* dx, const T* dout, const T* saved, T param, idx n);
+// out = a + b elementwise (a residual block's sum; in place allowed).
+template <class T> void add_forward(T* out, const T* a, const T* b, idx n);
 // Inverted dropout with its mask given as uniforms u in [0, 1): out = x · [u ≥ p] / (1 − p).
 // The same call is the forward (x the input) and the backward (x the gradient, same u).
 template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, idx n);
@@ -57,6 +63,15 @@ double bce_with_logits_forward(T* dlogits, const T* logits, const T* target, idx
 // as PyTorch does.
 template <class T>
 double bce_forward(T* dprob, const T* prob, const T* target, idx n);
+
+// Accuracy counts (one definition for fit, evaluate and the plan).
+// Rows of logits (N,C) whose first largest value is at the target class; a NaN counts as the
+// largest, as np.argmax has it.
+template <class T>
+std::int64_t argmax_correct(const T* logits, const std::int64_t* targets, idx N, idx C);
+// Values on the target's side: (pred > threshold) == (target > 0.5), over n values.
+template <class T>
+std::int64_t threshold_correct(const T* pred, const T* target, double threshold, idx n);
 
 // n uniforms in [0, 1) from NumPy's PCG64 generator, bitwise what Generator.random(n, dtype)
 // returns; st is advanced as NumPy would advance it (random.cpp).

@@ -12,9 +12,9 @@ void linear_forward(T* out, const T* x, const T* weight, const T* bias, idx N, i
 
 template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
-                     idx N, idx C, idx OC, bool overwrite) {
+                     idx N, idx C, idx OC, bool accumulate) {
   if (dx) gemm<T>(false, false, N, C, OC, T(1), dout, OC, weight, C, T(0), dx, C, nullptr, Act::None);
-  gemm<T>(true, false, OC, C, N, T(1), dout, OC, x, C, overwrite ? T(0) : T(1), dweight, C, nullptr,
+  gemm<T>(true, false, OC, C, N, T(1), dout, OC, x, C, accumulate ? T(1) : T(0), dweight, C, nullptr,
           Act::None);
   if (dbias) {
     // Column sums, summed down the batch in order; each thread owns a range of columns.
@@ -22,7 +22,7 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
       for (idx o = o0; o < o1; ++o) {
         T s = 0;
         for (idx n = 0; n < N; ++n) s += dout[n * OC + o];
-        dbias[o] = overwrite ? s : dbias[o] + s;
+        dbias[o] = accumulate ? dbias[o] + s : s;
       }
     });
   }

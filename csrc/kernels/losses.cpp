@@ -119,7 +119,48 @@ double bce_forward(T* dprob, const T* prob, const T* target, idx n) {
   return total / (double)n;
 }
 
+namespace {
+// Counts are integers, so chunks may be summed in any order; each chunk still writes only its
+// own slot.
+template <class F>
+std::int64_t chunked_count(idx n, idx chunk, F part) {
+  if (n <= 0) return 0;
+  std::vector<std::int64_t> parts((size_t)((n + chunk - 1) / chunk), 0);
+  parallel_chunks(n, chunk, [&](idx b, idx e) { parts[(size_t)(b / chunk)] = part(b, e); });
+  std::int64_t s = 0;
+  for (std::int64_t p : parts) s += p;
+  return s;
+}
+}  // namespace
+
+template <class T>
+std::int64_t argmax_correct(const T* logits, const std::int64_t* targets, idx N, idx C) {
+  if (C <= 0) return 0;
+  return chunked_count(N, std::max<idx>(1, kElementwiseChunk / C), [&](idx r0, idx r1) {
+    std::int64_t hits = 0;
+    for (idx r = r0; r < r1; ++r) {
+      const T* x = logits + r * C;
+      idx best = 0;
+      for (idx c = 1; c < C && !std::isnan(x[best]); ++c)
+        if (x[c] > x[best] || std::isnan(x[c])) best = c;
+      hits += best == targets[r];
+    }
+    return hits;
+  });
+}
+
+template <class T>
+std::int64_t threshold_correct(const T* pred, const T* target, double threshold, idx n) {
+  return chunked_count(n, kElementwiseChunk, [&](idx b, idx e) {
+    std::int64_t hits = 0;
+    for (idx i = b; i < e; ++i) hits += ((double)pred[i] > threshold) == (target[i] > T(0.5));
+    return hits;
+  });
+}
+
 #define FASTNN_INSTANTIATE(T)                                                              \
+  template std::int64_t argmax_correct<T>(const T*, const std::int64_t*, idx, idx);       \
+  template std::int64_t threshold_correct<T>(const T*, const T*, double, idx);            \
   template double cross_entropy_forward<T>(T*, const T*, const std::int64_t*, idx, idx);   \
   template double mse_forward<T>(T*, const T*, const T*, idx, bool);                       \
   template double bce_with_logits_forward<T>(T*, const T*, const T*, idx);                 \

@@ -1,13 +1,41 @@
-// Scalar activation functions and their derivatives: one definition used by the elementwise
-// kernels (activations.cpp) and the GEMM epilogue (gemm_blocked.cpp, gemm_ref.cpp).
-// Derivatives are written in terms of what backward keeps: x for ReLU/LeakyReLU/GELU, y for
-// sigmoid/tanh.
+// The one list of elementwise activations, and their scalar functions and derivatives: used
+// by the elementwise kernels (activations.cpp), the GEMM epilogue (gemm_blocked.cpp,
+// gemm_ref.cpp), the plan's activation op (plan/ops.cpp) and the bindings, which define
+// <name>_forward / <name>_backward for every entry. Python layers name their kernel by `name`
+// (fastnn/layers/activations.py). Derivatives are written in terms of what backward keeps: x
+// for ReLU/LeakyReLU/GELU, y for sigmoid/tanh.
 #pragma once
 #include <cmath>
+#include <cstring>
 
 namespace fastnn {
 
-enum class Act { None = 0, ReLU = 1, Sigmoid = 2, Tanh = 3, GELU = 4 };
+enum class Act { None, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Step };
+
+struct ActInfo {
+  Act act;
+  const char* name;        // the kernels are <name>_forward and <name>_backward
+  const char* param;       // the name of its one parameter (Python keyword), or nullptr
+  double param_default;
+  bool backward_from_y;    // backward reads the forward output y (else the input x)
+  bool has_backward;       // Step has none: its derivative is 0 wherever it exists
+};
+
+inline constexpr ActInfo kActivations[] = {
+    {Act::ReLU, "relu", nullptr, 0.0, false, true},
+    {Act::LeakyReLU, "leaky_relu", "negative_slope", 0.01, false, true},
+    {Act::Sigmoid, "sigmoid", nullptr, 0.0, true, true},
+    {Act::Tanh, "tanh", nullptr, 0.0, true, true},
+    {Act::GELU, "gelu", nullptr, 0.0, false, true},
+    {Act::Step, "step", "threshold", 0.0, false, false},
+};
+
+// The entry named `name`, or nullptr.
+inline const ActInfo* find_activation(const char* name) {
+  for (const ActInfo& a : kActivations)
+    if (std::strcmp(a.name, name) == 0) return &a;
+  return nullptr;
+}
 
 // NaN passes through (written as "x < 0 ? 0 : x", not "x > 0 ? x : 0", which would turn it
 // into 0 and hide a diverged network), as in PyTorch and np.maximum.
@@ -39,6 +67,7 @@ template <class T> inline T gelu_grad(T x) {
   return cdf + x * pdf;
 }
 
+// The GEMM epilogue's activation: only entries without a parameter (the bindings check).
 template <class T> inline T apply_act(Act a, T x) {
   switch (a) {
     case Act::ReLU: return relu(x);

@@ -18,8 +18,9 @@ KERNELS = (
     "relu_forward", "relu_backward", "leaky_relu_forward", "leaky_relu_backward",
     "sigmoid_forward", "sigmoid_backward", "tanh_forward", "tanh_backward",
     "gelu_forward", "gelu_backward", "softmax_forward", "softmax_backward", "step_forward",
-    "dropout_apply",
+    "dropout_apply", "add_forward",
     "cross_entropy_forward", "mse_forward", "bce_with_logits_forward", "bce_forward",
+    "argmax_correct", "threshold_correct",
     "sgd_step", "adam_step", "rmsprop_step",
 )
 

@@ -1,10 +1,12 @@
 """The C++ backend: the kernels of fastnn._core, re-exported under the names of the NumPy twin.
 
 Nothing happens here: argument checking, dtype selection and GIL release live in
-csrc/bindings.cpp, the math in csrc/*.cpp.
+csrc/python/, the math in csrc/kernels/ and csrc/gemm/.
 """
 from fastnn._core import (  # noqa: F401
     adam_step,
+    add_forward,
+    argmax_correct,
     bce_forward,
     bce_with_logits_forward,
     cross_entropy_forward,
@@ -30,4 +32,5 @@ from fastnn._core import (  # noqa: F401
     step_forward,
     tanh_backward,
     tanh_forward,
+    threshold_correct,
 )

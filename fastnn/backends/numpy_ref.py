@@ -197,13 +197,16 @@ def linear_forward(out, x, weight, bias):
     _shape2(op, "out", out, N, OC)
     _no_overlap(op, "out", out, "x", x, False)
     _no_overlap(op, "out", out, "weight", w, False)
+    if b is not None:
+        _no_overlap(op, "out", out, "bias", b, False)
     np.matmul(x, w.T, out=out)
     if b is not None:
         out += b
 
 
-def linear_backward(dx, dweight, dbias, dout, x, weight):
-    """Backward of linear_forward. Parameter gradients are ADDED to (+=); dx is overwritten.
+def linear_backward(dx, dweight, dbias, dout, x, weight, accumulate=True):
+    """Backward of linear_forward. Parameter gradients are ADDED to (+=), or written when
+    accumulate is False (a compiled plan's step: zero_grad and backward in one); dx is written.
 
     dx:      (N, C)   written = dout · weight            (None: skip, e.g. the first layer)
     dweight: (OC, C)  += doutᵀ · x
@@ -221,19 +224,30 @@ def linear_backward(dx, dweight, dbias, dout, x, weight):
     N, C, OC = _check_linear(op, x, w)
     _shape2(op, "dout", dout, N, OC)
     _shape2(op, "dweight", dweight, OC, C)
-    if dbias is not None and dbias.shape != (OC,):
-        raise ValueError(f"{op}: dbias has shape {_shape(dbias)}; expected ({OC},)")
+    if dbias is not None:
+        if dbias.shape != (OC,):
+            raise ValueError(f"{op}: dbias has shape {_shape(dbias)}; expected ({OC},)")
+        for n, a in (("dout", dout), ("x", x), ("weight", w), ("dweight", dweight)):
+            _no_overlap(op, "dbias", dbias, n, a, False)
     if dx is not None:
         _shape2(op, "dx", dx, N, C)
-        for n, a in (("dout", dout), ("weight", w), ("dweight", dweight)):
+        for n, a in (("dout", dout), ("x", x), ("weight", w), ("dweight", dweight)):
             _no_overlap(op, "dx", dx, n, a, False)
-    for n, a in (("dout", dout), ("x", x)):
+        if dbias is not None:
+            _no_overlap(op, "dx", dx, "dbias", dbias, False)
+    for n, a in (("dout", dout), ("x", x), ("weight", w)):
         _no_overlap(op, "dweight", dweight, n, a, False)
     if dx is not None:
         np.matmul(dout, w, out=dx)
-    dweight += dout.T @ x
+    if accumulate:
+        dweight += dout.T @ x
+    else:
+        dweight[...] = dout.T @ x
     if dbias is not None:
-        dbias += dout.sum(axis=0, dtype=dt)
+        if accumulate:
+            dbias += dout.sum(axis=0, dtype=dt)
+        else:
+            dbias[...] = dout.sum(axis=0, dtype=dt)
 
 
 # ---------------------------------------------------------------- activations
@@ -329,6 +343,18 @@ def dropout_apply(out, x, u, p):
     T = out.dtype.type
     with np.errstate(invalid="ignore"):  # a dropped infinity is NaN (inf · 0), as in C++
         out[...] = x * ((u >= T(p)).astype(out.dtype) * T(1.0 / (1.0 - p)))
+
+
+def add_forward(out, a, b):
+    """out = a + b elementwise (a residual block's sum).   out, a, b: any shape, the same."""
+    op = "add_forward"
+    _out(op, "out", out)
+    a, b = _in(op, "a", a, out.dtype), _in(op, "b", b, out.dtype)
+    _same_shape(op, "out", out, "a", a)
+    _same_shape(op, "a", a, "b", b)
+    _no_overlap(op, "out", out, "a", a, True)
+    _no_overlap(op, "out", out, "b", b, True)
+    out[...] = a + b
 
 
 def _rows(op, out, a, an, b=None, bn=""):
@@ -476,6 +502,40 @@ def bce_forward(dprob, prob, target):
     return float((-(t * lp + (1 - t) * l1p)).astype(np.float64).sum() / p.size)
 
 
+# ---------------------------------------------------------------- accuracy counts
+def _pred(op, name, x):
+    """Predictions as float64 if they are, else float32 (the dtype picks the kernel)."""
+    a = np.asarray(x)
+    return _in(op, name, a, np.float64 if a.dtype == np.float64 else np.float32)
+
+
+def argmax_correct(logits, targets):
+    """Rows of logits (N, C) whose first largest value is at the target class (N,); a NaN
+    counts as the largest, as np.argmax has it."""
+    op = "argmax_correct"
+    x = _pred(op, "logits", logits)
+    if x.ndim != 2:
+        raise ValueError(f"{op}: logits must be 2-D (N, classes), got shape {_shape(x)}")
+    t = np.asarray(targets)
+    if t.dtype.kind not in "iu":
+        raise TypeError(f"{op}: targets must be integer class indices, got {t.dtype}; use "
+                        "y.astype(np.int64)")
+    if t.shape != (x.shape[0],):
+        raise ValueError(f"{op}: targets has shape {_shape(t)} but logits has {x.shape[0]} rows")
+    if x.shape[1] == 0:
+        return 0
+    return int(np.count_nonzero(x.argmax(axis=1) == t))
+
+
+def threshold_correct(pred, target, threshold):
+    """Values with (pred > threshold) == (target > 0.5): binary predictions on the target's side."""
+    op = "threshold_correct"
+    x = _pred(op, "pred", pred)
+    t = _in(op, "target", target, x.dtype)
+    _same_shape(op, "pred", x, "target", t)
+    return int(np.count_nonzero((x > threshold) == (t > 0.5)))
+
+
 # ---------------------------------------------------------------- optimizers
 # Flat buffers, PyTorch's single-tensor update rules operation for operation (torch/optim).
 def _state(op, name, a, param):
@@ -492,6 +552,7 @@ def _grad(op, g, param):
     if g.size != param.size:
         raise ValueError(f"{op}: grad has {g.size} elements (shape {_shape(g)}) but param has "
                          f"{param.size} (shape {_shape(param)})")
+    _no_overlap(op, "param", param, "grad", g, False)
     return g.reshape(-1)
 
 

@@ -1,29 +1,11 @@
-"""Layers (fastnn.layers): each a forward and a backward that call the backend's kernels."""
+"""Layers (fastnn.layers): each a forward and a backward that call the backend's kernels, and a
+`lower` that describes it to a compiled plan. Containers that are models (Sequential) live in
+fastnn/model.py; the registry of layer types that model files name is LAYERS."""
 from fastnn.layers.activations import GELU, LeakyReLU, ReLU, Sigmoid, Softmax, Step, Tanh
-from fastnn.layers.base import Layer
+from fastnn.layers.base import LAYERS, Layer, build_layer, register
 from fastnn.layers.linear import Linear
-from fastnn.layers.sequential import Sequential, Summary
+from fastnn.layers.residual import Identity, Residual
 from fastnn.layers.shape import Dropout, Flatten
 
-LAYERS = {cls.__name__: cls for cls in (Linear, ReLU, LeakyReLU, Sigmoid, Tanh, GELU, Softmax, Step,
-                                        Dropout, Flatten, Sequential)}
-
-
-
-def from_config(kind: str, config: dict):
-    """Build a layer (or a Sequential of them) from its type name and get_config() dict."""
-    if kind == "Sequential":
-        return Sequential([from_config(s["type"], s.get("config", {})) for s in config["layers"]])
-    return LAYERS[kind](**config)
-
-
-def config_with_dtype(kind: str, config: dict, dtype: str) -> dict:
-    """A copy of a get_config() dict with every layer's dtype replaced (e.g. "float64")."""
-    if kind == "Sequential":
-        return {"layers": [{"type": s["type"], "config": config_with_dtype(s["type"], s["config"], dtype)}
-                           for s in config["layers"]]}
-    return {**config, "dtype": dtype} if "dtype" in config else dict(config)
-
-
-__all__ = ["from_config", "config_with_dtype", "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Step",
-           "Dropout", "Flatten", "Sequential", "Summary", "LAYERS"]
+__all__ = ["Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Step",
+           "Dropout", "Flatten", "Identity", "Residual", "LAYERS", "register", "build_layer"]

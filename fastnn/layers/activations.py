@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.backends import ops
-from fastnn.layers.base import Layer, float_input
+from fastnn.layers.base import Layer, float_input, register
 
 
 class _Activation(Layer):
@@ -14,6 +14,9 @@ class _Activation(Layer):
 
     def _args(self) -> tuple:
         return ()
+
+    def lower(self, plan, x):
+        return plan.activation(x, self.kernel, *self._args())
 
     def forward(self, x):
         x = float_input(x, type(self).__name__)
@@ -30,6 +33,7 @@ class _Activation(Layer):
         return dx
 
 
+@register
 class ReLU(_Activation):
     """max(x, 0); its derivative at 0 is taken as 0, as PyTorch does.
 
@@ -40,6 +44,7 @@ class ReLU(_Activation):
     kernel = "relu"
 
 
+@register
 class LeakyReLU(_Activation):
     """x if x > 0 else negative_slope·x.
 
@@ -63,23 +68,27 @@ class LeakyReLU(_Activation):
         return {"negative_slope": self.negative_slope}
 
 
+@register
 class Sigmoid(_Activation):
     """1 / (1 + e^−x), overflow-free for any x; derivative y(1 − y)."""
     kernel = "sigmoid"
     saves_output = True
 
 
+@register
 class Tanh(_Activation):
     """tanh(x); derivative 1 − y²."""
     kernel = "tanh"
     saves_output = True
 
 
+@register
 class GELU(_Activation):
     """x·Φ(x), the exact erf form (PyTorch's default GELU)."""
     kernel = "gelu"
 
 
+@register
 class Softmax(_Activation):
     """exp(x) / Σ exp(x) along `dim` (default the last), computed stably.
 
@@ -99,6 +108,12 @@ class Softmax(_Activation):
         if not -max(ndim, 1) <= self.dim < max(ndim, 1):
             raise ValueError(f"Softmax(dim={self.dim}) got an input with {ndim} dimensions")
         return self.dim % max(ndim, 1)
+
+    def lower(self, plan, x):
+        # over the last axis only (the layer path moves any other axis there and back)
+        if x.shape and self.dim in (-1, len(x.shape)):
+            return plan.softmax(x)
+        return None
 
     def forward(self, x):
         x = float_input(x, "Softmax")
@@ -124,6 +139,7 @@ class Softmax(_Activation):
         return {"dim": self.dim}
 
 
+@register
 class Step(_Activation):
     """The M-P neuron's threshold: 1 where x >= threshold, else 0. Forward only.
 
@@ -140,6 +156,10 @@ class Step(_Activation):
 
     def _args(self):
         return (self.threshold,)
+
+    def lower(self, plan, x):
+        # forward only: a training plan cannot hold it (its backward raises on the layer path)
+        return None if plan.training else super().lower(plan, x)
 
     def backward(self, grad_out):
         raise RuntimeError("Step has no usable gradient (its derivative is 0 wherever it exists), so "

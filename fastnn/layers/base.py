@@ -2,6 +2,8 @@
 
 A layer validates its input, calls one backend kernel and caches what its backward needs.
 `backward(grad_out)` returns the gradient for its input and ADDS into its parameters' `.grad`.
+A layer also describes itself to a compiled plan (`lower`, fastnn/plan.py) and to model files
+(`get_config`, and the registry LAYERS that fnn.load builds layers from).
 """
 from __future__ import annotations
 
@@ -9,7 +11,30 @@ from collections import OrderedDict
 
 import numpy as np
 
-from fastnn.parameter import Parameter, contiguous_runs
+from fastnn.parameter import Parameter, contiguous_runs, structure_changed
+
+# Layer types by name, for fnn.load and gradcheck: fastnn's own, registered with @register.
+LAYERS: dict[str, type] = {}
+
+
+def register(cls):
+    """Class decorator: make a layer type loadable from model files by its name."""
+    LAYERS[cls.__name__] = cls
+    return cls
+
+
+def indent(text: str) -> str:
+    """A nested layer's multi-line repr, indented one level (as PyTorch prints modules)."""
+    return text.replace("\n", "\n  ")
+
+
+def build_layer(kind, config):
+    """A layer of registered type `kind` from its get_config() dict."""
+    if not isinstance(kind, str) or kind not in LAYERS:
+        raise ValueError(f"unknown layer type {kind!r}; fastnn knows {sorted(LAYERS)}")
+    if not isinstance(config, dict):
+        raise TypeError(f"the config of a {kind} must be a dict, got {type(config).__name__}")
+    return LAYERS[kind].from_config(config)
 
 
 def shape_str(shape) -> str:
@@ -46,14 +71,33 @@ class Layer:
         self._saved = None
         self.metadata: dict = {}  # free-form; fnn.save stores it, fnn.load restores it
 
-    # -- subclasses define forward(x) and backward(grad_out), and override these two
+    def __setattr__(self, name, value):
+        # a public attribute (a setting, the mode, a sub-layer) may change what a compiled plan
+        # computes; private ones (what forward keeps for backward) cannot
+        if name[0] != "_":
+            structure_changed()
+        object.__setattr__(self, name, value)
+
+    # -- subclasses define forward(x) and backward(grad_out), and override these
     def get_config(self) -> dict:
         """The constructor arguments that rebuild this layer (used by fnn.save)."""
         return {}
 
+    @classmethod
+    def from_config(cls, config: dict):
+        """The layer get_config() describes."""
+        return cls(**config)
+
     def output_shape(self, input_shape: tuple) -> tuple:
         """The output shape for an input shape (None for the batch dimension)."""
         return input_shape
+
+    def lower(self, plan, x):
+        """Add this layer's ops to a compiled plan (fastnn/plan.py, Builder) and return the value
+        they output, or None when the layer cannot run in a plan: the model then runs layer by
+        layer. `x` is the plan value this layer reads (x.shape: one sample's shape). A layer
+        without a lower (a user's own subclass, say) runs as it is, through forward/backward."""
+        return None
 
     # -- shared behaviour
     def __call__(self, x):

@@ -5,7 +5,7 @@ import numpy as np
 
 from fastnn import init as _init
 from fastnn.backends import ops
-from fastnn.layers.base import Layer, float_input, shape_str
+from fastnn.layers.base import Layer, float_input, register, shape_str
 from fastnn.parameter import Parameter, check_dtype
 
 
@@ -17,6 +17,7 @@ def _positive_int(value, name: str) -> int:
     return int(value)
 
 
+@register
 class Linear(Layer):
     """Fully connected layer: y = x·Wᵀ + b.
 
@@ -83,6 +84,11 @@ class Linear(Layer):
         ops().linear_backward(dx, self.weight.grad, None if self.bias is None else self.bias.grad,
                               g.reshape(-1, self.out_features), rows, self.weight.data)
         return dx.reshape(*lead, self.in_features)
+
+    def lower(self, plan, x):
+        if not x.shape or x.shape[-1] != self.in_features:
+            return None  # the layer path raises its error
+        return plan.linear(x, self.weight, self.bias)
 
     def get_config(self) -> dict:
         return {"in_features": self.in_features, "out_features": self.out_features,

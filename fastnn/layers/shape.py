@@ -4,10 +4,11 @@ from __future__ import annotations
 import numpy as np
 
 from fastnn.backends import ops
-from fastnn.layers.base import Layer, float_input, shape_str
+from fastnn.layers.base import Layer, float_input, register, shape_str
 from fastnn.random import uniform
 
 
+@register
 class Dropout(Layer):
     """Inverted dropout: in training, zero each value with probability p and scale the rest
     by 1/(1 − p); in eval mode, the identity. Masks come from fnn.manual_seed's generator.
@@ -42,6 +43,12 @@ class Dropout(Layer):
         self._saved = (u, x.shape, self.p)
         return out
 
+    def lower(self, plan, x):
+        # the identity outside training (and at p = 0), where it draws nothing either
+        if plan.training and self.training and self.p > 0.0:
+            return plan.dropout(x, self.p)
+        return x
+
     def backward(self, grad_out):
         u, shape, p = self._saved_or_raise()
         if u is None:
@@ -59,6 +66,7 @@ class Dropout(Layer):
         return {"p": self.p}
 
 
+@register
 class Flatten(Layer):
     """Flatten every dimension after the first: (N, d1, d2, ...) -> (N, d1·d2·...)."""
 
@@ -77,6 +85,9 @@ class Flatten(Layer):
             raise ValueError(f"Flatten.backward: grad_out has shape {shape_str(g.shape)}, expected "
                              f"{shape_str(flat)}")
         return g.reshape(shape)
+
+    def lower(self, plan, x):
+        return plan.reshape(x, (int(np.prod(x.shape, dtype=np.int64)),))
 
     def output_shape(self, input_shape):
         rest = input_shape[1:]

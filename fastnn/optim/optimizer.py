@@ -11,6 +11,7 @@ import math
 
 import numpy as np
 
+from fastnn import _core
 from fastnn.backends import ops
 from fastnn.parameter import contiguous_runs, layout_key, unique_parameters
 
@@ -106,6 +107,26 @@ class Optimizer:
             runs, states = self._runs_and_state(i)
             for run, state in zip(runs, states):
                 self._update(run, state, group)
+
+    # -- compiled plans (fastnn/plan.py) run step() as C++ steps over spans of one flat buffer
+    def _plan_step(self, run, state, group):
+        """(a _core.plan_* step doing what _update(run, state, group) does, and a function that
+        records n applied steps in `state`), or None: this optimizer has no plan form."""
+        return None
+
+    def _plan_steps(self, store):
+        """([steps], commit(n)) for every span this optimizer updates, in step()'s order, or None
+        when some span is outside `store` or has no plan form."""
+        steps, commits = [], []
+        for i, group in enumerate(self.param_groups):
+            runs, states = self._runs_and_state(i)
+            for run, state in zip(runs, states):
+                made = self._plan_step(run, state, group) if run.store is store else None
+                if made is None:
+                    return None
+                steps.append(made[0])
+                commits.append(made[1])
+        return steps, lambda n: [commit(n) for commit in commits]
 
     # -- state_dict in PyTorch's layout: per-parameter state keyed by a global index
     def state_dict(self) -> dict:
@@ -232,13 +253,33 @@ class SGD(Optimizer):
                              f"momentum={g['momentum']}, dampening={g['dampening']}")
         return g
 
-    def _update(self, run, state, g):
+    @staticmethod
+    def _init_state(state, data, g):
+        """(the momentum buffer or None, whether it is new). PyTorch sets a new buffer to the
+        first gradient instead of updating it; it joins the state once a step has filled it."""
+        if g["momentum"] == 0:
+            return None, False
         buf = state.get("momentum_buffer")
-        first = buf is None
-        if g["momentum"] != 0 and first:
-            buf = state["momentum_buffer"] = np.empty_like(run.data)
-        ops().sgd_step(run.data, run.grad, buf if g["momentum"] != 0 else None, g["lr"],
-                       g["momentum"], g["dampening"], g["nesterov"], g["weight_decay"], first)
+        return (np.empty_like(data), True) if buf is None else (buf, False)
+
+    def _update(self, run, state, g):
+        buf, first = self._init_state(state, run.data, g)
+        ops().sgd_step(run.data, run.grad, buf, g["lr"], g["momentum"], g["dampening"], g["nesterov"],
+                       g["weight_decay"], first)
+        if first:
+            state["momentum_buffer"] = buf
+
+    def _plan_step(self, run, state, g):
+        if type(self) is not SGD:
+            return None
+        buf, first = self._init_state(state, run.data, g)
+
+        def commit(n):
+            if first and n:
+                state["momentum_buffer"] = buf
+        return _core.plan_sgd(run.start, run.stop, buf, first=first, lr=g["lr"], momentum=g["momentum"],
+                              dampening=g["dampening"], nesterov=g["nesterov"],
+                              weight_decay=g["weight_decay"]), commit
 
 
 class Adam(Optimizer):
@@ -270,16 +311,25 @@ class Adam(Optimizer):
 
     @staticmethod
     def _init_state(state, data, g):
-        """Creates the state of a flat run like `data` before its first step (fused.py too)."""
+        """Creates the state of a flat run like `data` before its first step."""
         if not state:
             state.update(step=0, exp_avg=np.zeros_like(data), exp_avg_sq=np.zeros_like(data))
 
     def _update(self, run, state, g):
         self._init_state(state, run.data, g)
-        state["step"] += 1
         b1, b2 = g["betas"]
-        ops().adam_step(run.data, run.grad, state["exp_avg"], state["exp_avg_sq"], state["step"],
+        ops().adam_step(run.data, run.grad, state["exp_avg"], state["exp_avg_sq"], state["step"] + 1,
                         g["lr"], b1, b2, g["eps"], g["weight_decay"], self.decoupled)
+        state["step"] += 1
+
+    def _plan_step(self, run, state, g):
+        if type(self) not in (Adam, AdamW):
+            return None
+        self._init_state(state, run.data, g)
+        b1, b2 = g["betas"]
+        return _core.plan_adam(run.start, run.stop, state["exp_avg"], state["exp_avg_sq"], step=state["step"],
+                               lr=g["lr"], beta1=b1, beta2=b2, eps=g["eps"], weight_decay=g["weight_decay"],
+                               decoupled=self.decoupled), lambda n: state.update(step=state["step"] + n)
 
 
 class AdamW(Adam):
@@ -315,7 +365,7 @@ class RMSprop(Optimizer):
 
     @staticmethod
     def _init_state(state, data, g):
-        """Creates the state of a flat run like `data` before a step (fused.py too)."""
+        """Creates the state of a flat run like `data` before a step."""
         if not state:
             state.update(step=0, square_avg=np.zeros_like(data))
         if g["momentum"] > 0 and "momentum_buffer" not in state:
@@ -323,10 +373,19 @@ class RMSprop(Optimizer):
 
     def _update(self, run, state, g):
         self._init_state(state, run.data, g)
-        state["step"] += 1
         ops().rmsprop_step(run.data, run.grad, state["square_avg"],
                            state["momentum_buffer"] if g["momentum"] > 0 else None,
                            g["lr"], g["alpha"], g["eps"], g["weight_decay"], g["momentum"])
+        state["step"] += 1
+
+    def _plan_step(self, run, state, g):
+        if type(self) is not RMSprop:
+            return None
+        self._init_state(state, run.data, g)
+        return _core.plan_rmsprop(run.start, run.stop, state["square_avg"],
+                                  state["momentum_buffer"] if g["momentum"] > 0 else None, lr=g["lr"],
+                                  alpha=g["alpha"], eps=g["eps"], weight_decay=g["weight_decay"],
+                                  momentum=g["momentum"]), lambda n: state.update(step=state["step"] + n)
 
 
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW, "rmsprop": RMSprop}

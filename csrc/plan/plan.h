@@ -1,0 +1,174 @@
+// A compiled plan: a model's ops over value slots, built once (fastnn/plan.py asks every layer to
+// describe itself; python/plan.cpp checks what it adds) and run many times with the GIL released:
+// inference over a dataset in batches (predict) and training steps (gather the shuffled batch,
+// forward, loss, backward, optimizer step).
+//
+// Every op calls the kernels its layer calls, in the same order, so a plan's results equal the
+// layer-by-layer path bit for bit; like every kernel they do not depend on the thread count.
+//
+// Values: slot 0 is the input. A slot holds rows × width values (width: one sample's size) and,
+// in training, their gradient when one is needed (the slot depends on a parameter). Gradients:
+// a training step is zero_grad + backward, so ops write (never add) their parameters'
+// gradients. A slot read by several ops (a residual block's input) gets its gradient from each:
+// the first consumer in backward order writes it, the later ones add (through scratch memory).
+#pragma once
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <vector>
+#include "core/buffer.h"
+#include "core/common.h"
+#include "kernels/kernels.h"
+
+namespace fastnn {
+
+// What an op's forward and backward see for one batch.
+template <class T>
+struct Batch {
+  idx rows = 0;
+  T* const* val = nullptr;    // per slot: rows × width values
+  T* const* grad = nullptr;   // per slot: their gradients (training), null where none is kept
+  T* params = nullptr;        // the flat parameter buffer
+  T* grads = nullptr;         // the flat gradient buffer (training)
+  Pcg64State* rng = nullptr;  // the plan's copy of fastnn's generator (training)
+};
+
+template <class T>
+struct Op {
+  std::vector<int> in;  // slots read
+  int out = -1;         // slot written
+  virtual ~Op() = default;
+  // Values per sample this op keeps from forward to backward (Dropout's uniforms).
+  virtual idx saved_width() const { return 0; }
+  // A NaN or infinity in a row of the input makes every value of that output row NaN or
+  // infinite (Linear): predict then scans this op's output, not the (wider) input.
+  virtual bool spreads_nonfinite() const { return false; }
+  virtual void forward(const Batch<T>& b, T* saved) = 0;
+  // dst[k]: where ∂loss/∂in[k] goes (written), or null when in[k] needs no gradient.
+  virtual void backward(const Batch<T>& b, T* saved, T* const* dst) = 0;
+};
+
+// The ops layers lower to (plan/ops.cpp); each takes its slots, then its sizes and offsets,
+// already checked by the bindings.
+template <class T> std::unique_ptr<Op<T>> make_linear(int in, int out, idx C, idx OC, idx lead, idx w_off, idx b_off);
+template <class T> std::unique_ptr<Op<T>> make_activation(int in, int out, Act act, double param, idx width);
+template <class T> std::unique_ptr<Op<T>> make_softmax(int in, int out, idx C, idx per_row);
+template <class T> std::unique_ptr<Op<T>> make_dropout(int in, int out, double p, idx width);
+template <class T> std::unique_ptr<Op<T>> make_add(int a, int b, int out, idx width);
+// out is an alias of in (add_alias): the same values, a gradient of its own, copied into in's.
+template <class T> std::unique_ptr<Op<T>> make_branch(int in, int out, idx width);
+
+enum class LossKind { CrossEntropy, MseMean, MseSum, BceWithLogits, Bce };
+
+// One optimizer update over params/grads[start, stop), the optimizer's state buffers covering
+// the same span. `steps` counts the updates applied (fit commits it to the Python state).
+template <class T>
+struct OptStep {
+  idx start = 0, stop = 0;
+  long steps = 0;
+  virtual ~OptStep() = default;
+  virtual void apply(T* params, const T* grads) = 0;
+};
+template <class T> std::unique_ptr<OptStep<T>> make_sgd(idx start, idx stop, T* momentum_buf, bool first,
+    double lr, double momentum, double dampening, bool nesterov, double weight_decay);
+template <class T> std::unique_ptr<OptStep<T>> make_adam(idx start, idx stop, T* exp_avg, T* exp_avg_sq,
+    long step, double lr, double beta1, double beta2, double eps, double weight_decay, bool decoupled);
+template <class T> std::unique_ptr<OptStep<T>> make_rmsprop(idx start, idx stop, T* square_avg, T* momentum_buf,
+    double lr, double alpha, double eps, double weight_decay, double momentum);
+
+// A run of training batches: batch b holds rows order[b*B .. min((b+1)*B, N)) of x (N × the
+// input width) and of the targets (int64 labels (N) for cross-entropy, T (N × the output
+// width) otherwise).
+template <class T>
+struct TrainArgs {
+  const T* x = nullptr;
+  const void* targets = nullptr;
+  idx N = 0, B = 0, first_batch = 0, n_batches = 0;
+  const std::int64_t* order = nullptr;
+  LossKind loss = LossKind::CrossEntropy;
+  std::vector<OptStep<T>*> optimizer;
+  Pcg64State* rng = nullptr;
+  double* losses = nullptr;       // per batch
+  std::int64_t* correct = nullptr;  // per batch: argmax hits (cross-entropy), outputs on the
+                                    // target's side (BCE), 0 (MSE)
+  std::function<bool()> stop;     // asked between batches (Ctrl-C); true ends the run there
+};
+
+struct TrainResult {
+  idx done = 0;        // batches completed (loss, backward and optimizer step)
+  idx bad_prob = -1;   // BCE: flat index (in the batch's output) of a probability outside [0, 1]
+  double bad_value = 0;
+};
+
+template <class T>
+class Plan {
+ public:
+  using value_type = T;
+  Plan(T* params, T* grads, idx n_params) : params_(params), grads_(grads), n_params_(n_params) {
+    slots_.push_back({0, false, -1});  // the input; its width is set by set_input
+  }
+  void set_input(idx width) { slots_[0].width = width; }
+  // A new slot of `width` values per sample; returns its index.
+  int add_slot(idx width) { slots_.push_back({width, false, -1}); return (int)slots_.size() - 1; }
+  // A new slot that shows the values of `src` (no copy) with a gradient of its own: a residual
+  // block reads its input through one per path, so every slot has at most two consumers and
+  // the gradients of the two paths are summed as the layers sum them.
+  int add_alias(int src) {
+    slots_.push_back({slots_[(size_t)src].width, false, src});
+    return (int)slots_.size() - 1;
+  }
+  // `has_params`: the op reads parameters (so its output needs a gradient in training).
+  void add_op(std::unique_ptr<Op<T>> op, bool has_params);
+  void set_output(int slot) { output_ = slot; }
+
+  int n_slots() const { return (int)slots_.size(); }
+  idx width(int slot) const { return slots_[(size_t)slot].width; }
+  int output() const { return output_; }
+  idx n_params() const { return n_params_; }
+  // Consumers of each slot so far (a slot is produced once and read by later ops).
+  int consumers(int slot) const;
+
+  // out (N × output width) = the network on x (N × input width) in batches of at most `batch`
+  // rows. With check_finite, returns the flat index of x's first NaN or infinity (out is then
+  // unspecified), else -1.
+  idx predict(T* out, const T* x, idx N, idx batch, bool check_finite);
+  TrainResult train(const TrainArgs<T>& a);
+  // Frees the workspace (fit calls it when it ends; predict frees a large one itself).
+  void release();
+  // Bytes the cached workspace holds now.
+  size_t workspace_bytes() const { return cached_.bytes; }
+
+ private:
+  struct Slot {
+    idx width;
+    bool needs_grad;
+    int alias_of;  // the slot whose values this one shows, or -1
+  };
+  struct Workspace {
+    idx rows = 0;
+    bool training = false;
+    std::vector<Buf<T>> val, grad, saved;  // per slot, per slot, per op
+    std::vector<T*> valp, gradp;
+    Buf<T> xb, yb, scratch;
+    std::vector<std::int64_t> lb;
+    size_t bytes = 0;
+  };
+  void size(Workspace& w, idx rows, bool training, LossKind loss) const;
+  void bind_aliases(Workspace& w) const;
+  void forward(Workspace& w, const Batch<T>& b) const;
+  void backward(Workspace& w, const Batch<T>& b) const;
+
+  T* params_;
+  T* grads_;
+  idx n_params_;
+  std::vector<Slot> slots_;
+  std::vector<std::unique_ptr<Op<T>>> ops_;
+  std::vector<std::vector<bool>> first_writer_;  // per op, per input: writes the gradient (else adds)
+  int output_ = 0;
+  // One cached workspace; a concurrent call (another Python thread) gets its own.
+  std::mutex mu_;
+  Workspace cached_;
+};
+
+}  // namespace fastnn

@@ -1,0 +1,63 @@
+// fastnn._core: the module's runtime settings (threads, SIMD path, build information); the
+// kernels are bound in kernels.cpp and the plan in plan.cpp.
+#include <string>
+#include "gemm/gemm.h"
+#include "gemm/ukernel.h"
+#include "python/args.h"
+
+namespace fastnn {
+void bind_kernels(pybind11::module_& m);
+void bind_plan(pybind11::module_& m);
+}  // namespace fastnn
+
+using namespace fastnn;
+using namespace fastnn::py_args;
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "fastnn's C++ kernels and plan. Use them through fastnn.backends; see csrc/README.md.";
+  m.attr("__version__") = FASTNN_VERSION;
+
+  m.def("set_num_threads", [](int n) {
+    if (n < 1) throw py::value_error(cat("set_num_threads: n must be >= 1, got ", n));
+    set_num_threads(n);
+  }, py::arg("n"));
+  m.def("get_num_threads", &num_threads);
+  m.def("simd_path", [] { return std::string(simd_name(simd_path())); });
+  m.def("simd_available", [] {
+    py::list l;
+    for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
+      if (s <= simd_best()) l.append(simd_name(s));
+    return l;
+  });
+  m.def("_set_gemm_sup_max_macs", [](std::int64_t n) { return set_gemm_sup_max_macs(n); }, py::arg("n"),
+        "Testing knob: float GEMMs of at most n multiply-adds skip packing; returns the old "
+        "limit. n < 0 restores the default, 0 packs every shape.");
+  m.def("set_simd_path", [](const std::string& name) {
+    for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
+      if (name == simd_name(s)) {
+        if (!set_simd_path(s)) throw py::value_error(cat("set_simd_path: this CPU or build cannot run '", name, "'"));
+        return;
+      }
+    throw py::value_error(cat("set_simd_path: unknown path '", name, "'; use portable, avx2 or avx512"));
+  }, py::arg("name"));
+  m.def("build_info", [] {
+    py::dict d;
+    d["version"] = FASTNN_VERSION;
+#if defined(__clang__)
+    d["compiler"] = cat("clang ", __clang_major__, ".", __clang_minor__, ".", __clang_patchlevel__);
+#elif defined(__GNUC__)
+    d["compiler"] = cat("gcc ", __GNUC__, ".", __GNUC_MINOR__, ".", __GNUC_PATCHLEVEL__);
+#else
+    d["compiler"] = "unknown";
+#endif
+#ifdef _OPENMP
+    d["openmp"] = true;
+#else
+    d["openmp"] = false;
+#endif
+    return d;
+  });
+
+  bind_kernels(m);
+  bind_plan(m);
+}
