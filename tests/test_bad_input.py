@@ -79,3 +79,25 @@ def test_output_overlapping_an_input_is_rejected(ops):
     x = np.arange(8, dtype=np.float32)
     with pytest.raises(ValueError, match="out shares memory with x"):
         ops.relu_forward(x[1:5], x[0:4])
+
+
+@pytest.mark.parametrize("ops", [cpp, numpy_ref], ids=["cpp", "numpy"])
+def test_outputs_aliasing_any_input_are_rejected(ops):
+    # every output against every input it could corrupt: a bias or x read while out is written,
+    # x read for dweight while dx is written over it, a gradient aliasing its parameter
+    x, w = np.ones((4, 5), np.float32), np.ones((3, 5), np.float32)
+    out = np.zeros((4, 3), np.float32)
+    with pytest.raises(ValueError, match="out shares memory with bias"):
+        ops.linear_forward(out, x, w, out[0])
+    dw, db, dout = np.zeros((3, 5), np.float32), np.zeros(3, np.float32), np.ones((4, 3), np.float32)
+    for args, msg in [((x, dw, db, dout, x, w), "dx shares memory with x"),
+                      ((None, dw, dw[0, :3], dout, x, w), "dbias shares memory with dweight"),
+                      ((None, dw, db, dout, x, dw), "dweight shares memory with weight")]:
+        with pytest.raises(ValueError, match=msg):
+            ops.linear_backward(*args)
+    p = np.ones(6, np.float32)
+    with pytest.raises(ValueError, match="param shares memory with grad"):
+        ops.sgd_step(p, p, None, 0.1)
+    with pytest.raises(ValueError, match="param shares memory with grad"):
+        ops.adam_step(p[:3], p[2:5], np.zeros(3, np.float32), np.zeros(3, np.float32), 1)
+    assert (p == 1).all() and (dw == 0).all()

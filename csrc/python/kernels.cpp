@@ -18,6 +18,24 @@ using namespace fastnn::py_args;
 
 namespace {
 
+// Converts K inputs to T, each of the shape of the array before it (the output first) and
+// not partly overlapping the output; `rows` kernels also need at least one dimension.
+template <class T, size_t K>
+std::array<py::array_t<T>, K> same_shape_inputs(const char* op, const std::array<const char*, K + 1>& names,
+                                                const py::array& out, const std::array<py::handle, K>& in_h,
+                                                bool rows) {
+  std::array<py::array_t<T>, K> in;
+  for (size_t k = 0; k < K; ++k) {
+    in[k] = in_arg<T>(op, names[k + 1], in_h[k]);
+    if (rows && in[k].ndim() == 0)
+      throw py::value_error(cat(op, ": ", names[k + 1], " must have at least 1 dimension, got a scalar"));
+    need_same_shape(op, k == 0 ? (rows ? "out" : names[0]) : names[k], k == 0 ? out : py::array(in[k - 1]),
+                    names[k + 1], in[k]);
+    no_overlap(op, rows ? "out" : names[0], out, names[k + 1], in[k], true);
+  }
+  return in;
+}
+
 // ---- elementwise: out = f(in_1, ..., in_K; param) over arrays of one shape (out may be an input)
 template <size_t K, class F>
 void elementwise(const char* op, const std::array<const char*, K + 1>& names, py::handle out_h,
@@ -25,15 +43,9 @@ void elementwise(const char* op, const std::array<const char*, K + 1>& names, py
   py::array out = out_arg(op, names[0], out_h);
   by_dtype(out, [&](auto tag) {
     using T = decltype(tag);
-    std::array<py::array_t<T>, K> in;
+    auto in = same_shape_inputs<T, K>(op, names, out, in_h, false);
     std::array<const T*, K> p;
-    for (size_t k = 0; k < K; ++k) {
-      in[k] = in_arg<T>(op, names[k + 1], in_h[k]);
-      need_same_shape(op, k == 0 ? names[0] : names[k], k == 0 ? py::array(out) : py::array(in[k - 1]),
-                      names[k + 1], in[k]);
-      no_overlap(op, names[0], out, names[k + 1], in[k], true);
-      p[k] = cptr<T>(in[k]);
-    }
+    for (size_t k = 0; k < K; ++k) p[k] = cptr<T>(in[k]);
     T* o = ptr<T>(out);
     const idx n = out.size();
     return nogil([&] { f(o, p, param, n); return 0; });
@@ -83,17 +95,9 @@ void rows(const char* op, const std::array<const char*, K + 1>& names, py::handl
   py::array out = out_arg(op, names[0], out_h);
   by_dtype(out, [&](auto tag) {
     using T = decltype(tag);
-    std::array<py::array_t<T>, K> in;
+    auto in = same_shape_inputs<T, K>(op, names, out, in_h, true);
     std::array<const T*, K> p;
-    for (size_t k = 0; k < K; ++k) {
-      in[k] = in_arg<T>(op, names[k + 1], in_h[k]);
-      if (in[k].ndim() == 0)
-        throw py::value_error(cat(op, ": ", names[k + 1], " must have at least 1 dimension, got a scalar"));
-      need_same_shape(op, k == 0 ? "out" : names[k], k == 0 ? py::array(out) : py::array(in[k - 1]),
-                      names[k + 1], in[k]);
-      no_overlap(op, "out", out, names[k + 1], in[k], true);
-      p[k] = cptr<T>(in[k]);
-    }
+    for (size_t k = 0; k < K; ++k) p[k] = cptr<T>(in[k]);
     const idx C = in[0].shape(in[0].ndim() - 1), N = C ? in[0].size() / C : 0;
     T* o = ptr<T>(out);
     return nogil([&] { f(o, p, N, C); return 0; });

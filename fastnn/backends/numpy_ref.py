@@ -251,21 +251,27 @@ def linear_backward(dx, dweight, dbias, dout, x, weight, accumulate=True):
 
 
 # ---------------------------------------------------------------- activations
+def _elementwise(op, out_name, out, *inputs):
+    """Checks an output and converts inputs ((name, array) pairs), each of the shape of the
+    array before it and not partly overlapping the output (exactly in place is fine)."""
+    _out(op, out_name, out)
+    converted, prev_name, prev = [], out_name, out
+    for name, a in inputs:
+        a = _in(op, name, a, out.dtype)
+        _same_shape(op, prev_name, prev, name, a)
+        _no_overlap(op, out_name, out, name, a, True)
+        converted.append(a)
+        prev_name, prev = name, a
+    return converted
+
+
 def _unary(op, out, x, f, xname="x"):
-    _out(op, "out", out)
-    x = _in(op, xname, x, out.dtype)
-    _same_shape(op, "out", out, xname, x)
-    _no_overlap(op, "out", out, xname, x, True)
+    (x,) = _elementwise(op, "out", out, (xname, x))
     out[...] = f(x)
 
 
 def _unary_backward(op, dx, dout, saved, saved_name, f):
-    _out(op, "dx", dx)
-    dout, s = _in(op, "dout", dout, dx.dtype), _in(op, saved_name, saved, dx.dtype)
-    _same_shape(op, "dx", dx, "dout", dout)
-    _same_shape(op, "dout", dout, saved_name, s)
-    _no_overlap(op, "dx", dx, "dout", dout, True)
-    _no_overlap(op, "dx", dx, saved_name, s, True)
+    dout, s = _elementwise(op, "dx", dx, ("dout", dout), (saved_name, saved))
     dx[...] = dout * f(s)
 
 
@@ -334,12 +340,7 @@ def dropout_apply(out, x, u, p):
     op = "dropout_apply"
     if not 0.0 <= p < 1.0:
         raise ValueError(f"{op}: p must be in [0, 1), got {p}")
-    _out(op, "out", out)
-    x, u = _in(op, "x", x, out.dtype), _in(op, "u", u, out.dtype)
-    _same_shape(op, "out", out, "x", x)
-    _same_shape(op, "x", x, "u", u)
-    _no_overlap(op, "out", out, "x", x, True)
-    _no_overlap(op, "out", out, "u", u, True)
+    x, u = _elementwise(op, "out", out, ("x", x), ("u", u))
     T = out.dtype.type
     with np.errstate(invalid="ignore"):  # a dropped infinity is NaN (inf · 0), as in C++
         out[...] = x * ((u >= T(p)).astype(out.dtype) * T(1.0 / (1.0 - p)))
@@ -347,13 +348,7 @@ def dropout_apply(out, x, u, p):
 
 def add_forward(out, a, b):
     """out = a + b elementwise (a residual block's sum).   out, a, b: any shape, the same."""
-    op = "add_forward"
-    _out(op, "out", out)
-    a, b = _in(op, "a", a, out.dtype), _in(op, "b", b, out.dtype)
-    _same_shape(op, "out", out, "a", a)
-    _same_shape(op, "a", a, "b", b)
-    _no_overlap(op, "out", out, "a", a, True)
-    _no_overlap(op, "out", out, "b", b, True)
+    a, b = _elementwise("add_forward", "out", out, ("a", a), ("b", b))
     out[...] = a + b
 
 
