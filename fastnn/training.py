@@ -1,8 +1,12 @@
-"""The Keras-style loop: fit / evaluate / predict for a Sequential, and History.
+"""The Keras-style loop: fit / evaluate / predict for any model (fastnn.Model's methods call
+these), and History.
 
-Every batch is the manual training step of API.md — forward, loss, zero_grad, backward,
-step — so fit() and a hand-written loop give the same weights. All inputs are checked
-before the first update: a bad width, label or NaN raises and the model stays unchanged.
+Every batch is the manual training step — forward, loss, zero_grad, backward, step — so fit()
+and a hand-written loop give the same weights. One loop drives both ways a batch can run: the
+model's compiled plan (fastnn/plan.py: many batches per C++ call) or its layers one by one;
+callbacks, the progress bar and the metrics see the same thing either way. All inputs are
+checked before the first update: a bad width, label or NaN raises and the model stays
+unchanged. Ctrl-C ends fit between batches, with the weights and the optimizer in step.
 """
 from __future__ import annotations
 

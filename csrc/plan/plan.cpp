@@ -4,6 +4,9 @@
 #include "plan/plan.h"
 #include <algorithm>
 #include <cstring>
+#if defined(__GLIBC__)
+#include <malloc.h>
+#endif
 
 namespace fastnn {
 
@@ -14,6 +17,17 @@ namespace {
 // 1000 rows through 784-128-64-10, a 1.6 MB workspace, 0.86 -> 0.95 ms when freed each call),
 // and batch-1 predict would allocate every time.
 constexpr size_t kKeepBytes = size_t(8) << 20;
+
+// Frees a workspace and hands the memory back to the system: glibc keeps freed heap memory for
+// later (measured: +36 MB of resident memory after predict of 20,000 rows through
+// 784-4096-10 freed its 34 MB workspace; +3 MB after malloc_trim).
+template <class W>
+void give_back(W& w) {
+  w = W();
+#if defined(__GLIBC__)
+  malloc_trim(0);
+#endif
+}
 
 template <class V>
 size_t grow(V& v, size_t n) {
@@ -203,7 +217,7 @@ idx Plan<T>::predict(T* out, const T* x, idx N, idx batch, bool check_finite) {
     if (output_ == 0 && bad < 0) std::memcpy(o, xr, sizeof(T) * (size_t)(r * OC));
   }
   if (output_ != 0) w.valp[(size_t)output_] = w.val[(size_t)output_].data();
-  if (w.bytes > kKeepBytes) w = Workspace();
+  if (w.bytes > kKeepBytes) give_back(w);
   return bad;
 }
 
@@ -274,7 +288,7 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
 template <class T>
 void Plan<T>::release() {
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
-  if (lock.owns_lock()) cached_ = Workspace();
+  if (lock.owns_lock() && cached_.bytes) give_back(cached_);
 }
 
 template class Plan<float>;
