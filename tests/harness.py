@@ -79,7 +79,7 @@ def build(case, shape, dtype, seed=0):
     return case.make(rng, shape, dtype)
 
 
-GEMM_KERNELS = ("gemm", "linear_forward", "linear_backward")
+GEMM_KERNELS = ("gemm", "linear_forward", "linear_backward", "conv2d_forward", "conv2d_backward")
 SUP_MAX_MACS_DEFAULT = _core._set_gemm_sup_max_macs(-1)  # reads the default (and keeps it)
 
 
@@ -115,14 +115,20 @@ def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
             _core.set_simd_path(path)
             results[f"cpp/{path}"] = call(cpp, case, args, kwargs)
             if case.kernel in GEMM_KERNELS and path != "portable":
-                # The same shape through the other GEMM loop nest (packed vs unpacked "sup").
-                with gemm_packing("all" if gemm_is_unpacked(shape, case) else "none"):
+                # The same shape through the other GEMM loop nest (packed vs unpacked "sup"); a
+                # convolution's GEMMs are small, so its other nest is the packed one.
+                other = "all" if case.kernel.startswith("conv") or gemm_is_unpacked(shape, case) else "none"
+                with gemm_packing(other):
                     results[f"cpp/{path}/other-gemm-loops"] = call(cpp, case, args, kwargs)
     finally:
         _core.set_simd_path(previous)
     for name, (ret, outs) in results.items():
         where = f"{case.id} shape={shape} dtype={np.dtype(dtype).name} noncontig={noncontig} {name}"
         for got, want, twin in zip(outs, ref_outs, twin_outs):
+            if got.dtype.kind in "iu":  # indices (maxpool's argmax): exact
+                np.testing.assert_array_equal(got, want, err_msg=where + " vs float64")
+                np.testing.assert_array_equal(got, twin, err_msg=where + " vs twin")
+                continue
             assert got.dtype == dtype, where
             np.testing.assert_allclose(got, want, rtol=rtol, atol=atol, err_msg=where + " vs float64")
             np.testing.assert_allclose(got, twin, rtol=rtol, atol=atol, err_msg=where + " vs twin")
@@ -221,6 +227,122 @@ def threshold_correct_case(threshold):
     return Case("threshold_correct", make, ELEMENT_SHAPES, (), f"threshold={threshold}")
 
 
+# ---- images. Shapes are (N, C, H, W[, OC]); each geometry keeps the shapes it fits.
+def _conv_out(s, g):
+    N, C, H, W, OC = s
+    KH, KW = g["k"]
+    SH, SW = (g.get("stride", 1),) * 2 if isinstance(g.get("stride", 1), int) else g["stride"]
+    DH, DW = (g.get("dilation", 1),) * 2
+    pad = g.get("padding", 0)
+    PT, PB, PL, PR = (pad,) * 4 if isinstance(pad, int) else (pad[0], pad[0], pad[1], pad[1]) if len(pad) == 2 else pad
+    OH = (H + PT + PB - DH * (KH - 1) - 1) // SH + 1
+    OW = (W + PL + PR - DW * (KW - 1) - 1) // SW + 1
+    G = g.get("groups", 1)
+    ok = OH >= 1 and OW >= 1 and C % G == 0 and OC % G == 0
+    return ok, (N, OC, OH, OW), (OC, C // G, KH, KW)
+
+
+CONV_SHAPES = ((1, 1, 1, 1, 1), (2, 3, 7, 6, 4), (3, 4, 9, 8, 6), (0, 2, 5, 5, 4), (2, 6, 1, 1, 6),
+               (1, 6, 12, 10, 6), (2, 2, 28, 28, 8))
+CONV_GEOMETRIES = {
+    "3x3-same": dict(k=(3, 3), padding=1),
+    "1x1": dict(k=(1, 1)),
+    "3x2-stride2-pad(1,0)": dict(k=(3, 2), stride=2, padding=(1, 0)),
+    "2x2-stride3": dict(k=(2, 2), stride=3),
+    "3x3-dilation2": dict(k=(3, 3), dilation=2, padding=2),
+    "3x3-groups2": dict(k=(3, 3), padding=1, groups=2),
+    "3x3-depthwise": dict(k=(3, 3), padding=1, groups=6),
+    "2x2-asymmetric-pad": dict(k=(2, 2), padding=(0, 1, 0, 1)),
+}
+
+
+def conv_case(name, backward, bias=True, accumulate=True):
+    g = CONV_GEOMETRIES[name]
+    kw = {k: v for k, v in g.items() if k != "k"}
+    shapes = tuple(s for s in CONV_SHAPES if _conv_out(s, g)[0])
+
+    def make(rng, s, dt):
+        _, oshape, wshape = _conv_out(s, g)
+        x, w = U(rng, s[:4], dt), U(rng, wshape, dt)
+        if not backward:
+            return [nans(oshape, dt), x, w, U(rng, (s[4],), dt) if bias else None], dict(kw)
+        grad = U if accumulate else (lambda rng, shape, dt: nans(shape, dt))
+        return [nans(s[:4], dt), grad(rng, wshape, dt), grad(rng, (s[4],), dt) if bias else None,
+                U(rng, oshape, dt), x, w], dict(kw, accumulate=accumulate)
+    label = f"{name},bias={int(bias)}" + ("" if accumulate else ",accumulate=0")
+    kh, kw_ = g["k"]
+    depth = (lambda s: s[0] * s[2] * s[3] + s[4] * kh * kw_) if backward else (lambda s: s[1] * kh * kw_)
+    return Case("conv2d_backward" if backward else "conv2d_forward", make, shapes, (0, 1, 2) if backward else (0,),
+                label, depth=depth)
+
+
+POOL_SHAPES = ((1, 1, 1, 1), (2, 3, 7, 6), (0, 2, 4, 4), (3, 2, 28, 28), (1, 4, 5, 9))
+POOL_GEOMETRIES = {
+    "2x2": dict(kernel_size=2),
+    "3x3-stride2-pad1": dict(kernel_size=3, stride=2, padding=1),
+    "2x3-stride(1,2)-pad(1,1)": dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1)),
+    "1x1": dict(kernel_size=1),
+}
+
+
+def _pool_out(s, g):
+    N, C, H, W = s
+    KH, KW = (g["kernel_size"],) * 2 if isinstance(g["kernel_size"], int) else g["kernel_size"]
+    st = g.get("stride", (KH, KW))
+    SH, SW = (st,) * 2 if isinstance(st, int) else st
+    p = g.get("padding", 0)
+    PH, PW = (p,) * 2 if isinstance(p, int) else p
+    OH, OW = (H + 2 * PH - KH) // SH + 1, (W + 2 * PW - KW) // SW + 1
+    return OH >= 1 and OW >= 1, (N, C, OH, OW)
+
+
+def pool_case(kernel, name, ties=False):
+    g = POOL_GEOMETRIES[name]
+    shapes = tuple(s for s in POOL_SHAPES if _pool_out(s, g)[0])
+
+    def make(rng, s, dt):
+        o = _pool_out(s, g)[1]
+        # few distinct values (and a NaN) make ties and NaNs the argmax must settle as PyTorch does
+        x = rng.integers(-2, 3, s).astype(dt) if ties else U(rng, s, dt)
+        if ties and x.size > 3:
+            x.flat[rng.integers(0, x.size)] = np.nan
+        if kernel == "maxpool2d_forward":
+            return [nans(o, dt), np.full(o, -7, np.int32), x], dict(g)
+        if kernel == "avgpool2d_forward":
+            return [nans(o, dt), x], dict(g)
+        if kernel == "avgpool2d_backward":
+            return [nans(s, dt), U(rng, o, dt)], dict(g)
+        out, am = np.empty(o, dt), np.empty(o, np.int32)      # maxpool2d_backward: a real argmax
+        numpy_ref.maxpool2d_forward(out, am, x, **g)
+        return [nans(s, dt), U(rng, o, dt), am], dict(g)
+    outputs = (0, 1) if kernel == "maxpool2d_forward" else (0,)
+    return Case(kernel, make, shapes, outputs, name + (",ties+nan" if ties else ""), depth=lambda s: 9)
+
+
+BN_SHAPES = ((1, 1), (5, 3), (0, 4), (4, 3, 7), (3, 5, 6, 7), (64, 2, 2, 2))
+
+
+def batchnorm_case(kernel, **kw):
+    def make(rng, s, dt):
+        C = s[1]
+        x = U(rng, s, dt, -2, 3)
+        stats = [U(rng, (C,), dt, -0.5, 0.5), U(rng, (C,), dt, 0.5, 2.0)]
+        if kernel == "batchnorm_stats":
+            return [nans((C,), dt), nans((C,), dt), x], {}
+        if kernel == "batchnorm_forward":
+            return [nans(s, dt), x, *stats, U(rng, (C,), dt), U(rng, (C,), dt)], dict(eps=1e-3)
+        if kernel == "batchnorm_backward":
+            acc = kw.get("accumulate", True)
+            grad = U if acc else (lambda rng, shape, dt: nans(shape, dt))
+            return [nans(s, dt), grad(rng, (C,), dt), grad(rng, (C,), dt), U(rng, s, dt), x, *stats,
+                    U(rng, (C,), dt)], dict(kw, eps=1e-3)
+        return [U(rng, (C,), dt), U(rng, (C,), dt, 0.5, 2), *stats], dict(count=max(1, s[0]), momentum=0.25)
+    outputs = {"batchnorm_stats": (0, 1), "batchnorm_forward": (0,), "batchnorm_backward": (0, 1, 2),
+               "batchnorm_update": (0, 1)}[kernel]
+    return Case(kernel, make, BN_SHAPES, outputs, ",".join(f"{k}={v}" for k, v in kw.items()),
+                depth=lambda s: 4 + int(np.prod(s)))
+
+
 def softmax_case(backward):
     def make(rng, s, dt):
         x = U(rng, s, dt, -5, 5)
@@ -296,6 +418,15 @@ CASES = [
     pointwise_loss_case("bce_with_logits_forward", -30, 30, 0, 1),
     pointwise_loss_case("bce_forward", 0.001, 0.999, 0, 1),
     argmax_correct_case(False), argmax_correct_case(True),
+    *(conv_case(name, backward) for name in CONV_GEOMETRIES for backward in (False, True)),
+    conv_case("3x3-same", False, bias=False), conv_case("3x3-same", True, bias=False),
+    conv_case("3x3-groups2", True, accumulate=False), conv_case("1x1", True, accumulate=False),
+    *(pool_case(k, name) for k in ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+                                   "avgpool2d_backward") for name in POOL_GEOMETRIES),
+    pool_case("maxpool2d_forward", "2x2", ties=True), pool_case("maxpool2d_forward", "3x3-stride2-pad1", ties=True),
+    batchnorm_case("batchnorm_stats"), batchnorm_case("batchnorm_forward"),
+    batchnorm_case("batchnorm_backward", batch_stats=True), batchnorm_case("batchnorm_backward", batch_stats=False),
+    batchnorm_case("batchnorm_backward", batch_stats=True, accumulate=False), batchnorm_case("batchnorm_update"),
     threshold_correct_case(0.0), threshold_correct_case(0.5),
     sgd_case(), sgd_case(momentum=0.9, dampening=0.1, weight_decay=0.01),
     sgd_case(momentum=0.9, nesterov=True), sgd_case(momentum=0.5, first_step=True),

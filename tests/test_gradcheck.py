@@ -105,3 +105,87 @@ def test_loss(ops, name, shape, target, kw, rng):
 def test_step_has_no_gradient_kernel():
     # The M-P step function has derivative 0 almost everywhere; there is no step_backward.
     assert not hasattr(cpp, "step_backward") and not hasattr(numpy_ref, "step_backward")
+
+
+CONVS = {  # x (N, C, H, W), weight, out (N, OC, OH, OW), kwargs
+    "3x3-pad1": ((2, 3, 5, 4), (4, 3, 3, 3), (2, 4, 5, 4), dict(padding=1)),
+    "stride2-dilation2": ((2, 2, 7, 6), (3, 2, 2, 2), (2, 3, 4, 2), dict(stride=2, dilation=2, padding=(1, 0))),
+    "groups2": ((1, 4, 4, 4), (6, 2, 3, 1), (1, 6, 4, 4), dict(groups=2, padding=(1, 0))),
+    "depthwise": ((2, 3, 4, 5), (3, 1, 3, 3), (2, 3, 4, 5), dict(groups=3, padding=1)),
+    "1x1": ((2, 3, 3, 3), (2, 3, 1, 1), (2, 2, 3, 3), {}),
+    "asymmetric-pad": ((1, 2, 3, 4), (2, 2, 2, 2), (1, 2, 3, 4), dict(padding=(0, 1, 1, 0))),
+}
+
+
+@BACKENDS
+@pytest.mark.parametrize("name", CONVS)
+def test_conv2d(ops, name, rng):
+    xs, ws, os, kw = CONVS[name]
+    x, w, b = rng.normal(size=xs), rng.normal(size=ws), rng.normal(size=ws[0])
+    out, R = np.empty(os), rng.normal(size=os)
+
+    def f():
+        ops.conv2d_forward(out, x, w, b, **kw)
+        return float((out * R).sum())
+
+    dx, dw, db = np.empty(xs), np.zeros(ws), np.zeros(ws[0])
+    ops.conv2d_backward(dx, dw, db, R, x, w, **kw)
+    check(dx, numeric_grad(f, x))
+    check(dw, numeric_grad(f, w))
+    check(db, numeric_grad(f, b))
+
+
+POOLS = {  # on x (2, 3, 5, 6): kind, out shape, kwargs
+    "max-2x2": ("max", (2, 3, 2, 3), dict(kernel_size=2)),
+    "max-3x3-stride2-pad1": ("max", (2, 3, 3, 3), dict(kernel_size=3, stride=2, padding=1)),
+    "avg-2x3-pad": ("avg", (2, 3, 6, 3), dict(kernel_size=(2, 3), stride=(1, 2), padding=(1, 1))),
+    "avg-global": ("avg", (2, 3, 1, 1), dict(kernel_size=(5, 6))),
+}
+
+
+@BACKENDS
+@pytest.mark.parametrize("name", POOLS)
+def test_pool2d(ops, name, rng):
+    kind, os, kw = POOLS[name]
+    xs = (2, 3, 5, 6)
+    x = rng.permutation(np.arange(np.prod(xs), dtype=np.float64)).reshape(xs) / 7  # distinct: no ties
+    out, R = np.empty(os), rng.normal(size=os)
+    fwd = getattr(ops, f"{kind}pool2d_forward")
+    extra = (np.empty(os, np.int32),) if kind == "max" else ()
+
+    def f():
+        fwd(out, *extra, x, **kw)
+        return float((out * R).sum())
+
+    f()
+    dx = np.empty(xs)
+    getattr(ops, f"{kind}pool2d_backward")(dx, R, *extra, **kw)
+    check(dx, numeric_grad(f, x, h=1e-4))   # the max stays put under a perturbation this small
+
+
+@BACKENDS
+@pytest.mark.parametrize("shape", [(6, 3), (4, 2, 5), (3, 2, 3, 2)])
+@pytest.mark.parametrize("batch_stats", [True, False])
+def test_batchnorm(ops, shape, batch_stats, rng):
+    # training: the statistics are the batch's, so they are part of the function of x
+    C = shape[1]
+    x, gamma, beta = rng.normal(size=shape), rng.normal(size=C), rng.normal(size=C)
+    rm, rv = rng.normal(size=C), rng.uniform(0.5, 2, C)
+    R = rng.normal(size=shape)
+    mean, var = np.empty(C), np.empty(C)
+
+    def f():
+        if batch_stats:
+            ops.batchnorm_stats(mean, var, x)
+        else:
+            mean[...], var[...] = rm, rv
+        y = np.empty(shape)
+        ops.batchnorm_forward(y, x, mean, var, gamma, beta, 1e-3)
+        return float((y * R).sum())
+
+    f()
+    dx, dg, db = np.empty(shape), np.zeros(C), np.zeros(C)
+    ops.batchnorm_backward(dx, dg, db, R, x, mean, var, gamma, 1e-3, batch_stats)
+    check(dx, numeric_grad(f, x), rtol=1e-5, atol=1e-7)
+    check(dg, numeric_grad(f, gamma))
+    check(db, numeric_grad(f, beta))

@@ -21,9 +21,24 @@ using idx = std::int64_t;
 #define FASTNN_ELEMENTWISE_CLONES
 #endif
 
-// Threads the kernels may use (set from Python via set_num_threads). Always >= 1.
+// Threads the kernels may use (set from Python via set_num_threads). Always >= 1; 1 inside a
+// SerialScope.
 int num_threads();
 void set_num_threads(int n);
+
+// A kernel that splits its own work across threads (a convolution over samples) runs the
+// kernels it calls inside each worker on that worker alone: while a SerialScope lives, this
+// thread's num_threads() is 1. Results never depend on it.
+class SerialScope {
+ public:
+  SerialScope();
+  ~SerialScope();
+  SerialScope(const SerialScope&) = delete;
+  SerialScope& operator=(const SerialScope&) = delete;
+
+ private:
+  int saved_;
+};
 
 // Threads worth using for `work` units when one thread should get at least `min_work` of them.
 inline int threads_for(idx work, idx min_work) {

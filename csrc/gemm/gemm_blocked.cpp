@@ -463,7 +463,10 @@ void gemm(bool trans_a, bool trans_b, idx M, idx N, idx K, T alpha,
   const idx kc_max = std::min<idx>(KC, K);
   P.ap = apack.get((size_t)(nt * P.MC * kc_max));
   P.bp = bpack.get((size_t)(P.NC * kc_max));
-  if (nt == 1) return run_loops(P);
+  if (nt == 1) {  // no team: also right when called inside another parallel region (a SerialScope)
+    P.solo = true;
+    return run_loops(P);
+  }
 #pragma omp parallel num_threads(nt)
   run_loops(P);
 }

@@ -21,6 +21,61 @@ template <class T>
 void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight,
                      idx N, idx C, idx OC, bool accumulate);
 
+// ---- convolution, pooling and batch normalization over NCHW images (conv.cpp, pool.cpp,
+// batchnorm.cpp). The bindings compute and check the geometry.
+
+// x (N, C, H, W), weight (OC, C/G, KH, KW), out (N, OC, OH, OW): stride SH×SW, dilation
+// DH×DW, PH rows of zeros above (PW columns left of) the image, and as many below (right) as
+// OH (OW) needs; G groups (C and OC both split in G).
+struct Conv2d {
+  idx N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH, DW, G, OH, OW;
+};
+// out = conv(x, weight) + bias (OC) [bias may be null]
+template <class T>
+void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s);
+// dx (N,C,H,W) written [may be null]; dweight (OC,C/G,KH,KW) and dbias (OC) [may be null]
+// added (accumulate) or written.
+template <class T>
+void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
+                     bool accumulate);
+
+// x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
+// max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).
+struct Pool2d {
+  idx N, C, H, W, KH, KW, SH, SW, PH, PW, OH, OW;
+};
+// argmax (N, C, OH, OW): the window's largest value's index ih·W + iw in its plane (the first
+// of equal maxima; a NaN wins, the last one, as PyTorch has it).
+template <class T>
+void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s);
+// dx written: zero, plus each dout at its argmax
+template <class T>
+void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s);
+template <class T>
+void avgpool2d_forward(T* out, const T* x, const Pool2d& s);
+template <class T>
+void avgpool2d_backward(T* dx, const T* dout, const Pool2d& s);
+
+// Batch normalization over x (N, C, L): L values per sample and channel (H·W of an image, 1
+// for BatchNorm1d on (N, C)). mean and var are per channel (C).
+// mean, var = the batch's statistics of each channel (var biased, as normalization uses)
+template <class T>
+void batchnorm_stats(T* mean, T* var, const T* x, idx N, idx C, idx L);
+// out = (x − mean) · invstd · gamma + beta with invstd = 1 / sqrt(var + eps): the batch's
+// statistics in training, the running ones in eval mode
+template <class T>
+void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T* gamma, const T* beta, idx N,
+                       idx C, idx L, double eps);
+// dx written; dgamma, dbeta added (accumulate) or written. batch_stats: mean and var were
+// this batch's (training), so they too depend on x; else they are constants (eval).
+template <class T>
+void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* mean, const T* var,
+                        const T* gamma, idx N, idx C, idx L, double eps, bool batch_stats, bool accumulate);
+// running = (1 − momentum)·running + momentum·batch, the variance unbiased (× count/(count − 1))
+template <class T>
+void batchnorm_update(T* running_mean, T* running_var, const T* mean, const T* var, idx C, idx count,
+                      double momentum);
+
 // Elementwise activations over n values. Backward reads x (ReLU, LeakyReLU, GELU) or the
 // forward output y (sigmoid, tanh), whichever makes the derivative cheapest.
 template <class T> void relu_forward(T* out, const T* x, idx n);

@@ -5,6 +5,9 @@
 #include <array>
 #include <cmath>
 #include <string>
+#include <tuple>
+#include <vector>
+#include <pybind11/stl.h>
 #include "gemm/gemm.h"
 #include "kernels/kernels.h"
 #include "python/args.h"
@@ -229,6 +232,296 @@ void linear_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::h
   });
 }
 
+// ---- images (NCHW): convolution, pooling, batch normalization
+// An int or a pair of ints, each >= low (stride, dilation, kernel size, padding).
+std::pair<idx, idx> pair_arg(const char* op, const char* name, py::handle h, idx low) {
+  idx a, b;
+  try {
+    if (py::isinstance<py::int_>(h)) {
+      a = b = h.cast<idx>();
+    } else {
+      auto t = h.cast<std::vector<idx>>();
+      if (t.size() != 2) throw py::cast_error();
+      a = t[0], b = t[1];
+    }
+  } catch (const py::cast_error&) {
+    throw py::type_error(cat(op, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(h))));
+  }
+  if (a < low || b < low)
+    throw py::value_error(cat(op, ": ", name, " must be >= ", low, ", got (", a, ", ", b, ")"));
+  return {a, b};
+}
+
+// Padding: an int, a pair (rows, columns) on both sides, or (top, bottom, left, right).
+std::array<idx, 4> padding_arg(const char* op, py::handle h) {
+  std::vector<idx> v;
+  try {
+    if (py::isinstance<py::int_>(h)) v = {h.cast<idx>()};
+    else if (!py::isinstance<py::str>(h)) v = h.cast<std::vector<idx>>();
+  } catch (const py::cast_error&) {
+    v.clear();
+  }
+  if (v.size() != 1 && v.size() != 2 && v.size() != 4)
+    throw py::type_error(cat(op, ": padding must be an int, a pair of ints or four ints (top, bottom, left, right), "
+                             "got ", std::string(py::repr(h))));
+  for (idx p : v)
+    if (p < 0) throw py::value_error(cat(op, ": padding must be >= 0, got ", std::string(py::repr(h))));
+  if (v.size() == 1) return {v[0], v[0], v[0], v[0]};
+  if (v.size() == 2) return {v[0], v[0], v[1], v[1]};
+  return {v[0], v[1], v[2], v[3]};
+}
+
+// Output size along one axis: (in + pads − dilation·(k − 1) − 1) / stride + 1, or ValueError
+// when the padded input is smaller than the (dilated) kernel.
+idx out_size(const char* op, const char* axis, idx in, idx pad, idx k, idx stride, idx dilation) {
+  const idx span = checked_add(op, "the kernel's span", checked_mul(op, "the kernel's span", dilation, k - 1), 1);
+  const idx padded = checked_add(op, "the padded size", in, pad);
+  if (padded < span)
+    throw py::value_error(cat(op, ": the input's ", axis, " is ", in, " (", padded, " padded), smaller than the ",
+                              "kernel's span of ", span, "; use a smaller kernel or more padding, or a larger image"));
+  return (padded - span) / stride + 1;
+}
+
+void need_ndim4(const char* op, const char* name, const py::array& a) {
+  if (a.ndim() != 4)
+    throw py::value_error(cat(op, ": ", name, " must be 4-D (N, C, H, W), got shape ", shape_of(a)));
+}
+
+// The geometry of conv2d(x, weight) and its checks against the arrays.
+Conv2d conv_geometry(const char* op, const py::array& x, const py::array& w, py::handle stride_h,
+                     py::handle padding_h, py::handle dilation_h, idx groups) {
+  need_ndim4(op, "x", x);
+  if (w.ndim() != 4)
+    throw py::value_error(cat(op, ": weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape ",
+                              shape_of(w)));
+  if (groups < 1) throw py::value_error(cat(op, ": groups must be >= 1, got ", groups));
+  Conv2d s{};
+  s.N = x.shape(0), s.C = x.shape(1), s.H = x.shape(2), s.W = x.shape(3);
+  s.OC = w.shape(0), s.KH = w.shape(2), s.KW = w.shape(3), s.G = groups;
+  if (s.OC % groups != 0 || s.C != checked_mul(op, "channels", w.shape(1), groups))
+    throw py::value_error(cat(op, ": x has ", s.C, " channels and weight has shape ", shape_of(w), " with groups=",
+                              groups, "; the weight must be (out_channels, in_channels/groups, kH, kW) with both "
+                              "channel counts divisible by groups"));
+  if (s.KH < 1 || s.KW < 1) throw py::value_error(cat(op, ": the kernel has size 0 (weight ", shape_of(w), ")"));
+  std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
+  std::tie(s.DH, s.DW) = pair_arg(op, "dilation", dilation_h, 1);
+  const auto pad = padding_arg(op, padding_h);
+  s.PH = pad[0], s.PW = pad[2];
+  s.OH = out_size(op, "height", s.H, checked_add(op, "padding", pad[0], pad[1]), s.KH, s.SH, s.DH);
+  s.OW = out_size(op, "width", s.W, checked_add(op, "padding", pad[2], pad[3]), s.KW, s.SW, s.DW);
+  return s;
+}
+
+void conv2d_forward_py(py::handle out_h, py::handle x_h, py::handle w_h, py::handle b_h, py::handle stride,
+                       py::handle padding, py::handle dilation, idx groups) {
+  const char* op = "conv2d_forward";
+  py::array out = out_arg(op, "out", out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    auto w = in_arg<T>(op, "weight", w_h);
+    const Conv2d s = conv_geometry(op, x, w, stride, padding, dilation, groups);
+    auto b = vector_arg<T>(op, "bias", b_h, s.OC);
+    if (out.ndim() != 4 || out.shape(0) != s.N || out.shape(1) != s.OC || out.shape(2) != s.OH || out.shape(3) != s.OW)
+      throw py::value_error(cat(op, ": out has shape ", shape_of(out), "; expected (", s.N, ", ", s.OC, ", ", s.OH,
+                                ", ", s.OW, ")"));
+    no_overlap(op, "out", out, "x", x, false);
+    no_overlap(op, "out", out, "weight", w, false);
+    if (!b_h.is_none()) no_overlap(op, "out", out, "bias", b, false);
+    T* o = ptr<T>(out);
+    const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = b_h.is_none() ? nullptr : cptr<T>(b);
+    return nogil([&] { conv2d_forward<T>(o, xp, wp, bp, s); return 0; });
+  });
+}
+
+void conv2d_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::handle dout_h, py::handle x_h,
+                        py::handle w_h, py::handle stride, py::handle padding, py::handle dilation, idx groups,
+                        bool accumulate) {
+  const char* op = "conv2d_backward";
+  py::array dw = out_arg(op, "dweight", dw_h);
+  py::object dx_o = opt_out_arg(op, "dx", dx_h, dw);
+  py::object db_o = opt_out_arg(op, "dbias", db_h, dw);
+  by_dtype(dw, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    auto w = in_arg<T>(op, "weight", w_h);
+    auto dout = in_arg<T>(op, "dout", dout_h);
+    const Conv2d s = conv_geometry(op, x, w, stride, padding, dilation, groups);
+    if (dout.ndim() != 4 || dout.shape(0) != s.N || dout.shape(1) != s.OC || dout.shape(2) != s.OH ||
+        dout.shape(3) != s.OW)
+      throw py::value_error(cat(op, ": dout has shape ", shape_of(dout), "; expected (", s.N, ", ", s.OC, ", ",
+                                s.OH, ", ", s.OW, ")"));
+    need_same_shape(op, "dweight", dw, "weight", w);
+    std::vector<std::pair<const char*, py::array>> inputs{{"dout", dout}, {"x", x}, {"weight", w}};
+    for (auto& [n, a] : inputs) no_overlap(op, "dweight", dw, n, a, false);
+    if (!db_o.is_none()) {
+      auto db = py::reinterpret_borrow<py::array>(db_o);
+      if (db.ndim() != 1 || db.shape(0) != s.OC)
+        throw py::value_error(cat(op, ": dbias has shape ", shape_of(db), "; expected (", s.OC, ",)"));
+      for (auto& [n, a] : inputs) no_overlap(op, "dbias", db, n, a, false);
+      no_overlap(op, "dbias", db, "dweight", dw, false);
+    }
+    if (!dx_o.is_none()) {
+      auto dx = py::reinterpret_borrow<py::array>(dx_o);
+      need_same_shape(op, "dx", dx, "x", x);
+      for (auto& [n, a] : inputs) no_overlap(op, "dx", dx, n, a, false);
+      no_overlap(op, "dx", dx, "dweight", dw, false);
+      if (!db_o.is_none()) no_overlap(op, "dx", dx, "dbias", py::reinterpret_borrow<py::array>(db_o), false);
+    }
+    T *dxp = ptr_or_null<T>(dx_o), *dwp = ptr<T>(dw), *dbp = ptr_or_null<T>(db_o);
+    const T *dop = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(w);
+    return nogil([&] { conv2d_backward<T>(dxp, dwp, dbp, dop, xp, wp, s, accumulate); return 0; });
+  });
+}
+
+// The geometry of a pooling window over x (N, C, H, W); padding at most half the window, as
+// PyTorch requires (so every window holds part of the image).
+Pool2d pool_geometry(const char* op, py::array_t<std::int64_t> xshape, py::handle kernel_h, py::handle stride_h,
+                     py::handle padding_h) {
+  Pool2d s{};
+  const std::int64_t* sh = xshape.data();
+  s.N = sh[0], s.C = sh[1], s.H = sh[2], s.W = sh[3];
+  std::tie(s.KH, s.KW) = pair_arg(op, "kernel_size", kernel_h, 1);
+  if (stride_h.is_none()) s.SH = s.KH, s.SW = s.KW;
+  else std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
+  std::tie(s.PH, s.PW) = pair_arg(op, "padding", padding_h, 0);
+  if (2 * s.PH > s.KH || 2 * s.PW > s.KW)
+    throw py::value_error(cat(op, ": padding (", s.PH, ", ", s.PW, ") must be at most half the kernel size (", s.KH,
+                              ", ", s.KW, ")"));
+  s.OH = out_size(op, "height", s.H, 2 * s.PH, s.KH, s.SH, 1);
+  s.OW = out_size(op, "width", s.W, 2 * s.PW, s.KW, s.SW, 1);
+  return s;
+}
+
+py::array_t<std::int64_t> shape4(const py::array& a) {
+  py::array_t<std::int64_t> s(4);
+  for (int i = 0; i < 4; ++i) s.mutable_data()[i] = a.shape(i);
+  return s;
+}
+
+void need_pool_out(const char* op, const char* name, const py::array& a, const Pool2d& s) {
+  if (a.ndim() != 4 || a.shape(0) != s.N || a.shape(1) != s.C || a.shape(2) != s.OH || a.shape(3) != s.OW)
+    throw py::value_error(cat(op, ": ", name, " has shape ", shape_of(a), "; expected (", s.N, ", ", s.C, ", ", s.OH,
+                              ", ", s.OW, ")"));
+}
+
+// maxpool2d's argmax: an output of forward (int32, checked, never converted), an input of
+// backward (any integer array, converted to int32 C order).
+py::array argmax_arg(const char* op, py::handle h, bool output) {
+  if (!py::isinstance<py::array>(h))
+    throw py::type_error(cat(op, ": argmax must be an int32 numpy array, got ", type_name(h)));
+  auto a = py::reinterpret_borrow<py::array>(h);
+  const char k = a.dtype().kind();
+  if (!output && (k == 'i' || k == 'u'))
+    return py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(a);
+  if (a.dtype().not_equal(py::dtype::of<std::int32_t>()) || !(a.flags() & py::array::c_style) ||
+      (output && !a.writeable()))
+    throw py::type_error(cat(op, ": argmax must be a ", output ? "writeable C-contiguous int32" : "integer",
+                             " array, got ", std::string(py::str(a.dtype()))));
+  return a;
+}
+
+void maxpool2d_forward_py(py::handle out_h, py::handle arg_h, py::handle x_h, py::handle k, py::handle st,
+                          py::handle pad) {
+  const char* op = "maxpool2d_forward";
+  py::array out = out_arg(op, "out", out_h);
+  py::array am = argmax_arg(op, arg_h, true);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    need_ndim4(op, "x", x);
+    if (x.shape(2) * x.shape(3) > INT32_MAX) throw py::value_error(cat(op, ": an image plane over 2^31 pixels"));
+    const Pool2d s = pool_geometry(op, shape4(x), k, st, pad);
+    need_pool_out(op, "out", out, s);
+    need_pool_out(op, "argmax", am, s);
+    no_overlap(op, "out", out, "x", x, false);
+    no_overlap(op, "argmax", am, "x", x, false);
+    no_overlap(op, "argmax", am, "out", out, false);
+    T* o = ptr<T>(out);
+    auto* a = static_cast<std::int32_t*>(am.mutable_data());
+    const T* xp = cptr<T>(x);
+    return nogil([&] { maxpool2d_forward<T>(o, a, xp, s); return 0; });
+  });
+}
+
+void maxpool2d_backward_py(py::handle dx_h, py::handle dout_h, py::handle arg_h, py::handle k, py::handle st,
+                           py::handle pad) {
+  const char* op = "maxpool2d_backward";
+  py::array dx = out_arg(op, "dx", dx_h);
+  py::array am = argmax_arg(op, arg_h, false);
+  by_dtype(dx, [&](auto tag) {
+    using T = decltype(tag);
+    auto dout = in_arg<T>(op, "dout", dout_h);
+    need_ndim4(op, "dx", dx);
+    const Pool2d s = pool_geometry(op, shape4(dx), k, st, pad);
+    need_pool_out(op, "dout", dout, s);
+    need_pool_out(op, "argmax", am, s);
+    no_overlap(op, "dx", dx, "dout", dout, false);
+    no_overlap(op, "dx", dx, "argmax", am, false);
+    // every index must point into its plane: dx is written there
+    const auto* a = static_cast<const std::int32_t*>(am.data());
+    for (idx i = 0; i < am.size(); ++i)
+      if (a[i] < 0 || a[i] >= s.H * s.W)
+        throw py::value_error(cat(op, ": argmax[", i, "] = ", a[i], " is outside its ", s.H, "×", s.W, " plane"));
+    T* d = ptr<T>(dx);
+    const T* g = cptr<T>(dout);
+    return nogil([&] { maxpool2d_backward<T>(d, g, a, s); return 0; });
+  });
+}
+
+void avgpool2d_forward_py(py::handle out_h, py::handle x_h, py::handle k, py::handle st, py::handle pad) {
+  const char* op = "avgpool2d_forward";
+  py::array out = out_arg(op, "out", out_h);
+  by_dtype(out, [&](auto tag) {
+    using T = decltype(tag);
+    auto x = in_arg<T>(op, "x", x_h);
+    need_ndim4(op, "x", x);
+    const Pool2d s = pool_geometry(op, shape4(x), k, st, pad);
+    need_pool_out(op, "out", out, s);
+    no_overlap(op, "out", out, "x", x, false);
+    T* o = ptr<T>(out);
+    const T* xp = cptr<T>(x);
+    return nogil([&] { avgpool2d_forward<T>(o, xp, s); return 0; });
+  });
+}
+
+void avgpool2d_backward_py(py::handle dx_h, py::handle dout_h, py::handle k, py::handle st, py::handle pad) {
+  const char* op = "avgpool2d_backward";
+  py::array dx = out_arg(op, "dx", dx_h);
+  by_dtype(dx, [&](auto tag) {
+    using T = decltype(tag);
+    auto dout = in_arg<T>(op, "dout", dout_h);
+    need_ndim4(op, "dx", dx);
+    const Pool2d s = pool_geometry(op, shape4(dx), k, st, pad);
+    need_pool_out(op, "dout", dout, s);
+    no_overlap(op, "dx", dx, "dout", dout, false);
+    T* d = ptr<T>(dx);
+    const T* g = cptr<T>(dout);
+    return nogil([&] { avgpool2d_backward<T>(d, g, s); return 0; });
+  });
+}
+
+// x (N, C, ...) as (N, C, L); a per-channel vector must hold C values.
+struct NCL { idx N, C, L; };
+NCL ncl_of(const char* op, const py::array& x) {
+  if (x.ndim() < 2)
+    throw py::value_error(cat(op, ": x must be (N, C) or (N, C, ...), got shape ", shape_of(x)));
+  idx L = 1;
+  for (py::ssize_t i = 2; i < x.ndim(); ++i) L *= x.shape(i);
+  return {x.shape(0), x.shape(1), L};
+}
+
+template <class T>
+py::array_t<T> channel_arg(const char* op, const char* name, py::handle h, idx C) {
+  if (h.is_none()) throw py::type_error(cat(op, ": ", name, " must be an array, got None"));
+  return vector_arg<T>(op, name, h, C);
+}
+
+void channel_out(const char* op, const char* name, const py::array& a, idx C) {
+  if (a.ndim() != 1 || a.shape(0) != C)
+    throw py::value_error(cat(op, ": ", name, " has shape ", shape_of(a), "; expected (", C, ",)"));
+}
+
 // ---- losses: the gradient output picks the dtype; without one, float64 inputs stay float64
 py::array dtype_probe(const char* op, const char* gname, py::handle g_h, py::handle in_h) {
   if (!g_h.is_none()) return out_arg(op, gname, g_h);
@@ -404,6 +697,131 @@ void fastnn::bind_kernels(py::module_& m) {
       softmax_backward(o, in[0], in[1], N, C);
     });
   }, py::arg("dx"), py::arg("dout"), py::arg("y"));
+
+  m.def("conv2d_forward", &conv2d_forward_py, py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias"),
+        py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
+        "out (N, OC, OH, OW) = conv(x (N, C, H, W), weight (OC, C/groups, kH, kW)) + bias (OC)");
+  m.def("conv2d_backward", &conv2d_backward_py, py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dout"),
+        py::arg("x"), py::arg("weight"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
+        py::arg("groups") = 1, py::arg("accumulate") = true);
+  m.def("maxpool2d_forward", &maxpool2d_forward_py, py::arg("out"), py::arg("argmax"), py::arg("x"),
+        py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dx"), py::arg("dout"), py::arg("argmax"),
+        py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("avgpool2d_forward", &avgpool2d_forward_py, py::arg("out"), py::arg("x"), py::arg("kernel_size"),
+        py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("avgpool2d_backward", &avgpool2d_backward_py, py::arg("dx"), py::arg("dout"), py::arg("kernel_size"),
+        py::arg("stride") = py::none(), py::arg("padding") = 0);
+  m.def("batchnorm_stats", [](py::handle mean_h, py::handle var_h, py::handle x_h) {
+    const char* op = "batchnorm_stats";
+    py::array mean = out_arg(op, "mean", mean_h);
+    py::array var = opt_out_arg(op, "var", var_h, mean);
+    if (var.is_none()) throw py::type_error(cat(op, ": var must be an array, got None"));
+    by_dtype(mean, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", x_h);
+      const NCL d = ncl_of(op, x);
+      channel_out(op, "mean", mean, d.C);
+      channel_out(op, "var", var, d.C);
+      no_overlap(op, "mean", mean, "var", var, false);
+      no_overlap(op, "mean", mean, "x", x, false);
+      no_overlap(op, "var", var, "x", x, false);
+      T *mp = ptr<T>(mean), *vp = ptr<T>(var);
+      const T* xp = cptr<T>(x);
+      return nogil([&] { batchnorm_stats<T>(mp, vp, xp, d.N, d.C, d.L); return 0; });
+    });
+  }, py::arg("mean"), py::arg("var"), py::arg("x"),
+     "Per-channel mean and biased variance of x (N, C, ...)");
+  m.def("batchnorm_forward", [](py::handle out_h, py::handle x_h, py::handle mean_h, py::handle var_h,
+                                py::handle gamma_h, py::handle beta_h, double eps) {
+    const char* op = "batchnorm_forward";
+    py::array out = out_arg(op, "out", out_h);
+    by_dtype(out, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", x_h);
+      const NCL d = ncl_of(op, x);
+      need_same_shape(op, "out", out, "x", x);
+      no_overlap(op, "out", out, "x", x, true);
+      auto mean = channel_arg<T>(op, "mean", mean_h, d.C), var = channel_arg<T>(op, "var", var_h, d.C);
+      auto gamma = channel_arg<T>(op, "gamma", gamma_h, d.C), beta = channel_arg<T>(op, "beta", beta_h, d.C);
+      if (!(eps > 0)) throw py::value_error(cat(op, ": eps must be > 0, got ", eps));
+      for (auto [n, a] : {std::pair<const char*, py::array>{"mean", mean}, {"var", var}, {"gamma", gamma}, {"beta", beta}})
+        no_overlap(op, "out", out, n, a, false);
+      T* o = ptr<T>(out);
+      const T *xp = cptr<T>(x), *mp = cptr<T>(mean), *vp = cptr<T>(var), *gp = cptr<T>(gamma), *bp = cptr<T>(beta);
+      return nogil([&] { batchnorm_forward<T>(o, xp, mp, vp, gp, bp, d.N, d.C, d.L, eps); return 0; });
+    });
+  }, py::arg("out"), py::arg("x"), py::arg("mean"), py::arg("var"), py::arg("gamma"), py::arg("beta"),
+     py::arg("eps") = 1e-5, "out = (x - mean) / sqrt(var + eps) * gamma + beta, per channel of x (N, C, ...)");
+  m.def("batchnorm_backward", [](py::handle dx_h, py::handle dg_h, py::handle db_h, py::handle dout_h, py::handle x_h,
+                                 py::handle mean_h, py::handle var_h, py::handle gamma_h, double eps, bool batch_stats,
+                                 bool accumulate) {
+    const char* op = "batchnorm_backward";
+    py::array dg = out_arg(op, "dgamma", dg_h);
+    py::object dx_o = opt_out_arg(op, "dx", dx_h, dg);
+    py::object db_o = opt_out_arg(op, "dbeta", db_h, dg);
+    if (db_o.is_none()) throw py::type_error(cat(op, ": dbeta must be an array, got None"));
+    py::array db = py::reinterpret_borrow<py::array>(db_o);
+    by_dtype(dg, [&](auto tag) {
+      using T = decltype(tag);
+      auto x = in_arg<T>(op, "x", x_h);
+      auto dout = in_arg<T>(op, "dout", dout_h);
+      const NCL d = ncl_of(op, x);
+      need_same_shape(op, "dout", dout, "x", x);
+      auto mean = channel_arg<T>(op, "mean", mean_h, d.C), var = channel_arg<T>(op, "var", var_h, d.C);
+      auto gamma = channel_arg<T>(op, "gamma", gamma_h, d.C);
+      channel_out(op, "dgamma", dg, d.C);
+      channel_out(op, "dbeta", db, d.C);
+      no_overlap(op, "dgamma", dg, "dbeta", db, false);
+      std::vector<std::pair<const char*, py::array>> inputs{{"dout", dout}, {"x", x}, {"mean", mean}, {"var", var},
+                                                            {"gamma", gamma}};
+      for (auto& [n, a] : inputs) {
+        no_overlap(op, "dgamma", dg, n, a, false);
+        no_overlap(op, "dbeta", db, n, a, false);
+      }
+      if (!dx_o.is_none()) {
+        auto dx = py::reinterpret_borrow<py::array>(dx_o);
+        need_same_shape(op, "dx", dx, "x", x);
+        for (auto& [n, a] : inputs) no_overlap(op, "dx", dx, n, a, false);
+        no_overlap(op, "dx", dx, "dgamma", dg, false);
+        no_overlap(op, "dx", dx, "dbeta", db, false);
+      }
+      if (!(eps > 0)) throw py::value_error(cat(op, ": eps must be > 0, got ", eps));
+      T *dxp = ptr_or_null<T>(dx_o), *dgp = ptr<T>(dg), *dbp = ptr<T>(db);
+      const T *gp = cptr<T>(dout), *xp = cptr<T>(x), *mp = cptr<T>(mean), *vp = cptr<T>(var), *wp = cptr<T>(gamma);
+      return nogil([&] {
+        batchnorm_backward<T>(dxp, dgp, dbp, gp, xp, mp, vp, wp, d.N, d.C, d.L, eps, batch_stats, accumulate);
+        return 0;
+      });
+    });
+  }, py::arg("dx"), py::arg("dgamma"), py::arg("dbeta"), py::arg("dout"), py::arg("x"), py::arg("mean"), py::arg("var"),
+     py::arg("gamma"), py::arg("eps") = 1e-5, py::arg("batch_stats") = true, py::arg("accumulate") = true);
+  m.def("batchnorm_update", [](py::handle rm_h, py::handle rv_h, py::handle mean_h, py::handle var_h, idx count,
+                               double momentum) {
+    const char* op = "batchnorm_update";
+    py::array rm = out_arg(op, "running_mean", rm_h);
+    py::array rv = opt_out_arg(op, "running_var", rv_h, rm);
+    if (rv.is_none()) throw py::type_error(cat(op, ": running_var must be an array, got None"));
+    if (count < 1) throw py::value_error(cat(op, ": count must be >= 1, got ", count));
+    if (!(momentum >= 0 && momentum <= 1)) throw py::value_error(cat(op, ": momentum must be in [0, 1], got ", momentum));
+    by_dtype(rm, [&](auto tag) {
+      using T = decltype(tag);
+      const idx C = rm.ndim() == 1 ? rm.shape(0) : -1;
+      channel_out(op, "running_mean", rm, C);
+      channel_out(op, "running_var", rv, C);
+      no_overlap(op, "running_mean", rm, "running_var", rv, false);
+      auto mean = channel_arg<T>(op, "mean", mean_h, C), var = channel_arg<T>(op, "var", var_h, C);
+      for (auto [n, a] : {std::pair<const char*, py::array>{"mean", mean}, {"var", var}}) {
+        no_overlap(op, "running_mean", rm, n, a, false);
+        no_overlap(op, "running_var", rv, n, a, false);
+      }
+      T *mp = ptr<T>(rm), *vp = ptr<T>(rv);
+      const T *bm = cptr<T>(mean), *bv = cptr<T>(var);
+      return nogil([&] { batchnorm_update<T>(mp, vp, bm, bv, C, count, momentum); return 0; });
+    });
+  }, py::arg("running_mean"), py::arg("running_var"), py::arg("mean"), py::arg("var"), py::arg("count"),
+     py::arg("momentum") = 0.1,
+     "running = (1 - momentum) * running + momentum * batch statistic (variance made unbiased over count values)");
 
   m.def("cross_entropy_forward", &cross_entropy_py, py::arg("dlogits"), py::arg("logits"), py::arg("targets"));
   m.def("mse_forward", [](py::handle d, py::handle p, py::handle t, const std::string& reduction) {

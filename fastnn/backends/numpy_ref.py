@@ -8,6 +8,7 @@ classes, OC out-features.
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 
@@ -381,6 +382,434 @@ def softmax_backward(dx, dout, y):
     if dout.size == 0:
         return
     dx[...] = y * (dout - (dout * y).sum(axis=-1, keepdims=True))
+
+
+# ---------------------------------------------------------------- images (NCHW)
+# Shape letters: N batch, C channels, H×W an image, OC output channels, KH×KW a kernel or
+# window, OH×OW the output image, G groups.
+def _pair(op, name, v, low):
+    """An int or a pair of ints, each >= low (stride, dilation, kernel size, padding)."""
+    try:
+        a, b = (v, v) if isinstance(v, (int, np.integer)) and not isinstance(v, bool) else tuple(v)
+        a, b = operator.index(a), operator.index(b)
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: {name} must be an int or a pair of ints, got {v!r}") from None
+    if a < low or b < low:
+        raise ValueError(f"{op}: {name} must be >= {low}, got ({a}, {b})")
+    return a, b
+
+
+def _padding(op, v):
+    """(top, bottom, left, right) from an int, a pair (rows, columns), or four ints."""
+    try:
+        p = (operator.index(v),) if not isinstance(v, (str, bytes)) and np.ndim(v) == 0 else \
+            tuple(operator.index(i) for i in v) if not isinstance(v, (str, bytes)) else ()
+    except TypeError:
+        p = ()
+    if len(p) not in (1, 2, 4):
+        raise TypeError(f"{op}: padding must be an int, a pair of ints or four ints (top, bottom, left, right), "
+                        f"got {v!r}")
+    if min(p) < 0:
+        raise ValueError(f"{op}: padding must be >= 0, got {v!r}")
+    return (p * 4) if len(p) == 1 else (p[0], p[0], p[1], p[1]) if len(p) == 2 else p
+
+
+def _out_size(op, axis, size, pad, k, stride, dilation):
+    span, padded = dilation * (k - 1) + 1, size + pad
+    if padded < span:
+        raise ValueError(f"{op}: the input's {axis} is {size} ({padded} padded), smaller than the kernel's span "
+                         f"of {span}; use a smaller kernel or more padding, or a larger image")
+    return (padded - span) // stride + 1
+
+
+def _ndim4(op, name, a):
+    if a.ndim != 4:
+        raise ValueError(f"{op}: {name} must be 4-D (N, C, H, W), got shape {_shape(a)}")
+
+
+def _conv_geometry(op, x, w, stride, padding, dilation, groups):
+    _ndim4(op, "x", x)
+    if w.ndim != 4:
+        raise ValueError(f"{op}: weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape "
+                         f"{_shape(w)}")
+    if groups < 1:
+        raise ValueError(f"{op}: groups must be >= 1, got {groups}")
+    N, C, H, W = x.shape
+    OC, Cg, KH, KW = w.shape
+    if OC % groups or C != Cg * groups:
+        raise ValueError(f"{op}: x has {C} channels and weight has shape {_shape(w)} with groups={groups}; the "
+                         "weight must be (out_channels, in_channels/groups, kH, kW) with both channel counts "
+                         "divisible by groups")
+    if KH < 1 or KW < 1:
+        raise ValueError(f"{op}: the kernel has size 0 (weight {_shape(w)})")
+    SH, SW = _pair(op, "stride", stride, 1)
+    DH, DW = _pair(op, "dilation", dilation, 1)
+    PT, PB, PL, PR = _padding(op, padding)
+    OH = _out_size(op, "height", H, PT + PB, KH, SH, DH)
+    OW = _out_size(op, "width", W, PL + PR, KW, SW, DW)
+    return dict(N=N, C=C, H=H, W=W, OC=OC, KH=KH, KW=KW, S=(SH, SW), D=(DH, DW), P=(PT, PB, PL, PR), G=groups,
+                OH=OH, OW=OW)
+
+
+def _patches(g):
+    """For each kernel offset (kh, kw): the slices of the padded image that it reads for every
+    output pixel."""
+    (SH, SW), (DH, DW) = g["S"], g["D"]
+    for kh in range(g["KH"]):
+        for kw in range(g["KW"]):
+            yield kh, kw, (slice(kh * DH, kh * DH + SH * (g["OH"] - 1) + 1, SH),
+                           slice(kw * DW, kw * DW + SW * (g["OW"] - 1) + 1, SW))
+
+
+def _padded(x, g):
+    PT, PB, PL, PR = g["P"]
+    return np.pad(x, ((0, 0), (0, 0), (PT, PB), (PL, PR)))
+
+
+def _im2col(x, g):
+    """col (N, G, C/G·KH·KW, OH·OW): the padded input under every output pixel, per group."""
+    xp, Cg = _padded(x, g), g["C"] // g["G"]
+    col = np.empty((g["N"], g["C"], g["KH"], g["KW"], g["OH"], g["OW"]), x.dtype)
+    for kh, kw, (rows, cols) in _patches(g):
+        col[:, :, kh, kw] = xp[:, :, rows, cols]
+    return col.reshape(g["N"], g["G"], Cg * g["KH"] * g["KW"], g["OH"] * g["OW"])
+
+
+def conv2d_forward(out, x, weight, bias, stride=1, padding=0, dilation=1, groups=1):
+    """out = conv(x, weight) + bias, as im2col and a matrix product per group.
+
+    out:    (N, OC, OH, OW) written
+    x:      (N, C, H, W)
+    weight: (OC, C/G, KH, KW)
+    bias:   (OC,) or None
+    padding: an int, (rows, columns) on both sides, or (top, bottom, left, right)
+    """
+    op = "conv2d_forward"
+    _out(op, "out", out)
+    x, w = _in(op, "x", x, out.dtype), _in(op, "weight", weight, out.dtype)
+    g = _conv_geometry(op, x, w, stride, padding, dilation, groups)
+    b = _bias(op, bias, g["OC"], out.dtype)
+    want = (g["N"], g["OC"], g["OH"], g["OW"])
+    if out.shape != want:
+        raise ValueError(f"{op}: out has shape {_shape(out)}; expected {want}")
+    _no_overlap(op, "out", out, "x", x, False)
+    _no_overlap(op, "out", out, "weight", w, False)
+    if b is not None:
+        _no_overlap(op, "out", out, "bias", b, False)
+    G, OCg = g["G"], g["OC"] // g["G"]
+    wg = w.reshape(G, OCg, -1)                                  # (G, OCg, K)
+    y = np.matmul(wg[None], _im2col(x, g))                      # (N, G, OCg, OH·OW)
+    if b is not None:
+        y += b.reshape(1, G, OCg, 1)
+    out[...] = y.reshape(want)
+
+
+def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, dilation=1, groups=1,
+                    accumulate=True):
+    """Backward of conv2d_forward: dx written = col2im(weightᵀ · dout) (None: skip);
+    dweight += Σ_n dout_n · col_nᵀ and dbias += Σ dout over samples and pixels (written
+    instead when accumulate is False).
+
+    dx: (N, C, H, W)   dweight: (OC, C/G, KH, KW)   dbias: (OC,) or None   dout: (N, OC, OH, OW)
+    """
+    op = "conv2d_backward"
+    _out(op, "dweight", dweight)
+    dx = _opt_out(op, "dx", dx, dweight)
+    dbias = _opt_out(op, "dbias", dbias, dweight)
+    dt = dweight.dtype
+    x, w, dout = _in(op, "x", x, dt), _in(op, "weight", weight, dt), _in(op, "dout", dout, dt)
+    g = _conv_geometry(op, x, w, stride, padding, dilation, groups)
+    want = (g["N"], g["OC"], g["OH"], g["OW"])
+    if dout.shape != want:
+        raise ValueError(f"{op}: dout has shape {_shape(dout)}; expected {want}")
+    _same_shape(op, "dweight", dweight, "weight", w)
+    inputs = (("dout", dout), ("x", x), ("weight", w))
+    for n, a in inputs:
+        _no_overlap(op, "dweight", dweight, n, a, False)
+    if dbias is not None:
+        if dbias.shape != (g["OC"],):
+            raise ValueError(f"{op}: dbias has shape {_shape(dbias)}; expected ({g['OC']},)")
+        for n, a in inputs + (("dweight", dweight),):
+            _no_overlap(op, "dbias", dbias, n, a, False)
+    if dx is not None:
+        _same_shape(op, "dx", dx, "x", x)
+        for n, a in inputs + (("dweight", dweight),) + ((("dbias", dbias),) if dbias is not None else ()):
+            _no_overlap(op, "dx", dx, n, a, False)
+    G, OCg, N = g["G"], g["OC"] // g["G"], g["N"]
+    wg = w.reshape(G, OCg, -1)
+    dy = dout.reshape(N, G, OCg, g["OH"] * g["OW"])             # (N, G, OCg, OH·OW)
+    col = _im2col(x, g)
+    dw = np.einsum("ngop,ngkp->gok", dy, col).reshape(w.shape).astype(dt)
+    db = dout.sum(axis=(0, 2, 3), dtype=dt)
+    if accumulate:
+        dweight += dw
+        if dbias is not None:
+            dbias += db
+    else:
+        dweight[...] = dw
+        if dbias is not None:
+            dbias[...] = db
+    if dx is not None:
+        dcol = np.matmul(np.swapaxes(wg, 1, 2)[None], dy)       # (N, G, K, OH·OW)
+        dcol = dcol.reshape(N, g["C"], g["KH"], g["KW"], g["OH"], g["OW"])
+        PT, PB, PL, PR = g["P"]
+        dxp = np.zeros((N, g["C"], g["H"] + PT + PB, g["W"] + PL + PR), dt)
+        for kh, kw, (rows, cols) in _patches(g):                # col2im: back where im2col read
+            dxp[:, :, rows, cols] += dcol[:, :, kh, kw]
+        dx[...] = dxp[:, :, PT:PT + g["H"], PL:PL + g["W"]]
+
+
+def _pool_geometry(op, xshape, kernel_size, stride, padding):
+    N, C, H, W = xshape
+    KH, KW = _pair(op, "kernel_size", kernel_size, 1)
+    SH, SW = (KH, KW) if stride is None else _pair(op, "stride", stride, 1)
+    PH, PW = _pair(op, "padding", padding, 0)
+    if 2 * PH > KH or 2 * PW > KW:
+        raise ValueError(f"{op}: padding ({PH}, {PW}) must be at most half the kernel size ({KH}, {KW})")
+    OH = _out_size(op, "height", H, 2 * PH, KH, SH, 1)
+    OW = _out_size(op, "width", W, 2 * PW, KW, SW, 1)
+    return dict(N=N, C=C, H=H, W=W, KH=KH, KW=KW, S=(SH, SW), D=(1, 1), P=(PH, PH, PW, PW), OH=OH, OW=OW)
+
+
+def _pool_out(op, name, a, g):
+    want = (g["N"], g["C"], g["OH"], g["OW"])
+    if a.shape != want:
+        raise ValueError(f"{op}: {name} has shape {_shape(a)}; expected {want}")
+
+
+def _argmax(op, a, output):
+    """maxpool2d's argmax: an output of forward (int32, never converted), an input of backward
+    (any integer array, converted)."""
+    if not isinstance(a, np.ndarray):
+        raise TypeError(f"{op}: argmax must be an int32 numpy array, got {type(a).__name__}")
+    if not output and a.dtype.kind in "iu":
+        return np.ascontiguousarray(a, dtype=np.int32)
+    if a.dtype != np.int32 or not a.flags.c_contiguous or (output and not a.flags.writeable):
+        raise TypeError(f"{op}: argmax must be a {'writeable C-contiguous int32' if output else 'integer'} array, "
+                        f"got {a.dtype}")
+    return a
+
+
+def maxpool2d_forward(out, argmax, x, kernel_size, stride=None, padding=0):
+    """out = the largest value of each window; argmax = its index ih·W + iw in the image plane
+    (the first of equal maxima; a NaN wins, the last one; padding never does).
+
+    out, argmax (int32): (N, C, OH, OW)   x: (N, C, H, W)   stride: the window size by default
+    """
+    op = "maxpool2d_forward"
+    _out(op, "out", out)
+    _argmax(op, argmax, True)
+    x = _in(op, "x", x, out.dtype)
+    _ndim4(op, "x", x)
+    g = _pool_geometry(op, x.shape, kernel_size, stride, padding)
+    _pool_out(op, "out", out, g)
+    _pool_out(op, "argmax", argmax, g)
+    _no_overlap(op, "out", out, "x", x, False)
+    _no_overlap(op, "argmax", argmax, "x", x, False)
+    _no_overlap(op, "argmax", argmax, "out", out, False)
+    # the padded image, which positions are in the image, and their index ih·W + iw there
+    xp = _padded(x, g)
+    inside = _padded(np.ones((1, 1, g["H"], g["W"]), bool), g)[0, 0]
+    index = _padded(np.arange(g["H"] * g["W"]).reshape(1, 1, g["H"], g["W"]), g)[0, 0]
+    best = np.full(out.shape, -np.inf, out.dtype)
+    at = np.full(out.shape, -1, np.int64)
+    for _, _, (rows, cols) in _patches(g):                      # window offsets in order
+        v, ok = xp[:, :, rows, cols], inside[rows, cols]
+        upd = ok & ((v > best) | np.isnan(v) | (at < 0))
+        best = np.where(upd, v, best)
+        at = np.where(upd, index[rows, cols], at)
+    out[...] = best
+    argmax[...] = at
+
+
+def maxpool2d_backward(dx, dout, argmax, kernel_size, stride=None, padding=0):
+    """dx written: zero, plus each dout at its window's argmax (summed where windows share it)."""
+    op = "maxpool2d_backward"
+    _out(op, "dx", dx)
+    argmax = _argmax(op, argmax, False)
+    dout = _in(op, "dout", dout, dx.dtype)
+    _ndim4(op, "dx", dx)
+    g = _pool_geometry(op, dx.shape, kernel_size, stride, padding)
+    _pool_out(op, "dout", dout, g)
+    _pool_out(op, "argmax", argmax, g)
+    _no_overlap(op, "dx", dx, "dout", dout, False)
+    _no_overlap(op, "dx", dx, "argmax", argmax, False)
+    bad = np.flatnonzero((argmax < 0) | (argmax >= g["H"] * g["W"]))
+    if bad.size:
+        raise ValueError(f"{op}: argmax[{bad[0]}] = {argmax.flat[bad[0]]} is outside its {g['H']}×{g['W']} plane")
+    d = np.zeros((g["N"] * g["C"], g["H"] * g["W"]), dx.dtype)
+    planes = np.repeat(np.arange(g["N"] * g["C"]), g["OH"] * g["OW"])
+    np.add.at(d, (planes, argmax.reshape(-1)), dout.reshape(-1))
+    dx[...] = d.reshape(dx.shape)
+
+
+def avgpool2d_forward(out, x, kernel_size, stride=None, padding=0):
+    """out = the mean of each window, padding counting as zeros (count_include_pad, as PyTorch).
+
+    out: (N, C, OH, OW)   x: (N, C, H, W)
+    """
+    op = "avgpool2d_forward"
+    _out(op, "out", out)
+    x = _in(op, "x", x, out.dtype)
+    _ndim4(op, "x", x)
+    g = _pool_geometry(op, x.shape, kernel_size, stride, padding)
+    _pool_out(op, "out", out, g)
+    _no_overlap(op, "out", out, "x", x, False)
+    xp, total = _padded(x, g), np.zeros(out.shape, out.dtype)
+    for _, _, (rows, cols) in _patches(g):
+        total += xp[:, :, rows, cols]
+    out[...] = total * out.dtype.type(1 / (g["KH"] * g["KW"]))
+
+
+def avgpool2d_backward(dx, dout, kernel_size, stride=None, padding=0):
+    """dx written: each dout / (KH·KW) spread over its window's image values."""
+    op = "avgpool2d_backward"
+    _out(op, "dx", dx)
+    dout = _in(op, "dout", dout, dx.dtype)
+    _ndim4(op, "dx", dx)
+    g = _pool_geometry(op, dx.shape, kernel_size, stride, padding)
+    _pool_out(op, "dout", dout, g)
+    _no_overlap(op, "dx", dx, "dout", dout, False)
+    PT, PB, PL, PR = g["P"]
+    dxp = np.zeros((g["N"], g["C"], g["H"] + PT + PB, g["W"] + PL + PR), dx.dtype)
+    share = dout * dx.dtype.type(1 / (g["KH"] * g["KW"]))
+    for _, _, (rows, cols) in _patches(g):
+        dxp[:, :, rows, cols] += share
+    dx[...] = dxp[:, :, PT:PT + g["H"], PL:PL + g["W"]]
+
+
+def _ncl(op, x):
+    if x.ndim < 2:
+        raise ValueError(f"{op}: x must be (N, C) or (N, C, ...), got shape {_shape(x)}")
+    return x.reshape(x.shape[0], x.shape[1], int(np.prod(x.shape[2:], dtype=np.int64)))
+
+
+def _channels(op, name, a, C, dtype):
+    """A per-channel input (C,), converted to dtype."""
+    if a is None:
+        raise TypeError(f"{op}: {name} must be an array, got None")
+    return _channel(op, name, _in(op, name, a, dtype), C)
+
+
+def _channel(op, name, a, C):
+    if a.shape != (C,):
+        raise ValueError(f"{op}: {name} has shape {_shape(a)}; expected ({C},)")
+    return a
+
+
+def batchnorm_stats(mean, var, x):
+    """mean, var (C,) written: each channel's mean and biased variance over x (N, C, ...)."""
+    op = "batchnorm_stats"
+    _out(op, "mean", mean)
+    var = _opt_out(op, "var", var, mean)
+    if var is None:
+        raise TypeError(f"{op}: var must be an array, got None")
+    x = _ncl(op, _in(op, "x", x, mean.dtype))
+    C = x.shape[1]
+    _channel(op, "mean", mean, C)
+    _channel(op, "var", var, C)
+    for a, n in ((mean, "mean"), (var, "var")):
+        _no_overlap(op, n, a, "x", x, False)
+    _no_overlap(op, "mean", mean, "var", var, False)
+    x64 = x.astype(np.float64)
+    m = x64.mean(axis=(0, 2)) if x.size else np.zeros(C)
+    mean[...] = m
+    var[...] = ((x64 - m[None, :, None]) ** 2).mean(axis=(0, 2)) if x.size else 0
+
+
+def batchnorm_forward(out, x, mean, var, gamma, beta, eps=1e-5):
+    """out = (x − mean) / sqrt(var + eps) · gamma + beta per channel of x (N, C, ...): the
+    batch's statistics in training, the running ones in eval mode."""
+    op = "batchnorm_forward"
+    _out(op, "out", out)
+    x = _in(op, "x", x, out.dtype)
+    _ncl(op, x)
+    _same_shape(op, "out", out, "x", x)
+    _no_overlap(op, "out", out, "x", x, True)
+    C, T = x.shape[1], out.dtype.type
+    mean, var, gamma, beta = (_channels(op, n, a, C, out.dtype) for n, a in
+                              (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)))
+    if not eps > 0:
+        raise ValueError(f"{op}: eps must be > 0, got {eps}")
+    for n, a in (("mean", mean), ("var", var), ("gamma", gamma), ("beta", beta)):
+        _no_overlap(op, "out", out, n, a, False)
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    invstd = T(1) / np.sqrt(var + T(eps))
+    out[...] = (x - mean.reshape(shape)) * (invstd * gamma).reshape(shape) + beta.reshape(shape)
+
+
+def batchnorm_backward(dx, dgamma, dbeta, dout, x, mean, var, gamma, eps=1e-5, batch_stats=True, accumulate=True):
+    """Backward of batchnorm_forward, with x̂ = (x − mean)/sqrt(var + eps) and M values per channel:
+    dbeta = Σ dout, dgamma = Σ dout·x̂ (added, or written without accumulate);
+    dx = gamma/sqrt(var + eps) · (dout − dbeta/M − x̂·dgamma/M) when the statistics were the
+    batch's (training), gamma/sqrt(var + eps) · dout when they were constants (eval)."""
+    op = "batchnorm_backward"
+    _out(op, "dgamma", dgamma)
+    dx = _opt_out(op, "dx", dx, dgamma)
+    dbeta = _opt_out(op, "dbeta", dbeta, dgamma)
+    if dbeta is None:
+        raise TypeError(f"{op}: dbeta must be an array, got None")
+    dt = dgamma.dtype
+    x, dout = _in(op, "x", x, dt), _in(op, "dout", dout, dt)
+    _ncl(op, x)
+    _same_shape(op, "dout", dout, "x", x)
+    C, T = x.shape[1], dt.type
+    mean, var, gamma = (_channels(op, n, a, C, dt) for n, a in (("mean", mean), ("var", var), ("gamma", gamma)))
+    _channel(op, "dgamma", dgamma, C)
+    _channel(op, "dbeta", dbeta, C)
+    _no_overlap(op, "dgamma", dgamma, "dbeta", dbeta, False)
+    inputs = (("dout", dout), ("x", x), ("mean", mean), ("var", var), ("gamma", gamma))
+    for n, a in inputs:
+        _no_overlap(op, "dgamma", dgamma, n, a, False)
+        _no_overlap(op, "dbeta", dbeta, n, a, False)
+    if dx is not None:
+        _same_shape(op, "dx", dx, "x", x)
+        for n, a in inputs + (("dgamma", dgamma), ("dbeta", dbeta)):
+            _no_overlap(op, "dx", dx, n, a, False)
+    if not eps > 0:
+        raise ValueError(f"{op}: eps must be > 0, got {eps}")
+    shape = (1, C) + (1,) * (x.ndim - 2)
+    invstd = T(1) / np.sqrt(var + T(eps))
+    xhat = (x - mean.reshape(shape)) * invstd.reshape(shape)
+    axes = (0,) + tuple(range(2, x.ndim))
+    sg = dout.astype(np.float64).sum(axis=axes)
+    sgx = (dout.astype(np.float64) * xhat).sum(axis=axes)
+    if accumulate:
+        dbeta += sg.astype(dt)
+        dgamma += sgx.astype(dt)
+    else:
+        dbeta[...] = sg
+        dgamma[...] = sgx
+    if dx is not None:
+        k = (gamma * invstd).reshape(shape)
+        M = x.size // C if C else 0
+        if batch_stats and M:
+            mg, mgx = (sg / M).astype(dt).reshape(shape), (sgx / M).astype(dt).reshape(shape)
+            dx[...] = k * (dout - mg - xhat * mgx)
+        else:
+            dx[...] = dout * k
+
+
+def batchnorm_update(running_mean, running_var, mean, var, count, momentum=0.1):
+    """running = (1 − momentum)·running + momentum·batch, the variance made unbiased: var ×
+    count/(count − 1), as PyTorch's running_var."""
+    op = "batchnorm_update"
+    _out(op, "running_mean", running_mean)
+    running_var = _opt_out(op, "running_var", running_var, running_mean)
+    if running_var is None:
+        raise TypeError(f"{op}: running_var must be an array, got None")
+    if count < 1:
+        raise ValueError(f"{op}: count must be >= 1, got {count}")
+    if not 0 <= momentum <= 1:
+        raise ValueError(f"{op}: momentum must be in [0, 1], got {momentum}")
+    C = running_mean.shape[0] if running_mean.ndim == 1 else -1
+    _channel(op, "running_mean", running_mean, C)
+    _channel(op, "running_var", running_var, C)
+    _no_overlap(op, "running_mean", running_mean, "running_var", running_var, False)
+    mean, var = (_channels(op, n, a, C, running_mean.dtype) for n, a in (("mean", mean), ("var", var)))
+    unbias = count / (count - 1) if count > 1 else 1.0
+    running_mean[...] = (1 - momentum) * running_mean.astype(np.float64) + momentum * mean.astype(np.float64)
+    running_var[...] = (1 - momentum) * running_var.astype(np.float64) + momentum * var.astype(np.float64) * unbias
 
 
 # ---------------------------------------------------------------- losses
