@@ -16,7 +16,14 @@ from harness import CASES, GEMM_KERNELS, SIMD_PATHS, build, call, gemm_packing
 # Shapes big enough that every kernel really splits its work across threads.
 BIG = {"gemm": (257, 300, 513), "linear_forward": (300, 513, 257), "linear_backward": (300, 513, 257),
        "softmax_forward": (5000, 37), "softmax_backward": (5000, 37),
-       "cross_entropy_forward": (20000, 10)}
+       "cross_entropy_forward": (20000, 10),
+       # images: enough samples that each thread takes whole ones (and chunks of the weight
+       # gradient), and channels that every geometry's groups divide
+       "conv2d_forward": (17, 12, 14, 13, 24), "conv2d_backward": (17, 12, 14, 13, 24),
+       **{k: (6, 8, 28, 27) for k in ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
+                                       "avgpool2d_backward")},
+       **{k: (64, 8, 10, 10) for k in ("batchnorm_stats", "batchnorm_forward", "batchnorm_backward",
+                                       "batchnorm_update")}}
 FLAT = (3, 100_003)
 
 
