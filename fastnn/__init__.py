@@ -15,7 +15,8 @@ from fastnn.random import manual_seed
 from fastnn import init
 from fastnn.parameter import Parameter
 from fastnn.layers import (
-    GELU, Dropout, Flatten, Identity, Layer, LeakyReLU, Linear, ReLU, Residual, Sigmoid, Softmax, Step, Tanh,
+    GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
+    LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sigmoid, Softmax, Step, Tanh,
 )
 from fastnn.model import Model, Sequential
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
@@ -47,7 +48,8 @@ __all__ = [
     "__version__", "build_info", "get_backend", "set_backend", "use_backend",
     "get_num_threads", "set_num_threads", "manual_seed", "init", "Parameter",
     "Layer", "Linear", "ReLU", "LeakyReLU", "Sigmoid", "Tanh", "GELU", "Softmax", "Step",
-    "Dropout", "Flatten", "Identity", "Residual", "Model", "Sequential",
+    "Dropout", "Flatten", "Identity", "Residual", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
+    "BatchNorm1d", "BatchNorm2d", "Model", "Sequential",
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
     "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",

@@ -144,15 +144,8 @@ class Sequential(Model):
                                  f"{e}") from None
         return cls(layers)
 
-    def named_parameters(self, prefix: str = ""):
-        for i, layer in enumerate(self.layers):
-            yield from layer.named_parameters(f"{prefix}{i}.")
-
-    def train(self, mode: bool = True):
-        self.training = bool(mode)
-        for layer in self.layers:
-            layer.train(mode)
-        return self
+    def children(self) -> list:
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
     def forward(self, x):
         self._plan_output = False

@@ -100,6 +100,35 @@ class Builder:
             raise CannotLower
         return Value(self.core.add(a.slot, b.slot), a.shape)
 
+    def conv2d(self, x: Value, weight, bias, stride, padding, dilation, groups, out_shape) -> Value:
+        """A 2-D convolution of x (C, H, W): weight (OC, C/groups, KH, KW), bias (OC,) or None,
+        padding (top, bottom, left, right)."""
+        C, H, W = x.shape
+        OC, _, KH, KW = weight.shape
+        slot = self.core.conv2d(x.slot, self._offset(weight), -1 if bias is None else self._offset(bias), C, H, W,
+                                OC, KH, KW, stride, padding, dilation, groups)
+        return self._checked(slot, out_shape)
+
+    def pool2d(self, x: Value, kind: str, kernel_size, stride, padding, out_shape) -> Value:
+        """Max ("max") or average ("avg") pooling of x (C, H, W)."""
+        C, H, W = x.shape
+        return self._checked(self.core.pool2d(x.slot, kind, C, H, W, kernel_size, stride, padding), out_shape)
+
+    def batchnorm(self, x: Value, weight, bias, running_mean, running_var, num_batches_tracked, eps, momentum,
+                  layer_training) -> Value:
+        """Batch normalization of x (C, ...) per channel: the batch's statistics in a training
+        plan (updating the running ones, which the layer owns), else the running ones."""
+        C, L = x.shape[0], _size(x.shape[1:])
+        slot = self.core.batchnorm(x.slot, self._offset(weight), self._offset(bias), C, L, eps, momentum,
+                                   running_mean, running_var, num_batches_tracked, self.training and layer_training)
+        return Value(slot, x.shape)
+
+    def _checked(self, slot: int, shape) -> Value:
+        # the layer's idea of its output shape and the plan's must agree
+        if self.core.width(slot) != _size(shape):
+            raise CannotLower
+        return Value(slot, shape)
+
     def reshape(self, x: Value, shape) -> Value:
         """The same values seen with another per-sample shape (no op: the slot is shared)."""
         if _size(shape) != _size(x.shape):

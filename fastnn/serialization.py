@@ -46,7 +46,7 @@ VERSION = 1
 _PREFIX = struct.Struct("<8sIIQ")
 _ALIGN = 64
 _MAX_HEADER = 64 << 20
-_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8")}
+_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
 _OPTIMIZER_TYPES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 
 
@@ -80,7 +80,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
     """
     if not isinstance(model, Layer):
         raise TypeError(f"save expects a fastnn model or layer, got {type(model).__name__}")
-    tensors = [(name, p.data) for name, p in model.named_parameters()]
+    tensors = list(model.state_dict().items())  # parameters and buffers (BatchNorm's statistics)
     opt_header = None
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer):
@@ -107,7 +107,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
 
     table, offset = [], 0
     for name, arr in tensors:
-        arr = np.ascontiguousarray(arr)
+        arr = np.asarray(arr, order="C")  # (ascontiguousarray would make a 0-d counter 1-d)
         dt = arr.dtype.newbyteorder("<")
         table.append({"name": name, "dtype": dt.str, "shape": list(arr.shape), "offset": offset,
                       "nbytes": arr.nbytes, "crc32": zlib.crc32(arr.astype(dt, copy=False).tobytes())})
@@ -122,7 +122,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
         f.write(header)
         f.write(b"\0" * _pad(_PREFIX.size + len(header)))
         for (_, arr), entry in zip(tensors, table):
-            f.write(np.ascontiguousarray(arr).astype(entry["dtype"], copy=False).tobytes())
+            f.write(np.asarray(arr, order="C").astype(entry["dtype"], copy=False).tobytes())
             f.write(b"\0" * _pad(entry["nbytes"]))
 
     atomic_write(path, write)
@@ -258,6 +258,23 @@ def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
         if config.get("bias", True):
             shapes[prefix + "bias"] = (o,)
         return shapes
+    if kind == "Conv2d":
+        i = _int(config.get("in_channels"), "in_channels", path, 1)
+        o = _int(config.get("out_channels"), "out_channels", path, 1)
+        g = _int(config.get("groups", 1), "groups", path, 1)
+        k = config.get("kernel_size")
+        kh, kw = (k, k) if isinstance(k, int) else (k if isinstance(k, list) and len(k) == 2 else (None, None))
+        kh, kw = _int(kh, "kernel_size", path, 1), _int(kw, "kernel_size", path, 1)
+        if i % g:
+            raise FormatError(f"{path}: Conv2d in_channels {i} is not divisible by groups {g}")
+        shapes = {prefix + "weight": (o, i // g, kh, kw)}
+        if config.get("bias", True):
+            shapes[prefix + "bias"] = (o,)
+        return shapes
+    if kind in ("BatchNorm1d", "BatchNorm2d"):
+        c = _int(config.get("num_features"), "num_features", path, 1)
+        return {prefix + "weight": (c,), prefix + "bias": (c,), prefix + "running_mean": (c,),
+                prefix + "running_var": (c,), prefix + "num_batches_tracked": ()}
     if kind == "Residual":
         shapes = {}
         for part in ("block", "shortcut"):

@@ -256,6 +256,11 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
     n = len(X)
     steps = -(-n // batch_size)
     model.train()
+    smallest = min(batch_size, n - (steps - 1) * batch_size)
+    if smallest < model.smallest_batch():
+        raise ValueError(f"fit: the last batch of {n} samples at batch_size={batch_size} holds {smallest}, and the "
+                         f"model needs at least {model.smallest_batch()} per training batch (BatchNorm1d computes "
+                         "statistics over the batch); choose a batch_size that leaves more over, or drop samples")
     watches_batches = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in cbs)
     model.stop_training = False
     runner = None

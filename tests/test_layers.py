@@ -313,3 +313,119 @@ def test_reprs_are_helpful():
     assert repr(model) == ("Sequential(\n  (0): Linear(in_features=4, out_features=8, bias=True)\n"
                            "  (1): LeakyReLU(negative_slope=0.2)\n  (2): Dropout(p=0.1)\n)")
     assert repr(fnn.MSELoss("sum")) == "MSELoss(reduction='sum')"
+
+
+IMAGE_LAYER_CASES = {  # layer, input shape (N, C, H, W)
+    "Conv2d": (lambda: fnn.Conv2d(2, 3, 3, padding=1), (2, 2, 5, 4)),
+    "Conv2d-stride-dilation": (lambda: fnn.Conv2d(2, 4, (2, 3), stride=2, dilation=(2, 1), padding=(1, 0)), (2, 2, 7, 6)),
+    "Conv2d-groups-nobias": (lambda: fnn.Conv2d(4, 6, 3, groups=2, bias=False, padding="same"), (1, 4, 4, 5)),
+    "Conv2d-depthwise": (lambda: fnn.Conv2d(3, 3, 3, groups=3, padding=1), (2, 3, 4, 4)),
+    "Conv2d-same-even": (lambda: fnn.Conv2d(2, 2, 2, padding="same"), (2, 2, 3, 4)),
+    "MaxPool2d": (lambda: fnn.MaxPool2d(2), (2, 3, 4, 6)),
+    "MaxPool2d-stride-pad": (lambda: fnn.MaxPool2d(3, stride=2, padding=1), (2, 2, 5, 5)),
+    "AvgPool2d": (lambda: fnn.AvgPool2d((2, 3), stride=1, padding=1), (2, 2, 4, 5)),
+    "AdaptiveAvgPool2d": (lambda: fnn.AdaptiveAvgPool2d(1), (2, 3, 4, 5)),
+    "BatchNorm2d": (lambda: fnn.BatchNorm2d(3), (4, 3, 3, 2)),
+    "BatchNorm2d-eval": (lambda: fnn.BatchNorm2d(3).eval(), (4, 3, 3, 2)),
+    "CNN": (lambda: fnn.Sequential(fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(), fnn.MaxPool2d(2),
+                                   fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 4, 3, padding=1), fnn.BatchNorm2d(4)),
+                                                fnn.Conv2d(4, 4, 1)),
+                                   fnn.AdaptiveAvgPool2d(1), fnn.Flatten(), fnn.Linear(4, 3)), (3, 1, 6, 6)),
+}
+
+
+@pytest.mark.parametrize("name", IMAGE_LAYER_CASES)
+def test_image_layer_gradients_match_finite_differences(backend, name):
+    fnn.manual_seed(1)
+    make, shape = IMAGE_LAYER_CASES[name]
+    layer = make()
+    x = x_like(shape)
+    if "MaxPool" in name:  # distinct values, so a small perturbation cannot change a window's max
+        x = np.random.default_rng(0).permutation(x.size).reshape(shape) / x.size - 0.5
+    assert fnn.gradcheck(layer, x)
+
+
+@pytest.mark.parametrize("name", ["BatchNorm1d", "BatchNorm1d-eval", "BatchNorm1d-sequence"])
+def test_batchnorm1d_gradients_match_finite_differences(backend, name):
+    fnn.manual_seed(1)
+    layer = fnn.BatchNorm1d(3)
+    if name.endswith("eval"):
+        layer.running_mean[...] = [0.5, -1.0, 2.0]
+        layer.running_var[...] = [1.5, 0.25, 4.0]
+        layer.eval()
+    assert fnn.gradcheck(layer, x_like((5, 3, 4) if name.endswith("sequence") else (5, 3)))
+
+
+def test_batchnorm_statistics_and_buffers(backend):
+    bn = fnn.BatchNorm2d(2, momentum=0.25)
+    rng = np.random.default_rng(0)
+    x = rng.normal(3.0, 2.0, (8, 2, 5, 5)).astype(np.float32)
+    y = bn(x)
+    # training: each channel normalized by the batch's mean and (biased) variance
+    np.testing.assert_allclose(y.mean(axis=(0, 2, 3)), 0, atol=1e-5)
+    np.testing.assert_allclose(y.var(axis=(0, 2, 3)), 1, rtol=1e-3)
+    # running statistics: momentum toward the batch's, the variance unbiased (n/(n−1)), as PyTorch
+    n = 8 * 5 * 5
+    np.testing.assert_allclose(bn.running_mean, 0.25 * x.mean(axis=(0, 2, 3)), rtol=1e-5)
+    np.testing.assert_allclose(bn.running_var, 0.75 + 0.25 * x.var(axis=(0, 2, 3)) * n / (n - 1), rtol=1e-5)
+    assert int(bn.num_batches_tracked) == 1
+    assert list(bn.state_dict()) == ["weight", "bias", "running_mean", "running_var", "num_batches_tracked"]
+    # eval: the running statistics, which forward leaves alone
+    before = bn.state_dict()
+    bn.eval()
+    out = bn(x)
+    np.testing.assert_allclose(out, (x - bn.running_mean[None, :, None, None])
+                               / np.sqrt(bn.running_var[None, :, None, None] + 1e-5), rtol=1e-4, atol=1e-5)
+    for k, v in before.items():
+        np.testing.assert_array_equal(bn.state_dict()[k], v)
+    # buffers are not parameters: optimizers and weight decay never see them
+    assert len(bn.parameters()) == 2
+    opt = fnn.SGD(fnn.Sequential(bn).parameters(), lr=1.0, weight_decay=0.5)
+    opt.step()
+    np.testing.assert_array_equal(bn.running_var, before["running_var"])
+
+
+def test_image_layers_name_bad_shapes_and_the_fix():
+    with pytest.raises(ValueError, match=re.escape("Conv2d(1, 8, kernel_size=(3, 3), stride=(1, 1)) expected a batch "
+                                                   "of images (N, C, H, W), got shape (5, 28, 28); add the channel axis")):
+        fnn.Conv2d(1, 8, 3)(np.zeros((5, 28, 28)))
+    with pytest.raises(ValueError, match=re.escape("expected 3 input channels, got shape (2, 28, 28, 3); images are "
+                                                   "NCHW: move the channels first with x.transpose(0, 3, 1, 2)")):
+        fnn.Conv2d(3, 8, 3)(np.zeros((2, 28, 28, 3)))
+    with pytest.raises(ValueError, match="needs images of at least 5×5 pixels .* got shape \\(1, 1, 4, 4\\)"):
+        fnn.Conv2d(1, 1, 5)(np.zeros((1, 1, 4, 4)))
+    with pytest.raises(ValueError, match="needs images of at least 2×2 pixels"):
+        fnn.MaxPool2d(2)(np.zeros((1, 1, 1, 3)))
+    with pytest.raises(ValueError, match=re.escape("BatchNorm2d(4, eps=1e-05, momentum=0.1) expected images (N, C, H, W) "
+                                                   "with C = 4, got shape (2, 3, 5, 5)")):
+        fnn.BatchNorm2d(4)(np.zeros((2, 3, 5, 5)))
+    with pytest.raises(ValueError, match="needs more than one value per channel in training"):
+        fnn.BatchNorm1d(3)(np.zeros((1, 3)))
+    for make, msg in [(lambda: fnn.Conv2d(3, 4, 3, groups=2), "must both be divisible by groups"),
+                      (lambda: fnn.Conv2d(1, 4, 3, stride=2, padding="same"), "padding='same' needs stride 1"),
+                      (lambda: fnn.Conv2d(1, 4, 0), "kernel_size must be >= 1"),
+                      (lambda: fnn.MaxPool2d(2, padding=2), "padding \\(2, 2\\) must be at most half"),
+                      (lambda: fnn.AdaptiveAvgPool2d(2), "only output_size=1"),
+                      (lambda: fnn.BatchNorm2d(4, momentum=2), "momentum must be a number in \\[0, 1\\]")]:
+        with pytest.raises(ValueError, match=msg):
+            make()
+    # fit refuses, before any step, a last batch of one sample through BatchNorm1d
+    model = fnn.Sequential(fnn.Linear(4, 3), fnn.BatchNorm1d(3), fnn.Linear(3, 2))
+    before = model.state_dict()
+    with pytest.raises(ValueError, match="the last batch of 33 samples at batch_size=32 holds 1"):
+        model.fit(np.ones((33, 4)), np.zeros(33, np.int64), verbose=0)
+    for k, v in before.items():
+        np.testing.assert_array_equal(model.state_dict()[k], v)
+
+
+def test_conv_layers_shapes_and_pytorch_init():
+    fnn.manual_seed(0)
+    conv = fnn.Conv2d(4, 8, (3, 5), groups=2)
+    assert conv.weight.shape == (8, 2, 3, 5) and conv.bias.shape == (8,)
+    bound = 1 / np.sqrt(2 * 3 * 5)  # fan_in = in_channels/groups · kH · kW, as PyTorch's default
+    assert np.abs(conv.weight.data).max() <= bound and np.abs(conv.weight.data).max() > 0.9 * bound
+    assert conv.output_shape((None, 4, 10, 12)) == (None, 8, 8, 8)
+    same = fnn.Conv2d(1, 1, 4, padding="same", dilation=2)
+    assert same(np.ones((1, 1, 9, 7))).shape == (1, 1, 9, 7)
+    assert fnn.MaxPool2d(3, 2, 1).output_shape((None, 8, 28, 28)) == (None, 8, 14, 14)
+    assert repr(fnn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2)"

@@ -298,6 +298,72 @@ def _as_dtype(model, dtype):
     return twin
 
 
+CNN_MODELS = {
+    # the net of the convolutional-networks issue, on small images
+    "conv-pool-linear": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 4, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Conv2d(4, 6, 3, padding=1), fnn.ReLU(),
+        fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(54, 16), fnn.ReLU(), fnn.Linear(16, 4)),
+    "batchnorm+dropout": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 4, 3, padding="same"), fnn.BatchNorm2d(4), fnn.ReLU(), fnn.AvgPool2d(2),
+        fnn.Conv2d(4, 4, 3, stride=2, padding=1, bias=False), fnn.BatchNorm2d(4), fnn.GELU(), fnn.Flatten(),
+        fnn.Dropout(0.25), fnn.Linear(36, 8), fnn.BatchNorm1d(8), fnn.Tanh(), fnn.Linear(8, 4)),
+    "resnet-block": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(),
+        fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(),
+                                    fnn.Conv2d(4, 4, 3, padding=1), fnn.BatchNorm2d(4))), fnn.ReLU(),
+        fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 8, 3, stride=2, padding=1), fnn.BatchNorm2d(8)),
+                     fnn.Sequential(fnn.Conv2d(4, 8, 1, stride=2), fnn.BatchNorm2d(8))), fnn.ReLU(),
+        fnn.AdaptiveAvgPool2d(1), fnn.Flatten(), fnn.Linear(8, 4)),
+    "groups-dilation-maxpool-pad": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 6, 3, padding=2, dilation=2), fnn.LeakyReLU(0.1), fnn.Conv2d(6, 6, 3, groups=3, padding=1),
+        fnn.Sigmoid(), fnn.MaxPool2d(3, stride=2, padding=1), fnn.Conv2d(6, 6, 1, groups=6),
+        fnn.Flatten(), fnn.Linear(150, 4)),
+}
+
+
+def images(n=48, size=9, dtype=np.float32, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.standard_normal((n, 1, size, size)).astype(dtype), rng.integers(0, 4, n)
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+@pytest.mark.parametrize("name", CNN_MODELS)
+def test_plan_cnn_equals_layer_by_layer(name, dtype):
+    # convolutions, pools and BatchNorm (its running statistics and counter included) give
+    # the layers' bits, in training and in predict
+    X, y = images(size=10 if name == "groups-dilation-maxpool-pad" else 12, dtype=dtype)
+
+    def build():
+        fnn.manual_seed(0)
+        m = CNN_MODELS[name]()
+        return m if dtype == np.float32 else _as_dtype(m, dtype)
+    (m, _, _), (lm, _, _) = fit_both(build, OPTS["adam"], X, y, epochs=2, batch_size=10)
+    for k, v in lm.state_dict().items():                    # buffers too (fit_both checked parameters)
+        np.testing.assert_array_equal(m.state_dict()[k], v, err_msg=k)
+    m.eval()
+    np.testing.assert_array_equal(m.predict(X, batch_size=7), np.concatenate([m.forward(X[i:i + 7]) for i in range(0, 48, 7)]))
+
+
+def test_plan_cnn_is_thread_count_independent():
+    X, y = images(n=40, size=12)
+    results = []
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            fnn.manual_seed(0)
+            m = CNN_MODELS["resnet-block"]()
+            fnn.manual_seed(1)
+            h = m.fit(X, y, optimizer=fnn.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=16, verbose=0)
+            results.append((m.state_dict(), h.history, m.eval().predict(X)))
+    finally:
+        fnn.set_num_threads(2)
+    (w1, h1, p1), (w2, h2, p2) = results
+    assert h1 == h2
+    np.testing.assert_array_equal(p1, p2)
+    for k in w1:
+        np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
+
+
 @pytest.mark.parametrize("use_plan", [True, False])
 def test_a_setting_changed_between_fits_is_used(use_plan):
     # The plan is rebuilt when a layer setting changes: LeakyReLU's slope and Dropout's p set

@@ -48,6 +48,27 @@ def test_residual_models_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
 
 
+def test_cnn_round_trip_keeps_batchnorm_statistics(tmp_path):
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Conv2d(1, 4, 3, padding="same", bias=False), fnn.BatchNorm2d(4), fnn.ReLU(),
+                           fnn.MaxPool2d(2), fnn.Conv2d(4, 4, 3, groups=2, dilation=2, padding=(2, 1)), fnn.AvgPool2d(2),
+                           fnn.Flatten(), fnn.Linear(4 * 2 * 1, 3), fnn.BatchNorm1d(3))
+    rng = np.random.default_rng(0)
+    X = rng.standard_normal((20, 1, 8, 10)).astype(np.float32)
+    opt = fnn.Adam(model.parameters())
+    model.fit(X, rng.integers(0, 3, 20), optimizer=opt, batch_size=10, epochs=2, verbose=0)
+    assert int(model[1].num_batches_tracked) == 4
+    fnn.save(model, tmp_path / "cnn.fnn", optimizer=opt)
+    loaded, lopt = fnn.load(tmp_path / "cnn.fnn", with_optimizer=True)
+    assert repr(loaded) == repr(model)
+    for k, v in model.state_dict().items():                   # running statistics and counters too
+        assert loaded.state_dict()[k].dtype == v.dtype
+        np.testing.assert_array_equal(loaded.state_dict()[k], v, err_msg=k)
+    model.eval(), loaded.eval()
+    np.testing.assert_array_equal(loaded.predict(X), model.predict(X))
+    assert len(lopt.state_dict()["state"]) == len(model.parameters())
+
+
 def test_float64_models_round_trip(tmp_path):
     model = fnn.Sequential(fnn.Linear(3, 2, dtype=np.float64))
     fnn.save(model, tmp_path / "m.fnn")

@@ -244,3 +244,100 @@ def test_relu_and_leaky_relu_special_values_match_pytorch(backend):
             dx = layer.backward(g)
         np.testing.assert_array_equal(y, ty.detach().numpy())  # NaN where torch has NaN
         np.testing.assert_array_equal(dx, tx.grad.numpy())
+
+
+# ---------------------------------------------------------------- convolutional networks
+def conv_pair(C, OC, k, **kw):
+    f = fnn.Conv2d(C, OC, k, **kw)
+    t = torch.nn.Conv2d(C, OC, k, **kw)
+    return f, t
+
+
+CNN_ARCHS = {
+    # the issue's net, on 12×12 images
+    "conv-relu-maxpool": lambda: [
+        conv_pair(1, 4, 3, padding=1), (fnn.ReLU(), torch.nn.ReLU()), (fnn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        conv_pair(4, 6, 3, padding=1), (fnn.ReLU(), torch.nn.ReLU()), (fnn.MaxPool2d(2), torch.nn.MaxPool2d(2)),
+        (fnn.Flatten(), torch.nn.Flatten()), (fnn.Linear(54, 5), torch.nn.Linear(54, 5))],
+    "stride-dilation-groups-avgpool": lambda: [
+        conv_pair(1, 4, 3, stride=2, padding=2, dilation=2), (fnn.Tanh(), torch.nn.Tanh()),
+        conv_pair(4, 8, (3, 2), groups=2, padding=(1, 0)), (fnn.GELU(), torch.nn.GELU()),
+        (fnn.AvgPool2d(3, stride=2, padding=1), torch.nn.AvgPool2d(3, stride=2, padding=1)),
+        conv_pair(8, 8, 3, groups=8, padding="same"),
+        (fnn.Flatten(), torch.nn.Flatten()), (fnn.Linear(72, 5), torch.nn.Linear(72, 5))],
+    "batchnorm-dropout-free": lambda: [
+        conv_pair(1, 4, 3, padding=1, bias=False), (fnn.BatchNorm2d(4), torch.nn.BatchNorm2d(4)),
+        (fnn.ReLU(), torch.nn.ReLU()), (fnn.MaxPool2d(3, 2, 1), torch.nn.MaxPool2d(3, 2, 1)),
+        (fnn.Flatten(), torch.nn.Flatten()), (fnn.Linear(144, 8), torch.nn.Linear(144, 8)),
+        (fnn.BatchNorm1d(8), torch.nn.BatchNorm1d(8)), (fnn.Linear(8, 5), torch.nn.Linear(8, 5))],
+    # a conv feeding BatchNorm has no bias (its gradient is 0 up to rounding noise, which Adam
+    # would blow up into steps as large as any other: the two libraries' noise differs)
+    "residual": lambda: [
+        conv_pair(1, 4, 3, padding=1, bias=False), (fnn.BatchNorm2d(4), torch.nn.BatchNorm2d(4)),
+        (fnn.ReLU(), torch.nn.ReLU()),
+        (fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 4, 3, padding=1, bias=False), fnn.BatchNorm2d(4), fnn.ReLU(),
+                                     fnn.Conv2d(4, 4, 3, padding=1))),
+         TorchResidual(torch.nn.Sequential(torch.nn.Conv2d(4, 4, 3, padding=1, bias=False), torch.nn.BatchNorm2d(4),
+                                           torch.nn.ReLU(), torch.nn.Conv2d(4, 4, 3, padding=1)))),
+        (fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False), fnn.BatchNorm2d(8)),
+                      fnn.Sequential(fnn.Conv2d(4, 8, 1, stride=2, bias=False), fnn.BatchNorm2d(8))),
+         TorchResidual(torch.nn.Sequential(torch.nn.Conv2d(4, 8, 3, stride=2, padding=1, bias=False),
+                                           torch.nn.BatchNorm2d(8)),
+                       torch.nn.Sequential(torch.nn.Conv2d(4, 8, 1, stride=2, bias=False), torch.nn.BatchNorm2d(8)))),
+        (fnn.ReLU(), torch.nn.ReLU()), (fnn.AdaptiveAvgPool2d(1), torch.nn.AdaptiveAvgPool2d(1)),
+        (fnn.Flatten(), torch.nn.Flatten()), (fnn.Linear(8, 5), torch.nn.Linear(8, 5))],
+}
+
+
+def build_cnn(arch):
+    pairs = CNN_ARCHS[arch]()
+    fm = fnn.Sequential([f for f, _ in pairs])
+    tm = torch.nn.Sequential(*[t for _, t in pairs])
+    assert list(fm.state_dict()) == list(tm.state_dict())
+    fm.load_state_dict({k: v.detach().numpy() for k, v in tm.state_dict().items()})
+    return fm, tm
+
+
+@pytest.mark.parametrize("arch", CNN_ARCHS)
+def test_cnn_forward_and_gradients_match_pytorch(backend, arch):
+    torch.manual_seed(0)
+    fm, tm = build_cnn(arch)
+    x = np.random.default_rng(1).standard_normal((6, 1, 12, 12)).astype(np.float32)
+    for train in (True, False):                              # BatchNorm: batch statistics, then running ones
+        fm.train(train), tm.train(train)
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        out = tm(tx)
+        np.testing.assert_allclose(fm.forward(x), out.detach().numpy(), rtol=1e-4, atol=1e-5)
+        g = np.random.default_rng(2).standard_normal(out.shape).astype(np.float32)
+        tm.zero_grad()
+        out.backward(torch.from_numpy(g))
+        fm.zero_grad()
+        np.testing.assert_allclose(fm.backward(g), tx.grad.numpy(), rtol=1e-4, atol=1e-5)
+        for (k, p), (tk, tp) in zip(fm.named_parameters(), tm.named_parameters()):
+            np.testing.assert_allclose(p.grad, tp.grad.numpy(), rtol=2e-4, atol=1e-5, err_msg=f"{k} train={train}")
+    for k, v in tm.state_dict().items():                    # running statistics and the batch counter
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-5, atol=1e-6, err_msg=k)
+
+
+@pytest.mark.parametrize("opt_name", OPTIMS)
+@pytest.mark.parametrize("arch", ["conv-relu-maxpool", "residual"])
+def test_cnn_twenty_steps_match_pytorch(backend, arch, opt_name):
+    # 20 steps through fit (the compiled plan on "cpp") against torch's loop on the same batches
+    torch.manual_seed(0)
+    fm, tm = build_cnn(arch)
+    f_cls, t_cls, kw = OPTIMS[opt_name]
+    rng = np.random.default_rng(3)
+    X = rng.standard_normal((160, 1, 12, 12)).astype(np.float32)
+    y = rng.integers(0, 5, 160)
+    hist = fm.fit(X, y, optimizer=f_cls(fm.parameters(), **kw), epochs=1, batch_size=8, shuffle=False, verbose=0)
+    topt, lf = t_cls(tm.parameters(), **kw), torch.nn.CrossEntropyLoss()
+    total = 0.0
+    for s in range(0, 160, 8):
+        topt.zero_grad()
+        loss = lf(tm(torch.from_numpy(X[s:s + 8])), torch.from_numpy(y[s:s + 8]))
+        loss.backward()
+        topt.step()
+        total += loss.item() * 8
+    assert hist.history["loss"][0] == pytest.approx(total / 160, rel=1e-4)
+    for k, v in tm.state_dict().items():
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=2e-3, atol=2e-4, err_msg=k)

@@ -8,6 +8,9 @@
 //   AddOp         fastnn/layers/residual.py     add_forward; its gradient goes to both inputs
 //   BranchOp      fastnn/layers/residual.py     none forward (its slot aliases the input); backward
 //                                               hands the path's gradient to the input
+//   ConvOp        fastnn/layers/conv.py         conv2d_forward / conv2d_backward
+//   PoolOp        fastnn/layers/conv.py         maxpool2d_* (argmax kept) or avgpool2d_*
+//   BatchNormOp   fastnn/layers/norm.py         batchnorm_stats, _forward, _update / _backward
 // (Flatten and eval-mode Dropout are no ops at all: fastnn/plan.py lets them reuse their input's
 // slot.)
 #include <cstring>
@@ -19,11 +22,11 @@ namespace {
 template <class T>
 struct LinearOp : Op<T> {
   idx C, OC, lead, w_off, b_off;  // b_off < 0: no bias; lead: rows per sample (x is (..., C))
-  void forward(const Batch<T>& b, T*) override {
+  void forward(const Batch<T>& b, void*) override {
     linear_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off,
                    b_off >= 0 ? b.params + b_off : nullptr, b.rows * lead, C, OC);
   }
-  void backward(const Batch<T>& b, T*, T* const* dst) override {
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
     linear_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
                     b.val[this->in[0]], b.params + w_off, b.rows * lead, C, OC, /*accumulate=*/false);
   }
@@ -36,10 +39,10 @@ struct ActivationOp : Op<T> {
   T param;
   bool from_y;
   idx width;
-  void forward(const Batch<T>& b, T*) override {
+  void forward(const Batch<T>& b, void*) override {
     activation_forward(act, b.val[this->out], b.val[this->in[0]], param, b.rows * width);
   }
-  void backward(const Batch<T>& b, T*, T* const* dst) override {
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
     activation_backward(act, dst[0], b.grad[this->out], b.val[from_y ? this->out : this->in[0]], param,
                         b.rows * width);
   }
@@ -48,10 +51,10 @@ struct ActivationOp : Op<T> {
 template <class T>
 struct SoftmaxOp : Op<T> {
   idx C, per_row;  // rows of C values, per_row of them per sample
-  void forward(const Batch<T>& b, T*) override {
+  void forward(const Batch<T>& b, void*) override {
     softmax_forward(b.val[this->out], b.val[this->in[0]], b.rows * per_row, C);
   }
-  void backward(const Batch<T>& b, T*, T* const* dst) override {
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
     softmax_backward(dst[0], b.grad[this->out], b.val[this->out], b.rows * per_row, C);
   }
 };
@@ -62,23 +65,24 @@ template <class T>
 struct DropoutOp : Op<T> {
   double p;
   idx width;
-  idx saved_width() const override { return width; }
-  void forward(const Batch<T>& b, T* u) override {
+  size_t saved_bytes(idx rows) const override { return sizeof(T) * (size_t)(rows * width); }
+  void forward(const Batch<T>& b, void* saved) override {
+    T* u = static_cast<T*>(saved);
     pcg64_uniform(u, b.rows * width, *b.rng);
     dropout_apply(b.val[this->out], b.val[this->in[0]], u, p, b.rows * width);
   }
-  void backward(const Batch<T>& b, T* u, T* const* dst) override {
-    dropout_apply(dst[0], b.grad[this->out], u, p, b.rows * width);
+  void backward(const Batch<T>& b, void* saved, T* const* dst) override {
+    dropout_apply(dst[0], b.grad[this->out], static_cast<const T*>(saved), p, b.rows * width);
   }
 };
 
 template <class T>
 struct AddOp : Op<T> {
   idx width;
-  void forward(const Batch<T>& b, T*) override {
+  void forward(const Batch<T>& b, void*) override {
     add_forward(b.val[this->out], b.val[this->in[0]], b.val[this->in[1]], b.rows * width);
   }
-  void backward(const Batch<T>& b, T*, T* const* dst) override {
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
     const size_t bytes = sizeof(T) * (size_t)(b.rows * width);
     for (int k = 0; k < 2; ++k)
       if (dst[k]) std::memcpy(dst[k], b.grad[this->out], bytes);
@@ -88,9 +92,79 @@ struct AddOp : Op<T> {
 template <class T>
 struct BranchOp : Op<T> {
   idx width;
-  void forward(const Batch<T>&, T*) override {}  // the output slot shows the input's values
-  void backward(const Batch<T>& b, T*, T* const* dst) override {
+  void forward(const Batch<T>&, void*) override {}  // the output slot shows the input's values
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
     std::memcpy(dst[0], b.grad[this->out], sizeof(T) * (size_t)(b.rows * width));
+  }
+};
+
+template <class T>
+struct ConvOp : Op<T> {
+  Conv2d g;  // N set per batch
+  idx w_off, b_off;
+  void forward(const Batch<T>& b, void*) override {
+    Conv2d s = g;
+    s.N = b.rows;
+    conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, b_off >= 0 ? b.params + b_off : nullptr, s);
+  }
+  void backward(const Batch<T>& b, void*, T* const* dst) override {
+    Conv2d s = g;
+    s.N = b.rows;
+    conv2d_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
+                    b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false);
+  }
+};
+
+template <class T>
+struct PoolOp : Op<T> {
+  Pool2d g;
+  bool max;
+  size_t saved_bytes(idx rows) const override {
+    return max ? sizeof(std::int32_t) * (size_t)(rows * g.C * g.OH * g.OW) : 0;
+  }
+  void forward(const Batch<T>& b, void* saved) override {
+    Pool2d s = g;
+    s.N = b.rows;
+    if (max) maxpool2d_forward(b.val[this->out], static_cast<std::int32_t*>(saved), b.val[this->in[0]], s);
+    else avgpool2d_forward(b.val[this->out], b.val[this->in[0]], s);
+  }
+  void backward(const Batch<T>& b, void* saved, T* const* dst) override {
+    Pool2d s = g;
+    s.N = b.rows;
+    if (max) maxpool2d_backward(dst[0], b.grad[this->out], static_cast<const std::int32_t*>(saved), s);
+    else avgpool2d_backward(dst[0], b.grad[this->out], s);
+  }
+};
+
+// The same kernel calls as BatchNorm1d/2d.forward: statistics, normalization, running update
+// and the counter in training; normalization by the running statistics in eval.
+template <class T>
+struct BatchNormOp : Op<T> {
+  idx C, L, w_off, b_off;
+  double eps, momentum;
+  T *running_mean, *running_var;
+  std::int64_t* counter;
+  bool batch_stats;
+  size_t saved_bytes(idx) const override { return batch_stats ? 2 * sizeof(T) * (size_t)C : 0; }
+  void forward(const Batch<T>& b, void* saved) override {
+    const T* x = b.val[this->in[0]];
+    const T *mean = running_mean, *var = running_var;
+    if (batch_stats) {
+      T* m = static_cast<T*>(saved);
+      batchnorm_stats(m, m + C, x, b.rows, C, L);
+      mean = m, var = m + C;
+    }
+    batchnorm_forward(b.val[this->out], x, mean, var, b.params + w_off, b.params + b_off, b.rows, C, L, eps);
+    if (batch_stats) {
+      batchnorm_update(running_mean, running_var, mean, var, C, b.rows * L, momentum);
+      ++*counter;
+    }
+  }
+  void backward(const Batch<T>& b, void* saved, T* const* dst) override {
+    const T* m = batch_stats ? static_cast<const T*>(saved) : nullptr;
+    batchnorm_backward(dst[0], b.grads + w_off, b.grads + b_off, b.grad[this->out], b.val[this->in[0]],
+                       batch_stats ? m : running_mean, batch_stats ? m + C : running_var, b.params + w_off, b.rows,
+                       C, L, eps, batch_stats, /*accumulate=*/false);
   }
 };
 
@@ -187,6 +261,31 @@ std::unique_ptr<Op<T>> make_branch(int in, int out, idx width) {
 }
 
 template <class T>
+std::unique_ptr<Op<T>> make_conv2d(int in, int out, const Conv2d& g, idx w_off, idx b_off) {
+  auto op = std::make_unique<ConvOp<T>>();
+  op->g = g, op->w_off = w_off, op->b_off = b_off;
+  return with_slots(std::move(op), {in}, out);
+}
+
+template <class T>
+std::unique_ptr<Op<T>> make_pool2d(int in, int out, const Pool2d& g, bool max) {
+  auto op = std::make_unique<PoolOp<T>>();
+  op->g = g, op->max = max;
+  return with_slots(std::move(op), {in}, out);
+}
+
+template <class T>
+std::unique_ptr<Op<T>> make_batchnorm(int in, int out, idx C, idx L, idx w_off, idx b_off, double eps,
+                                      double momentum, T* running_mean, T* running_var, std::int64_t* counter,
+                                      bool batch_stats) {
+  auto op = std::make_unique<BatchNormOp<T>>();
+  op->C = C, op->L = L, op->w_off = w_off, op->b_off = b_off, op->eps = eps, op->momentum = momentum;
+  op->running_mean = running_mean, op->running_var = running_var, op->counter = counter;
+  op->batch_stats = batch_stats;
+  return with_slots(std::move(op), {in}, out);
+}
+
+template <class T>
 std::unique_ptr<OptStep<T>> make_sgd(idx start, idx stop, T* momentum_buf, bool first, double lr,
                                      double momentum, double dampening, bool nesterov, double weight_decay) {
   auto s = std::make_unique<SgdStep<T>>();
@@ -222,6 +321,10 @@ std::unique_ptr<OptStep<T>> make_rmsprop(idx start, idx stop, T* square_avg, T* 
   template std::unique_ptr<Op<T>> make_dropout<T>(int, int, double, idx);                             \
   template std::unique_ptr<Op<T>> make_add<T>(int, int, int, idx);                                    \
   template std::unique_ptr<Op<T>> make_branch<T>(int, int, idx);                                      \
+  template std::unique_ptr<Op<T>> make_conv2d<T>(int, int, const Conv2d&, idx, idx);                   \
+  template std::unique_ptr<Op<T>> make_pool2d<T>(int, int, const Pool2d&, bool);                       \
+  template std::unique_ptr<Op<T>> make_batchnorm<T>(int, int, idx, idx, idx, idx, double, double, T*, T*, \
+                                                    std::int64_t*, bool);                              \
   template std::unique_ptr<OptStep<T>> make_sgd<T>(idx, idx, T*, bool, double, double, double, bool,  \
                                                    double);                                           \
   template std::unique_ptr<OptStep<T>> make_adam<T>(idx, idx, T*, T*, long, double, double, double,   \

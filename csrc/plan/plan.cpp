@@ -112,11 +112,12 @@ void Plan<T>::size(Workspace& w, idx rows, bool training, LossKind loss) const {
     if (slots_[s].alias_of < 0) bytes += grow(w.val[s], n);
     if (training && slots_[s].needs_grad) bytes += grow(w.grad[s], n);
   }
+  // what ops keep from forward to backward (a max pool's argmax, needed by predict too)
+  w.saved.resize(ops_.size());
+  for (size_t i = 0; i < ops_.size(); ++i) bytes += grow(w.saved[i], ops_[i]->saved_bytes(rows));
   if (training) {
-    w.saved.resize(ops_.size());
     idx scratch = 0;
     for (size_t i = 0; i < ops_.size(); ++i) {
-      bytes += grow(w.saved[i], (size_t)(rows * ops_[i]->saved_width()));
       idx adds = 0;
       for (size_t k = 0; k < ops_[i]->in.size(); ++k)
         if (!first_writer_[i][k] && slots_[(size_t)ops_[i]->in[k]].needs_grad) adds += width(ops_[i]->in[k]);
@@ -147,7 +148,7 @@ void Plan<T>::bind_aliases(Workspace& w) const {
 
 template <class T>
 void Plan<T>::forward(Workspace& w, const Batch<T>& b) const {
-  for (size_t i = 0; i < ops_.size(); ++i) ops_[i]->forward(b, w.training ? w.saved[i].data() : nullptr);
+  for (size_t i = 0; i < ops_.size(); ++i) ops_[i]->forward(b, w.saved[i].data());
 }
 
 template <class T>
@@ -205,7 +206,7 @@ idx Plan<T>::predict(T* out, const T* x, idx N, idx batch, bool check_finite) {
       if (i >= 0) bad = r0 * C0 + i;
     }
     for (size_t i = 0; i < ops_.size() && bad < 0; ++i) {
-      ops_[i]->forward(b, nullptr);
+      ops_[i]->forward(b, w.saved[i].data());
       if (i == 0 && check_finite && scan_first_op) {
         const int s = ops_[0]->out;
         if (first_nonfinite(w.valp[(size_t)s], r * width(s)) >= 0) {

@@ -39,14 +39,15 @@ struct Op {
   std::vector<int> in;  // slots read
   int out = -1;         // slot written
   virtual ~Op() = default;
-  // Values per sample this op keeps from forward to backward (Dropout's uniforms).
-  virtual idx saved_width() const { return 0; }
+  // Bytes this op keeps from forward to backward for a batch of `rows` (Dropout's uniforms,
+  // MaxPool's argmax, BatchNorm's batch statistics); handed to forward and backward as `saved`.
+  virtual size_t saved_bytes(idx rows) const { (void)rows; return 0; }
   // A NaN or infinity in a row of the input makes every value of that output row NaN or
   // infinite (Linear): predict then scans this op's output, not the (wider) input.
   virtual bool spreads_nonfinite() const { return false; }
-  virtual void forward(const Batch<T>& b, T* saved) = 0;
+  virtual void forward(const Batch<T>& b, void* saved) = 0;
   // dst[k]: where ∂loss/∂in[k] goes (written), or null when in[k] needs no gradient.
-  virtual void backward(const Batch<T>& b, T* saved, T* const* dst) = 0;
+  virtual void backward(const Batch<T>& b, void* saved, T* const* dst) = 0;
 };
 
 // The ops layers lower to (plan/ops.cpp); each takes its slots, then its sizes and offsets,
@@ -58,6 +59,15 @@ template <class T> std::unique_ptr<Op<T>> make_dropout(int in, int out, double p
 template <class T> std::unique_ptr<Op<T>> make_add(int a, int b, int out, idx width);
 // out is an alias of in (add_alias): the same values, a gradient of its own, copied into in's.
 template <class T> std::unique_ptr<Op<T>> make_branch(int in, int out, idx width);
+// The geometry's N is the batch's rows at run time.
+template <class T> std::unique_ptr<Op<T>> make_conv2d(int in, int out, const Conv2d& g, idx w_off, idx b_off);
+template <class T> std::unique_ptr<Op<T>> make_pool2d(int in, int out, const Pool2d& g, bool max);
+// BatchNorm over C channels of L values per sample, gamma/beta at w_off/b_off in the parameter
+// buffer. batch_stats: the batch's statistics (training; the running ones and the counter are
+// updated), else the running ones.
+template <class T> std::unique_ptr<Op<T>> make_batchnorm(int in, int out, idx C, idx L, idx w_off, idx b_off,
+                                                         double eps, double momentum, T* running_mean,
+                                                         T* running_var, std::int64_t* counter, bool batch_stats);
 
 enum class LossKind { CrossEntropy, MseMean, MseSum, BceWithLogits, Bce };
 
@@ -148,7 +158,8 @@ class Plan {
   struct Workspace {
     idx rows = 0;
     bool training = false;
-    std::vector<Buf<T>> val, grad, saved;  // per slot, per slot, per op
+    std::vector<Buf<T>> val, grad;  // per slot
+    std::vector<Buf<unsigned char>> saved;  // per op
     std::vector<T*> valp, gradp;
     Buf<T> xb, yb, scratch;
     std::vector<std::int64_t> lb;

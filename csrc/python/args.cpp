@@ -1,5 +1,8 @@
 // The argument checks of args.h.
 #include "python/args.h"
+#include <pybind11/stl.h>
+#include <tuple>
+#include <vector>
 
 namespace fastnn::py_args {
 
@@ -97,6 +100,87 @@ idx checked_mul(const char* op, const char* what, idx a, idx b) {
   idx r;
   if (__builtin_mul_overflow(a, b, &r)) throw py::value_error(cat(op, ": ", what, " overflows (", a, " × ", b, ")"));
   return r;
+}
+
+std::pair<idx, idx> pair_arg(const char* op, const char* name, py::handle h, idx low) {
+  idx a, b;
+  try {
+    if (py::isinstance<py::int_>(h)) {
+      a = b = h.cast<idx>();
+    } else {
+      auto t = h.cast<std::vector<idx>>();
+      if (t.size() != 2) throw py::cast_error();
+      a = t[0], b = t[1];
+    }
+  } catch (const py::cast_error&) {
+    throw py::type_error(cat(op, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(h))));
+  }
+  if (a < low || b < low)
+    throw py::value_error(cat(op, ": ", name, " must be >= ", low, ", got (", a, ", ", b, ")"));
+  return {a, b};
+}
+
+std::array<idx, 4> padding_arg(const char* op, py::handle h) {
+  std::vector<idx> v;
+  try {
+    if (py::isinstance<py::int_>(h)) v = {h.cast<idx>()};
+    else if (!py::isinstance<py::str>(h)) v = h.cast<std::vector<idx>>();
+  } catch (const py::cast_error&) {
+    v.clear();
+  }
+  if (v.size() != 1 && v.size() != 2 && v.size() != 4)
+    throw py::type_error(cat(op, ": padding must be an int, a pair of ints or four ints (top, bottom, left, right), "
+                             "got ", std::string(py::repr(h))));
+  for (idx p : v)
+    if (p < 0) throw py::value_error(cat(op, ": padding must be >= 0, got ", std::string(py::repr(h))));
+  if (v.size() == 1) return {v[0], v[0], v[0], v[0]};
+  if (v.size() == 2) return {v[0], v[0], v[1], v[1]};
+  return {v[0], v[1], v[2], v[3]};
+}
+
+idx out_size(const char* op, const char* axis, idx in, idx pad, idx k, idx stride, idx dilation) {
+  const idx span = checked_add(op, "the kernel's span", checked_mul(op, "the kernel's span", dilation, k - 1), 1);
+  const idx padded = checked_add(op, "the padded size", in, pad);
+  if (padded < span)
+    throw py::value_error(cat(op, ": the input's ", axis, " is ", in, " (", padded, " padded), smaller than the ",
+                              "kernel's span of ", span, "; use a smaller kernel or more padding, or a larger image"));
+  return (padded - span) / stride + 1;
+}
+
+Conv2d conv_geometry_of(const char* op, idx N, idx C, idx H, idx W, idx OC, idx Cg, idx KH, idx KW,
+                        py::handle stride_h, py::handle padding_h, py::handle dilation_h, idx groups) {
+  if (groups < 1) throw py::value_error(cat(op, ": groups must be >= 1, got ", groups));
+  Conv2d s{};
+  s.N = N, s.C = C, s.H = H, s.W = W, s.OC = OC, s.KH = KH, s.KW = KW, s.G = groups;
+  if (OC % groups != 0 || C != checked_mul(op, "channels", Cg, groups))
+    throw py::value_error(cat(op, ": x has ", C, " channels and weight has shape (", OC, ", ", Cg, ", ", KH, ", ", KW,
+                              ") with groups=", groups, "; the weight must be (out_channels, in_channels/groups, kH, kW) "
+                              "with both channel counts divisible by groups"));
+  if (KH < 1 || KW < 1)
+    throw py::value_error(cat(op, ": the kernel has size 0 (weight (", OC, ", ", Cg, ", ", KH, ", ", KW, "))"));
+  std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
+  std::tie(s.DH, s.DW) = pair_arg(op, "dilation", dilation_h, 1);
+  const auto pad = padding_arg(op, padding_h);
+  s.PH = pad[0], s.PW = pad[2];
+  s.OH = out_size(op, "height", H, checked_add(op, "padding", pad[0], pad[1]), KH, s.SH, s.DH);
+  s.OW = out_size(op, "width", W, checked_add(op, "padding", pad[2], pad[3]), KW, s.SW, s.DW);
+  return s;
+}
+
+Pool2d pool_geometry_of(const char* op, idx N, idx C, idx H, idx W, py::handle kernel_h, py::handle stride_h,
+                        py::handle padding_h) {
+  Pool2d s{};
+  s.N = N, s.C = C, s.H = H, s.W = W;
+  std::tie(s.KH, s.KW) = pair_arg(op, "kernel_size", kernel_h, 1);
+  if (stride_h.is_none()) s.SH = s.KH, s.SW = s.KW;
+  else std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
+  std::tie(s.PH, s.PW) = pair_arg(op, "padding", padding_h, 0);
+  if (s.PH > s.KH / 2 || s.PW > s.KW / 2)
+    throw py::value_error(cat(op, ": padding (", s.PH, ", ", s.PW, ") must be at most half the kernel size (", s.KH,
+                              ", ", s.KW, ")"));
+  s.OH = out_size(op, "height", H, 2 * s.PH, s.KH, s.SH, 1);
+  s.OW = out_size(op, "width", W, 2 * s.PW, s.KW, s.SW, 1);
+  return s;
 }
 
 }  // namespace fastnn::py_args

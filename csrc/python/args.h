@@ -13,7 +13,9 @@
 #include <sstream>
 #include <string>
 #include <utility>
+#include <array>
 #include "core/common.h"
+#include "kernels/kernels.h"
 
 namespace fastnn::py_args {
 
@@ -68,6 +70,22 @@ void no_overlap(const char* op, const char* out_name, const py::array& out, cons
 // a + b and a * b for sizes and offsets, or ValueError naming `what` (no int64 overflow).
 idx checked_add(const char* op, const char* what, idx a, idx b);
 idx checked_mul(const char* op, const char* what, idx a, idx b);
+
+// Image geometry (convolution and pooling arguments as PyTorch takes them).
+// An int or a pair of ints, each >= low (stride, dilation, kernel size, padding).
+std::pair<idx, idx> pair_arg(const char* op, const char* name, py::handle h, idx low);
+// Padding: an int, a pair (rows, columns) on both sides, or (top, bottom, left, right).
+std::array<idx, 4> padding_arg(const char* op, py::handle h);
+// (in + pad − dilation·(k − 1) − 1) / stride + 1, or ValueError when the padded input is
+// smaller than the (dilated) kernel.
+idx out_size(const char* op, const char* axis, idx in, idx pad, idx k, idx stride, idx dilation);
+// conv2d of x (N, C, H, W) with a weight (OC, Cg, KH, KW), checked.
+Conv2d conv_geometry_of(const char* op, idx N, idx C, idx H, idx W, idx OC, idx Cg, idx KH, idx KW,
+                        py::handle stride, py::handle padding, py::handle dilation, idx groups);
+// A pooling window over x (N, C, H, W), padding at most half the window as PyTorch requires
+// (every window holds part of the image); stride None: the window.
+Pool2d pool_geometry_of(const char* op, idx N, idx C, idx H, idx W, py::handle kernel, py::handle stride,
+                        py::handle padding);
 
 template <class T> T* ptr(py::array a) { return static_cast<T*>(a.mutable_data()); }
 template <class T> const T* cptr(const py::array& a) { return static_cast<const T*>(a.data()); }

@@ -233,55 +233,6 @@ void linear_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::h
 }
 
 // ---- images (NCHW): convolution, pooling, batch normalization
-// An int or a pair of ints, each >= low (stride, dilation, kernel size, padding).
-std::pair<idx, idx> pair_arg(const char* op, const char* name, py::handle h, idx low) {
-  idx a, b;
-  try {
-    if (py::isinstance<py::int_>(h)) {
-      a = b = h.cast<idx>();
-    } else {
-      auto t = h.cast<std::vector<idx>>();
-      if (t.size() != 2) throw py::cast_error();
-      a = t[0], b = t[1];
-    }
-  } catch (const py::cast_error&) {
-    throw py::type_error(cat(op, ": ", name, " must be an int or a pair of ints, got ", std::string(py::repr(h))));
-  }
-  if (a < low || b < low)
-    throw py::value_error(cat(op, ": ", name, " must be >= ", low, ", got (", a, ", ", b, ")"));
-  return {a, b};
-}
-
-// Padding: an int, a pair (rows, columns) on both sides, or (top, bottom, left, right).
-std::array<idx, 4> padding_arg(const char* op, py::handle h) {
-  std::vector<idx> v;
-  try {
-    if (py::isinstance<py::int_>(h)) v = {h.cast<idx>()};
-    else if (!py::isinstance<py::str>(h)) v = h.cast<std::vector<idx>>();
-  } catch (const py::cast_error&) {
-    v.clear();
-  }
-  if (v.size() != 1 && v.size() != 2 && v.size() != 4)
-    throw py::type_error(cat(op, ": padding must be an int, a pair of ints or four ints (top, bottom, left, right), "
-                             "got ", std::string(py::repr(h))));
-  for (idx p : v)
-    if (p < 0) throw py::value_error(cat(op, ": padding must be >= 0, got ", std::string(py::repr(h))));
-  if (v.size() == 1) return {v[0], v[0], v[0], v[0]};
-  if (v.size() == 2) return {v[0], v[0], v[1], v[1]};
-  return {v[0], v[1], v[2], v[3]};
-}
-
-// Output size along one axis: (in + pads − dilation·(k − 1) − 1) / stride + 1, or ValueError
-// when the padded input is smaller than the (dilated) kernel.
-idx out_size(const char* op, const char* axis, idx in, idx pad, idx k, idx stride, idx dilation) {
-  const idx span = checked_add(op, "the kernel's span", checked_mul(op, "the kernel's span", dilation, k - 1), 1);
-  const idx padded = checked_add(op, "the padded size", in, pad);
-  if (padded < span)
-    throw py::value_error(cat(op, ": the input's ", axis, " is ", in, " (", padded, " padded), smaller than the ",
-                              "kernel's span of ", span, "; use a smaller kernel or more padding, or a larger image"));
-  return (padded - span) / stride + 1;
-}
-
 void need_ndim4(const char* op, const char* name, const py::array& a) {
   if (a.ndim() != 4)
     throw py::value_error(cat(op, ": ", name, " must be 4-D (N, C, H, W), got shape ", shape_of(a)));
@@ -294,22 +245,8 @@ Conv2d conv_geometry(const char* op, const py::array& x, const py::array& w, py:
   if (w.ndim() != 4)
     throw py::value_error(cat(op, ": weight must be 4-D (out_channels, in_channels/groups, kH, kW), got shape ",
                               shape_of(w)));
-  if (groups < 1) throw py::value_error(cat(op, ": groups must be >= 1, got ", groups));
-  Conv2d s{};
-  s.N = x.shape(0), s.C = x.shape(1), s.H = x.shape(2), s.W = x.shape(3);
-  s.OC = w.shape(0), s.KH = w.shape(2), s.KW = w.shape(3), s.G = groups;
-  if (s.OC % groups != 0 || s.C != checked_mul(op, "channels", w.shape(1), groups))
-    throw py::value_error(cat(op, ": x has ", s.C, " channels and weight has shape ", shape_of(w), " with groups=",
-                              groups, "; the weight must be (out_channels, in_channels/groups, kH, kW) with both "
-                              "channel counts divisible by groups"));
-  if (s.KH < 1 || s.KW < 1) throw py::value_error(cat(op, ": the kernel has size 0 (weight ", shape_of(w), ")"));
-  std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
-  std::tie(s.DH, s.DW) = pair_arg(op, "dilation", dilation_h, 1);
-  const auto pad = padding_arg(op, padding_h);
-  s.PH = pad[0], s.PW = pad[2];
-  s.OH = out_size(op, "height", s.H, checked_add(op, "padding", pad[0], pad[1]), s.KH, s.SH, s.DH);
-  s.OW = out_size(op, "width", s.W, checked_add(op, "padding", pad[2], pad[3]), s.KW, s.SW, s.DW);
-  return s;
+  return conv_geometry_of(op, x.shape(0), x.shape(1), x.shape(2), x.shape(3), w.shape(0), w.shape(1), w.shape(2),
+                          w.shape(3), stride_h, padding_h, dilation_h, groups);
 }
 
 void conv2d_forward_py(py::handle out_h, py::handle x_h, py::handle w_h, py::handle b_h, py::handle stride,
@@ -374,31 +311,6 @@ void conv2d_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::h
   });
 }
 
-// The geometry of a pooling window over x (N, C, H, W); padding at most half the window, as
-// PyTorch requires (so every window holds part of the image).
-Pool2d pool_geometry(const char* op, py::array_t<std::int64_t> xshape, py::handle kernel_h, py::handle stride_h,
-                     py::handle padding_h) {
-  Pool2d s{};
-  const std::int64_t* sh = xshape.data();
-  s.N = sh[0], s.C = sh[1], s.H = sh[2], s.W = sh[3];
-  std::tie(s.KH, s.KW) = pair_arg(op, "kernel_size", kernel_h, 1);
-  if (stride_h.is_none()) s.SH = s.KH, s.SW = s.KW;
-  else std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);
-  std::tie(s.PH, s.PW) = pair_arg(op, "padding", padding_h, 0);
-  if (2 * s.PH > s.KH || 2 * s.PW > s.KW)
-    throw py::value_error(cat(op, ": padding (", s.PH, ", ", s.PW, ") must be at most half the kernel size (", s.KH,
-                              ", ", s.KW, ")"));
-  s.OH = out_size(op, "height", s.H, 2 * s.PH, s.KH, s.SH, 1);
-  s.OW = out_size(op, "width", s.W, 2 * s.PW, s.KW, s.SW, 1);
-  return s;
-}
-
-py::array_t<std::int64_t> shape4(const py::array& a) {
-  py::array_t<std::int64_t> s(4);
-  for (int i = 0; i < 4; ++i) s.mutable_data()[i] = a.shape(i);
-  return s;
-}
-
 void need_pool_out(const char* op, const char* name, const py::array& a, const Pool2d& s) {
   if (a.ndim() != 4 || a.shape(0) != s.N || a.shape(1) != s.C || a.shape(2) != s.OH || a.shape(3) != s.OW)
     throw py::value_error(cat(op, ": ", name, " has shape ", shape_of(a), "; expected (", s.N, ", ", s.C, ", ", s.OH,
@@ -431,7 +343,7 @@ void maxpool2d_forward_py(py::handle out_h, py::handle arg_h, py::handle x_h, py
     auto x = in_arg<T>(op, "x", x_h);
     need_ndim4(op, "x", x);
     if (x.shape(2) * x.shape(3) > INT32_MAX) throw py::value_error(cat(op, ": an image plane over 2^31 pixels"));
-    const Pool2d s = pool_geometry(op, shape4(x), k, st, pad);
+    const Pool2d s = pool_geometry_of(op, x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, st, pad);
     need_pool_out(op, "out", out, s);
     need_pool_out(op, "argmax", am, s);
     no_overlap(op, "out", out, "x", x, false);
@@ -453,7 +365,7 @@ void maxpool2d_backward_py(py::handle dx_h, py::handle dout_h, py::handle arg_h,
     using T = decltype(tag);
     auto dout = in_arg<T>(op, "dout", dout_h);
     need_ndim4(op, "dx", dx);
-    const Pool2d s = pool_geometry(op, shape4(dx), k, st, pad);
+    const Pool2d s = pool_geometry_of(op, dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), k, st, pad);
     need_pool_out(op, "dout", dout, s);
     need_pool_out(op, "argmax", am, s);
     no_overlap(op, "dx", dx, "dout", dout, false);
@@ -476,7 +388,7 @@ void avgpool2d_forward_py(py::handle out_h, py::handle x_h, py::handle k, py::ha
     using T = decltype(tag);
     auto x = in_arg<T>(op, "x", x_h);
     need_ndim4(op, "x", x);
-    const Pool2d s = pool_geometry(op, shape4(x), k, st, pad);
+    const Pool2d s = pool_geometry_of(op, x.shape(0), x.shape(1), x.shape(2), x.shape(3), k, st, pad);
     need_pool_out(op, "out", out, s);
     no_overlap(op, "out", out, "x", x, false);
     T* o = ptr<T>(out);
@@ -492,7 +404,7 @@ void avgpool2d_backward_py(py::handle dx_h, py::handle dout_h, py::handle k, py:
     using T = decltype(tag);
     auto dout = in_arg<T>(op, "dout", dout_h);
     need_ndim4(op, "dx", dx);
-    const Pool2d s = pool_geometry(op, shape4(dx), k, st, pad);
+    const Pool2d s = pool_geometry_of(op, dx.shape(0), dx.shape(1), dx.shape(2), dx.shape(3), k, st, pad);
     need_pool_out(op, "dout", dout, s);
     no_overlap(op, "dx", dx, "dout", dout, false);
     T* d = ptr<T>(dx);

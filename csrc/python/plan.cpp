@@ -125,6 +125,75 @@ class PyPlan {
     });
   }
 
+  // conv2d over src, one sample's C×H×W values; weight (OC, C/groups, KH, KW) at w_off.
+  int conv2d(int src, idx w_off, idx b_off, idx C, idx H, idx W, idx OC, idx KH, idx KW, py::handle stride,
+             py::handle padding, py::handle dilation, idx groups) {
+    const char* op = "Plan.conv2d";
+    checked_slot(op, src);
+    if (C < 1 || H < 1 || W < 1 || OC < 1 || groups < 1 || C % groups)
+      throw py::value_error(cat(op, ": sizes must be >= 1 and C divisible by groups, got C=", C, ", H=", H, ", W=", W,
+                                ", OC=", OC, ", groups=", groups));
+    if (checked_mul(op, "the input size", checked_mul(op, "the input size", C, H), W) != width(src))
+      throw py::value_error(cat(op, ": the input holds ", width(src), " values per sample, not ", C, " × ", H, " × ", W));
+    const Conv2d g = conv_geometry_of(op, 1, C, H, W, OC, C / groups, KH, KW, stride, padding, dilation, groups);
+    span(op, "the weight", w_off, checked_mul(op, "the weight size", checked_mul(op, "the weight size", OC, C / groups),
+                                              checked_mul(op, "the weight size", KH, KW)));
+    if (b_off != -1) span(op, "the bias", b_off, OC);
+    const idx out_w = checked_mul(op, "the output size", checked_mul(op, "the output size", OC, g.OH), g.OW);
+    return push_op(out_w, true, [&](auto tag, int out) { return make_conv2d<decltype(tag)>(src, out, g, w_off, b_off); });
+  }
+
+  int pool2d(int src, const std::string& kind, idx C, idx H, idx W, py::handle kernel, py::handle stride,
+             py::handle padding) {
+    const char* op = "Plan.pool2d";
+    checked_slot(op, src);
+    if (kind != "max" && kind != "avg") throw py::value_error(cat(op, ": kind must be 'max' or 'avg', got '", kind, "'"));
+    if (C < 1 || H < 1 || W < 1) throw py::value_error(cat(op, ": sizes must be >= 1"));
+    if (checked_mul(op, "the input size", checked_mul(op, "the input size", C, H), W) != width(src))
+      throw py::value_error(cat(op, ": the input holds ", width(src), " values per sample, not ", C, " × ", H, " × ", W));
+    if (H * W > INT32_MAX) throw py::value_error(cat(op, ": an image plane over 2^31 pixels"));
+    const Pool2d g = pool_geometry_of(op, 1, C, H, W, kernel, stride, padding);
+    return push_op(C * g.OH * g.OW, false, [&](auto tag, int out) { return make_pool2d<decltype(tag)>(src, out, g, kind == "max"); });
+  }
+
+  // BatchNorm of src as (C, L) per sample; gamma at w_off, beta at b_off; the running
+  // statistics and the counter are the layer's arrays, updated in place when batch_stats.
+  int batchnorm(int src, idx w_off, idx b_off, idx C, idx L, double eps, double momentum, py::handle rm_h,
+                py::handle rv_h, py::handle counter_h, bool batch_stats) {
+    const char* op = "Plan.batchnorm";
+    checked_slot(op, src);
+    if (C < 1 || L < 1 || checked_mul(op, "the input size", C, L) != width(src))
+      throw py::value_error(cat(op, ": the input holds ", width(src), " values per sample, not ", C, " × ", L));
+    if (!(eps > 0) || !(momentum >= 0 && momentum <= 1))
+      throw py::value_error(cat(op, ": eps must be > 0 and momentum in [0, 1], got ", eps, " and ", momentum));
+    if (batch_stats && !training_) throw py::value_error(cat(op, ": an inference plan uses the running statistics"));
+    span(op, "gamma", w_off, C);
+    span(op, "beta", b_off, C);
+    auto stat = [&](py::handle h, const char* name) {
+      py::array a = out_arg(op, name, h);
+      if (a.dtype().not_equal(params_.dtype()) || a.ndim() != 1 || a.shape(0) != C)
+        throw py::value_error(cat(op, ": ", name, " must hold ", C, " ", std::string(py::str(params_.dtype())),
+                                  " values, got shape ", shape_of(a), " of ", std::string(py::str(a.dtype()))));
+      no_overlap(op, name, a, "params", params_, false);
+      no_overlap(op, name, a, "grads", grads_, false);
+      keep_.push_back(a);
+      return a;
+    };
+    py::array mean = stat(rm_h, "running_mean"), var = stat(rv_h, "running_var");
+    no_overlap(op, "running_mean", mean, "running_var", var, false);
+    if (!py::isinstance<py::array>(counter_h)) throw py::type_error(cat(op, ": num_batches_tracked must be an array"));
+    auto counter = py::reinterpret_borrow<py::array>(counter_h);
+    if (counter.dtype().not_equal(py::dtype::of<std::int64_t>()) || counter.size() != 1 || !counter.writeable())
+      throw py::type_error(cat(op, ": num_batches_tracked must be one writeable int64, got ", shape_of(counter), " of ",
+                               std::string(py::str(counter.dtype()))));
+    keep_.push_back(counter);
+    auto* cnt = static_cast<std::int64_t*>(counter.mutable_data());
+    return push_op(width(src), true, [&](auto tag, int out) {
+      using T = decltype(tag);
+      return make_batchnorm<T>(src, out, C, L, w_off, b_off, eps, momentum, ptr<T>(mean), ptr<T>(var), cnt, batch_stats);
+    });
+  }
+
   // A slot showing src's values with a gradient of its own (a residual path's input).
   int branch(int src) {
     checked_slot("Plan.branch", src);
@@ -280,16 +349,22 @@ class PyPlan {
                                 "buffer of ", total));
   }
 
+  // Adds the op make(T{}, out) writing a new slot of `w` values per sample.
   template <class F>
-  int unary(int src, idx w, F make) {
-    (void)src;
+  int push_op(idx w, bool has_params, F make) {
     return with([&](auto& p) {
       using T = typename std::remove_reference_t<decltype(p)>::value_type;
       const int out = p.add_slot(w);
-      p.add_op(make(T{}, out), false);
+      p.add_op(make(T{}, out), has_params);
       ++n_ops_;
       return out;
     });
+  }
+
+  template <class F>
+  int unary(int src, idx w, F make) {
+    (void)src;
+    return push_op(w, false, make);
   }
 
   // Data the plan reads in place (it never converts a dataset): the params' dtype, C order.
@@ -344,6 +419,7 @@ class PyPlan {
   }
 
   py::array params_, grads_;
+  std::vector<py::object> keep_;  // arrays the ops point into (BatchNorm's running statistics)
   bool training_, f32_;
   int n_ops_ = 0;
   std::unique_ptr<Plan<float>> pf_;
@@ -396,6 +472,14 @@ void fastnn::bind_plan(py::module_& m) {
       .def("dropout", &PyPlan::dropout, py::arg("src"), py::arg("p"))
       .def("add", &PyPlan::add, py::arg("a"), py::arg("b"))
       .def("branch", &PyPlan::branch, py::arg("src"))
+      .def("conv2d", &PyPlan::conv2d, py::arg("src"), py::arg("w_off"), py::arg("b_off"), py::arg("C"), py::arg("H"),
+           py::arg("W"), py::arg("OC"), py::arg("KH"), py::arg("KW"), py::arg("stride"), py::arg("padding"),
+           py::arg("dilation"), py::arg("groups"))
+      .def("pool2d", &PyPlan::pool2d, py::arg("src"), py::arg("kind"), py::arg("C"), py::arg("H"), py::arg("W"),
+           py::arg("kernel_size"), py::arg("stride"), py::arg("padding"))
+      .def("batchnorm", &PyPlan::batchnorm, py::arg("src"), py::arg("w_off"), py::arg("b_off"), py::arg("C"),
+           py::arg("L"), py::arg("eps"), py::arg("momentum"), py::arg("running_mean"), py::arg("running_var"),
+           py::arg("num_batches_tracked"), py::arg("batch_stats"))
       .def("set_output", &PyPlan::set_output, py::arg("slot"))
       .def("predict", &PyPlan::predict, py::arg("out"), py::arg("x"), py::arg("batch_size"), py::arg("check_finite"))
       .def("train", &PyPlan::train, py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"),

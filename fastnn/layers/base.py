@@ -68,6 +68,9 @@ class Layer:
     def __init__(self):
         self.training = True
         self._parameters: OrderedDict[str, Parameter] = OrderedDict()
+        # state that is not trained (BatchNorm's running statistics): in state_dict, saved and
+        # loaded with the model, never seen by an optimizer
+        self._buffers: OrderedDict[str, np.ndarray] = OrderedDict()
         self._saved = None
         self.metadata: dict = {}  # free-form; fnn.save stores it, fnn.load restores it
 
@@ -116,10 +119,43 @@ class Layer:
                              f"but the forward output had shape {shape_str(like.shape)}")
         return g
 
+    def children(self) -> list:
+        """(name, layer) of the layers this one holds (Sequential's, a Residual's paths)."""
+        return []
+
+    def smallest_batch(self) -> int:
+        """The fewest samples a training batch may hold (BatchNorm1d needs 2), over this layer
+        and the layers it holds; fit checks its batches against it before the first step."""
+        return max([1] + [c.smallest_batch() for _, c in self.children() if c is not None])
+
     def named_parameters(self, prefix: str = ""):
         """(name, Parameter) pairs, named as PyTorch does ("weight", "0.bias", ...)."""
         for name, p in self._parameters.items():
             yield prefix + name, p
+        for name, child in self.children():
+            if child is not None:
+                yield from child.named_parameters(f"{prefix}{name}.")
+
+    def named_buffers(self, prefix: str = ""):
+        """(name, array) pairs of the state that is not trained, named as PyTorch does."""
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for name, child in self.children():
+            if child is not None:
+                yield from child.named_buffers(f"{prefix}{name}.")
+
+    def _named_state(self, prefix: str = ""):
+        # PyTorch's state_dict order: a layer's parameters, its buffers, then its children's
+        for name, p in self._parameters.items():
+            yield prefix + name, p
+        for name, b in self._buffers.items():
+            yield prefix + name, b
+        for name, child in self.children():
+            if child is not None:
+                yield from child._named_state(f"{prefix}{name}.")
+
+    def buffers(self) -> list:
+        return [b for _, b in self.named_buffers()]
 
     def parameters(self) -> list[Parameter]:
         return [p for _, p in self.named_parameters()]
@@ -134,6 +170,9 @@ class Layer:
 
     def train(self, mode: bool = True):
         self.training = bool(mode)
+        for _, child in self.children():
+            if child is not None:
+                child.train(mode)
         return self
 
     def eval(self):
@@ -145,14 +184,14 @@ class Layer:
         return ps[0].dtype if ps else None
 
     def state_dict(self) -> OrderedDict:
-        """Copies of every parameter, keyed as PyTorch keys them."""
-        return OrderedDict((k, p.data.copy()) for k, p in self.named_parameters())
+        """Copies of every parameter and buffer, keyed and ordered as PyTorch keys them."""
+        return OrderedDict((k, (v.data if isinstance(v, Parameter) else v).copy()) for k, v in self._named_state())
 
     def load_state_dict(self, state: dict, strict: bool = True) -> None:
         """Copy values in, after checking every key and shape (nothing changes on error)."""
         if not hasattr(state, "items"):
             raise TypeError(f"load_state_dict expects a dict of arrays, got {type(state).__name__}")
-        own = OrderedDict(self.named_parameters())
+        own = OrderedDict(self._named_state())
         missing = [k for k in own if k not in state]
         unexpected = [k for k in state if k not in own]
         if strict and (missing or unexpected):
@@ -170,8 +209,11 @@ class Layer:
                 raise ValueError(f"state_dict[{k!r}] has shape {shape_str(v.shape)}, the model's "
                                  f"{k} has {shape_str(p.shape)}")
             staged.append((p, v))
-        for p, v in staged:
-            p.data = v
+        for p, v in staged:  # in place: compiled plans keep pointing at the same memory
+            if isinstance(p, Parameter):
+                p.data = v
+            else:
+                p[...] = v
 
     def summary_label(self) -> str:
         """How model.summary() names this layer."""

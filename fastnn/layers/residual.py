@@ -62,17 +62,8 @@ class Residual(Layer):
                              "backward needs); pass shortcut=None for the identity")
         self.block, self.shortcut = block, shortcut
 
-    def named_parameters(self, prefix: str = ""):
-        yield from self.block.named_parameters(prefix + "block.")
-        if self.shortcut is not None:
-            yield from self.shortcut.named_parameters(prefix + "shortcut.")
-
-    def train(self, mode: bool = True):
-        self.training = bool(mode)
-        self.block.train(mode)
-        if self.shortcut is not None:
-            self.shortcut.train(mode)
-        return self
+    def children(self) -> list:
+        return [("block", self.block), ("shortcut", self.shortcut)]
 
     def forward(self, x):
         x = float_input(x, "Residual")
