@@ -256,9 +256,11 @@ CONV_GEOMETRIES = {
 }
 
 
-def conv_case(name, backward, bias=True, accumulate=True):
+def conv_case(name, backward, bias=True, accumulate=True, relu=False):
     g = CONV_GEOMETRIES[name]
     kw = {k: v for k, v in g.items() if k != "k"}
+    if relu:
+        kw["activation"] = "relu"
     shapes = tuple(s for s in CONV_SHAPES if _conv_out(s, g)[0])
 
     def make(rng, s, dt):
@@ -267,9 +269,11 @@ def conv_case(name, backward, bias=True, accumulate=True):
         if not backward:
             return [nans(oshape, dt), x, w, U(rng, (s[4],), dt) if bias else None], dict(kw)
         grad = U if accumulate else (lambda rng, shape, dt: nans(shape, dt))
+        # y, the forward output a fused ReLU masks by: zeros (and a NaN) among positives
+        extra = dict(y=np.maximum(U(rng, oshape, dt), 0)) if relu else {}
         return [nans(s[:4], dt), grad(rng, wshape, dt), grad(rng, (s[4],), dt) if bias else None,
-                U(rng, oshape, dt), x, w], dict(kw, accumulate=accumulate)
-    label = f"{name},bias={int(bias)}" + ("" if accumulate else ",accumulate=0")
+                U(rng, oshape, dt), x, w], dict(kw, accumulate=accumulate, **extra)
+    label = f"{name},bias={int(bias)}" + ("" if accumulate else ",accumulate=0") + (",relu" if relu else "")
     kh, kw_ = g["k"]
     depth = (lambda s: s[0] * s[2] * s[3] + s[4] * kh * kw_) if backward else (lambda s: s[1] * kh * kw_)
     return Case("conv2d_backward" if backward else "conv2d_forward", make, shapes, (0, 1, 2) if backward else (0,),
@@ -421,6 +425,8 @@ CASES = [
     *(conv_case(name, backward) for name in CONV_GEOMETRIES for backward in (False, True)),
     conv_case("3x3-same", False, bias=False), conv_case("3x3-same", True, bias=False),
     conv_case("3x3-groups2", True, accumulate=False), conv_case("1x1", True, accumulate=False),
+    *(conv_case(name, backward, relu=True) for name in ("3x3-same", "3x2-stride2-pad(1,0)", "1x1")
+      for backward in (False, True)),
     *(pool_case(k, name) for k in ("maxpool2d_forward", "maxpool2d_backward", "avgpool2d_forward",
                                    "avgpool2d_backward") for name in POOL_GEOMETRIES),
     pool_case("maxpool2d_forward", "2x2", ties=True), pool_case("maxpool2d_forward", "3x3-stride2-pad1", ties=True),

@@ -1,10 +1,30 @@
 // 2-D convolution over NCHW images as GEMMs, one sample (and group) at a time:
-//   col (C/G·KH·KW, OH·OW) = im2col(x_n)          the input patch under each output pixel
-//   out_n (OC/G, OH·OW)    = weight (OC/G, C/G·KH·KW) · col  (+ bias)
+//   col (C/G·KH·KW, pixels) = im2col(x_n)         the input patch under each output pixel
+//   out_n (OC/G, pixels)    = weight (OC/G, C/G·KH·KW) · col  (+ bias, then ReLU if fused)
 // col of one sample fits in L2 (C=32, 3×3 on 14×14: 225 KB), where a whole batch's would not
-// (29 MB at batch 128). A 1×1 convolution with stride 1 and no padding reads x_n as col.
-// Backward: dcol = weightᵀ · dout_n scattered back by col2im into dx_n, and
-// dweight = Σ_n dout_n · col_nᵀ.
+// (29 MB at batch 128). Backward: dcol = weightᵀ · dout_n scattered back by col2im into dx_n,
+// and dweight = Σ_n dout_n · col_nᵀ.
+//
+// Loops over rows of an image (pad_planes, finish, widen) are built for the baseline ISA only:
+// a row of 14 or 28 values runs as 4-wide vectors there, where a 16-wide AVX-512 build would
+// run all of it in the scalar remainder (measured: widen 42 -> ~8 µs per 64×14×14 sample).
+//
+// Three ways to build col, by geometry:
+//   direct  a 1×1 kernel, stride 1, no padding: x_n is col.
+//   wide    stride 1 (the common 3×3 "same" convolution): on the zero-padded image (Hp×Wp),
+//           the value under kernel offset (kh, kw) for output pixel (oh, ow) sits at
+//           (oh + kh·DH)·Wp + ow + kw·DW: for the "wide" pixel index j = oh·Wp + ow it is one
+//           contiguous run per offset. So col rows are single copies of OH·Wp values, and the
+//           GEMMs run over OH·Wp columns, of which the last Wp − OW of each row are dropped
+//           (their dout is zero in backward). Measured on 32 channels of 14×14 (Wp = 16):
+//           im2col of 4,032 rows of 14 values took 18 µs per sample, 288 copies of 224 take
+//           ~3 µs, and the GEMMs cost the same on 224 columns as on 196 (an edge tile of 4
+//           columns costs a whole one), but for dweight's (+12%).
+//   general any stride: rows of OW values from the padded image.
+//
+// ReLU can be fused (a compiled plan's Conv2d → ReLU): the output gets relu(), and backward
+// multiplies dout by relu_grad(y) from that output, which equals relu_grad(x) of the layers'
+// separate ReLU for every x (NaN and ±0 included), so the results are the same bits.
 //
 // Threads: with at least as many samples as threads, each thread takes whole samples and runs
 // its GEMMs alone (SerialScope): small per-sample GEMMs split across threads would spend more
@@ -23,157 +43,259 @@ namespace {
 
 constexpr idx kChunk = 8;  // samples per partial weight gradient
 
-// Sizes of one sample's group.
-struct Group {
-  idx Cg, OCg, K, P;  // in/out channels per group, patch size Cg·KH·KW, output pixels OH·OW
+enum class Path { Direct, Wide, General };
+
+// One sample's group, and where its patches come from.
+struct Geometry {
+  Path path;
+  idx Cg, OCg, K;  // in/out channels per group, patch size Cg·KH·KW
+  idx Hp, Wp;      // the zero-padded image (Wide, General)
+  idx cols;        // GEMM columns per sample: OH·Wp (Wide) or OH·OW
+  idx slack;       // zeros after the padded planes: a wide row's last columns read past them
 };
-Group group_of(const Conv2d& s) {
-  const idx Cg = s.C / s.G;
-  return {Cg, s.OC / s.G, Cg * s.KH * s.KW, s.OH * s.OW};
+
+Geometry geometry_of(const Conv2d& s) {
+  Geometry g{};
+  g.Cg = s.C / s.G, g.OCg = s.OC / s.G, g.K = g.Cg * s.KH * s.KW;
+  // rows and columns the kernel reaches below and right of the image, beyond PH/PW above/left
+  g.Hp = std::max(s.H + s.PH, (s.OH - 1) * s.SH + (s.KH - 1) * s.DH + 1);
+  g.Wp = std::max(s.W + s.PW, (s.OW - 1) * s.SW + (s.KW - 1) * s.DW + 1);
+  const bool unpadded = s.PH == 0 && s.PW == 0 && s.OH == s.H && s.OW == s.W;
+  if (s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && unpadded) g.path = Path::Direct;
+  else if (s.SH == 1 && s.SW == 1) g.path = Path::Wide;
+  else g.path = Path::General;
+  g.cols = g.path == Path::Wide ? s.OH * g.Wp : s.OH * s.OW;
+  g.slack = g.path == Path::Wide ? (s.KW - 1) * s.DW : 0;
+  return g;
 }
 
-// x reads as col itself: a 1×1 kernel, stride 1, no padding.
-bool direct(const Conv2d& s) {
-  return s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && s.PH == 0 && s.PW == 0 && s.OH == s.H &&
-         s.OW == s.W;
-}
+idx padded_size(const Geometry& g) { return g.Cg * g.Hp * g.Wp + g.slack; }
 
-// col (Cg·KH·KW, OH·OW) from the Cg channels of one sample at x (H, W each).
+// The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
+// and `slack` zeros after the last plane.
 template <class T>
-void im2col(T* col, const T* x, const Conv2d& s, idx Cg) {
-  for (idx c = 0; c < Cg; ++c)
+void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g) {
+  for (idx c = 0; c < g.Cg; ++c) {
+    T* plane = xp + c * g.Hp * g.Wp;
+    const T* in = x + c * s.H * s.W;
+    for (idx h = 0; h < g.Hp; ++h) {
+      T* r = plane + h * g.Wp;
+      const idx ih = h - s.PH;
+      if (ih < 0 || ih >= s.H) {
+        for (idx w = 0; w < g.Wp; ++w) r[w] = T(0);
+        continue;
+      }
+      for (idx w = 0; w < s.PW; ++w) r[w] = T(0);
+      for (idx w = 0; w < s.W; ++w) r[s.PW + w] = in[ih * s.W + w];
+      for (idx w = s.PW + s.W; w < g.Wp; ++w) r[w] = T(0);
+    }
+  }
+  for (idx i = 0; i < g.slack; ++i) xp[g.Cg * g.Hp * g.Wp + i] = T(0);
+}
+
+// The padded-image offset of kernel tap (c, kh, kw) for output pixel (0, 0).
+idx tap(const Conv2d& s, const Geometry& g, idx c, idx kh, idx kw) {
+  return c * g.Hp * g.Wp + kh * s.DH * g.Wp + kw * s.DW;
+}
+
+// col (K, cols) from the padded planes: row (c, kh, kw) holds, for every output pixel, the
+// input value under that kernel offset.
+template <class T>
+FASTNN_ELEMENTWISE_CLONES
+void im2col(T* __restrict col, const T* __restrict xp, const Conv2d& s, const Geometry& g) {
+  for (idx c = 0; c < g.Cg; ++c)
     for (idx kh = 0; kh < s.KH; ++kh)
       for (idx kw = 0; kw < s.KW; ++kw) {
-        T* row = col + ((c * s.KH + kh) * s.KW + kw) * s.OH * s.OW;
-        const T* plane = x + c * s.H * s.W;
-        const idx dw = kw * s.DW - s.PW;
-        // output columns whose input column iw = ow·SW + dw lies in [0, W)
-        const idx ow0 = std::min(s.OW, dw >= 0 ? 0 : (-dw + s.SW - 1) / s.SW);
-        const idx ow1 = std::max(ow0, std::min(s.OW, s.W - dw > 0 ? (s.W - dw + s.SW - 1) / s.SW : 0));
-        for (idx oh = 0; oh < s.OH; ++oh) {
-          T* r = row + oh * s.OW;
-          const idx ih = oh * s.SH - s.PH + kh * s.DH;
-          if (ih < 0 || ih >= s.H) {
-            std::fill(r, r + s.OW, T(0));
-            continue;
-          }
-          const T* in = plane + ih * s.W + dw;
-          std::fill(r, r + ow0, T(0));
-          if (s.SW == 1) std::memcpy(r + ow0, in + ow0, sizeof(T) * (size_t)(ow1 - ow0));
-          else for (idx ow = ow0; ow < ow1; ++ow) r[ow] = in[ow * s.SW];
-          std::fill(r + ow1, r + s.OW, T(0));
+        T* row = col + ((c * s.KH + kh) * s.KW + kw) * g.cols;
+        const T* in = xp + tap(s, g, c, kh, kw);
+        if (g.path == Path::Wide) {
+          for (idx j = 0; j < g.cols; ++j) row[j] = in[j];
+          continue;
         }
+        for (idx oh = 0; oh < s.OH; ++oh)
+          for (idx ow = 0; ow < s.OW; ++ow) row[oh * s.OW + ow] = in[oh * s.SH * g.Wp + ow * s.SW];
       }
 }
 
-// dx (Cg planes of H×W) += col2im(dcol): each patch value back where im2col took it from.
+// The padded planes (zeroed by the caller) += col2im(dcol): each patch value added back where
+// im2col took it from, taps in im2col's order.
 template <class T>
-void col2im(T* dx, const T* dcol, const Conv2d& s, idx Cg) {
-  for (idx c = 0; c < Cg; ++c)
+FASTNN_ELEMENTWISE_CLONES
+void col2im(T* __restrict dxp, const T* __restrict dcol, const Conv2d& s, const Geometry& g) {
+  for (idx c = 0; c < g.Cg; ++c)
     for (idx kh = 0; kh < s.KH; ++kh)
       for (idx kw = 0; kw < s.KW; ++kw) {
-        const T* row = dcol + ((c * s.KH + kh) * s.KW + kw) * s.OH * s.OW;
-        T* plane = dx + c * s.H * s.W;
-        const idx dw = kw * s.DW - s.PW;
-        const idx ow0 = std::min(s.OW, dw >= 0 ? 0 : (-dw + s.SW - 1) / s.SW);
-        const idx ow1 = std::max(ow0, std::min(s.OW, s.W - dw > 0 ? (s.W - dw + s.SW - 1) / s.SW : 0));
-        for (idx oh = 0; oh < s.OH; ++oh) {
-          const idx ih = oh * s.SH - s.PH + kh * s.DH;
-          if (ih < 0 || ih >= s.H) continue;
-          const T* r = row + oh * s.OW;
-          T* out = plane + ih * s.W + dw;
-          for (idx ow = ow0; ow < ow1; ++ow) out[ow * s.SW] += r[ow];
+        const T* row = dcol + ((c * s.KH + kh) * s.KW + kw) * g.cols;
+        T* out = dxp + tap(s, g, c, kh, kw);
+        if (g.path == Path::Wide) {
+          for (idx j = 0; j < g.cols; ++j) out[j] += row[j];
+          continue;
         }
+        for (idx oh = 0; oh < s.OH; ++oh)
+          for (idx ow = 0; ow < s.OW; ++ow) out[oh * s.SH * g.Wp + ow * s.SW] += row[oh * s.OW + ow];
       }
 }
 
-// Runs f(n) for every sample: whole samples per thread with serial kernels inside when there
-// are enough samples, else one sample after another with threaded kernels.
+// dx (Cg planes of H×W) = the image part of the padded planes.
+template <class T>
+void unpad_planes(T* dx, const T* dxp, const Conv2d& s, const Geometry& g) {
+  for (idx c = 0; c < g.Cg; ++c)
+    for (idx h = 0; h < s.H; ++h)
+      std::memcpy(dx + (c * s.H + h) * s.W, dxp + (c * g.Hp + h + s.PH) * g.Wp + s.PW, sizeof(T) * (size_t)s.W);
+}
+
+// out (OCg, OH·OW) = act(res + bias) from the GEMM's result res (OCg, cols): the wide columns
+// dropped, the bias added (the GEMM wrote beta = 0), ReLU applied when fused. res may be out
+// itself (not wide: the same layout), so no __restrict here.
+template <class T>
+void finish(T* out, const T* res, const T* bias, Act act, const Conv2d& s, const Geometry& g) {
+  const idx P = s.OH * s.OW, stride = g.path == Path::Wide ? g.Wp : s.OW;
+  for (idx o = 0; o < g.OCg; ++o)
+    for (idx oh = 0; oh < s.OH; ++oh) {
+      const T* r = res + o * g.cols + oh * stride;
+      T* d = out + o * P + oh * s.OW;
+      const T b = bias ? bias[o] : T(0);
+      if (act == Act::ReLU)
+        for (idx ow = 0; ow < s.OW; ++ow) d[ow] = relu(bias ? r[ow] + b : r[ow]);
+      else
+        for (idx ow = 0; ow < s.OW; ++ow) d[ow] = bias ? r[ow] + b : r[ow];
+    }
+}
+
+// g (OCg, cols) = dout · relu_grad(y) when ReLU is fused, else dout; zero in the wide columns.
+template <class T>
+void widen(T* __restrict gw, const T* __restrict dout, const T* __restrict y, Act act, const Conv2d& s,
+           const Geometry& g) {
+  const idx P = s.OH * s.OW, stride = g.path == Path::Wide ? g.Wp : s.OW;
+  for (idx o = 0; o < g.OCg; ++o)
+    for (idx oh = 0; oh < s.OH; ++oh) {
+      T* d = gw + o * g.cols + oh * stride;
+      const T* src = dout + o * P + oh * s.OW;
+      if (act == Act::ReLU) {
+        const T* yr = y + o * P + oh * s.OW;
+        for (idx ow = 0; ow < s.OW; ++ow) d[ow] = src[ow] * relu_grad(yr[ow]);
+      } else {
+        for (idx ow = 0; ow < s.OW; ++ow) d[ow] = src[ow];
+      }
+      for (idx ow = s.OW; ow < stride; ++ow) d[ow] = T(0);
+    }
+}
+
+// Σ v[0..n) in 8 interleaved running sums added at the end: a fixed order (no dependence on
+// threads) that vectorises, where one running sum waits 4 cycles per value.
+template <class T>
+T lane_sum(const T* v, idx n) {
+  T acc[8] = {};
+  idx i = 0;
+  for (; i + 8 <= n; i += 8)
+    for (int k = 0; k < 8; ++k) acc[k] += v[i + k];
+  T s = ((acc[0] + acc[1]) + (acc[2] + acc[3])) + ((acc[4] + acc[5]) + (acc[6] + acc[7]));
+  for (; i < n; ++i) s += v[i];
+  return s;
+}
+
+// Runs f(i) for i in [0, n): whole items per thread with serial kernels inside when there are
+// enough of them, else one after another with threaded kernels.
 template <class F>
-void over_samples(idx N, F f) {
-  if (N >= num_threads() && num_threads() > 1) {
-    parallel_chunks(N, 1, [&](idx n0, idx n1) {
+void over_items(idx n, F f) {
+  if (n >= num_threads() && num_threads() > 1) {
+    parallel_chunks(n, 1, [&](idx i0, idx i1) {
       SerialScope serial;
-      for (idx n = n0; n < n1; ++n) f(n);
+      for (idx i = i0; i < i1; ++i) f(i);
     });
   } else {
-    for (idx n = 0; n < N; ++n) f(n);
+    for (idx i = 0; i < n; ++i) f(i);
   }
+}
+
+template <class T>
+T* scratch(Buf<T>& b, idx n) {
+  if (b.size() < (size_t)n) b.resize((size_t)n);
+  return b.data();
 }
 
 }  // namespace
 
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s) {
-  const Group g = group_of(s);
-  const bool dir = direct(s);
-  over_samples(s.N, [&](idx n) {
-    thread_local Buf<T> colbuf;
-    if (!dir && colbuf.size() < (size_t)(g.K * g.P)) colbuf.resize((size_t)(g.K * g.P));
+void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act) {
+  const Geometry g = geometry_of(s);
+  const idx P = s.OH * s.OW;
+  over_items(s.N, [&](idx n) {
+    thread_local Buf<T> colbuf, padbuf, resbuf;
     for (idx gi = 0; gi < s.G; ++gi) {
       const T* xg = x + (n * s.C + gi * g.Cg) * s.H * s.W;
-      T* og = out + (n * s.OC + gi * g.OCg) * g.P;
+      T* og = out + (n * s.OC + gi * g.OCg) * P;
+      const T* bg = bias ? bias + gi * g.OCg : nullptr;
       const T* col = xg;
-      if (!dir) {
-        im2col(colbuf.data(), xg, s, g.Cg);
+      if (g.path != Path::Direct) {
+        T* xp = scratch(padbuf, padded_size(g));
+        pad_planes(xp, xg, s, g);
+        im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
         col = colbuf.data();
       }
-      if (bias)  // out = W·col + bias: the bias first, the GEMM adds onto it (beta = 1)
-        for (idx o = 0; o < g.OCg; ++o) std::fill(og + o * g.P, og + (o + 1) * g.P, bias[gi * g.OCg + o]);
-      gemm<T>(false, false, g.OCg, g.P, g.K, T(1), weight + gi * g.OCg * g.K, g.K, col, g.P, bias ? T(1) : T(0), og,
-              g.P, nullptr, Act::None);
+      // wide columns go to scratch; otherwise the GEMM writes the output in place
+      T* res = g.path == Path::Wide ? scratch(resbuf, g.OCg * g.cols) : og;
+      gemm<T>(false, false, g.OCg, g.cols, g.K, T(1), weight + gi * g.OCg * g.K, g.K, col, g.cols, T(0), res, g.cols,
+              nullptr, Act::None);
+      if (res != og || bg || act != Act::None) finish(og, res, bg, act, s, g);
     }
   });
 }
 
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
-                     bool accumulate) {
-  const Group g = group_of(s);
-  const bool dir = direct(s);
+                     bool accumulate, Act act, const T* y) {
+  const Geometry g = geometry_of(s);
+  const idx P = s.OH * s.OW;
   const idx wsize = s.OC * g.K;  // weight elements
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
-  // per chunk of samples, its weight gradient; then the chunks are summed in order
-  std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize));
-  auto chunk = [&](idx c) {
-    thread_local Buf<T> colbuf, dcolbuf;
-    if (!dir && colbuf.size() < (size_t)(g.K * g.P)) colbuf.resize((size_t)(g.K * g.P));
-    if (dx && !dir && dcolbuf.size() < (size_t)(g.K * g.P)) dcolbuf.resize((size_t)(g.K * g.P));
+  // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
+  std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
+  over_items(nchunks, [&](idx c) {
+    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf;
     T* pw = partial.data() + c * wsize;
+    T* pb = partial_b.data() + c * s.OC;
     for (idx n = c * kChunk; n < std::min(s.N, (c + 1) * kChunk); ++n) {
-      if (dx) std::fill(dx + n * s.C * s.H * s.W, dx + (n + 1) * s.C * s.H * s.W, T(0));
       for (idx gi = 0; gi < s.G; ++gi) {
         const T* xg = x + (n * s.C + gi * g.Cg) * s.H * s.W;
-        const T* dog = dout + (n * s.OC + gi * g.OCg) * g.P;
+        const idx og = (n * s.OC + gi * g.OCg) * P;
         const T* wg = weight + gi * g.OCg * g.K;
         const T* col = xg;
-        if (!dir) {
-          im2col(colbuf.data(), xg, s, g.Cg);
+        if (g.path != Path::Direct) {
+          T* xp = scratch(padbuf, padded_size(g));
+          pad_planes(xp, xg, s, g);
+          im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
-        // dweight_g (OCg, K) (+)= dout_g (OCg, P) · colᵀ (P, K); the chunk's first sample sets it
-        gemm<T>(false, true, g.OCg, g.K, g.P, T(1), dog, g.P, col, g.P, n == c * kChunk ? T(0) : T(1),
-                pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
-        if (dx) {
-          T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
-          // dcol (K, P) = weight_gᵀ (K, OCg) · dout_g (OCg, P), straight into dx when it is col
-          T* dcol = dir ? dxg : dcolbuf.data();
-          gemm<T>(true, false, g.K, g.P, g.OCg, T(1), wg, g.K, dog, g.P, T(0), dcol, g.P, nullptr, Act::None);
-          if (!dir) col2im(dxg, dcol, s, g.Cg);
+        // the gradient at the output, ReLU's mask applied when fused, zero in wide columns
+        const T* gr = dout + og;
+        if (act != Act::None || g.path == Path::Wide) {
+          widen(scratch(gbuf, g.OCg * g.cols), dout + og, y ? y + og : nullptr, act, s, g);
+          gr = gbuf.data();
         }
+        // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
+        const bool first = n == c * kChunk;
+        gemm<T>(false, true, g.OCg, g.K, g.cols, T(1), gr, g.cols, col, g.cols, first ? T(0) : T(1),
+                pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
+        if (dbias)  // (the wide columns of g are zeros)
+          for (idx o = 0; o < g.OCg; ++o) {
+            const T v = lane_sum(gr + o * g.cols, g.cols);
+            pb[gi * g.OCg + o] = first ? v : pb[gi * g.OCg + o] + v;
+          }
+        if (!dx) continue;
+        T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
+        // dcol (K, cols) = weight_gᵀ (K, OCg) · g (OCg, cols), straight into dx when it is col
+        T* dcol = g.path == Path::Direct ? dxg : scratch(dcolbuf, g.K * g.cols);
+        gemm<T>(true, false, g.K, g.cols, g.OCg, T(1), wg, g.K, gr, g.cols, T(0), dcol, g.cols, nullptr, Act::None);
+        if (g.path == Path::Direct) continue;
+        T* dxp = scratch(padbuf, padded_size(g));  // x's padded copy is spent: reuse it
+        std::fill(dxp, dxp + padded_size(g), T(0));
+        col2im(dxp, dcol, s, g);
+        unpad_planes(dxg, dxp, s, g);
       }
     }
-  };
-  if (nchunks >= num_threads() && num_threads() > 1) {
-    parallel_chunks(nchunks, 1, [&](idx c0, idx c1) {
-      SerialScope serial;
-      for (idx c = c0; c < c1; ++c) chunk(c);
-    });
-  } else {
-    for (idx c = 0; c < nchunks; ++c) chunk(c);
-  }
-  // sum the chunks in order, and the bias gradient over samples and pixels in order; each
-  // thread owns a range of weights (of channels)
+  });
+  // sum the chunks in order; each thread owns a range of weights
   parallel_chunks(wsize, kElementwiseChunk, [&](idx i0, idx i1) {
     for (idx i = i0; i < i1; ++i) {
       T v = nchunks ? partial[(size_t)i] : T(0);
@@ -182,21 +304,17 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     }
   });
   if (dbias)
-    parallel_chunks(s.OC, 1, [&](idx o0, idx o1) {
-      for (idx o = o0; o < o1; ++o) {
-        T v = 0;
-        for (idx n = 0; n < s.N; ++n) {
-          const T* d = dout + (n * s.OC + o) * g.P;
-          for (idx p = 0; p < g.P; ++p) v += d[p];
-        }
-        dbias[o] = accumulate ? dbias[o] + v : v;
-      }
-    });
+    for (idx o = 0; o < s.OC; ++o) {
+      T v = nchunks ? partial_b[(size_t)o] : T(0);
+      for (idx c = 1; c < nchunks; ++c) v += partial_b[(size_t)(c * s.OC + o)];
+      dbias[o] = accumulate ? dbias[o] + v : v;
+    }
 }
 
-#define FASTNN_INSTANTIATE(T)                                                                        \
-  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2d&);                 \
-  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2d&, bool);
+#define FASTNN_INSTANTIATE(T)                                                                          \
+  template void conv2d_forward<T>(T*, const T*, const T*, const T*, const Conv2d&, Act);              \
+  template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2d&, bool, Act, \
+                                   const T*);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

@@ -30,14 +30,15 @@ void linear_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
 struct Conv2d {
   idx N, C, H, W, OC, KH, KW, SH, SW, PH, PW, DH, DW, G, OH, OW;
 };
-// out = conv(x, weight) + bias (OC) [bias may be null]
+// out = act(conv(x, weight) + bias (OC)) [bias may be null; act None or ReLU]
 template <class T>
-void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s);
+void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act);
 // dx (N,C,H,W) written [may be null]; dweight (OC,C/G,KH,KW) and dbias (OC) [may be null]
-// added (accumulate) or written.
+// added (accumulate) or written. With act ReLU, dout is the gradient at the ReLU's output y
+// (forward's out), and is multiplied by relu_grad(y) first.
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
-                     bool accumulate);
+                     bool accumulate, Act act, const T* y);
 
 // x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
 // max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).

@@ -21,6 +21,7 @@ namespace {
 
 template <class T>
 struct LinearOp : Op<T> {
+  const char* name() const override { return "linear"; }
   idx C, OC, lead, w_off, b_off;  // b_off < 0: no bias; lead: rows per sample (x is (..., C))
   void forward(const Batch<T>& b, void*) override {
     linear_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off,
@@ -35,6 +36,11 @@ struct LinearOp : Op<T> {
 
 template <class T>
 struct ActivationOp : Op<T> {
+  const char* name() const override {
+    for (const ActInfo& a : kActivations)
+      if (a.act == act) return a.name;
+    return "activation";
+  }
   Act act;
   T param;
   bool from_y;
@@ -50,6 +56,7 @@ struct ActivationOp : Op<T> {
 
 template <class T>
 struct SoftmaxOp : Op<T> {
+  const char* name() const override { return "softmax"; }
   idx C, per_row;  // rows of C values, per_row of them per sample
   void forward(const Batch<T>& b, void*) override {
     softmax_forward(b.val[this->out], b.val[this->in[0]], b.rows * per_row, C);
@@ -63,6 +70,7 @@ struct SoftmaxOp : Op<T> {
 // fastnn's, and keeps them for backward.
 template <class T>
 struct DropoutOp : Op<T> {
+  const char* name() const override { return "dropout"; }
   double p;
   idx width;
   size_t saved_bytes(idx rows) const override { return sizeof(T) * (size_t)(rows * width); }
@@ -78,6 +86,7 @@ struct DropoutOp : Op<T> {
 
 template <class T>
 struct AddOp : Op<T> {
+  const char* name() const override { return "add"; }
   idx width;
   void forward(const Batch<T>& b, void*) override {
     add_forward(b.val[this->out], b.val[this->in[0]], b.val[this->in[1]], b.rows * width);
@@ -91,6 +100,7 @@ struct AddOp : Op<T> {
 
 template <class T>
 struct BranchOp : Op<T> {
+  const char* name() const override { return "branch"; }
   idx width;
   void forward(const Batch<T>&, void*) override {}  // the output slot shows the input's values
   void backward(const Batch<T>& b, void*, T* const* dst) override {
@@ -100,23 +110,32 @@ struct BranchOp : Op<T> {
 
 template <class T>
 struct ConvOp : Op<T> {
+  const char* name() const override { return act == Act::ReLU ? "conv2d+relu" : "conv2d"; }
   Conv2d g;  // N set per batch
   idx w_off, b_off;
+  Act act = Act::None;  // ReLU fused, its mask taken from the output in backward
+  bool fuse(Act a) override {
+    if (a != Act::ReLU || act != Act::None) return false;
+    act = a;
+    return true;
+  }
   void forward(const Batch<T>& b, void*) override {
     Conv2d s = g;
     s.N = b.rows;
-    conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, b_off >= 0 ? b.params + b_off : nullptr, s);
+    conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, b_off >= 0 ? b.params + b_off : nullptr, s,
+                   act);
   }
   void backward(const Batch<T>& b, void*, T* const* dst) override {
     Conv2d s = g;
     s.N = b.rows;
     conv2d_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
-                    b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false);
+                    b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false, act, b.val[this->out]);
   }
 };
 
 template <class T>
 struct PoolOp : Op<T> {
+  const char* name() const override { return max ? "maxpool2d" : "avgpool2d"; }
   Pool2d g;
   bool max;
   size_t saved_bytes(idx rows) const override {
@@ -140,6 +159,7 @@ struct PoolOp : Op<T> {
 // and the counter in training; normalization by the running statistics in eval.
 template <class T>
 struct BatchNormOp : Op<T> {
+  const char* name() const override { return "batchnorm"; }
   idx C, L, w_off, b_off;
   double eps, momentum;
   T *running_mean, *running_var;

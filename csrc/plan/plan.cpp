@@ -3,6 +3,7 @@
 // C++ loop over many batches.
 #include "plan/plan.h"
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #if defined(__GLIBC__)
 #include <malloc.h>
@@ -146,13 +147,24 @@ void Plan<T>::bind_aliases(Workspace& w) const {
     if (slots_[s].alias_of >= 0) w.valp[s] = w.valp[(size_t)slots_[s].alias_of];
 }
 
-template <class T>
-void Plan<T>::forward(Workspace& w, const Batch<T>& b) const {
-  for (size_t i = 0; i < ops_.size(); ++i) ops_[i]->forward(b, w.saved[i].data());
+static double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
 template <class T>
-void Plan<T>::backward(Workspace& w, const Batch<T>& b) const {
+void Plan<T>::forward(Workspace& w, const Batch<T>& b) {
+  for (size_t i = 0; i < ops_.size(); ++i) {
+    const auto t0 = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    ops_[i]->forward(b, w.saved[i].data());
+    if (profiling_) {
+      times_[i].forward_s += seconds_since(t0);
+      ++times_[i].batches;
+    }
+  }
+}
+
+template <class T>
+void Plan<T>::backward(Workspace& w, const Batch<T>& b) {
   std::vector<T*> dst;
   for (size_t i = ops_.size(); i-- > 0;) {
     const Op<T>& op = *ops_[i];
@@ -169,12 +181,14 @@ void Plan<T>::backward(Workspace& w, const Batch<T>& b) const {
         scratch += b.rows * width(s);
       }
     }
+    const auto t0 = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     ops_[i]->backward(b, w.saved[i].data(), dst.data());
     for (size_t k = 0; k < op.in.size(); ++k)
       if (dst[k] && !first_writer_[i][k]) {
         T* g = w.gradp[(size_t)op.in[k]];
         add_forward(g, g, dst[k], b.rows * width(op.in[k]));
       }
+    if (profiling_) times_[i].backward_s += seconds_since(t0);
   }
 }
 

@@ -39,6 +39,7 @@ struct Op {
   std::vector<int> in;  // slots read
   int out = -1;         // slot written
   virtual ~Op() = default;
+  virtual const char* name() const = 0;
   // Bytes this op keeps from forward to backward for a batch of `rows` (Dropout's uniforms,
   // MaxPool's argmax, BatchNorm's batch statistics); handed to forward and backward as `saved`.
   virtual size_t saved_bytes(idx rows) const { (void)rows; return 0; }
@@ -48,6 +49,9 @@ struct Op {
   virtual void forward(const Batch<T>& b, void* saved) = 0;
   // dst[k]: where ∂loss/∂in[k] goes (written), or null when in[k] needs no gradient.
   virtual void backward(const Batch<T>& b, void* saved, T* const* dst) = 0;
+  // Take over the activation that follows (a convolution's ReLU): true if this op now applies
+  // it to its output and backpropagates through it, with the same bits.
+  virtual bool fuse(Act act) { (void)act; return false; }
 };
 
 // The ops layers lower to (plan/ops.cpp); each takes its slots, then its sizes and offsets,
@@ -131,6 +135,14 @@ class Plan {
   // `has_params`: the op reads parameters (so its output needs a gradient in training).
   void add_op(std::unique_ptr<Op<T>> op, bool has_params);
   void set_output(int slot) { output_ = slot; }
+  // When nothing reads `slot` yet and the op writing it can fuse `act`, fuses it there and
+  // returns true: the slot then holds act's output.
+  bool fuse_activation(int slot, Act act) {
+    if (slot == 0 || consumers(slot) > 0) return false;
+    for (auto& op : ops_)
+      if (op->out == slot) return op->fuse(act);
+    return false;
+  }
 
   int n_slots() const { return (int)slots_.size(); }
   idx width(int slot) const { return slots_[(size_t)slot].width; }
@@ -148,6 +160,13 @@ class Plan {
   void release();
   // Bytes the cached workspace holds now.
   size_t workspace_bytes() const { return cached_.bytes; }
+  // With profiling on, every op's forward and backward is timed (steady clock, summed over
+  // calls): what bench/cnn_profile.py prints. Off by default: it costs two clock reads per op.
+  void set_profiling(bool on) { profiling_ = on; times_.assign(ops_.size(), {0.0, 0.0, 0}); }
+  struct OpTime { double forward_s, backward_s; long batches; };
+  const std::vector<OpTime>& op_times() const { return times_; }
+  const char* op_name(size_t i) const { return ops_[i]->name(); }
+  size_t n_ops() const { return ops_.size(); }
 
  private:
   struct Slot {
@@ -167,8 +186,8 @@ class Plan {
   };
   void size(Workspace& w, idx rows, bool training, LossKind loss) const;
   void bind_aliases(Workspace& w) const;
-  void forward(Workspace& w, const Batch<T>& b) const;
-  void backward(Workspace& w, const Batch<T>& b) const;
+  void forward(Workspace& w, const Batch<T>& b);
+  void backward(Workspace& w, const Batch<T>& b);
 
   T* params_;
   T* grads_;
@@ -177,6 +196,8 @@ class Plan {
   std::vector<std::unique_ptr<Op<T>>> ops_;
   std::vector<std::vector<bool>> first_writer_;  // per op, per input: writes the gradient (else adds)
   int output_ = 0;
+  bool profiling_ = false;
+  std::vector<OpTime> times_;
   // One cached workspace; a concurrent call (another Python thread) gets its own.
   std::mutex mu_;
   Workspace cached_;

@@ -249,10 +249,18 @@ Conv2d conv_geometry(const char* op, const py::array& x, const py::array& w, py:
                           w.shape(3), stride_h, padding_h, dilation_h, groups);
 }
 
+// A convolution's fused activation: "none" or "relu".
+Act conv_act(const char* op, const std::string& name) {
+  if (name == "none") return Act::None;
+  if (name == "relu") return Act::ReLU;
+  throw py::value_error(cat(op, ": activation must be 'none' or 'relu', got '", name, "'"));
+}
+
 void conv2d_forward_py(py::handle out_h, py::handle x_h, py::handle w_h, py::handle b_h, py::handle stride,
-                       py::handle padding, py::handle dilation, idx groups) {
+                       py::handle padding, py::handle dilation, idx groups, const std::string& activation) {
   const char* op = "conv2d_forward";
   py::array out = out_arg(op, "out", out_h);
+  const Act act = conv_act(op, activation);
   by_dtype(out, [&](auto tag) {
     using T = decltype(tag);
     auto x = in_arg<T>(op, "x", x_h);
@@ -267,14 +275,17 @@ void conv2d_forward_py(py::handle out_h, py::handle x_h, py::handle w_h, py::han
     if (!b_h.is_none()) no_overlap(op, "out", out, "bias", b, false);
     T* o = ptr<T>(out);
     const T *xp = cptr<T>(x), *wp = cptr<T>(w), *bp = b_h.is_none() ? nullptr : cptr<T>(b);
-    return nogil([&] { conv2d_forward<T>(o, xp, wp, bp, s); return 0; });
+    return nogil([&] { conv2d_forward<T>(o, xp, wp, bp, s, act); return 0; });
   });
 }
 
 void conv2d_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::handle dout_h, py::handle x_h,
                         py::handle w_h, py::handle stride, py::handle padding, py::handle dilation, idx groups,
-                        bool accumulate) {
+                        bool accumulate, const std::string& activation, py::handle y_h) {
   const char* op = "conv2d_backward";
+  const Act act = conv_act(op, activation);
+  if (act != Act::None && y_h.is_none())
+    throw py::value_error(cat(op, ": activation='", activation, "' needs y, the forward output it masks by"));
   py::array dw = out_arg(op, "dweight", dw_h);
   py::object dx_o = opt_out_arg(op, "dx", dx_h, dw);
   py::object db_o = opt_out_arg(op, "dbias", db_h, dw);
@@ -305,9 +316,16 @@ void conv2d_backward_py(py::handle dx_h, py::handle dw_h, py::handle db_h, py::h
       no_overlap(op, "dx", dx, "dweight", dw, false);
       if (!db_o.is_none()) no_overlap(op, "dx", dx, "dbias", py::reinterpret_borrow<py::array>(db_o), false);
     }
+    py::array_t<T> y;
+    if (act != Act::None) {
+      y = in_arg<T>(op, "y", y_h);
+      need_same_shape(op, "dout", dout, "y", y);
+      for (auto [n, a] : {std::pair<const char*, py::object>{"dweight", dw}, {"dx", dx_o}, {"dbias", db_o}})
+        if (!a.is_none()) no_overlap(op, n, py::reinterpret_borrow<py::array>(a), "y", y, false);
+    }
     T *dxp = ptr_or_null<T>(dx_o), *dwp = ptr<T>(dw), *dbp = ptr_or_null<T>(db_o);
-    const T *dop = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(w);
-    return nogil([&] { conv2d_backward<T>(dxp, dwp, dbp, dop, xp, wp, s, accumulate); return 0; });
+    const T *dop = cptr<T>(dout), *xp = cptr<T>(x), *wp = cptr<T>(w), *yp = act != Act::None ? cptr<T>(y) : nullptr;
+    return nogil([&] { conv2d_backward<T>(dxp, dwp, dbp, dop, xp, wp, s, accumulate, act, yp); return 0; });
   });
 }
 
@@ -612,10 +630,11 @@ void fastnn::bind_kernels(py::module_& m) {
 
   m.def("conv2d_forward", &conv2d_forward_py, py::arg("out"), py::arg("x"), py::arg("weight"), py::arg("bias"),
         py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1, py::arg("groups") = 1,
-        "out (N, OC, OH, OW) = conv(x (N, C, H, W), weight (OC, C/groups, kH, kW)) + bias (OC)");
+        py::arg("activation") = "none",
+        "out (N, OC, OH, OW) = act(conv(x (N, C, H, W), weight (OC, C/groups, kH, kW)) + bias (OC))");
   m.def("conv2d_backward", &conv2d_backward_py, py::arg("dx"), py::arg("dweight"), py::arg("dbias"), py::arg("dout"),
         py::arg("x"), py::arg("weight"), py::arg("stride") = 1, py::arg("padding") = 0, py::arg("dilation") = 1,
-        py::arg("groups") = 1, py::arg("accumulate") = true);
+        py::arg("groups") = 1, py::arg("accumulate") = true, py::arg("activation") = "none", py::arg("y") = py::none());
   m.def("maxpool2d_forward", &maxpool2d_forward_py, py::arg("out"), py::arg("argmax"), py::arg("x"),
         py::arg("kernel_size"), py::arg("stride") = py::none(), py::arg("padding") = 0);
   m.def("maxpool2d_backward", &maxpool2d_backward_py, py::arg("dx"), py::arg("dout"), py::arg("argmax"),

@@ -475,17 +475,25 @@ def _im2col(x, g):
     return col.reshape(g["N"], g["G"], Cg * g["KH"] * g["KW"], g["OH"] * g["OW"])
 
 
-def conv2d_forward(out, x, weight, bias, stride=1, padding=0, dilation=1, groups=1):
-    """out = conv(x, weight) + bias, as im2col and a matrix product per group.
+def _conv_act(op, activation):
+    if activation not in ("none", "relu"):
+        raise ValueError(f"{op}: activation must be 'none' or 'relu', got '{activation}'")
+    return activation
+
+
+def conv2d_forward(out, x, weight, bias, stride=1, padding=0, dilation=1, groups=1, activation="none"):
+    """out = act(conv(x, weight) + bias), as im2col and a matrix product per group.
 
     out:    (N, OC, OH, OW) written
     x:      (N, C, H, W)
     weight: (OC, C/G, KH, KW)
     bias:   (OC,) or None
     padding: an int, (rows, columns) on both sides, or (top, bottom, left, right)
+    activation: "none" or "relu" (a compiled plan fuses a following ReLU here)
     """
     op = "conv2d_forward"
     _out(op, "out", out)
+    _conv_act(op, activation)
     x, w = _in(op, "x", x, out.dtype), _in(op, "weight", weight, out.dtype)
     g = _conv_geometry(op, x, w, stride, padding, dilation, groups)
     b = _bias(op, bias, g["OC"], out.dtype)
@@ -501,18 +509,21 @@ def conv2d_forward(out, x, weight, bias, stride=1, padding=0, dilation=1, groups
     y = np.matmul(wg[None], _im2col(x, g))                      # (N, G, OCg, OH·OW)
     if b is not None:
         y += b.reshape(1, G, OCg, 1)
-    out[...] = y.reshape(want)
+    out[...] = _relu(y.reshape(want)) if activation == "relu" else y.reshape(want)
 
 
 def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, dilation=1, groups=1,
-                    accumulate=True):
+                    accumulate=True, activation="none", y=None):
     """Backward of conv2d_forward: dx written = col2im(weightᵀ · dout) (None: skip);
     dweight += Σ_n dout_n · col_nᵀ and dbias += Σ dout over samples and pixels (written
-    instead when accumulate is False).
+    instead when accumulate is False). With activation "relu", dout is the gradient at the
+    ReLU's output y (forward's out) and is multiplied by relu_grad(y) first.
 
-    dx: (N, C, H, W)   dweight: (OC, C/G, KH, KW)   dbias: (OC,) or None   dout: (N, OC, OH, OW)
+    dx: (N, C, H, W)   dweight: (OC, C/G, KH, KW)   dbias: (OC,) or None   dout, y: (N, OC, OH, OW)
     """
     op = "conv2d_backward"
+    if _conv_act(op, activation) != "none" and y is None:
+        raise ValueError(f"{op}: activation='{activation}' needs y, the forward output it masks by")
     _out(op, "dweight", dweight)
     dx = _opt_out(op, "dx", dx, dweight)
     dbias = _opt_out(op, "dbias", dbias, dweight)
@@ -535,6 +546,13 @@ def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, di
         _same_shape(op, "dx", dx, "x", x)
         for n, a in inputs + (("dweight", dweight),) + ((("dbias", dbias),) if dbias is not None else ()):
             _no_overlap(op, "dx", dx, n, a, False)
+    if activation == "relu":
+        yv = _in(op, "y", y, dt)
+        _same_shape(op, "dout", dout, "y", yv)
+        for n, a in (("dweight", dweight), ("dx", dx), ("dbias", dbias)):
+            if a is not None:
+                _no_overlap(op, n, a, "y", yv, False)
+        dout = dout * (~(yv <= 0)).astype(dt)                   # relu_grad(y): ReLU'(x) from its output
     G, OCg, N = g["G"], g["OC"] // g["G"], g["N"]
     wg = w.reshape(G, OCg, -1)
     dy = dout.reshape(N, G, OCg, g["OH"] * g["OW"])             # (N, G, OCg, OH·OW)
