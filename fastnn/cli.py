@@ -66,11 +66,30 @@ def _load_dataset(name):
 
 
 def _prepare(X, meta: dict) -> np.ndarray:
-    """Flatten images to rows and normalise them the way the model was trained."""
+    """Images as the model takes them — rows for an MLP, (N, 1, H, W) for a CNN — normalised
+    the way the model was trained."""
     X = np.asarray(X, dtype=np.float32)
-    X = X.reshape(len(X), -1) if X.ndim > 1 else X.reshape(1, -1)
+    if meta.get("model") == "cnn":
+        X = X[:, None] if X.ndim == 3 else X  # (N, H, W) -> one grey channel
+    else:
+        X = X.reshape(len(X), -1) if X.ndim > 1 else X.reshape(1, -1)
     norm = meta.get("normalize", {"mean": 0.5, "std": 0.5})
     return fnn.data.normalize(X, norm["mean"], norm["std"], scale=1.0)
+
+
+def cnn(size: tuple, n_classes: int, batchnorm: bool = False, dropout: float = 0.0) -> fnn.Sequential:
+    """Conv2d(1,32,3,p=1)-ReLU-MaxPool(2)-Conv2d(32,64,3,p=1)-ReLU-MaxPool(2)-Flatten-
+    Linear(64·H/4·W/4, 128)-ReLU-Linear(128, classes), with BatchNorm2d after each convolution
+    and a Dropout before the last Linear on request."""
+    bn = (lambda c: [fnn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
+    h, w = size[0] // 4, size[1] // 4
+    if h < 1 or w < 1:
+        raise UserError(f"--model cnn needs images of at least 4×4 pixels, the dataset's are {size[0]}×{size[1]}")
+    return fnn.Sequential(
+        fnn.Conv2d(1, 32, 3, padding=1, bias=not batchnorm), *bn(32), fnn.ReLU(), fnn.MaxPool2d(2),
+        fnn.Conv2d(32, 64, 3, padding=1, bias=not batchnorm), *bn(64), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(),
+        fnn.Linear(64 * h * w, 128), fnn.ReLU(), *([fnn.Dropout(dropout)] if dropout else []),
+        fnn.Linear(128, n_classes))
 
 
 def _load_model(path):
@@ -80,10 +99,13 @@ def _load_model(path):
 
 
 def _check_width(model, X, source):
-    first = next((l for l in model.layers if hasattr(l, "in_features")), None) if hasattr(model, "layers") else None
-    if first is not None and X.shape[1] != first.in_features:
+    first = model.layers[0] if getattr(model, "layers", None) else None
+    if isinstance(first, fnn.Linear) and X.shape[1] != first.in_features:
         raise UserError(f"{source} has {X.shape[1]} features per sample but the model expects "
                         f"{first.in_features}")
+    if isinstance(first, fnn.Conv2d) and (X.ndim != 4 or X.shape[1] != first.in_channels):
+        raise UserError(f"{source} has samples of shape {tuple(X.shape[1:])} but the model takes images with "
+                        f"{first.in_channels} channel(s)")
 
 
 # ------------------------------------------------------------------------------- train
@@ -99,23 +121,36 @@ def cmd_train(args) -> int:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
     if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
         raise UserError(f"--out {args.out!r}: the directory does not exist")
+    if args.model == "cnn" and (args.layers or args.hidden != "128,64" or args.activation != "relu"):
+        raise UserError("--layers, --hidden and --activation shape an MLP; --model cnn has its own layers "
+                        "(see `fastnn train --help`)")
+    if args.batchnorm and args.model != "cnn":
+        raise UserError("--batchnorm applies to --model cnn")
     (X, y), (Xt, yt) = _load_dataset(args.dataset)
-    meta = {"dataset": str(args.dataset), "input_shape": list(X.shape[1:]),
+    meta = {"dataset": str(args.dataset), "model": args.model, "input_shape": list(X.shape[1:]),
             "normalize": {"mean": 0.5, "std": 0.5},
             "class_names": fnn.datasets.CLASS_NAMES.get(str(args.dataset), [str(i) for i in range(10)])}
+    size = X.shape[1:]
     X, Xt = _prepare(X, meta), _prepare(Xt, meta)
     n_classes = int(max(y.max(), yt.max())) + 1
-    sizes = _layer_sizes(args, X.shape[1], n_classes)
 
     fnn.manual_seed(args.seed)
-    layers = []
-    for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
-        layers.append(fnn.Linear(a, b))
-        if i < len(sizes) - 2:
-            layers.append(ACTIVATIONS[args.activation]())
-            if args.dropout:
-                layers.append(fnn.Dropout(args.dropout))
-    model = fnn.Sequential(*layers)
+    if args.model == "cnn":
+        if len(size) != 2:
+            raise UserError(f"--model cnn takes images (N, H, W); the dataset's samples have shape {tuple(size)}")
+        model = cnn(size, n_classes, args.batchnorm, args.dropout)
+        description = f"the CNN conv 32-64{' + BatchNorm' if args.batchnorm else ''}"
+    else:
+        sizes = _layer_sizes(args, X.shape[1], n_classes)
+        layers = []
+        for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
+            layers.append(fnn.Linear(a, b))
+            if i < len(sizes) - 2:
+                layers.append(ACTIVATIONS[args.activation]())
+                if args.dropout:
+                    layers.append(fnn.Dropout(args.dropout))
+        model = fnn.Sequential(*layers)
+        description = f"{'-'.join(map(str, sizes))} ({args.activation})"
     kw = {"lr": args.lr}
     if args.optimizer in ("sgd", "rmsprop"):
         kw["momentum"] = args.momentum
@@ -123,7 +158,7 @@ def cmd_train(args) -> int:
         kw["weight_decay"] = args.weight_decay
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), **kw)
 
-    print(f"Training {'-'.join(map(str, sizes))} ({args.activation}) on {args.dataset}: {len(X)} training / "
+    print(f"Training {description} on {args.dataset}: {len(X)} training / "
           f"{len(Xt)} test samples; {args.optimizer} lr {args.lr}, {args.epochs} epochs, batch "
           f"{args.batch_size}; {fnn.get_num_threads()} threads, {fnn.get_backend()} backend", flush=True)
     try:
@@ -140,7 +175,7 @@ def cmd_train(args) -> int:
         fnn.save(model, args.out, metadata=meta)
         print(f"saved the model to {args.out}")
     if args.plot:
-        _plot(history, args.plot, f"{'-'.join(map(str, sizes))} on {args.dataset}")
+        _plot(history, args.plot, f"{description} on {args.dataset}")
         print(f"wrote the training curves to {args.plot}")
     return 0
 
@@ -278,11 +313,15 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--threads", type=int, help="threads for the C++ kernels (default: all this process may use)")
         p.add_argument("--backend", choices=["cpp", "numpy"], help="kernel backend (default cpp)")
 
-    p = sub.add_parser("train", help="train an MLP classifier and report its test accuracy",
-                       description="Train an MLP on a dataset (default: the bundled 8x8 digits) and "
-                       "print its test accuracy.")
+    p = sub.add_parser("train", help="train an MLP or CNN classifier and report its test accuracy",
+                       description="Train an MLP (or a CNN) on a dataset (default: the bundled 8x8 digits) "
+                       "and print its test accuracy.")
     p.add_argument("--dataset", default="digits",
                    help="digits (bundled), fashion-mnist, mnist, or a directory of IDX files")
+    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+                   help="mlp: Linear layers (--layers or --hidden, --activation); cnn: Conv2d(1,32,3)-ReLU-"
+                   "MaxPool(2)-Conv2d(32,64,3)-ReLU-MaxPool(2)-Linear(..,128)-ReLU-Linear")
+    p.add_argument("--batchnorm", action="store_true", help="cnn: BatchNorm2d after each convolution")
     p.add_argument("--layers", help="all layer sizes, e.g. 784-128-64-10 (overrides --hidden)")
     p.add_argument("--hidden", default="128,64", help="hidden layer sizes (default 128,64)")
     p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
@@ -292,7 +331,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--weight-decay", type=float, default=None)
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=32)
-    p.add_argument("--dropout", type=float, default=0.0, help="dropout after each hidden layer")
+    p.add_argument("--dropout", type=float, default=0.0,
+                   help="dropout after each hidden layer (cnn: before the last Linear)")
     p.add_argument("--val-split", type=float, default=0.0, help="fraction of training data held out")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", help="save the trained model to this file")

@@ -165,3 +165,33 @@ def test_bench_prints_every_ratio_the_speed_issue_asks_for():
         cells = table[hits[0]]
         for col in (6, 7):  # × twin, × torch: numbers, each from this run
             assert float(cells[col].strip().rstrip("×")) > 0, (what, cells)
+
+
+def test_train_a_cnn_then_predict_and_evaluate_it(tmp_path):
+    r = run("train", "--model", "cnn", "--batchnorm", "--dropout", "0.25", "--epochs", "3", "--batch-size", "64",
+            "--out", "cnn.fnn", "--verbose", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Training the CNN conv 32-64 + BatchNorm on digits" in r.stdout
+    assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.9
+    model = fnn.load(tmp_path / "cnn.fnn")
+    assert isinstance(model[0], fnn.Conv2d) and model.metadata["model"] == "cnn"
+    _, (Xt, yt) = fnn.datasets.load("digits")
+    np.save(tmp_path / "images.npy", Xt[:4])                   # (N, H, W): the channel axis is added
+    np.save(tmp_path / "one.npy", Xt[0])                       # a single image
+    r = run("predict", "cnn.fnn", "images.npy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    predicted = [int(line.split()[1]) for line in r.stdout.splitlines()[1:5]]
+    assert sum(p == t for p, t in zip(predicted, yt[:4])) >= 3
+    r = run("predict", "cnn.fnn", "one.npy", cwd=tmp_path)
+    assert r.returncode == 0 and len(r.stdout.splitlines()) == 2, r.stderr
+    r = run("evaluate", "cnn.fnn", cwd=tmp_path)
+    assert r.returncode == 0 and "digits: test accuracy" in r.stdout, r.stderr
+
+
+@pytest.mark.parametrize("args,msg", [
+    (["--model", "cnn", "--layers", "64-10"], "--layers, --hidden and --activation shape an MLP"),
+    (["--model", "cnn", "--activation", "tanh"], "--model cnn has its own layers"),
+    (["--batchnorm"], "--batchnorm applies to --model cnn"),
+])
+def test_cnn_options_that_do_not_apply_are_refused(tmp_path, args, msg):
+    one_line_error(run("train", *args, cwd=tmp_path), msg)

@@ -207,3 +207,11 @@ def test_normalize_and_split():
     Xa, Xb, ya, yb = fnn.data.train_test_split(X, y, test_size=0.25)
     assert len(Xa) == 75 and len(Xb) == 25 and sorted(np.concatenate([ya, yb]).tolist()) == list(range(100))
     assert (Xa[:, 0] == ya).all()
+
+
+def test_datasets_load_images_with_a_channel_axis_for_conv2d():
+    (X, y), (Xt, yt) = fnn.datasets.load("digits", channels=True)
+    (X2, _), _ = fnn.datasets.load("digits")
+    assert X.shape == (len(X2), 1, 8, 8) and Xt.shape[1:] == (1, 8, 8)
+    np.testing.assert_array_equal(X[:, 0], X2)
+    assert fnn.Conv2d(1, 4, 3)(X[:2]).shape == (2, 4, 6, 6)

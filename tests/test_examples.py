@@ -20,7 +20,7 @@ def run(name, *args, tmp_path):
 def test_every_example_has_a_test():
     tested = {"neuron_and_perceptron.py", "xor_mlp.py", "gradient_descent.py", "backprop_by_hand.py",
               "linear_regression.py", "curve_fitting.py", "mnist_classifier.py",
-              "sigmoid_softmax_net.py", "dropout_overfitting.py"}
+              "sigmoid_softmax_net.py", "dropout_overfitting.py", "cnn.py"}
     assert {p.name for p in EXAMPLES.glob("*.py")} == tested
 
 
@@ -93,3 +93,13 @@ def test_dropout_overfitting(tmp_path):
     assert len(gaps) == 2 and gaps[1] < gaps[0]
     assert "training mode, same input twice, same output: False" in out
     assert "inference (predict), same input twice, same output: True" in out
+
+
+def test_cnn(tmp_path):
+    out = run("cnn.py", tmp_path=tmp_path)
+    # the hand-set Sobel filter answers the edge between columns 2 and 3, pooling keeps it
+    assert "[[ 0  0  3  3  0 -3]" in out and "[[0 4 0]" in out
+    assert "Residual" in out and "(None, 16, 4, 4)" in out and "Total params: 9,818" in out
+    acc = float(out.split("test accuracy ")[1].split()[0])
+    assert acc > 0.95                                             # digits, 10 epochs, seed 0
+    assert "after 230 batches" in out                              # BatchNorm counted every batch

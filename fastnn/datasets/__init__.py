@@ -1,6 +1,7 @@
 """Datasets (fastnn.datasets): `load(name)` -> (X_train, y_train), (X_test, y_test).
 
-X is float32 images scaled to [0, 1], shape (N, H, W); y is int64 class labels.
+X is float32 images scaled to [0, 1], shape (N, H, W), or (N, 1, H, W) with channels=True (what
+a Conv2d takes); y is int64 class labels.
 
 - "digits": the 8×8 UCI optical-digits images (1,797 of them) as shipped with scikit-learn,
   bundled here (digits.csv.gz; see DIGITS_LICENSE.txt). Works offline in a second.
@@ -184,22 +185,29 @@ def load_digits(test_fraction: float = 0.2) -> tuple:
     return (X[train], y[train]), (X[test], y[test])
 
 
-def load(name, download: bool = True) -> tuple:
+def load(name, download: bool = True, channels: bool = False) -> tuple:
     """(X_train, y_train), (X_test, y_test) for "digits", "fashion-mnist", "mnist" or a
-    directory of IDX files.
+    directory of IDX files. With channels=True the images come as (N, 1, H, W): one grey
+    channel, the layout Conv2d takes.
 
     Example:
         >>> (X, y), (Xt, yt) = fnn.datasets.load("digits")
         >>> X.shape, y[:5]
         ((1438, 8, 8), array([...]))
+        >>> fnn.datasets.load("digits", channels=True)[0][0].shape
+        (1438, 1, 8, 8)
     """
     key = str(name).lower()
     if key == "digits":
-        return load_digits()
-    if key in SOURCES:
+        data = load_digits()
+    elif key in SOURCES:
         files = _locate(key, download)
-        return (_pair(files[FILES[0]], files[FILES[1]]), _pair(files[FILES[2]], files[FILES[3]]))
-    if os.path.isdir(os.fspath(name)):
-        return load_directory(name)
-    raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)} or pass a directory "
-                     "holding the four IDX files")
+        data = (_pair(files[FILES[0]], files[FILES[1]]), _pair(files[FILES[2]], files[FILES[3]]))
+    elif os.path.isdir(os.fspath(name)):
+        data = load_directory(name)
+    else:
+        raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)} or pass a directory "
+                         "holding the four IDX files")
+    if channels:
+        data = tuple((X.reshape(len(X), 1, *X.shape[1:]), y) for X, y in data)
+    return data
