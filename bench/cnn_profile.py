@@ -1,6 +1,6 @@
 """Where a CNN training step spends its time: per-op forward and backward times of the
 compiled plan (fastnn/plan.py), with GFLOP/s for the convolutions and Linear layers against
-the FMA limit of the cores, for the net of the convolutional-networks issue on Fashion-MNIST
+the FMA limit of the cores, for fastnn.cnn_models' "cnn" (or "cnn-bn") on Fashion-MNIST
 (random data of its shape when the dataset is not installed).
 
     python bench/cnn_profile.py [--batches 40] [--batch-size 128] [--threads 2] [--batchnorm]
@@ -13,21 +13,11 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn import plan
-
-
-def cnn(batchnorm: bool) -> fnn.Sequential:
-    """Conv(1,32,3)-ReLU-MaxPool-Conv(32,64,3)-ReLU-MaxPool-Linear(3136,128)-ReLU-Linear(128,10),
-    with BatchNorm after each convolution and Dropout(0.25) before the last Linear on request."""
-    bn = (lambda c: [fnn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
-    drop = [fnn.Dropout(0.25)] if batchnorm else []
-    return fnn.Sequential(fnn.Conv2d(1, 32, 3, padding=1), *bn(32), fnn.ReLU(), fnn.MaxPool2d(2),
-                          fnn.Conv2d(32, 64, 3, padding=1), *bn(64), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(),
-                          fnn.Linear(3136, 128), fnn.ReLU(), *drop, fnn.Linear(128, 10))
+from fastnn import cnn_models, plan
 
 
 def flops(model, batch: int) -> dict:
-    """Forward multiply-adds × 2 of each conv and Linear op, in plan order."""
+    """Forward multiply-adds × 2 of each conv and Linear layer, in order."""
     out, shape = [], (batch, 1, 28, 28)
     for layer in model.layers:
         nxt = layer.output_shape(shape)
@@ -45,7 +35,7 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each conv, Dropout(0.25)")
+    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each conv, Dropout(0.25) (cnn-bn)")
     p.add_argument("--fma-gflops", type=float, default=190.0, help="one core's FMA limit (AVX-512: 2×16×2×~3 GHz)")
     a = p.parse_args(argv)
     fnn.set_num_threads(a.threads)
@@ -57,7 +47,7 @@ def main(argv=None) -> None:
     n = a.batches * a.batch_size
     X, y = fnn.data.normalize(X.reshape(-1, 1, 28, 28)[:n]), y[:n].astype(np.int64)
     fnn.manual_seed(0)
-    model = cnn(a.batchnorm).train()
+    model = cnn_models.build("cnn-bn" if a.batchnorm else "cnn").train()
     runner = plan.training(model, fnn.CrossEntropyLoss(), fnn.Adam(model.parameters()), X, y, None)
     order = np.arange(n, dtype=np.int64)
     runner.run(order, a.batch_size, 0, 2)                      # warm up: workspace, caches

@@ -179,6 +179,10 @@ def run(threads: int, repeats: int, quick: bool) -> None:
                 pt = median(lambda: tmodel(tx), repeats)
         row("inference", f"predict, batch {batch}", mine, twin, pt, None, target)
 
+    # ---- convolutional networks (the nets of fastnn/cnn_models.py), on CNN_ROWS rows of the
+    # training set: a whole epoch of PyTorch takes ~25 s here; the rows scale to 60,000
+    cnn_rows(row, X, y, threads, repeats, quick, torch)
+
     # ---- GEMM
     from fastnn import _core
     from fastnn.backends import numpy_ref
@@ -230,6 +234,60 @@ def run(threads: int, repeats: int, quick: bool) -> None:
             pt = median(lambda: torch.softmax(tm2, dim=1), repeats)
         row("elementwise", f"softmax rows of {C}, 1e6 float32", mine, twin, pt, None, "≥ 2")
     print(f"(training data: {source}; scikit-learn {'installed' if MLPClassifier else 'not installed: column empty'})")
+
+
+CNN_ROWS = 12_800  # 100 batches of 128: a training row times these and scales to 60,000
+
+
+def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
+    """Training epochs (Adam 1e-3, batch 128) of the issue's CNN, of it with BatchNorm and
+    Dropout, and of a small ResNet, then CNN inference at batch 1 and 1000: fastnn and PyTorch
+    with the same layers, weights copied from PyTorch's."""
+    import numpy as np
+
+    import fastnn as fnn
+    from fastnn import cnn_models
+    n = 2_560 if quick else CNN_ROWS
+    Xi, yi = X.reshape(-1, 1, 28, 28)[:n], y[:n]
+    scale = 60000 / n
+    reps = max(3, repeats // 2 + 1)
+    for name, label in (("cnn", "CNN conv32-conv64-fc128"), ("cnn-bn", "CNN + BatchNorm + Dropout(0.25)"),
+                        ("resnet", "ResNet 3×2 blocks (16-32-64)")):
+        fnn.manual_seed(0)
+        fm = cnn_models.build(name)
+        fopt = fnn.Adam(fm.parameters(), lr=1e-3)
+
+        def epoch():
+            fm.fit(Xi, yi, optimizer=fopt, epochs=1, batch_size=128, verbose=0)
+        mine = median(epoch, reps, 0) * scale
+        pt = None
+        if torch:
+            tm = cnn_models.build_torch(name, torch)
+            topt, lf = torch.optim.Adam(tm.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
+            tx, ty = torch.from_numpy(Xi), torch.from_numpy(yi)
+
+            def tepoch():
+                perm = torch.randperm(n)
+                for s in range(0, n, 128):
+                    i = perm[s:s + 128]
+                    topt.zero_grad()
+                    lf(tm(tx[i]), ty[i]).backward()
+                    topt.step()
+            pt = median(tepoch, reps, 0) * scale
+        target = "≥ 3" if name in ("cnn", "cnn-bn") else ""
+        row("train epoch", f"{label}, batch 128, Adam, per 60000 rows (timed on {n})", mine, None, pt, None, target)
+    fnn.manual_seed(0)
+    fm = cnn_models.build("cnn").eval()
+    tm = cnn_models.build_torch("cnn", torch).eval() if torch else None
+    for batch, target in ((1, "≥ 10"), (1000, "≥ 2")):
+        xb = np.ascontiguousarray(Xi[:batch])
+        mine = median(lambda: fm.predict(xb), repeats)
+        pt = None
+        if torch:
+            tx = torch.from_numpy(xb)
+            with torch.no_grad():
+                pt = median(lambda: tm(tx), repeats)
+        row("inference", f"CNN predict, batch {batch}", mine, None, pt, None, target)
 
 
 def main(argv=None) -> int:

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 import fastnn as fnn
+from fastnn import cnn_models
 
 
 class UserError(Exception):
@@ -77,21 +78,6 @@ def _prepare(X, meta: dict) -> np.ndarray:
     return fnn.data.normalize(X, norm["mean"], norm["std"], scale=1.0)
 
 
-def cnn(size: tuple, n_classes: int, batchnorm: bool = False, dropout: float = 0.0) -> fnn.Sequential:
-    """Conv2d(1,32,3,p=1)-ReLU-MaxPool(2)-Conv2d(32,64,3,p=1)-ReLU-MaxPool(2)-Flatten-
-    Linear(64·H/4·W/4, 128)-ReLU-Linear(128, classes), with BatchNorm2d after each convolution
-    and a Dropout before the last Linear on request."""
-    bn = (lambda c: [fnn.BatchNorm2d(c)]) if batchnorm else (lambda c: [])
-    h, w = size[0] // 4, size[1] // 4
-    if h < 1 or w < 1:
-        raise UserError(f"--model cnn needs images of at least 4×4 pixels, the dataset's are {size[0]}×{size[1]}")
-    return fnn.Sequential(
-        fnn.Conv2d(1, 32, 3, padding=1, bias=not batchnorm), *bn(32), fnn.ReLU(), fnn.MaxPool2d(2),
-        fnn.Conv2d(32, 64, 3, padding=1, bias=not batchnorm), *bn(64), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(),
-        fnn.Linear(64 * h * w, 128), fnn.ReLU(), *([fnn.Dropout(dropout)] if dropout else []),
-        fnn.Linear(128, n_classes))
-
-
 def _load_model(path):
     if not os.path.isfile(path):
         raise UserError(f"no model file at {path!r}; train one with `fastnn train --out {path}`")
@@ -138,7 +124,9 @@ def cmd_train(args) -> int:
     if args.model == "cnn":
         if len(size) != 2:
             raise UserError(f"--model cnn takes images (N, H, W); the dataset's samples have shape {tuple(size)}")
-        model = cnn(size, n_classes, args.batchnorm, args.dropout)
+        if min(size) < 4:
+            raise UserError(f"--model cnn needs images of at least 4×4 pixels, the dataset's are {size[0]}×{size[1]}")
+        model = cnn_models.build("cnn", tuple(size), n_classes, args.batchnorm, args.dropout)
         description = f"the CNN conv 32-64{' + BatchNorm' if args.batchnorm else ''}"
     else:
         sizes = _layer_sizes(args, X.shape[1], n_classes)

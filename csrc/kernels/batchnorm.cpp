@@ -1,11 +1,28 @@
 // Batch normalization over x (N, C, L). Each thread owns whole channels and sums a channel's
-// N·L values in one fixed order (in double, two passes for the variance), so no statistic
-// depends on the thread count.
+// N·L values in one fixed order (rows added in double, two passes for the variance), so no statistic
+// depends on the thread count. Within a row the sums run in 16 interleaved lanes: one running
+// sum waits 4 cycles per value (measured: stats of 128×32×28×28 took 2 ms that way).
 #include <cmath>
 #include "kernels/kernels.h"
 
 namespace fastnn {
 namespace {
+
+// Σ f(i) over a row of n values in 16 running sums of T (lanes i mod 16, added in a fixed
+// order), returned in double; a channel's rows are then added in double. Built for AVX-512
+// and AVX2 too (the lanes become one or two vectors).
+template <class T, class F>
+FASTNN_ELEMENTWISE_CLONES
+double row_sum(idx n, F f) {
+  T acc[16] = {};
+  idx i = 0;
+  for (; i + 16 <= n; i += 16)
+    for (int k = 0; k < 16; ++k) acc[k] += f(i + k);
+  double s = 0;
+  for (int k = 0; k < 16; ++k) s += (double)acc[k];
+  for (; i < n; ++i) s += (double)f(i);
+  return s;
+}
 
 // Runs f(c) for every channel, several channels per task when they are small.
 template <class F>
@@ -22,15 +39,20 @@ void batchnorm_stats(T* mean, T* var, const T* x, idx N, idx C, idx L) {
   over_channels(N, C, L, [&](idx c) {
     const idx M = N * L;
     double s = 0;
-    for (idx n = 0; n < N; ++n)
-      for (idx l = 0; l < L; ++l) s += (double)x[(n * C + c) * L + l];
+    for (idx n = 0; n < N; ++n) {
+      const T* xi = x + (n * C + c) * L;
+      s += row_sum<T>(L, [&](idx l) { return xi[l]; });
+    }
     const double m = M ? s / (double)M : 0.0;
+    const T mt = T(m);
     double q = 0;
-    for (idx n = 0; n < N; ++n)
-      for (idx l = 0; l < L; ++l) {
-        const double d = (double)x[(n * C + c) * L + l] - m;
-        q += d * d;
-      }
+    for (idx n = 0; n < N; ++n) {
+      const T* xi = x + (n * C + c) * L;
+      q += row_sum<T>(L, [&](idx l) {
+        const T d = xi[l] - mt;
+        return d * d;
+      });
+    }
     mean[c] = T(m);
     var[c] = T(M ? q / (double)M : 0.0);
   });
@@ -62,10 +84,8 @@ void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, c
     for (idx n = 0; n < N; ++n) {
       const T* g = dout + (n * C + c) * L;
       const T* xi = x + (n * C + c) * L;
-      for (idx l = 0; l < L; ++l) {
-        sg += (double)g[l];
-        sgx += (double)g[l] * (double)((xi[l] - m) * invstd);
-      }
+      sg += row_sum<T>(L, [&](idx l) { return g[l]; });
+      sgx += row_sum<T>(L, [&](idx l) { return g[l] * ((xi[l] - m) * invstd); });
     }
     if (dbeta) dbeta[c] = accumulate ? dbeta[c] + T(sg) : T(sg);
     if (dgamma) dgamma[c] = accumulate ? dgamma[c] + T(sgx) : T(sgx);
