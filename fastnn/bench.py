@@ -247,10 +247,10 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
 
     import fastnn as fnn
     from fastnn import cnn_models
-    n = 2_560 if quick else CNN_ROWS
+    n = 512 if quick else CNN_ROWS
     Xi, yi = X.reshape(-1, 1, 28, 28)[:n], y[:n]
     scale = 60000 / n
-    reps = max(3, repeats // 2 + 1)
+    reps = repeats if quick else max(3, repeats // 2 + 1)
     for name, label in (("cnn", "CNN conv32-conv64-fc128"), ("cnn-bn", "CNN + BatchNorm + Dropout(0.25)"),
                         ("resnet", "ResNet 3×2 blocks (16-32-64)")):
         fnn.manual_seed(0)

@@ -165,6 +165,11 @@ def test_bench_prints_every_ratio_the_speed_issue_asks_for():
         cells = table[hits[0]]
         for col in (6, 7):  # × twin, × torch: numbers, each from this run
             assert float(cells[col].strip().rstrip("×")) > 0, (what, cells)
+    for what in ("CNN conv32-conv64-fc128", "CNN + BatchNorm + Dropout(0.25)", "ResNet 3×2 blocks",
+                 "CNN predict, batch 1", "CNN predict, batch 1000"):
+        hits = [k for k in table if what in k]
+        assert hits, (what, list(table))
+        assert float(table[hits[0]][7].strip().rstrip("×")) > 0, (what, table[hits[0]])  # × torch
 
 
 def test_train_a_cnn_then_predict_and_evaluate_it(tmp_path):
