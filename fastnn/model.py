@@ -63,8 +63,9 @@ class Model(Layer):
         """Loss (and accuracy for classifiers) on (X, y) in eval mode; see fastnn.training.evaluate."""
         return training.evaluate(self, X, y, **kwargs)
 
-    def predict(self, X, batch_size: int = 1024) -> np.ndarray:
-        """Outputs for X in eval mode (dropout off), `batch_size` rows at a time."""
+    def predict(self, X, batch_size: int | None = None) -> np.ndarray:
+        """Outputs for X in eval mode (dropout off), `batch_size` rows at a time (None: as many
+        as keep the working memory near 8 MiB); see fastnn.training.predict."""
         return training.predict(self, X, batch_size=batch_size)
 
     def save(self, path, optimizer=None, metadata: dict | None = None) -> None:

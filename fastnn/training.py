@@ -306,8 +306,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     if model.stop_training:
                         break
                 if validation_data is not None:
-                    logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn,
-                                                                    batch_size=max(batch_size, 1024)).items()})
+                    logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn).items()})
                     if interrupted[0]:
                         raise KeyboardInterrupt
                 bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs}")
@@ -324,10 +323,16 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
     return history
 
 
-def predict(model, X, batch_size: int = 1024) -> np.ndarray:
+# Rows at a time when predict runs layer by layer and batch_size is None.
+LAYER_BATCH = 1024
+
+
+def predict(model, X, batch_size: int | None = None) -> np.ndarray:
     """The model's outputs for X in eval mode (dropout off), computed `batch_size` rows at a
-    time: the memory it works in is that many rows of every layer's output."""
-    if type(batch_size) is not int or batch_size < 1:  # the common case tested cheaply first
+    time: the memory it works in is that many rows of every layer's output. None: the compiled
+    plan takes as many rows as fit in 8 MiB of workspace (5,000 of a 784-128-64-10 MLP, ~36
+    images through fastnn.cnn_models' CNN); layer by layer, 1024."""
+    if batch_size is not None and (type(batch_size) is not int or batch_size < 1):  # common case first
         batch_size = _positive_int(batch_size, "predict: batch_size")
     # An array of the model's dtype goes straight to the compiled plan, which also checks it for
     # NaN/inf (the batch-1 latency path: every test here costs tens of nanoseconds of a ~5 µs
@@ -335,11 +340,12 @@ def predict(model, X, batch_size: int = 1024) -> np.ndarray:
     if type(X) is np.ndarray and X.ndim >= 1 and X.flags.c_contiguous:
         c = plan.inference(model, X)
         if c is not None:
-            return c.predict(X, batch_size, "predict")
+            return c.predict(X, batch_size or 0, "predict")
     X = _features(model, X, "predict")
     c = plan.inference(model, np.ascontiguousarray(X)) if X.ndim >= 1 else None
     if c is not None:
-        return c.predict(np.ascontiguousarray(X), batch_size)
+        return c.predict(np.ascontiguousarray(X), batch_size or 0)
+    batch_size = batch_size or LAYER_BATCH
     was = model.training
     model.eval()
     try:
@@ -351,23 +357,25 @@ def predict(model, X, batch_size: int = 1024) -> np.ndarray:
         model.train(was)
 
 
-def evaluate(model, X, y, loss=None, batch_size: int = 1024) -> dict:
+def evaluate(model, X, y, loss=None, batch_size: int | None = None) -> dict:
     """{"loss": ..., "accuracy": ...} on (X, y) in eval mode. `loss` defaults to the one the
-    model was last fitted with. The outputs are predict's, batch by batch; the loss and the
-    accuracy are summed over the same batches."""
+    model was last fitted with. The outputs are predict's (batch_size as there); the loss and
+    the accuracy are summed over batches of batch_size rows (1024 for None)."""
     if loss is None:
         loss = getattr(model, "_last_loss", None)
         if loss is None:
             raise ValueError("evaluate: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not "
                              "been fitted, so there is no loss to reuse")
     loss_fn = get_loss(loss)
-    batch_size = _positive_int(batch_size, "evaluate: batch_size")
+    if batch_size is not None:
+        batch_size = _positive_int(batch_size, "evaluate: batch_size")
     X = _features(model, X, "evaluate")
     _check_lengths(X, y, "evaluate")
     if len(X) == 0:
         raise ValueError("evaluate: X has no samples")
     y = _targets(loss_fn, y, _output_shape(model, X, "evaluate"), len(X), "evaluate", X.dtype)
     out = predict(model, X, batch_size)
+    batch_size = batch_size or LAYER_BATCH
     per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums
     # binary cross-entropy scores each output: a sample's accuracy is its fraction of right ones
     outputs = 1 if isinstance(loss_fn, CrossEntropyLoss) else int(np.prod(out.shape[1:], dtype=np.int64))

@@ -590,14 +590,20 @@ def test_workspaces_are_sized_by_the_data_and_freed():
     runner.release()
     assert runner.compiled.core.workspace_bytes == 0
     model.fit(X, y, optimizer=opt, batch_size=10**6, verbose=0)   # returns at once
-    # predict through a wide net frees its workspace when it is large
+    # predict through a wide net: 1024 rows at a time need 34 MB, freed when the call ends; by
+    # default the plan takes as many rows as fit in 8 MiB and keeps that workspace
     wide = fnn.Sequential(fnn.Linear(12, 4096), fnn.ReLU(), fnn.Linear(4096, 10))
     Xw = np.random.default_rng(0).standard_normal((2000, 12)).astype(np.float32)
-    out = wide.predict(Xw)
+    out = wide.predict(Xw, batch_size=1024)
     c = plan.inference(wide, Xw)
-    assert c.core.workspace_bytes == 0                           # 1024 rows × 4106 values: freed
+    assert c.core.workspace_bytes == 0
     wide.eval()
     np.testing.assert_array_equal(out, np.concatenate([wide.forward(Xw[i:i + 1024]) for i in range(0, 2000, 1024)]))
+    rows = c.core.auto_rows
+    assert rows == (8 << 20) // ((4096 + 4096 + 10) * 4)
+    out = wide.predict(Xw)
+    assert 0 < c.core.workspace_bytes <= 8 << 20
+    np.testing.assert_array_equal(out, np.concatenate([wide.forward(Xw[i:i + rows]) for i in range(0, 2000, rows)]))
     small = make(fnn.ReLU)
     small.predict(X[:1])
     assert 0 < plan.inference(small, X[:1]).core.workspace_bytes <= 8 << 20  # kept for batch 1

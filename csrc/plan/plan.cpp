@@ -193,8 +193,18 @@ void Plan<T>::backward(Workspace& w, const Batch<T>& b) {
 }
 
 template <class T>
+idx Plan<T>::auto_rows() const {
+  size_t per_row = 0;  // an inference workspace's bytes per row: every value slot, what ops keep
+  for (size_t s = 1; s < slots_.size(); ++s)
+    if (slots_[s].alias_of < 0) per_row += sizeof(T) * (size_t)slots_[s].width;
+  for (const auto& op : ops_) per_row += op->saved_bytes(1);
+  return std::max<idx>(1, (idx)(kKeepBytes / std::max<size_t>(per_row, 1)));
+}
+
+template <class T>
 idx Plan<T>::predict(T* out, const T* x, idx N, idx batch, bool check_finite) {
   if (N == 0) return -1;
+  if (batch == 0) batch = auto_rows();
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   Workspace local;
   Workspace& w = lock.owns_lock() ? cached_ : local;
@@ -220,7 +230,12 @@ idx Plan<T>::predict(T* out, const T* x, idx N, idx batch, bool check_finite) {
       if (i >= 0) bad = r0 * C0 + i;
     }
     for (size_t i = 0; i < ops_.size() && bad < 0; ++i) {
+      const auto t0 = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
       ops_[i]->forward(b, w.saved[i].data());
+      if (profiling_) {
+        times_[i].forward_s += seconds_since(t0);
+        ++times_[i].batches;
+      }
       if (i == 0 && check_finite && scan_first_op) {
         const int s = ops_[0]->out;
         if (first_nonfinite(w.valp[(size_t)s], r * width(s)) >= 0) {

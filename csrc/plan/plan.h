@@ -152,9 +152,11 @@ class Plan {
   int consumers(int slot) const;
 
   // out (N × output width) = the network on x (N × input width) in batches of at most `batch`
-  // rows. With check_finite, returns the flat index of x's first NaN or infinity (out is then
-  // unspecified), else -1.
+  // rows (0: as many as keep the workspace within kKeepBytes, at least 1). With check_finite,
+  // returns the flat index of x's first NaN or infinity (out is then unspecified), else -1.
   idx predict(T* out, const T* x, idx N, idx batch, bool check_finite);
+  // The rows predict takes at a time for batch = 0.
+  idx auto_rows() const;
   TrainResult train(const TrainArgs<T>& a);
   // Frees the workspace (fit calls it when it ends; predict frees a large one itself).
   void release();

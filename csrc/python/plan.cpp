@@ -216,7 +216,7 @@ class PyPlan {
   idx predict(py::handle out_h, py::handle x_h, idx batch, bool check_finite) {
     const char* op = "Plan.predict";
     if (training_) throw py::value_error(cat(op, ": this is a training plan; predict runs an inference plan"));
-    if (batch < 1) throw py::value_error(cat(op, ": batch_size must be >= 1, got ", batch));
+    if (batch < 0) throw py::value_error(cat(op, ": batch_size must be >= 1 (or 0: the plan chooses), got ", batch));
     py::array out = out_arg(op, "out", out_h);
     py::array x = data_arg(op, "x", x_h);
     const idx N = x.ndim() ? x.shape(0) : 0;
@@ -334,6 +334,7 @@ class PyPlan {
   }
 
   void release() { with([](auto& p) { p.release(); return 0; }); }
+  idx auto_rows() const { return with([](auto& p) { return p.auto_rows(); }); }
   void set_profiling(bool on) { with([&](auto& p) { p.set_profiling(on); return 0; }); }
   // [(op name, forward seconds, backward seconds, batches)] since profiling was turned on
   py::list op_times() const {
@@ -500,6 +501,8 @@ void fastnn::bind_plan(py::module_& m) {
            py::arg("first_batch"), py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("rng"),
            py::arg("stop"))
       .def("release", &PyPlan::release)
+      .def_property_readonly("auto_rows", &PyPlan::auto_rows,
+                             "Rows predict takes at a time when batch_size is 0: a workspace of at most 8 MiB")
       .def("set_profiling", &PyPlan::set_profiling, py::arg("on"),
            "Time every op's forward and backward from now on (or stop); see op_times")
       .def("op_times", &PyPlan::op_times, "[(op, forward seconds, backward seconds, batches)] since set_profiling(True)")
