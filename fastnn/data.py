@@ -70,25 +70,23 @@ def read_idx(path) -> np.ndarray:
         shape, dtype, nbytes, hlen = _parse_header(head, path, size - 4 - 4 * ndim, False)
         f.seek(hlen)
         out = np.empty(shape, dtype)
-        if f.readinto(memoryview(out).cast("B")) != nbytes:
+        if nbytes and f.readinto(memoryview(out.reshape(-1)).cast("B")) != nbytes:
             raise ValueError(f"{path}: the data is truncated")
     return out.astype(dtype.newbyteorder("="), copy=False)
 
 
 def _read_gzip(f, size: int, path: str) -> np.ndarray:
     inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)  # gzip wrapper
-    pending = b""
 
     def inflate(limit: int) -> bytes:
         """Up to `limit` more bytes of decompressed data (never more in memory)."""
-        nonlocal pending
         out = b""
         while len(out) < limit:
+            if inflater.eof:  # the stream has ended: bytes after it are not ours to read
+                break
             if inflater.unconsumed_tail:
                 src = inflater.unconsumed_tail
             else:
-                if inflater.eof:
-                    break
                 src = f.read(_CHUNK)
                 if not src:
                     break
@@ -103,7 +101,7 @@ def _read_gzip(f, size: int, path: str) -> np.ndarray:
     head += inflate(4 * ndim)
     shape, dtype, nbytes, _ = _parse_header(head, path, size, True)
     out = np.empty(shape, dtype)
-    view = memoryview(out).cast("B")
+    view = memoryview(out.reshape(-1)).cast("B") if nbytes else None
     filled = 0
     while filled < nbytes:
         chunk = inflate(min(_CHUNK, nbytes - filled))
@@ -115,6 +113,11 @@ def _read_gzip(f, size: int, path: str) -> np.ndarray:
     if inflate(1):
         raise ValueError(f"{path}: the gzip stream holds more data than the header's shape {shape} "
                          "promises; refusing it (corrupt file or gzip bomb)")
+    if not inflater.eof:
+        raise ValueError(f"{path}: the gzip stream is truncated (it does not end)")
+    if inflater.unused_data or inflater.unconsumed_tail or f.read(1):
+        raise ValueError(f"{path}: there are bytes after the end of the gzip stream (padding, or a second "
+                         "gzip member as `cat a.gz b.gz` makes); an IDX file holds one stream")
     return out.astype(dtype.newbyteorder("="), copy=False)
 
 

@@ -4,6 +4,8 @@ import gzip
 import os
 import hashlib
 import struct
+import subprocess
+import sys
 import tracemalloc
 import zlib
 from pathlib import Path
@@ -215,3 +217,29 @@ def test_datasets_load_images_with_a_channel_axis_for_conv2d():
     assert X.shape == (len(X2), 1, 8, 8) and Xt.shape[1:] == (1, 8, 8)
     np.testing.assert_array_equal(X[:, 0], X2)
     assert fnn.Conv2d(1, 4, 3)(X[:2]).shape == (2, 4, 6, 6)
+
+
+def _idx_bytes(arr):
+    arr = np.asarray(arr, np.uint8)
+    return struct.pack(">HBB", 0, 0x08, arr.ndim) + struct.pack(f">{arr.ndim}I", *arr.shape) + arr.tobytes()
+
+
+@pytest.mark.parametrize("tail", [b"\0" * 100, "second-member"])
+def test_bytes_after_the_gzip_stream_are_refused_at_once(tmp_path, tail):
+    # zero padding, or a second gzip member (`cat a.gz b.gz`): refused quickly, not a busy loop
+    data = gzip.compress(_idx_bytes(np.arange(24).reshape(2, 3, 4)))
+    extra = gzip.compress(_idx_bytes(np.zeros((1, 1)))) if tail == "second-member" else tail
+    path = tmp_path / "padded.gz"
+    path.write_bytes(data + extra)
+    code = f"import fastnn; fastnn.data.read_idx({str(path)!r})"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 1 and "bytes after the end of the gzip stream" in r.stderr, r.stderr
+
+
+@pytest.mark.parametrize("compress", [False, True])
+def test_an_empty_idx_file_reads(tmp_path, compress):
+    raw = _idx_bytes(np.zeros((0, 28, 28)))
+    path = tmp_path / ("empty.gz" if compress else "empty")
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+    out = fnn.data.read_idx(path)
+    assert out.shape == (0, 28, 28) and out.dtype == np.uint8
