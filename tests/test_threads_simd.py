@@ -192,3 +192,30 @@ def test_manual_seed_reproducible():
     np.testing.assert_array_equal(a, b)
     with pytest.raises(ValueError):
         fastnn.manual_seed(-1)
+
+
+FORK_CHILD = """
+import multiprocessing, os, sys, numpy as np, fastnn
+fastnn.set_num_threads(2)
+x = np.random.default_rng(0).standard_normal((512, 512)).astype(np.float32)
+out = np.empty_like(x)
+fastnn._core.gemm(out, x, x)                        # the parent's OpenMP pool is running now
+fastnn._core.relu_forward(np.empty(1 << 20, np.float32), np.ones(1 << 20, np.float32))
+
+def work(i):                                        # a forked child: kernels, a model's fit
+    c = np.empty_like(x)
+    fastnn._core.gemm(c, x, x)
+    m = fastnn.Sequential(fastnn.Linear(8, 16), fastnn.ReLU(), fastnn.Linear(16, 2))
+    m.fit(np.ones((64, 8), np.float32), np.zeros(64, np.int64), epochs=2, verbose=0)
+    return float(np.abs(c - out).max()), fastnn.get_num_threads()
+
+with multiprocessing.get_context("fork").Pool(2) as pool:
+    results = pool.map(work, range(4))
+print(results)
+assert all(d == 0.0 and t == 1 for d, t in results)   # the same bits, on one thread
+"""
+
+
+def test_a_forked_child_runs_kernels_instead_of_hanging(tmp_path):
+    r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr

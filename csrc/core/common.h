@@ -25,6 +25,8 @@ using idx = std::int64_t;
 // SerialScope.
 int num_threads();
 void set_num_threads(int n);
+// In a process forked after this module loaded, kernels keep to one thread (runtime.cpp).
+bool forked_child();
 
 // A kernel that splits its own work across threads (a convolution over samples) runs the
 // kernels it calls inside each worker on that worker alone: while a SerialScope lives, this

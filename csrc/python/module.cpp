@@ -22,6 +22,7 @@ PYBIND11_MODULE(_core, m) {
     set_num_threads(n);
   }, py::arg("n"));
   m.def("get_num_threads", &num_threads);
+  m.def("forked_child", &forked_child, "Whether this process was forked after fastnn loaded (it then runs on one thread)");
   m.def("simd_path", [] { return std::string(simd_name(simd_path())); });
   m.def("simd_available", [] {
     py::list l;

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import warnings
 from types import ModuleType
 
 from fastnn import _core
@@ -91,11 +92,19 @@ def _default_threads() -> int:
 
 
 def set_num_threads(n: int) -> None:
-    """Threads the C++ kernels may use. Results do not depend on it (bitwise)."""
+    """Threads the C++ kernels may use. Results do not depend on it (bitwise).
+
+    A process forked from one that had loaded fastnn (multiprocessing's default "fork" start
+    method on Linux) runs on one thread: OpenMP's thread pool does not survive a fork. Use the
+    "spawn" or "forkserver" start method for workers that should use several threads."""
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")
     if n < 1:
         raise ValueError(f"set_num_threads: n must be >= 1, got {n}")
+    if n > 1 and _core.forked_child():
+        warnings.warn(f"set_num_threads({n}): this process was forked after fastnn loaded, so its kernels run on "
+                      "one thread (OpenMP's threads do not survive a fork); start workers with "
+                      "multiprocessing.get_context('spawn') to use more", RuntimeWarning, stacklevel=2)
     _core.set_num_threads(n)
 
 
