@@ -23,7 +23,7 @@ from fastnn import _core
 from fastnn.backends import get_backend
 from fastnn.layers.base import nonfinite_message
 from fastnn.parameter import STRUCTURE
-from fastnn.random import pcg64_state, set_pcg64_state
+from fastnn.random import lock, pcg64_state, set_pcg64_state
 
 
 class Value:
@@ -201,9 +201,10 @@ class TrainRunner:
     def run(self, order, batch_size: int, b0: int, nb: int):
         # the optimizer's settings are read at every call (a callback may change the rate)
         steps, commit = self.optimizer._plan_steps(self.compiled.store)
-        losses, correct, rng, error = self.compiled.core.train(
-            self.X, self.y, order, batch_size, b0, nb, self.loss_name, steps, pcg64_state(), self.stop)
-        set_pcg64_state(rng)
+        with lock():  # Dropout draws from a copy of the generator's state: no other draw in between
+            losses, correct, rng, error = self.compiled.core.train(
+                self.X, self.y, order, batch_size, b0, nb, self.loss_name, steps, pcg64_state(), self.stop)
+            set_pcg64_state(rng)
         commit(len(losses))  # step counts and new buffers: what the completed batches applied
         return losses, correct, error
 

@@ -1,7 +1,9 @@
 """The one seeded random generator behind initialisation, shuffling and dropout.
 
 `manual_seed(seed)` makes all of them reproducible. Code that needs randomness calls
-`generator()`; nothing in fastnn uses NumPy's hidden global state.
+`generator()`; nothing in fastnn uses NumPy's hidden global state. Draws that fastnn makes in
+C++ (`uniform`, a compiled plan's Dropout) hold the generator's own lock while they read its
+state, fill and write it back, so threads sharing it never draw the same numbers.
 """
 from __future__ import annotations
 
@@ -57,5 +59,11 @@ def uniform(n: int, dtype=np.float32) -> np.ndarray:
     if n < 1 << 15 or type(g.bit_generator) is not np.random.PCG64 or dtype not in (np.float32, np.float64):
         return g.random(n, dtype=dtype)
     out = np.empty(n, dtype)
-    set_pcg64_state(_core.pcg64_uniform(out, *pcg64_state()))
+    with g.bit_generator.lock:  # NumPy's own lock: no other draw comes between reading and writing back
+        set_pcg64_state(_core.pcg64_uniform(out, *pcg64_state()))
     return out
+
+
+def lock():
+    """The lock of fastnn's generator, to hold around a draw made outside NumPy (a plan's run)."""
+    return _generator.bit_generator.lock

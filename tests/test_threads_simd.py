@@ -164,8 +164,19 @@ def test_thread_count_from_environment():
     assert _run({"FASTNN_NUM_THREADS": "3", "OMP_NUM_THREADS": "5"}, code).stdout.strip() == "3"
     env = {k: v for k, v in os.environ.items() if k != "FASTNN_NUM_THREADS"}
     assert _run({"OMP_NUM_THREADS": "5"}, code, env).stdout.strip() == "5"
-    bad = _run({"FASTNN_NUM_THREADS": "many"}, code)
-    assert bad.returncode != 0 and "FASTNN_NUM_THREADS='many' is not a whole number" in bad.stderr
+    # a bad value warns and falls back: importing fastnn never fails on it
+    for var, value in (("FASTNN_NUM_THREADS", "many"), ("OMP_NUM_THREADS", "abc"), ("FASTNN_NUM_THREADS", "0")):
+        env = {k: v for k, v in os.environ.items() if k not in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS")}
+        bad = _run({var: value}, code, env)
+        assert bad.returncode == 0, bad.stderr
+        assert f"{var}={value!r} is not a whole number of threads >= 1; ignoring it" in bad.stderr
+        assert bad.stdout.strip() == str(len(os.sched_getaffinity(0)))
+
+
+def test_an_unknown_simd_path_in_the_environment_warns():
+    r = _run({"FASTNN_SIMD": "bogus"}, "import fastnn; print(fastnn.build_info()['simd'])")
+    assert r.returncode == 0, r.stderr
+    assert "FASTNN_SIMD='bogus' is not a SIMD path" in r.stderr and r.stdout.strip() == SIMD_PATHS[-1]
 
 
 def test_backend_selection():

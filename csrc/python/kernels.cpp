@@ -825,10 +825,16 @@ void fastnn::bind_kernels(py::module_& m) {
     py::object xo = py::reinterpret_borrow<py::object>(x_h);
     if (!py::isinstance<py::array>(xo)) xo = py::module_::import("numpy").attr("asarray")(xo);
     auto a = py::reinterpret_borrow<py::array>(xo);
-    if (!is_f32(a) && !is_f64(a)) {  // integers and booleans are always finite
+    if (!is_f32(a) && !is_f64(a)) {
       const char k = a.dtype().kind();
-      if (k == 'i' || k == 'u' || k == 'b') return idx(-1);
-      throw py::type_error(cat(op, ": x must hold numbers, got ", std::string(py::str(a.dtype()))));
+      if (k == 'i' || k == 'u' || k == 'b') return idx(-1);  // integers and booleans are always finite
+      if (k == 'c') {  // complex: finite when both parts are; as pairs of float64, index / 2
+        auto pairs = py::module_::import("numpy").attr("ascontiguousarray")(a, "complex128").attr("view")("float64");
+        const idx i = py::cast<idx>(py::module_::import("fastnn._core").attr("first_nonfinite")(pairs));
+        return i < 0 ? i : i / 2;
+      }
+      if (k != 'f') throw py::type_error(cat(op, ": x must hold numbers, got ", std::string(py::str(a.dtype()))));
+      a = py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);  // float16, big-endian: exact
     }
     return by_dtype(a, [&](auto tag) {
       using T = decltype(tag);

@@ -75,16 +75,19 @@ def ops(name: str | None = None) -> ModuleType:
 
 
 def _default_threads() -> int:
+    """FASTNN_NUM_THREADS, else OMP_NUM_THREADS, else the CPUs this process may use; a value
+    that is not a whole number >= 1 is reported with a warning and skipped (import never fails)."""
     for var in ("FASTNN_NUM_THREADS", "OMP_NUM_THREADS"):
         value = os.environ.get(var, "").split(",")[0].strip()
         if value:
             try:
                 n = int(value)
             except ValueError:
-                raise ValueError(f"{var}={value!r} is not a whole number of threads") from None
-            if n < 1:
-                raise ValueError(f"{var}={value!r}: the thread count must be >= 1")
-            return n
+                n = 0
+            if n >= 1:
+                return n
+            warnings.warn(f"{var}={value!r} is not a whole number of threads >= 1; ignoring it", RuntimeWarning,
+                          stacklevel=2)
     try:
         return len(os.sched_getaffinity(0))
     except AttributeError:  # not Linux
@@ -113,4 +116,16 @@ def get_num_threads() -> int:
     return _core.get_num_threads()
 
 
+def _check_simd_env() -> None:
+    """FASTNN_SIMD names a path (portable, avx2, avx512) this CPU can run, or a warning says
+    which path runs instead."""
+    want = os.environ.get("FASTNN_SIMD", "").strip()
+    if want and want != _core.simd_path():
+        known = ("portable", "avx2", "avx512")
+        why = "is not a SIMD path" if want not in known else "asks for a path this CPU or build cannot run"
+        warnings.warn(f"FASTNN_SIMD={want!r} {why} (choose one of {', '.join(_core.simd_available())}); using "
+                      f"{_core.simd_path()}", RuntimeWarning, stacklevel=2)
+
+
 set_num_threads(_default_threads())
+_check_simd_env()

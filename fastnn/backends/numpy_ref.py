@@ -103,12 +103,17 @@ def _sigmoid(x):
     return np.where(x >= 0, 1 / (1 + e), e / (1 + e)).astype(x.dtype, copy=False)
 
 
+def _erf_of(x):
+    """erf elementwise in x's dtype (a 0-d x too: frompyfunc returns a bare float there)."""
+    return np.asarray(_erf(x * 0.70710678118654752440), dtype=np.float64).astype(x.dtype)
+
+
 def _gelu(x):
-    return (0.5 * x * (1 + _erf(x * 0.70710678118654752440).astype(x.dtype))).astype(x.dtype, copy=False)
+    return (0.5 * x * (1 + _erf_of(x))).astype(x.dtype, copy=False)
 
 
 def _gelu_grad(x):
-    cdf = 0.5 * (1 + _erf(x * 0.70710678118654752440).astype(x.dtype))
+    cdf = 0.5 * (1 + _erf_of(x))
     pdf = np.exp(-0.5 * x * x) * x.dtype.type(0.39894228040143267794)
     return (cdf + x * pdf).astype(x.dtype, copy=False)
 
@@ -1061,9 +1066,12 @@ def rmsprop_step(param, grad, square_avg, momentum_buf, lr=1e-2, alpha=0.99, eps
 
 
 def first_nonfinite(x):
-    """Flat (C-order) index of the first NaN or infinity in x, or -1."""
+    """Flat (C-order) index of the first NaN or infinity in x, or -1. Any numeric dtype:
+    integers and booleans are always finite, a complex value is finite when both parts are."""
     x = np.asarray(x)
     if x.dtype.kind in "iub":
         return -1
+    if x.dtype.kind not in "fc":
+        raise TypeError(f"first_nonfinite: x must hold numbers, got {x.dtype}")
     bad = np.flatnonzero(~np.isfinite(x))
     return int(bad[0]) if bad.size else -1

@@ -80,7 +80,7 @@ class Linear(Layer):
         if g.shape != (*lead, self.out_features):
             raise ValueError(f"Linear.backward: grad_out has shape {shape_str(g.shape)} but the "
                              f"forward output had shape {shape_str((*lead, self.out_features))}")
-        dx = np.empty_like(rows)
+        dx = np.empty(rows.shape, rows.dtype)  # C order, whatever the input's (a DataFrame's is often F)
         ops().linear_backward(dx, self.weight.grad, None if self.bias is None else self.bias.grad,
                               g.reshape(-1, self.out_features), rows, self.weight.data)
         return dx.reshape(*lead, self.in_features)
