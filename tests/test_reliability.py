@@ -1,6 +1,8 @@
 """Fixes found by fuzzing and by using fastnn as people do (threads, pickle, pandas' Fortran
 arrays, odd dtypes): each test here failed before its fix."""
 import pickle
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -83,3 +85,16 @@ def test_float_sigmoid_below_minus_87_is_zero_as_documented():
     cpp.sigmoid_forward(out, x)
     exact = 1 / (1 + np.exp(-x.astype(np.float64)))
     assert np.all(np.abs(out - exact) < 1.2e-38)
+
+
+def test_building_a_large_model_peaks_near_two_copies_of_its_weights():
+    # initialisation drew a float64 array the size of the weights and Sequential copied zero
+    # gradients: 400 MB of weights peaked at 1.2 GB; now the data twice (old store and new) at most
+    code = ("import resource, fastnn as fnn\n"
+            "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+            "m = fnn.Sequential(fnn.Linear(10000, 10000))\n"
+            "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, m.num_parameters() * 4 / 2**20)")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr
+    peak, weights = map(float, r.stdout.split())
+    assert peak < 2.3 * weights, (peak, weights)

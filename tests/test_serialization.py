@@ -4,6 +4,8 @@ import os
 import struct
 import subprocess
 import sys
+import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -160,6 +162,19 @@ def tensor(name):
      "needs tensor '3.bias', the file lacks it"),
     (lambda p: rewrite_header(p, lambda h: h["model"]["config"]["layers"][2]["config"].update(p=2.0)),
      "cannot build layer 2 \\(Dropout\\) from {.p.: 2.0}: Dropout: p must be in"),
+    # the same bytes listed for two tensors: each tensor must own its bytes
+    (lambda p: rewrite_header(p, lambda h: tensor("3.weight")(h).update(offset=tensor("0.weight")(h)["offset"])),
+     "tensors '0.weight' and '3.weight' share bytes of the file|share bytes"),
+    # types that are not what the format says: FormatError, not TypeError or AttributeError
+    (lambda p: rewrite_header(p, lambda h: h["model"]["config"]["layers"][0].update(type=["Linear"])),
+     "has a type that is not a name"),
+    (lambda p: rewrite_header(p, lambda h: h["model"]["config"]["layers"][0].update(type={"a": 1})),
+     "has a type that is not a name"),
+    (lambda p: rewrite_header(p, lambda h: tensor("0.weight")(h).update(dtype=["<f4"])), "has dtype \\['<f4'\\]"),
+    (lambda p: rewrite_header(p, lambda h: tensor("0.weight")(h).update(dtype={"x": 1})), "has dtype"),
+    (lambda p: rewrite_header(p, lambda h: h["tensors"].append(
+        {"name": "huge", "dtype": "<f4", "shape": [2 ** 63, 0], "offset": 0, "nbytes": 0, "crc32": 0})),
+     "dimension beyond 2\\^40"),
 ])
 def test_corrupt_files_raise_format_error(tmp_path, corrupt, msg):
     model, _ = model_and_opt()
@@ -168,6 +183,35 @@ def test_corrupt_files_raise_format_error(tmp_path, corrupt, msg):
     corrupt(path)
     with pytest.raises(fnn.FormatError, match=msg):
         fnn.load(path)
+
+
+def test_a_file_repeating_one_byte_range_is_refused_without_allocating(tmp_path):
+    # 1,000 tensor entries on the same bytes of a small file: refused before any is allocated
+    model = fnn.Sequential(fnn.Linear(256, 256))
+    path = tmp_path / "m.fnn"
+    fnn.save(model, path)
+
+    def repeat(h):
+        w = tensor("0.weight")(h)
+        h["tensors"] += [{**w, "name": f"copy{i}"} for i in range(1000)]
+    rewrite_header(path, repeat)
+    tracemalloc.start()
+    with pytest.raises(fnn.FormatError, match="share bytes of the file"):
+        fnn.load(path)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 20 << 20
+
+
+def test_optimizer_state_of_the_wrong_type_is_a_format_error(tmp_path):
+    model, opt = model_and_opt()
+    X, y = data()
+    model.fit(X, y, optimizer=opt, epochs=1, verbose=0)
+    path = tmp_path / "m.fnn"
+    fnn.save(model, path, optimizer=opt)
+    rewrite_header(path, lambda h: h["optimizer"].update(state=5))
+    with pytest.raises(fnn.FormatError, match="optimizer's state must be a dict"):
+        fnn.load(path, with_optimizer=True)
 
 
 def test_corrupt_optimizer_state(tmp_path):
@@ -230,6 +274,19 @@ def test_a_killed_process_mid_save_leaves_the_old_file_intact(tmp_path):
     assert r.returncode == 9
     assert path.read_bytes() == old
     fnn.load(path)
+    # the killed save left its temporary file; the next save of the name removes it once it is
+    # stale (a young one may be another process's save in progress), and nothing else
+    left = [p for p in tmp_path.iterdir() if p.name.endswith(".tmp")]
+    assert len(left) == 1 and left[0].name.startswith(".m.fnn.fastnn-")
+    other = tmp_path / ".notes.txt.tmp"
+    other.write_text("not fastnn's")
+    fnn.save(model, path)
+    assert left[0].exists()
+    old_time = time.time() - serialization.STALE_TMP_SECONDS - 10
+    for p in (left[0], other):
+        os.utime(p, (old_time, old_time))
+    fnn.save(model, path)
+    assert not left[0].exists() and other.exists()
 
 
 def test_save_into_a_missing_directory(tmp_path):
