@@ -8,18 +8,33 @@ from __future__ import annotations
 
 import numpy as np
 
-from fastnn.layers.base import Layer, build_layer
+import copy
+
+from fastnn.layers.base import Layer
 from fastnn.losses import Loss
+from fastnn.parameter import FlatStore
 from fastnn.random import generator
 
 
-def _float64(config):
-    """A get_config() dict with every "dtype" (nested layers' too) set to float64."""
-    if isinstance(config, dict):
-        return {k: "float64" if k == "dtype" else _float64(v) for k, v in config.items()}
-    if isinstance(config, list):
-        return [_float64(v) for v in config]
-    return config
+def float64_copy(layer: Layer) -> Layer:
+    """A deep copy of `layer` (any Layer, a user's own subclass too) whose parameters and
+    floating-point buffers are float64. Layers compute in their parameters' dtype, so the copy
+    runs in float64. Parameters sharing a flat buffer share the new one, at the same offsets."""
+    model = copy.deepcopy(layer)
+    stores = {}
+    for p in model.parameters():
+        old = p._store
+        if id(old) not in stores:
+            new = FlatStore(old.data.size, np.float64)
+            new.data[...] = old.data
+            new.grad[...] = old.grad
+            stores[id(old)] = new
+        p._bind(stores[id(old)], p._offset)
+    for m in model.modules():
+        for name, b in m._buffers.items():
+            if b.dtype.kind == "f":
+                m._buffers[name] = b.astype(np.float64)
+    return model
 
 
 class GradcheckError(AssertionError):
@@ -41,9 +56,7 @@ def gradcheck(layer: Layer, x, target=None, loss: Loss | None = None, eps: float
     """
     if not isinstance(layer, Layer):
         raise TypeError(f"gradcheck expects a fastnn layer or model, got {type(layer).__name__}")
-    model = build_layer(type(layer).__name__, _float64(layer.get_config()))
-    model.load_state_dict(layer.state_dict())
-    model.train(layer.training)
+    model = float64_copy(layer)
     x = np.array(x, dtype=np.float64)
     rng_state = generator().bit_generator.state
 

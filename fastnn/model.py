@@ -37,8 +37,8 @@ class Model(Layer):
     def __call__(self, x):
         if not self.training:
             X = x
-            if type(X) is not np.ndarray or not X.flags.c_contiguous or X.ndim < 1:
-                X = np.ascontiguousarray(float_input(x, type(self).__name__, self.dtype or np.float32))
+            if type(X) is not np.ndarray or not (X.flags.c_contiguous and X.flags.aligned) or X.ndim < 1:
+                X = np.require(float_input(x, type(self).__name__, self.dtype or np.float32), requirements="CA")
             c = plan.inference(self, X) if X.ndim >= 1 else None  # None for another dtype
             if c is None and X.dtype != (self.dtype or X.dtype):
                 X = float_input(X, type(self).__name__, self.dtype)

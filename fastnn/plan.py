@@ -214,8 +214,9 @@ class TrainRunner:
 
 def training(model, loss_fn, optimizer, X: np.ndarray, y: np.ndarray, stop) -> TrainRunner | None:
     """A TrainRunner when fit can run (model, loss, optimizer) as a plan, else None."""
-    if get_backend() != "cpp" or not X.flags.c_contiguous or not y.flags.c_contiguous:
-        return None
+    if get_backend() != "cpp" or not (X.flags.c_contiguous and X.flags.aligned) \
+            or not (y.flags.c_contiguous and y.flags.aligned):
+        return None  # the plan reads the data in place; the layer path copies each batch
     loss_name = loss_fn.plan_loss()
     if loss_name is None:
         return None

@@ -81,6 +81,12 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
     """
     if not isinstance(model, Layer):
         raise TypeError(f"save expects a fastnn model or layer, got {type(model).__name__}")
+    for layer in model.modules():  # fnn.load rebuilds layers by name, and only fastnn's own
+        if LAYERS.get(type(layer).__name__) is not type(layer):
+            raise TypeError(f"save: the model holds a {type(layer).__module__}.{type(layer).__qualname__}, a layer "
+                            "class of your own, which fnn.load cannot rebuild (a file never names code to "
+                            "import); save the weights with np.savez(path, **model.state_dict()) and rebuild "
+                            "the model in code, then model.load_state_dict(dict(np.load(path)))")
     tensors = list(model.state_dict().items())  # parameters and buffers (BatchNorm's statistics)
     opt_header = None
     if optimizer is not None:

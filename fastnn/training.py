@@ -97,7 +97,7 @@ def _output_shape(model, X, who: str) -> tuple:
     """The output shape for X: from the inference plan when the model has one (its layers
     checked X's shape as they lowered), else by running one sample through the model in eval
     mode, which checks the input width and changes nothing."""
-    c = plan.inference(model, X) if X.ndim >= 1 and X.flags.c_contiguous else None
+    c = plan.inference(model, X) if X.ndim >= 1 and X.flags.c_contiguous and X.flags.aligned else None
     if c is not None:
         return (len(X), *c.out_shape)
     was = model.training
@@ -337,14 +337,15 @@ def predict(model, X, batch_size: int | None = None) -> np.ndarray:
     # An array of the model's dtype goes straight to the compiled plan, which also checks it for
     # NaN/inf (the batch-1 latency path: every test here costs tens of nanoseconds of a ~5 µs
     # call); anything else is converted and checked here first.
-    if type(X) is np.ndarray and X.ndim >= 1 and X.flags.c_contiguous:
+    if type(X) is np.ndarray and X.ndim >= 1 and X.flags.c_contiguous and X.flags.aligned:
         c = plan.inference(model, X)
         if c is not None:
             return c.predict(X, batch_size or 0, "predict")
     X = _features(model, X, "predict")
-    c = plan.inference(model, np.ascontiguousarray(X)) if X.ndim >= 1 else None
+    X = np.require(X, requirements="CA")  # C order, aligned items: what the plan reads in place
+    c = plan.inference(model, X) if X.ndim >= 1 else None
     if c is not None:
-        return c.predict(np.ascontiguousarray(X), batch_size or 0)
+        return c.predict(X, batch_size or 0)
     batch_size = batch_size or LAYER_BATCH
     was = model.training
     model.eval()

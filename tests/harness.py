@@ -61,6 +61,18 @@ def strided(a):
     return view
 
 
+def unaligned(a):
+    """The same values as `a`, C-contiguous but starting one byte past an aligned address (as
+    np.frombuffer(buf, offset=1) makes): its items are not aligned to their size."""
+    if not isinstance(a, np.ndarray) or a.itemsize == 1 or a.size == 0:
+        return a
+    buf = np.empty(a.nbytes + 1, np.uint8)
+    view = buf[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned
+    return view
+
+
 def call(ops, case, args, kwargs):
     """Calls the kernel with copies of the outputs; returns (return value, [outputs])."""
     args = [a.copy() if (i in case.outputs and a is not None) else a for i, a in enumerate(args)]
@@ -98,7 +110,7 @@ def gemm_packing(mode):
         _core._set_gemm_sup_max_macs(old)
 
 
-def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
+def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS, misaligned=False):
     args, kwargs = build(case, shape, dtype)
     # float64 reference: the twin on the same values, every float array in float64
     ref_ret, ref_outs = call(numpy_ref, case, [_to(np.float64, a) for a in args],
@@ -106,6 +118,9 @@ def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS):
     if noncontig:  # strided views of every read-only input; outputs must stay contiguous
         args = [a if i in case.outputs else strided(a) for i, a in enumerate(args)]
         kwargs = {k: strided(v) for k, v in kwargs.items()}
+    if misaligned:  # unaligned copies of every read-only input (the kernels get aligned copies)
+        args = [a if i in case.outputs else unaligned(a) for i, a in enumerate(args)]
+        kwargs = {k: unaligned(v) for k, v in kwargs.items()}
     rtol, atol = tolerance(dtype, case.depth(shape))
     twin_ret, twin_outs = call(numpy_ref, case, args, kwargs)
     results = {"numpy": (twin_ret, twin_outs)}

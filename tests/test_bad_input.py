@@ -65,7 +65,7 @@ BAD = [
     ("maxpool2d_forward", (f32(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int32), f32(1, 1, 4, 4)), {"kernel_size": 2, "padding": 2},
      ValueError, "padding \\(2, 2\\) must be at most half the kernel size \\(2, 2\\)"),
     ("maxpool2d_forward", (f32(1, 1, 2, 2), np.zeros((1, 1, 2, 2), np.int64), f32(1, 1, 4, 4)), {"kernel_size": 2},
-     TypeError, "argmax must be a writeable C-contiguous int32 array, got int64"),
+     TypeError, "argmax must be a writeable aligned C-contiguous int32 array, got int64"),
     ("maxpool2d_backward", (f32(1, 1, 4, 4), f32(1, 1, 2, 2), np.array([[[[0, 1], [2, 16]]]], np.int32)), {"kernel_size": 2},
      ValueError, "argmax\\[3\\] = 16 is outside its 4×4 plane"),
     ("avgpool2d_forward", (f32(1, 1, 2, 2), f32(1, 1, 1, 4)), {"kernel_size": 2}, ValueError,

@@ -291,11 +291,9 @@ def test_plan_residual_equals_layer_by_layer(name, dtype):
 
 
 def _as_dtype(model, dtype):
-    """The same architecture and weights in float64 (through the layer registry)."""
-    from fastnn.gradcheck import _float64
-    twin = fnn.layers.build_layer("Sequential", _float64(model.get_config()))
-    twin.load_state_dict(model.state_dict())
-    return twin
+    """The same architecture and weights in float64."""
+    from fastnn.gradcheck import float64_copy
+    return float64_copy(model)
 
 
 CNN_MODELS = {
@@ -663,12 +661,12 @@ def test_bad_run_arguments_raise_and_change_nothing():
                                           dampening=0.0, nesterov=False, weight_decay=0.0)], rng=rng, stop=None)
     for change, err, msg in [
         (dict(order=np.full(250, 250, np.int64)), ValueError, "order\\[0\\] = 250 is not in \\[0, 250\\)"),
-        (dict(order=np.arange(250)[::-1].astype(np.int32)), TypeError, "order must be a C-contiguous int64"),
+        (dict(order=np.arange(250)[::-1].astype(np.int32)), TypeError, "order must be an aligned C-contiguous int64"),
         (dict(n_batches=9), ValueError, "do not fit 250 samples"),
         (dict(first_batch=2**62, n_batches=2**62), ValueError, "do not fit 250 samples"),
         (dict(targets=np.full(250, 16)), ValueError, "label 16 at index 0 is outside \\[0, 16\\)"),
         (dict(x=X[:, :5].copy()), ValueError, "the plan takes 12 values per sample"),
-        (dict(x=X.astype(np.float64)), TypeError, "x must be a C-contiguous float32 array"),
+        (dict(x=X.astype(np.float64)), TypeError, "x must be an aligned C-contiguous float32 array"),
         (dict(loss="hinge"), ValueError, "unknown loss 'hinge'"),
         (dict(optimizer=[_core.plan_adam(0, store.data.size, None, None, step=0, lr=0.1, beta1=0.9, beta2=0.9,
                                          eps=1e-8, weight_decay=0.0, decoupled=False)]),

@@ -98,3 +98,152 @@ def test_building_a_large_model_peaks_near_two_copies_of_its_weights():
     assert r.returncode == 0, r.stderr
     peak, weights = map(float, r.stdout.split())
     assert peak < 2.3 * weights, (peak, weights)
+
+
+def _unaligned(a):
+    buf = np.empty(a.nbytes + 1, np.uint8)
+    view = buf[1:].view(a.dtype).reshape(a.shape)
+    view[...] = a
+    assert not view.flags.aligned
+    return view
+
+
+@pytest.mark.parametrize("kind", ["mlp", "cnn"])
+def test_unaligned_data_trains_and_predicts_like_aligned(kind):
+    # np.frombuffer(buf, offset=1) and some file readers give arrays whose floats sit at odd
+    # byte offsets; the compiled plan used to read them through misaligned pointers (undefined
+    # behaviour, reported by the sanitizer stage). Now they are copied (predict) or go the layer
+    # path (fit), with the same numbers.
+    rng = np.random.default_rng(0)
+    if kind == "mlp":
+        X = rng.standard_normal((96, 6)).astype(np.float32)
+
+        def make():
+            return fnn.Sequential(fnn.Linear(6, 16), fnn.ReLU(), fnn.Linear(16, 3))
+    else:
+        X = rng.standard_normal((48, 1, 8, 8)).astype(np.float32)
+
+        def make():
+            return fnn.Sequential(fnn.Conv2d(1, 4, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(2),
+                                  fnn.Flatten(), fnn.Linear(64, 3))
+    y = np.arange(len(X)) % 3
+    fits = []
+    for data in (X, _unaligned(X)):
+        fnn.manual_seed(1)
+        model = make()
+        model.fit(data, _unaligned(y.astype(np.int64)) if data is not X else y, epochs=2, batch_size=16,
+                  verbose=0)
+        fits.append(model)
+    for a, b in zip(fits[0].parameters(), fits[1].parameters()):
+        np.testing.assert_array_equal(a.data, b.data)
+    model = fits[0].eval()
+    want = model.predict(X)
+    np.testing.assert_array_equal(model.predict(_unaligned(X)), want)
+    np.testing.assert_array_equal(model(_unaligned(X)), want)
+    np.testing.assert_array_equal(model.predict(_unaligned(X[:1])), model.predict(X[:1]))
+
+
+class Scale(fnn.Layer):
+    """A user's own layer with a parameter: y = x * s (one scale per feature)."""
+
+    def __init__(self, n):
+        super().__init__()
+        self.s = fnn.Parameter(np.linspace(0.5, 1.5, n))
+
+    def forward(self, x):
+        self._x = np.asarray(x, self.s.dtype)
+        return self._x * self.s.data
+
+    def backward(self, grad_out):
+        self.s.grad += (grad_out * self._x).sum(axis=0)
+        return grad_out * self.s.data
+
+
+def test_gradcheck_takes_a_users_own_layer():
+    # gradcheck rebuilt layers from fastnn's registry: KeyError for any other class
+    x = np.random.default_rng(0).standard_normal((4, 3))
+    layer = Scale(3)
+    keep = layer.s.data.copy()
+    assert fnn.gradcheck(layer, x)
+    assert fnn.gradcheck(fnn.Sequential(fnn.Linear(3, 3), Scale(3), fnn.Tanh()), x)
+    np.testing.assert_array_equal(layer.s.data, keep)  # the original is untouched
+
+    class Wrong(Scale):
+        def backward(self, grad_out):
+            return super().backward(grad_out) * 1.01
+    with pytest.raises(fnn.GradcheckError, match="dinput"):
+        fnn.gradcheck(Wrong(3), x)
+
+
+def test_gradcheck_checks_a_float32_batchnorm_model_in_float64():
+    x = np.random.default_rng(1).standard_normal((6, 2, 3, 3))
+    model = fnn.Sequential(fnn.Conv2d(2, 2, 3, padding=1), fnn.BatchNorm2d(2), fnn.ReLU())
+    assert model.dtype == np.float32
+    assert fnn.gradcheck(model, x)
+    assert model[1].running_mean.dtype == np.float32
+
+
+def test_save_refuses_a_model_with_a_users_own_layer(tmp_path):
+    # save wrote the file, then fnn.load could not read it
+    model = fnn.Sequential(fnn.Linear(3, 3), Scale(3))
+    path = tmp_path / "m.fnn"
+    with pytest.raises(TypeError, match="Scale, a layer class of your own"):
+        fnn.save(model, path)
+    assert not path.exists() and not list(tmp_path.iterdir())
+
+    class Linear(fnn.Linear):  # a subclass under a built-in's name is not the built-in
+        pass
+    with pytest.raises(TypeError, match="Linear, a layer class of your own"):
+        fnn.save(fnn.Sequential(Linear(2, 2)), path)
+    fnn.save(fnn.Sequential(fnn.Linear(3, 3)), path)  # fastnn's own layers save
+
+
+class Doubler(fnn.Layer):
+    def forward(self, x):
+        return 2 * np.asarray(x, np.float32)
+
+    def backward(self, grad_out):
+        return 2 * grad_out
+
+
+@pytest.mark.parametrize("backend", ["cpp", "numpy"])
+@pytest.mark.parametrize("kind", ["mlp-dropout", "custom-layer", "cnn-batchnorm"])
+def test_eight_threads_predicting_on_one_model_match_serial_results(kind, backend):
+    # A web server or a thread pool shares one model: the compiled plan's workspace, the plan
+    # cache and the layers' forward caches must not mix calls. Threads start together on a
+    # model that has no plan yet, so they also race to compile it.
+    rng = np.random.default_rng(0)
+    fnn.manual_seed(0)
+    with fnn.use_backend(backend):
+        if kind == "mlp-dropout":
+            model, shape = fnn.Sequential(fnn.Linear(20, 64), fnn.ReLU(), fnn.Dropout(0.3), fnn.Linear(64, 10)), (20,)
+        elif kind == "custom-layer":
+            model, shape = fnn.Sequential(fnn.Linear(20, 64), Doubler(), fnn.ReLU(), fnn.Linear(64, 10)), (20,)
+        else:
+            model, shape = fnn.Sequential(fnn.Conv2d(1, 8, 3, padding=1), fnn.BatchNorm2d(8), fnn.ReLU(),
+                                          fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(8 * 7 * 7, 10)), (1, 14, 14)
+        model.eval()
+        Xs = [rng.standard_normal((n, *shape)).astype(np.float32) for n in (1, 7, 300)]
+        twin = pickle.loads(pickle.dumps(model))
+        want = [twin.predict(X) for X in Xs]
+        got, errors = [], []
+        start = threading.Barrier(8)
+
+        def work(seed):
+            r = np.random.default_rng(seed)
+            start.wait()
+            try:
+                for _ in range(40):
+                    i = int(r.integers(len(Xs)))
+                    out = model.predict(Xs[i]) if r.integers(2) else model(Xs[i])
+                    got.append((i, out))
+            except Exception as e:  # noqa: BLE001 - reported below
+                errors.append(repr(e))
+        threads = [threading.Thread(target=work, args=(t,)) for t in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    assert errors == [] and len(got) == 320
+    for i, out in got:
+        np.testing.assert_array_equal(out, want[i])

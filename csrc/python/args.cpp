@@ -1,6 +1,7 @@
 // The argument checks of args.h.
 #include "python/args.h"
 #include <pybind11/stl.h>
+#include <cstring>
 #include <tuple>
 #include <vector>
 
@@ -19,6 +20,18 @@ std::string type_name(py::handle h) { return py::str(py::type::of(h).attr("__nam
 bool is_f32(const py::array& a) { return a.dtype().equal(py::dtype::of<float>()); }
 bool is_f64(const py::array& a) { return a.dtype().equal(py::dtype::of<double>()); }
 
+bool is_aligned(const py::array& a) {
+  return (a.flags() & py::detail::npy_api::NPY_ARRAY_ALIGNED_) != 0;
+}
+
+py::array aligned(py::array a) {
+  if (is_aligned(a)) return a;
+  py::array copy(a.dtype(), std::vector<py::ssize_t>(a.shape(), a.shape() + a.ndim()));
+  // a is C-contiguous here (every caller asked for c_style first); memcpy has no alignment needs.
+  std::memcpy(copy.mutable_data(), a.data(), static_cast<std::size_t>(a.nbytes()));
+  return copy;
+}
+
 py::array out_arg(const char* op, const char* name, py::handle h) {
   if (!py::isinstance<py::array>(h))
     throw py::type_error(cat(op, ": ", name, " must be a numpy array it can write into, got ", type_name(h),
@@ -31,6 +44,9 @@ py::array out_arg(const char* op, const char* name, py::handle h) {
     throw py::type_error(cat(op, ": ", name, " with shape ", shape_of(a),
                              " must be C-contiguous; pass np.ascontiguousarray(", name, ")"));
   if (!a.writeable()) throw py::type_error(cat(op, ": ", name, " is read-only; pass a writeable array"));
+  if (!is_aligned(a))
+    throw py::type_error(cat(op, ": ", name, " with shape ", shape_of(a), " is not aligned to its ", a.itemsize(),
+                             "-byte items (it starts at an odd byte offset); allocate it with np.empty"));
   return a;
 }
 
@@ -60,7 +76,7 @@ py::array_t<std::int64_t> labels_arg(const char* op, const char* name, py::handl
     throw py::type_error(cat(op, ": ", name, " must be integer class indices, got ",
                              raw ? std::string(py::str(raw.dtype())) : std::string("a non-array"),
                              "; use y.astype(np.int64)"));
-  return py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw);
+  return aligned(py::array_t<std::int64_t, py::array::c_style | py::array::forcecast>::ensure(raw));
 }
 
 void need_ndim(const char* op, const char* name, const py::array& a, int nd, const char* fix) {

@@ -4,6 +4,9 @@
 //   Outputs / in-place buffers: must already be writeable C-contiguous float32/float64 arrays;
 //     they are never converted (a converted copy would silently drop the result) -> TypeError.
 //   Read-only inputs: converted to the output's dtype and C order (forcecast), never misread.
+//   Alignment: kernels dereference float*/double*/int64*, which must be aligned to the item size
+//     (NumPy allows arrays that are not, e.g. np.frombuffer(buf, offset=1)). Unaligned inputs
+//     are copied; unaligned outputs are refused (TypeError), like non-contiguous ones.
 // The output's dtype selects the float32 or float64 kernel. Sizes and offsets are int64 and
 // every sum or product of them is checked before use (checked_add / checked_mul), so no
 // argument can make a kernel read or write outside an array.
@@ -39,6 +42,11 @@ template <class T> bool is_dtype(const py::array& a) {
   else return is_f64(a);
 }
 
+// Whether the data pointer is a multiple of the item size (NumPy's ALIGNED flag).
+bool is_aligned(const py::array& a);
+// `a` itself when aligned, else an aligned C-ordered copy of it (same dtype and shape).
+py::array aligned(py::array a);
+
 // An output or in-place buffer: checked, never converted.
 py::array out_arg(const char* op, const char* name, py::handle h);
 // An optional output: None or a valid output of the same dtype as `like`.
@@ -54,7 +62,7 @@ py::array_t<T> in_arg(const char* op, const char* name, py::handle h) {
   if (!a)
     throw py::type_error(cat(op, ": ", name, " (", type_name(h), ") cannot be converted to ",
                              sizeof(T) == 4 ? "float32" : "float64"));
-  return a;
+  return py::array_t<T>(aligned(std::move(a)));
 }
 // Integer class labels (or indices) as int64, C order.
 py::array_t<std::int64_t> labels_arg(const char* op, const char* name, py::handle h);

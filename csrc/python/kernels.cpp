@@ -343,10 +343,10 @@ py::array argmax_arg(const char* op, py::handle h, bool output) {
   auto a = py::reinterpret_borrow<py::array>(h);
   const char k = a.dtype().kind();
   if (!output && (k == 'i' || k == 'u'))
-    return py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(a);
+    return aligned(py::array_t<std::int32_t, py::array::c_style | py::array::forcecast>::ensure(a));
   if (a.dtype().not_equal(py::dtype::of<std::int32_t>()) || !(a.flags() & py::array::c_style) ||
-      (output && !a.writeable()))
-    throw py::type_error(cat(op, ": argmax must be a ", output ? "writeable C-contiguous int32" : "integer",
+      (output && !a.writeable()) || !is_aligned(a))
+    throw py::type_error(cat(op, ": argmax must be a ", output ? "writeable aligned C-contiguous int32" : "integer",
                              " array, got ", std::string(py::str(a.dtype()))));
   return a;
 }
@@ -523,7 +523,7 @@ double pointwise_loss_py(const char* op, const char* gname, const char* iname, p
 py::array pred_arg(const char* op, const char* name, py::handle h) {
   auto a = py::array::ensure(h);
   if (!a) throw py::type_error(cat(op, ": ", name, " must be an array of numbers, got ", type_name(h)));
-  if (is_f64(a)) return py::array_t<double, py::array::c_style | py::array::forcecast>::ensure(a);
+  if (is_f64(a)) return in_arg<double>(op, name, a);
   return in_arg<float>(op, name, a);
 }
 

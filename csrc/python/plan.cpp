@@ -185,7 +185,8 @@ class PyPlan {
     no_overlap(op, "running_mean", mean, "running_var", var, false);
     if (!py::isinstance<py::array>(counter_h)) throw py::type_error(cat(op, ": num_batches_tracked must be an array"));
     auto counter = py::reinterpret_borrow<py::array>(counter_h);
-    if (counter.dtype().not_equal(py::dtype::of<std::int64_t>()) || counter.size() != 1 || !counter.writeable())
+    if (counter.dtype().not_equal(py::dtype::of<std::int64_t>()) || counter.size() != 1 || !counter.writeable() ||
+        !is_aligned(counter))
       throw py::type_error(cat(op, ": num_batches_tracked must be one writeable int64, got ", shape_of(counter), " of ",
                                std::string(py::str(counter.dtype()))));
     keep_.push_back(counter);
@@ -386,8 +387,8 @@ class PyPlan {
   py::array data_arg(const char* op, const char* name, py::handle h) const {
     if (!py::isinstance<py::array>(h)) throw py::type_error(cat(op, ": ", name, " must be a numpy array, got ", type_name(h)));
     auto a = py::reinterpret_borrow<py::array>(h);
-    if (a.dtype().not_equal(params_.dtype()) || !(a.flags() & py::array::c_style))
-      throw py::type_error(cat(op, ": ", name, " must be a C-contiguous ", std::string(py::str(params_.dtype())),
+    if (a.dtype().not_equal(params_.dtype()) || !(a.flags() & py::array::c_style) || !is_aligned(a))
+      throw py::type_error(cat(op, ": ", name, " must be an aligned C-contiguous ", std::string(py::str(params_.dtype())),
                                " array, got ", std::string(py::str(a.dtype())), " with shape ", shape_of(a)));
     return a;
   }
@@ -396,8 +397,8 @@ class PyPlan {
   static py::array exact_arg(const char* op, const char* name, py::handle h) {
     if (!py::isinstance<py::array>(h)) throw py::type_error(cat(op, ": ", name, " must be a numpy array, got ", type_name(h)));
     auto a = py::reinterpret_borrow<py::array>(h);
-    if (a.dtype().not_equal(py::dtype::of<I>()) || !(a.flags() & py::array::c_style))
-      throw py::type_error(cat(op, ": ", name, " must be a C-contiguous ", std::string(py::str(py::dtype::of<I>())),
+    if (a.dtype().not_equal(py::dtype::of<I>()) || !(a.flags() & py::array::c_style) || !is_aligned(a))
+      throw py::type_error(cat(op, ": ", name, " must be an aligned C-contiguous ", std::string(py::str(py::dtype::of<I>())),
                                " array, got ", std::string(py::str(a.dtype()))));
     return a;
   }

@@ -33,6 +33,9 @@ def _out(op, name, a):
                         f"np.ascontiguousarray({name})")
     if not a.flags.writeable:
         raise TypeError(f"{op}: {name} is read-only; pass a writeable array")
+    if not a.flags.aligned:
+        raise TypeError(f"{op}: {name} with shape {_shape(a)} is not aligned to its {a.itemsize}-byte items "
+                        "(it starts at an odd byte offset); allocate it with np.empty")
     return a
 
 
@@ -607,8 +610,8 @@ def _argmax(op, a, output):
         raise TypeError(f"{op}: argmax must be an int32 numpy array, got {type(a).__name__}")
     if not output and a.dtype.kind in "iu":
         return np.ascontiguousarray(a, dtype=np.int32)
-    if a.dtype != np.int32 or not a.flags.c_contiguous or (output and not a.flags.writeable):
-        raise TypeError(f"{op}: argmax must be a {'writeable C-contiguous int32' if output else 'integer'} array, "
+    if a.dtype != np.int32 or not a.flags.c_contiguous or (output and not a.flags.writeable) or not a.flags.aligned:
+        raise TypeError(f"{op}: argmax must be a {'writeable aligned C-contiguous int32' if output else 'integer'} array, "
                         f"got {a.dtype}")
     return a
 

@@ -123,6 +123,13 @@ class Layer:
         """(name, layer) of the layers this one holds (Sequential's, a Residual's paths)."""
         return []
 
+    def modules(self):
+        """This layer and every layer it holds, depth first (PyTorch's Module.modules)."""
+        yield self
+        for _, child in self.children():
+            if child is not None:
+                yield from child.modules()
+
     def smallest_batch(self) -> int:
         """The fewest samples a training batch may hold (BatchNorm1d needs 2), over this layer
         and the layers it holds; fit checks its batches against it before the first step."""
