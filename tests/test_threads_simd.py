@@ -230,3 +230,70 @@ assert all(d == 0.0 and t == 1 for d, t in results)   # the same bits, on one th
 def test_a_forked_child_runs_kernels_instead_of_hanging(tmp_path):
     r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0, r.stderr
+
+
+# ---- the ThreadTuner (csrc/core/tuner.h): training steps drop to one thread when that is faster
+
+
+# Made-up step times as measured on 2 cores (bench/under_load.py). Idle: an MLP step takes 120 µs
+# on both threads, 170 µs on one; a CNN step 25 ms and 50 ms. Beside one busy process: 170 µs
+# on one thread, and on both 170 µs except that one step in five waits out a 10 ms slice.
+IDLE = (120e-6, 170e-6, 5000, 0, 0.0)
+BUSY = (170e-6, 170e-6, 5000, 5, 10e-3)
+
+
+def test_tuner_moves_to_one_thread_beside_a_busy_process():
+    [(on_one, spent)] = _core._tuner_simulate([BUSY])
+    assert on_one >= 0.99 * 5000
+    assert spent <= 1.06 * 5000 * 170e-6  # probing costs at most 6% over one thread
+
+
+def test_tuner_keeps_every_thread_on_an_idle_machine():
+    for phase in (IDLE, (25e-3, 50e-3, 100, 0, 0.0)):
+        [(on_one, spent)] = _core._tuner_simulate([phase])
+        t_all, _, steps, _, _ = phase
+        assert spent <= 1.025 * steps * t_all, (phase, spent / (steps * t_all))
+
+
+def test_tuner_follows_the_load_as_it_comes_and_goes():
+    # phases of 2.4-3.4 s; a new load is seen within a window (its steps slow down at once),
+    # a load gone at the next probe (at most 64 windows, ~0.64 s, later)
+    long_idle, long_busy = IDLE[:2] + (20000,) + IDLE[3:], BUSY[:2] + (20000,) + BUSY[3:]
+    phases = [long_idle, long_busy, long_idle, long_busy]
+    results = _core._tuner_simulate(phases)
+    for (t_all, t_one, steps, every, stall), (on_one, spent) in zip(phases, results):
+        best = steps * (t_one if every else t_all)
+        assert spent <= 1.1 * best, (every, spent / best)  # the first probes of a phase included
+    assert [on_one > 10000 for on_one, _ in results] == [False, True, False, True]
+
+
+@pytest.mark.parametrize("kind", ["mlp-dropout", "cnn-batchnorm"])
+def test_switching_threads_between_steps_changes_no_number(kind):
+    # The tuner may switch at any step; here every other step runs on one thread.
+    rng = np.random.default_rng(0)
+    if kind == "mlp-dropout":
+        X, y = rng.standard_normal((300, 20)).astype(np.float32), rng.integers(0, 4, 300)
+
+        def make():
+            return fastnn.Sequential(fastnn.Linear(20, 64), fastnn.ReLU(), fastnn.Dropout(0.2), fastnn.Linear(64, 4))
+    else:
+        X, y = rng.standard_normal((96, 2, 12, 12)).astype(np.float32), rng.integers(0, 4, 96)
+
+        def make():
+            return fastnn.Sequential(fastnn.Conv2d(2, 8, 3, padding=1), fastnn.BatchNorm2d(8), fastnn.ReLU(),
+                                     fastnn.MaxPool2d(2), fastnn.Flatten(), fastnn.Linear(288, 4))
+    weights = []
+    old = fastnn.get_num_threads()
+    try:
+        for threads, alternate in ((1, False), (2, False), (2, True)):
+            fastnn.set_num_threads(threads)
+            _core._thread_tuning_alternate(alternate)
+            fastnn.manual_seed(3)
+            model = make()
+            model.fit(X, y, optimizer=fastnn.Adam(model.parameters(), lr=1e-2), epochs=2, batch_size=16, verbose=0)
+            weights.append(np.concatenate([v.ravel() for v in model.state_dict().values()]))
+    finally:
+        _core._thread_tuning_alternate(False)
+        fastnn.set_num_threads(old)
+    np.testing.assert_array_equal(weights[0], weights[1])
+    np.testing.assert_array_equal(weights[0], weights[2])

@@ -30,10 +30,10 @@ bool forked_child();
 
 // A kernel that splits its own work across threads (a convolution over samples) runs the
 // kernels it calls inside each worker on that worker alone: while a SerialScope lives, this
-// thread's num_threads() is 1. Results never depend on it.
+// thread's num_threads() is 1 (with on = false it changes nothing). Results never depend on it.
 class SerialScope {
  public:
-  SerialScope();
+  explicit SerialScope(bool on = true);
   ~SerialScope();
   SerialScope(const SerialScope&) = delete;
   SerialScope& operator=(const SerialScope&) = delete;

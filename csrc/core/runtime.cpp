@@ -7,6 +7,7 @@
 // OpenMP call at all (parallel_chunks and the GEMMs skip the runtime then); results do not
 // change with the thread count.
 #include "core/common.h"
+#include "core/tuner.h"
 #if defined(__unix__) || defined(__APPLE__)
 #include <pthread.h>
 #endif
@@ -21,7 +22,14 @@ int num_threads() { return t_serial ? 1 : g_num_threads; }
 void set_num_threads(int n) { g_num_threads = g_forked || n < 1 ? 1 : n; }
 bool forked_child() { return g_forked; }
 
-SerialScope::SerialScope() : saved_(t_serial) { t_serial = 1; }
+ThreadTuner& thread_tuner() {
+  static ThreadTuner tuner;
+  return tuner;
+}
+
+SerialScope::SerialScope(bool on) : saved_(t_serial) {
+  if (on) t_serial = 1;
+}
 SerialScope::~SerialScope() { t_serial = saved_; }
 
 #if defined(__unix__) || defined(__APPLE__)

@@ -257,6 +257,8 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
   std::unique_lock<std::mutex> lock(mu_, std::try_to_lock);
   Workspace local;
   Workspace& w = lock.owns_lock() ? cached_ : local;
+  ThreadTuner& tuner = thread_tuner();
+  const bool tune = num_threads() > 1 && tuner.enabled();
   size(w, std::min(a.N, a.B), true, a.loss);  // never more rows than the data has
   const idx C0 = slots_[0].width, OC = width(output_);
   const bool labels = a.loss == LossKind::CrossEntropy;
@@ -272,6 +274,8 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
     for (idx k = 0; k < C0; k += 64 / (idx)sizeof(T)) __builtin_prefetch(row + k, 0, 3);
   };
   for (idx bi = a.first_batch; bi < a.first_batch + a.n_batches; ++bi) {
+    const auto t0 = std::chrono::steady_clock::now();
+    SerialScope one_thread(tune && tuner.one_thread(tuning_id_));
     const idx r0 = bi * a.B, rows = std::min(a.N, r0 + a.B) - r0;
     // gather the batch (fit's X[idx], y[idx]); threads copy even shares of the rows (at least
     // 8 each), each with its own requests in flight (measured, 2 threads: chunks of 32 rows
@@ -310,6 +314,7 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
     if (dy) backward(w, b);  // (no gradient at all: a model without parameters)
     for (OptStep<T>* s : a.optimizer) s->apply(params_, grads_);
     ++res.done;
+    if (tune && rows == a.B) tuner.record(tuning_id_, seconds_since(t0));
     if (bi + 1 < a.first_batch + a.n_batches && a.stop && a.stop()) break;
   }
   return res;

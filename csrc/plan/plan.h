@@ -16,6 +16,7 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include "core/tuner.h"
 #include <vector>
 #include "core/buffer.h"
 #include "core/common.h"
@@ -119,7 +120,8 @@ template <class T>
 class Plan {
  public:
   using value_type = T;
-  Plan(T* params, T* grads, idx n_params) : params_(params), grads_(grads), n_params_(n_params) {
+  Plan(T* params, T* grads, idx n_params)
+      : params_(params), grads_(grads), n_params_(n_params), tuning_id_(new_tuning_id()) {
     slots_.push_back({0, false, -1});  // the input; its width is set by set_input
   }
   void set_input(idx width) { slots_[0].width = width; }
@@ -157,6 +159,8 @@ class Plan {
   idx predict(T* out, const T* x, idx N, idx batch, bool check_finite);
   // The rows predict takes at a time for batch = 0.
   idx auto_rows() const;
+  // Runs a.n_batches training steps. Each step runs on all threads or on one, as the
+  // process's ThreadTuner finds faster (core/tuner.h); no result depends on it.
   TrainResult train(const TrainArgs<T>& a);
   // Frees the workspace (fit calls it when it ends; predict frees a large one itself).
   void release();
@@ -194,6 +198,7 @@ class Plan {
   T* params_;
   T* grads_;
   idx n_params_;
+  std::uint64_t tuning_id_;  // who this plan is to the ThreadTuner
   std::vector<Slot> slots_;
   std::vector<std::unique_ptr<Op<T>>> ops_;
   std::vector<std::vector<bool>> first_writer_;  // per op, per input: writes the gradient (else adds)

@@ -1,6 +1,10 @@
 // fastnn._core: the module's runtime settings (threads, SIMD path, build information); the
 // kernels are bound in kernels.cpp and the plan in plan.cpp.
+#include <pybind11/stl.h>
 #include <string>
+#include <tuple>
+#include <vector>
+#include "core/tuner.h"
 #include "gemm/gemm.h"
 #include "gemm/ukernel.h"
 #include "python/args.h"
@@ -17,6 +21,35 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "fastnn's C++ kernels and plan. Use them through fastnn.backends; see csrc/README.md.";
   m.attr("__version__") = FASTNN_VERSION;
 
+  m.def("_set_thread_tuning", [](bool on) { return thread_tuner().set_enabled(on); }, py::arg("on"),
+        "Whether training steps may drop to one thread when that is faster (core/tuner.h); returns the old setting");
+  m.def("_thread_switches", [] { return thread_tuner().switches(); },
+        "Times training switched between all threads and one since the module loaded");
+  m.def("_thread_tuning_alternate", [](bool on) { thread_tuner().set_alternate(on); }, py::arg("on"),
+        "For tests: training steps alternate between all threads and one");
+  // The tuner's decisions on made-up step times, phase after phase (the load comes and goes):
+  // each phase is (t_all, t_one, steps, stall_every, t_stall): a step on all threads takes t_all
+  // (or, one in stall_every, t_stall: a scheduler time slice lost beside a busy process), on one
+  // thread t_one. Returns, per phase, (steps run on one thread, seconds spent); for tests.
+  m.def("_tuner_simulate", [](const std::vector<std::tuple<double, double, long, long, double>>& phases) {
+    ThreadTuner t;
+    py::list out;
+    long all_steps = 0;
+    for (const auto& [t_all, t_one, steps, stall_every, t_stall] : phases) {
+      long on_one = 0;
+      double spent = 0;
+      for (long i = 0; i < steps; ++i) {
+        const bool one = t.one_thread(1);
+        double s = t_one;
+        if (!one) s = (stall_every > 0 && ++all_steps % stall_every == 0) ? t_stall : t_all;
+        on_one += one;
+        spent += s;
+        t.record(1, s);
+      }
+      out.append(py::make_tuple(on_one, spent));
+    }
+    return out;
+  }, py::arg("phases"));
   m.def("set_num_threads", [](int n) {
     if (n < 1) throw py::value_error(cat("set_num_threads: n must be >= 1, got ", n));
     set_num_threads(n);
