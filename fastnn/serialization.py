@@ -382,10 +382,12 @@ def _load_optimizer(spec, model, arrays, path):
         return None
     if not isinstance(spec, dict) or not isinstance(spec.get("type"), str) or spec["type"] not in _OPTIMIZER_TYPES:
         raise FormatError(f"{path}: unknown optimizer {spec.get('type') if isinstance(spec, dict) else spec!r}")
+    if not isinstance(spec.get("state") or {}, dict) or not isinstance(spec.get("param_groups"), list):
+        raise FormatError(f"{path}: the optimizer's state must be a dict and its param_groups a list")
     params = model.parameters()
     groups = []
-    for g in spec.get("param_groups") or []:
-        ids = g.get("params", []) if isinstance(g, dict) else None
+    for g in spec["param_groups"]:
+        ids = g.get("params") if isinstance(g, dict) else None
         if not isinstance(ids, list) or any(not isinstance(i, int) or not 0 <= i < len(params) for i in ids):
             raise FormatError(f"{path}: an optimizer group refers to parameters that do not exist")
         groups.append({**{k: v for k, v in g.items() if k not in ("params", "initial_lr")},
@@ -396,8 +398,6 @@ def _load_optimizer(spec, model, arrays, path):
     except (TypeError, ValueError) as e:
         raise FormatError(f"{path}: invalid optimizer settings: {e}") from None
     state = {}
-    if not isinstance(spec.get("state") or {}, dict) or not isinstance(spec.get("param_groups") or [], list):
-        raise FormatError(f"{path}: the optimizer's state must be a dict and its param_groups a list")
     for key, entry in (spec.get("state") or {}).items():
         if not isinstance(entry, dict):
             raise FormatError(f"{path}: optimizer state {key!r} is not a dict")

@@ -50,12 +50,13 @@ def _positive_int(v, name):
 
 
 def _features(model, X, who) -> np.ndarray:
+    given = X
     X = float_input(X, who, model.dtype or np.float32)
     if X.ndim == 0:
         raise ValueError(f"{who}: X must be a batch of samples (N, features), got a scalar")
     bad = ops().first_nonfinite(X)  # one pass, no temporary (np.isfinite made a 47 MB one)
     if bad >= 0:
-        raise ValueError(nonfinite_message(who, X, bad))
+        raise ValueError(nonfinite_message(who, X, bad, given if X is not given else None))
     return X
 
 

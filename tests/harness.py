@@ -110,8 +110,8 @@ def gemm_packing(mode):
         _core._set_gemm_sup_max_macs(old)
 
 
-def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS, misaligned=False):
-    args, kwargs = build(case, shape, dtype)
+def run_case(case, shape, dtype, noncontig=False, simd_paths=SIMD_PATHS, misaligned=False, seed=0):
+    args, kwargs = build(case, shape, dtype, seed)
     # float64 reference: the twin on the same values, every float array in float64
     ref_ret, ref_outs = call(numpy_ref, case, [_to(np.float64, a) for a in args],
                              {k: _to(np.float64, v) for k, v in kwargs.items()})

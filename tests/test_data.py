@@ -232,7 +232,7 @@ def test_bytes_after_the_gzip_stream_are_refused_at_once(tmp_path, tail):
     path = tmp_path / "padded.gz"
     path.write_bytes(data + extra)
     code = f"import fastnn; fastnn.data.read_idx({str(path)!r})"
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=tmp_path)
     assert r.returncode == 1 and "bytes after the end of the gzip stream" in r.stderr, r.stderr
 
 

@@ -87,14 +87,14 @@ def test_float_sigmoid_below_minus_87_is_zero_as_documented():
     assert np.all(np.abs(out - exact) < 1.2e-38)
 
 
-def test_building_a_large_model_peaks_near_two_copies_of_its_weights():
+def test_building_a_large_model_peaks_near_two_copies_of_its_weights(tmp_path):
     # initialisation drew a float64 array the size of the weights and Sequential copied zero
     # gradients: 400 MB of weights peaked at 1.2 GB; now the data twice (old store and new) at most
     code = ("import resource, fastnn as fnn\n"
             "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
             "m = fnn.Sequential(fnn.Linear(10000, 10000))\n"
             "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) / 1024, m.num_parameters() * 4 / 2**20)")
-    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
     peak, weights = map(float, r.stdout.split())
     assert peak < 2.3 * weights, (peak, weights)
@@ -247,3 +247,76 @@ def test_eight_threads_predicting_on_one_model_match_serial_results(kind, backen
     assert errors == [] and len(got) == 320
     for i, out in got:
         np.testing.assert_array_equal(out, want[i])
+
+
+# ---- found by tests/test_fuzz.py
+
+
+@pytest.mark.parametrize("ops", [cpp, numpy_ref], ids=["cpp", "numpy"])
+def test_pooling_an_empty_image_plane_is_refused(ops):
+    # x of shape (1, 1, 0, 1) with padding made a 1x1 output from a window over padding alone:
+    # the C++ kernel read outside x (5.7e13 came out), the twin gave -inf
+    x = np.zeros((1, 1, 0, 1), np.float32)
+    out, am = np.full((1, 1, 1, 1), 7.0, np.float32), np.zeros((1, 1, 1, 1), np.int32)
+    with pytest.raises(ValueError, match="empty image plane"):
+        ops.maxpool2d_forward(out, am, x, (2, 3), (1, 2), (1, 1))
+    with pytest.raises(ValueError, match="empty image plane"):
+        ops.avgpool2d_forward(out, x, 2, 1, 1)
+    assert out[0, 0, 0, 0] == 7.0
+
+
+@pytest.mark.parametrize("ops", [cpp, numpy_ref], ids=["cpp", "numpy"])
+def test_a_convolution_with_no_output_channels_runs(ops):
+    # the twin reshaped the (0, 1, 3, 3) weight with -1 and raised; C++ ran (as PyTorch does)
+    x = np.ones((2, 1, 4, 4), np.float32)
+    w = np.ones((0, 1, 3, 3), np.float32)
+    out = np.empty((2, 0, 4, 4), np.float32)
+    ops.conv2d_forward(out, x, w, np.ones(0, np.float32), padding=1)
+    dx, dw, db = np.full_like(x, np.nan), np.zeros_like(w), np.zeros(0, np.float32)
+    ops.conv2d_backward(dx, dw, db, out, x, w, padding=1)
+    np.testing.assert_array_equal(dx, 0)
+
+
+def test_optimizer_state_with_a_step_for_some_parameters_only_is_a_value_error():
+    # load_state_dict raised KeyError('step'); fnn.load let it through instead of FormatError
+    model = fnn.Sequential(fnn.Linear(2, 2))
+    opt = fnn.Adam(model.parameters())
+    model.fit(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]), optimizer=opt, epochs=1, verbose=0)
+    sd = opt.state_dict()
+    del sd["state"][1]["step"]
+    with pytest.raises(ValueError, match="step count is given for some parameters"):
+        fnn.Adam(model.parameters()).load_state_dict(sd)
+
+
+@pytest.mark.parametrize("groups", [True, 3, None, [{"lr": 0.1}], ["x"]])
+def test_a_file_whose_optimizer_groups_are_not_a_list_of_groups_is_a_format_error(tmp_path, groups):
+    # fnn.load raised TypeError ("'bool' object is not iterable") for param_groups = true
+    import json
+    import struct
+    model = fnn.Sequential(fnn.Linear(2, 2))
+    path = tmp_path / "m.fnn"
+    fnn.save(model, path, optimizer=fnn.SGD(model.parameters(), lr=0.1))
+    raw = path.read_bytes()
+    hlen = struct.unpack_from("<Q", raw, 16)[0]
+    header = json.loads(raw[24:24 + hlen])
+    header["optimizer"]["param_groups"] = groups
+    text = json.dumps(header).encode()
+    start = 24 + hlen + (-(24 + hlen) % 64)
+    out = raw[:16] + struct.pack("<Q", len(text)) + text
+    path.write_bytes(out + b"\0" * (-len(out) % 64) + raw[start:])
+    with pytest.raises(fnn.FormatError, match="param_groups|optimizer group"):
+        fnn.load(path, with_optimizer=True)
+
+
+def test_a_float64_input_beyond_float32s_range_is_named_as_such():
+    # 1e300 became inf in the float32 conversion (with a RuntimeWarning) and the error said
+    # "X contains inf"
+    import warnings
+    model = fnn.Sequential(fnn.Linear(2, 2))
+    X = np.array([[0.0, 1.0], [1e300, 2.0]])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        with pytest.raises(ValueError, match=r"X holds 1e\+300 at index \(1, 0\), beyond float32's range"):
+            model.predict(X)
+        with pytest.raises(ValueError, match="beyond float32's range"):
+            model.fit(X, np.array([0, 1]), epochs=1, verbose=0)

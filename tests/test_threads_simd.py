@@ -228,7 +228,7 @@ assert all(d == 0.0 and t == 1 for d, t in results)   # the same bits, on one th
 
 
 def test_a_forked_child_runs_kernels_instead_of_hanging(tmp_path):
-    r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120)
+    r = subprocess.run([sys.executable, "-c", FORK_CHILD], capture_output=True, text=True, timeout=120, cwd=tmp_path)
     assert r.returncode == 0, r.stderr
 
 

@@ -187,6 +187,10 @@ Pool2d pool_geometry_of(const char* op, idx N, idx C, idx H, idx W, py::handle k
                         py::handle padding_h) {
   Pool2d s{};
   s.N = N, s.C = C, s.H = H, s.W = W;
+  // A window over padding alone has no maximum and no pixels to average (PyTorch refuses too)
+  if (H == 0 || W == 0)
+    throw py::value_error(cat(op, ": x has shape (", N, ", ", C, ", ", H, ", ", W,
+                              "), an empty image plane; pooling needs images of at least 1x1 pixels"));
   std::tie(s.KH, s.KW) = pair_arg(op, "kernel_size", kernel_h, 1);
   if (stride_h.is_none()) s.SH = s.KH, s.SW = s.KW;
   else std::tie(s.SH, s.SW) = pair_arg(op, "stride", stride_h, 1);

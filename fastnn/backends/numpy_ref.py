@@ -513,7 +513,7 @@ def conv2d_forward(out, x, weight, bias, stride=1, padding=0, dilation=1, groups
     if b is not None:
         _no_overlap(op, "out", out, "bias", b, False)
     G, OCg = g["G"], g["OC"] // g["G"]
-    wg = w.reshape(G, OCg, -1)                                  # (G, OCg, K)
+    wg = w.reshape(G, OCg, math.prod(w.shape[1:]))              # (G, OCg, K); K, not -1: OC may be 0
     y = np.matmul(wg[None], _im2col(x, g))                      # (N, G, OCg, OH·OW)
     if b is not None:
         y += b.reshape(1, G, OCg, 1)
@@ -562,7 +562,7 @@ def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, di
                 _no_overlap(op, n, a, "y", yv, False)
         dout = dout * (~(yv <= 0)).astype(dt)                   # relu_grad(y): ReLU'(x) from its output
     G, OCg, N = g["G"], g["OC"] // g["G"], g["N"]
-    wg = w.reshape(G, OCg, -1)
+    wg = w.reshape(G, OCg, math.prod(w.shape[1:]))
     dy = dout.reshape(N, G, OCg, g["OH"] * g["OW"])             # (N, G, OCg, OH·OW)
     col = _im2col(x, g)
     dw = np.einsum("ngop,ngkp->gok", dy, col).reshape(w.shape).astype(dt)
@@ -587,6 +587,9 @@ def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, di
 
 def _pool_geometry(op, xshape, kernel_size, stride, padding):
     N, C, H, W = xshape
+    if H == 0 or W == 0:  # a window over padding alone has no maximum and no pixels to average
+        raise ValueError(f"{op}: x has shape {tuple(int(d) for d in xshape)}, an empty image plane; pooling needs images "
+                         "of at least 1x1 pixels")
     KH, KW = _pair(op, "kernel_size", kernel_size, 1)
     SH, SW = (KH, KW) if stride is None else _pair(op, "stride", stride, 1)
     PH, PW = _pair(op, "padding", padding, 0)

@@ -52,13 +52,19 @@ def float_input(x, who: str, dtype=None) -> np.ndarray:
         return arr
     if arr.dtype.kind not in "biuf":
         raise TypeError(f"{who}: expected numbers, got an array of {arr.dtype}")
-    return arr.astype(dtype)
+    with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, reported by the caller
+        return arr.astype(dtype)
 
 
-def nonfinite_message(who: str, X: np.ndarray, flat_index: int) -> str:
-    """The error for a NaN or infinity at X.flat[flat_index]."""
+def nonfinite_message(who: str, X: np.ndarray, flat_index: int, given=None) -> str:
+    """The error for a NaN or infinity at X.flat[flat_index]; `given` is the array the user
+    passed when X is its conversion (a finite float64 beyond float32's range became inf)."""
     pos = np.unravel_index(int(flat_index), X.shape)
-    return (f"{who}: X contains {X[pos]} at index {tuple(int(i) for i in pos)}; remove or impute "
+    where = tuple(int(i) for i in pos)
+    if isinstance(given, np.ndarray) and given.shape == X.shape and np.isfinite(given[pos]):
+        return (f"{who}: X holds {given[pos]} at index {where}, beyond {X.dtype}'s range "
+                f"(±{float(np.finfo(X.dtype).max):.3g}); scale the inputs down")
+    return (f"{who}: X contains {X[pos]} at index {where}; remove or impute "
             "non-finite values before training")
 
 

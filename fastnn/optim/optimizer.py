@@ -184,6 +184,9 @@ class Optimizer:
         present = [e for e in entries if e]
         if not present:
             return {}
+        if not all(isinstance(e, dict) for e in present):
+            raise ValueError(f"{name}.load_state_dict: a parameter's state must be a dict of arrays, got "
+                             f"{type(next(e for e in present if not isinstance(e, dict))).__name__}")
         if len(present) != len(entries):
             raise ValueError(f"{name}.load_state_dict: state is given for some parameters of a "
                              "model but not others; save and load the whole optimizer")
@@ -204,7 +207,10 @@ class Optimizer:
                                      f"its parameter has shape {p.shape}")
                 parts.append(v.reshape(-1))
             out[key] = np.concatenate(parts)
-        if "step" in entries[0]:
+        if any("step" in e for e in entries):
+            if not all("step" in e for e in entries):
+                raise ValueError(f"{name}.load_state_dict: a step count is given for some parameters but "
+                                 "not others")
             steps = {float(np.asarray(e["step"])) for e in entries}
             if len(steps) != 1 or not next(iter(steps)).is_integer() or next(iter(steps)) < 0:
                 raise ValueError(f"{name}.load_state_dict: step counts must be one whole number "

@@ -1,0 +1,260 @@
+"""Fuzz tests with a fixed budget: Hypothesis draws kernel arguments (shapes, dtypes, layouts,
+values), mutated model and IDX files, and bad fit/predict calls. The properties: C++ and the
+NumPy twin agree or raise the same error; a damaged file loads or raises FormatError; a bad
+call raises TypeError/ValueError and leaves the model as it was. Never a crash or a hang.
+
+The budget is FASTNN_FUZZ_EXAMPLES examples per test (default 200, about a second each, the same
+examples every run); fuzz/run.py runs these tests with a large budget and fresh random examples.
+"""
+import gzip
+import io
+import json
+import os
+import struct
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import strategies as st
+
+import fastnn as fnn
+from fastnn.backends import cpp, numpy_ref
+from harness import CASES, build, call, run_case
+
+EXAMPLES = int(os.environ.get("FASTNN_FUZZ_EXAMPLES", "200"))
+FUZZ = settings(max_examples=EXAMPLES, deadline=None, derandomize=EXAMPLES <= 200,
+                suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much,
+                                       HealthCheck.function_scoped_fixture])
+
+
+# ---------------------------------------------------------------- kernels
+
+
+@st.composite
+def kernel_calls(draw):
+    """(case, shape, dtype, layout, seed): a harness case on a shape near one of its own (each
+    dimension kept, set to 0 or 1, or drawn up to twice its size), at most 60,000 elements."""
+    case = draw(st.sampled_from(CASES))
+    base = draw(st.sampled_from(case.shapes))
+    shape = tuple(draw(st.one_of(st.just(d), st.sampled_from([0, 1]), st.integers(0, max(3, 2 * d))))
+                  for d in base)
+    assume(int(np.prod(shape, dtype=np.int64)) <= 60_000)
+    dtype = draw(st.sampled_from([np.float32, np.float64]))
+    layout = draw(st.sampled_from(["contiguous", "strided", "unaligned"]))
+    return case, shape, dtype, layout, draw(st.integers(0, 2**16))
+
+
+@FUZZ
+@given(kernel_calls())
+def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
+    case, shape, dtype, layout, seed = arg
+    try:
+        args, kwargs = build(case, shape, dtype, seed)
+    except (ValueError, IndexError):
+        assume(False)  # the case cannot make arrays of this shape (a negative output size)
+    errors = {}
+    for name, ops in (("numpy", numpy_ref), ("cpp", cpp)):
+        try:
+            call(ops, case, args, kwargs)
+        except (TypeError, ValueError) as e:
+            errors[name] = type(e)
+    if errors:  # a shape the kernel does not take (a window larger than the image, ...)
+        assert errors.get("numpy") == errors.get("cpp"), (case.id, shape, errors)
+        return
+    run_case(case, shape, dtype, noncontig=layout == "strided", misaligned=layout == "unaligned", seed=seed)
+
+
+# ---------------------------------------------------------------- model files
+
+
+def _saved(kind: str) -> bytes:
+    fnn.manual_seed(0)
+    if kind == "mlp":
+        model = fnn.Sequential(fnn.Linear(6, 5), fnn.ReLU(), fnn.Dropout(0.1), fnn.Linear(5, 3))
+        X = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
+    else:
+        model = fnn.Sequential(fnn.Conv2d(1, 2, 3, padding=1), fnn.BatchNorm2d(2), fnn.ReLU(), fnn.MaxPool2d(2),
+                               fnn.Flatten(), fnn.Linear(8, 3))
+        X = np.random.default_rng(0).standard_normal((20, 1, 4, 4)).astype(np.float32)
+    opt = fnn.Adam(model.parameters(), lr=1e-2)
+    model.fit(X, np.arange(20) % 3, optimizer=opt, epochs=1, batch_size=10, verbose=0)
+    buf = io.BytesIO()
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fastnn-fuzz-{os.getpid()}-{kind}.fnn")
+    fnn.save(model, path, optimizer=opt, metadata={"mean": [0.5]})
+    with open(path, "rb") as f:
+        buf.write(f.read())
+    os.remove(path)
+    return buf.getvalue()
+
+
+SAVED = {}
+
+
+def saved(kind):
+    if kind not in SAVED:
+        SAVED[kind] = _saved(kind)
+    return SAVED[kind]
+
+
+def _load_checked(path, sample_shape):
+    """fnn.load either works, giving a model that predicts, or raises FormatError."""
+    try:
+        model, _ = fnn.load(path, with_optimizer=True)
+    except fnn.FormatError:
+        return
+    try:
+        model.predict(np.zeros((2, *sample_shape), np.float32))
+    except ValueError:
+        pass  # a mutated (but consistent) architecture may want other inputs: a clear error
+
+
+SAMPLE = {"mlp": (6,), "cnn": (1, 4, 4)}
+
+
+@FUZZ
+@given(kind=st.sampled_from(["mlp", "cnn"]), data=st.data())
+def test_byte_mutated_model_files_load_or_raise_format_error(tmp_path, kind, data):
+    raw = bytearray(saved(kind))
+    for _ in range(data.draw(st.integers(1, 4))):
+        op = data.draw(st.sampled_from(["flip", "set", "truncate", "insert", "delete"]))
+        at = data.draw(st.integers(0, max(0, len(raw) - 1)))
+        if op == "flip" and raw:
+            raw[at] ^= 1 << data.draw(st.integers(0, 7))
+        elif op == "set" and raw:
+            raw[at] = data.draw(st.integers(0, 255))
+        elif op == "truncate":
+            del raw[at:]
+        elif op == "insert":
+            raw[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        elif op == "delete":
+            del raw[at:at + data.draw(st.integers(1, 16))]
+    path = tmp_path / "m.fnn"
+    path.write_bytes(bytes(raw))
+    _load_checked(path, SAMPLE[kind])
+
+
+json_values = st.recursive(
+    st.one_of(st.none(), st.booleans(), st.integers(-2**70, 2**70), st.floats(allow_nan=True),
+              st.text(max_size=8), st.sampled_from(["<f4", "<f8", "<i8", "Linear", "Sequential", "@0.weight"])),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner, max_size=4),
+    max_leaves=8)
+
+
+def _paths(node, prefix=()):
+    yield prefix
+    if isinstance(node, dict):
+        for k, v in node.items():
+            yield from _paths(v, prefix + (k,))
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _paths(v, prefix + (i,))
+
+
+@FUZZ
+@given(kind=st.sampled_from(["mlp", "cnn"]), data=st.data())
+def test_header_mutated_model_files_load_or_raise_format_error(tmp_path, kind, data):
+    # Structural changes to the JSON header (any node replaced by any JSON value, or dropped),
+    # written back as a well-formed file: what a hostile or buggy writer could produce.
+    raw = saved(kind)
+    hlen = struct.unpack_from("<Q", raw, 16)[0]
+    header = json.loads(raw[24:24 + hlen])
+    data_start = 24 + hlen + (-(24 + hlen) % 64)
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(list(_paths(header))[1:]))
+        parent = header
+        for key in where[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()) or not isinstance(parent, dict):
+            parent[where[-1]] = data.draw(json_values)
+        else:
+            del parent[where[-1]]
+    text = json.dumps(header).encode()
+    out = raw[:16] + struct.pack("<Q", len(text)) + text
+    out += b"\0" * (-len(out) % 64) + raw[data_start:]
+    path = tmp_path / "m.fnn"
+    path.write_bytes(out)
+    _load_checked(path, SAMPLE[kind])
+
+
+# ---------------------------------------------------------------- IDX files
+
+
+def _idx(arr: np.ndarray) -> bytes:
+    codes = {np.dtype(np.uint8): 0x08, np.dtype(np.int8): 0x09, np.dtype(">i2"): 0x0B,
+             np.dtype(">i4"): 0x0C, np.dtype(">f4"): 0x0D, np.dtype(">f8"): 0x0E}
+    head = bytes([0, 0, codes[arr.dtype], arr.ndim]) + b"".join(struct.pack(">I", d) for d in arr.shape)
+    return head + arr.tobytes()
+
+
+@FUZZ
+@given(dtype=st.sampled_from(["u1", "i1", ">i2", ">i4", ">f4", ">f8"]),
+       shape=st.lists(st.integers(0, 5), min_size=1, max_size=3), zipped=st.booleans(), data=st.data())
+def test_mutated_idx_files_read_or_raise_value_error(tmp_path, dtype, shape, zipped, data):
+    arr = np.arange(int(np.prod(shape)), dtype=np.int64).reshape(shape).astype(dtype)
+    raw = bytearray(gzip.compress(_idx(arr)) if zipped else _idx(arr))
+    mutated = data.draw(st.booleans())
+    if mutated:
+        for _ in range(data.draw(st.integers(1, 3))):
+            if not raw:
+                break
+            at = data.draw(st.integers(0, len(raw) - 1))
+            op = data.draw(st.sampled_from(["set", "truncate", "append"]))
+            if op == "set":
+                raw[at] = data.draw(st.integers(0, 255))
+            elif op == "truncate":
+                del raw[at:]
+            else:
+                raw += data.draw(st.binary(min_size=1, max_size=8))
+    path = tmp_path / ("x.gz" if zipped else "x.idx")
+    path.write_bytes(bytes(raw))
+    try:
+        got = fnn.data.read_idx(path)
+    except ValueError:
+        assert mutated  # an intact file always reads
+        return
+    if not mutated:
+        np.testing.assert_array_equal(got, arr)
+        assert got.shape == arr.shape
+
+
+# ---------------------------------------------------------------- bad fit / predict calls
+
+
+def _weights(model):
+    return [v.copy() for v in model.state_dict().values()]
+
+
+def _full(shape, dt, fill):
+    if dt is object:
+        return np.full(shape, None)
+    with np.errstate(invalid="ignore"):  # NaN into an integer array: whatever NumPy makes of it
+        return np.full(shape, fill, dtype=dt)
+
+
+bad_arrays = st.one_of(
+    st.builds(_full,
+              st.lists(st.integers(0, 4), max_size=3).map(tuple),
+              st.sampled_from([np.float32, np.float64, np.int64, np.bool_, np.float16, np.complex64, object]),
+              st.sampled_from([0.5, 1.0, np.nan, np.inf, -np.inf])),
+    st.lists(st.floats(allow_nan=True), max_size=6),
+    st.none(), st.text(max_size=3), st.integers(-3, 3))
+
+
+@FUZZ
+@given(X=bad_arrays, y=bad_arrays, batch=st.sampled_from([None, 0, 1, 2, -1, 2.5, "4"]),
+       which=st.sampled_from(["fit", "predict", "evaluate"]))
+def test_bad_fit_and_predict_calls_raise_clearly_and_change_nothing(X, y, batch, which):
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Linear(4, 3), fnn.ReLU(), fnn.Linear(3, 2))
+    before = _weights(model)
+    try:
+        if which == "fit":
+            kwargs = {} if batch is None else {"batch_size": batch}
+            model.fit(X, y, epochs=1, verbose=0, **kwargs)
+        elif which == "predict":
+            model.predict(X, batch_size=batch if batch != 0 else None)
+        else:
+            model.evaluate(X, y)
+    except (TypeError, ValueError):
+        for a, b in zip(_weights(model), before):
+            np.testing.assert_array_equal(a, b)
