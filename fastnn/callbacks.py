@@ -125,7 +125,8 @@ class ModelCheckpoint(Callback):
                 return
             self.best = value
         path = self.path.format(epoch=epoch + 1, **logs)
-        save(self.model, path, optimizer=self.params.get("optimizer") if self.save_optimizer else None)
+        if self.params.get("rank", 0) == 0:  # in distributed fit, rank 0 alone writes files
+            save(self.model, path, optimizer=self.params.get("optimizer") if self.save_optimizer else None)
         self.saved.append(path)
 
 

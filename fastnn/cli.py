@@ -16,6 +16,7 @@ import numpy as np
 
 import fastnn as fnn
 from fastnn import cnn_models
+from fastnn import distributed as dist
 
 
 class UserError(Exception):
@@ -112,6 +113,12 @@ def cmd_train(args) -> int:
                         "(see `fastnn train --help`)")
     if args.batchnorm and args.model != "cnn":
         raise UserError("--batchnorm applies to --model cnn")
+    # Under `mpiexec -n K fastnn train ...` every rank trains its shards of each batch
+    # (fastnn/distributed.py) and rank 0 alone prints and saves.
+    distributed = dist.launched_by_mpi()
+    if distributed and dist.rank() != 0:
+        sys.stdout = open(os.devnull, "w")
+        args.out = args.plot = None
     (X, y), (Xt, yt) = _load_dataset(args.dataset)
     meta = {"dataset": str(args.dataset), "model": args.model, "input_shape": list(X.shape[1:]),
             "normalize": {"mean": 0.5, "std": 0.5},
@@ -148,11 +155,12 @@ def cmd_train(args) -> int:
 
     print(f"Training {description} on {args.dataset}: {len(X)} training / "
           f"{len(Xt)} test samples; {args.optimizer} lr {args.lr}, {args.epochs} epochs, batch "
-          f"{args.batch_size}; {fnn.get_num_threads()} threads, {fnn.get_backend()} backend", flush=True)
+          f"{args.batch_size}; {fnn.get_num_threads()} threads, {fnn.get_backend()} backend"
+          + (f", {dist.size()} MPI ranks" if distributed else ""), flush=True)
     try:
         history = model.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=optimizer, epochs=args.epochs,
                             batch_size=args.batch_size, validation_split=args.val_split,
-                            verbose=args.verbose)
+                            verbose=args.verbose, distributed=distributed)
     except KeyboardInterrupt:
         print("\ninterrupted: training stopped" + (f"; {args.out} was not written" if args.out else ""),
               file=sys.stderr)
@@ -355,6 +363,12 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _error(e) -> None:
+    # under mpiexec every rank meets the same error: rank 0 alone reports it
+    if not dist.launched_by_mpi() or os.environ.get("OMPI_COMM_WORLD_RANK", os.environ.get("PMI_RANK", "0")) == "0":
+        print(f"fastnn: error: {e}", file=sys.stderr)
+
+
 def main(argv=None) -> int:
     argv = sys.argv[1:] if argv is None else list(argv)
     if argv[:1] == ["bench"]:
@@ -368,12 +382,12 @@ def main(argv=None) -> int:
             return 2
         return args.func(args)
     except UserError as e:
-        print(f"fastnn: error: {e}", file=sys.stderr)
+        _error(e)
         return 2
-    except (ValueError, TypeError, OSError) as e:  # bad files and values, reported by fastnn
+    except (ValueError, TypeError, OSError, RuntimeError) as e:  # bad files and values, reported by fastnn
         if os.environ.get("FASTNN_DEBUG"):
             raise  # FASTNN_DEBUG=1 shows the traceback
-        print(f"fastnn: error: {e}", file=sys.stderr)
+        _error(e)
         return 2
     except KeyboardInterrupt:
         print("\nfastnn: interrupted", file=sys.stderr)

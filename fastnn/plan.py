@@ -197,13 +197,14 @@ class TrainRunner:
     def __init__(self, compiled: Compiled, loss_name: str, optimizer, X, y, stop):
         self.compiled, self.loss_name, self.optimizer = compiled, loss_name, optimizer
         self.X, self.y, self.stop = X, y, stop
+        self.shards = None  # distributed fit: Plan.train's shards argument (fastnn/distributed.py)
 
     def run(self, order, batch_size: int, b0: int, nb: int):
         # the optimizer's settings are read at every call (a callback may change the rate)
         steps, commit = self.optimizer._plan_steps(self.compiled.store)
         with lock():  # Dropout draws from a copy of the generator's state: no other draw in between
             losses, correct, rng, error = self.compiled.core.train(
-                self.X, self.y, order, batch_size, b0, nb, self.loss_name, steps, pcg64_state(), self.stop)
+                self.X, self.y, order, batch_size, b0, nb, self.loss_name, steps, pcg64_state(), self.stop, self.shards)
             set_pcg64_state(rng)
         commit(len(losses))  # step counts and new buffers: what the completed batches applied
         return losses, correct, error

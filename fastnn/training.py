@@ -187,7 +187,7 @@ def _interrupts_between_batches():
 
 def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, batch_size: int = 32,
         shuffle: bool = True, validation_data=None, validation_split: float = 0.0, callbacks=None,
-        verbose: int = 1, use_plan: bool = True) -> History:
+        verbose: int = 1, use_plan: bool = True, distributed: bool = False, shards: int | None = None) -> History:
     """Train `model` on (X, y) with mini-batches.
 
     Args:
@@ -201,44 +201,67 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         use_plan: on the "cpp" backend, run the batches through the model's compiled plan
             (fastnn/plan.py) when the model, loss and optimizer have one: the same arithmetic
             as the layers, many batches per C++ call. False forces the layer-by-layer steps.
+        distributed: train on every rank of an MPI job (`mpiexec -n K ...`), each computing
+            its shards of every batch (fastnn/distributed.py); batch_size is the global batch.
+            Every rank must be given the same X, y and settings; rank 0 prints and writes.
+        shards: the pieces each batch is cut into in distributed training (default 4; at
+            least the number of ranks). The weights depend on it, not on the number of ranks.
     Returns:
         History with per-epoch "loss", "accuracy" (classifiers) and their "val_" versions.
     """
     who = "fit"
-    loss_fn = get_loss(loss)
-    epochs = int(epochs) if epochs == 0 else _positive_int(epochs, "fit: epochs")
-    batch_size = _positive_int(batch_size, "fit: batch_size")
-    if verbose not in (0, 1, 2):
-        raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
-    X = _features(model, X, who)
-    _check_lengths(X, y, who)
-    if not 0.0 <= validation_split < 1.0:
-        raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
-    if validation_split and validation_data is not None:
-        raise ValueError("fit: pass validation_data or validation_split, not both")
-    if len(X) == 0:
-        raise ValueError("fit: X has no samples")
-    out_shape = _output_shape(model, X, who)
-    y = _targets(loss_fn, y, out_shape, len(X), who, X.dtype)
-    if validation_split:
-        cut = len(X) - int(round(len(X) * validation_split))
-        if cut < 1 or cut == len(X):
-            raise ValueError(f"fit: validation_split={validation_split} leaves no training or no "
-                             f"validation samples out of {len(X)}")
-        validation_data = (X[cut:], y[cut:])
-        X, y = X[:cut], y[:cut]
-    if validation_data is not None:
-        try:
-            Xv, yv = validation_data
-        except (TypeError, ValueError):
-            raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
-        Xv = _features(model, Xv, "fit (validation_data)")
-        _check_lengths(Xv, yv, "fit (validation_data)")
-        if len(Xv) == 0:
-            raise ValueError("fit: validation_data has no samples")
-        yv = _targets(loss_fn, yv, _output_shape(model, Xv, "fit (validation_data)"), len(Xv), "fit (validation_data)", X.dtype)
-        validation_data = (Xv, yv)
-    opt = _optimizer(optimizer, model)
+    if distributed:
+        from fastnn import distributed as dist
+        dist.comm()  # ImportError with the install line when mpi4py is missing
+    # Every input is checked before the first update. In distributed training every rank
+    # checks, then all learn whether any failed, so none waits for a rank that raised.
+    error = None
+    try:
+        loss_fn = get_loss(loss)
+        epochs = int(epochs) if epochs == 0 else _positive_int(epochs, "fit: epochs")
+        batch_size = _positive_int(batch_size, "fit: batch_size")
+        if verbose not in (0, 1, 2):
+            raise ValueError(f"fit: verbose must be 0, 1 or 2, got {verbose!r}")
+        X = _features(model, X, who)
+        _check_lengths(X, y, who)
+        if not 0.0 <= validation_split < 1.0:
+            raise ValueError(f"fit: validation_split must be in [0, 1), got {validation_split}")
+        if validation_split and validation_data is not None:
+            raise ValueError("fit: pass validation_data or validation_split, not both")
+        if len(X) == 0:
+            raise ValueError("fit: X has no samples")
+        out_shape = _output_shape(model, X, who)
+        y = _targets(loss_fn, y, out_shape, len(X), who, X.dtype)
+        if validation_split:
+            cut = len(X) - int(round(len(X) * validation_split))
+            if cut < 1 or cut == len(X):
+                raise ValueError(f"fit: validation_split={validation_split} leaves no training or no "
+                                 f"validation samples out of {len(X)}")
+            validation_data = (X[cut:], y[cut:])
+            X, y = X[:cut], y[:cut]
+        if validation_data is not None:
+            try:
+                Xv, yv = validation_data
+            except (TypeError, ValueError):
+                raise ValueError("fit: validation_data must be a pair (X_val, y_val)") from None
+            Xv = _features(model, Xv, "fit (validation_data)")
+            _check_lengths(Xv, yv, "fit (validation_data)")
+            if len(Xv) == 0:
+                raise ValueError("fit: validation_data has no samples")
+            yv = _targets(loss_fn, yv, _output_shape(model, Xv, "fit (validation_data)"), len(Xv), "fit (validation_data)", X.dtype)
+            validation_data = (Xv, yv)
+        opt = _optimizer(optimizer, model)
+        if distributed:
+            combiner_args = _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards)
+    except Exception as e:  # noqa: BLE001
+        if not distributed:
+            raise
+        error = e
+    if distributed:
+        dist.share_failure(who, error)
+        combiner = _distributed_start(model, opt, X, y, validation_data, loss_fn, batch_size, epochs, shuffle,
+                                      combiner_args)
+        verbose = verbose if dist.is_main() else 0
 
     classify = isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss, BCELoss))
     # binary cross-entropy scores each output: a sample's accuracy is its fraction of right ones
@@ -252,7 +275,8 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be fastnn callbacks, got {type(cb).__name__}")
         cb.set_model(model)
-        cb.set_params({"epochs": epochs, "batch_size": batch_size, "metrics": metrics, "optimizer": opt})
+        cb.set_params({"epochs": epochs, "batch_size": batch_size, "metrics": metrics, "optimizer": opt,
+                       "rank": dist.rank() if distributed else 0})
 
     n = len(X)
     steps = -(-n // batch_size)
@@ -279,7 +303,12 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                 # the compiled plan when model, loss and optimizer have one (checked every
                 # epoch: a callback may change a setting), else the layers; many batches per
                 # plan call unless a callback watches each batch
-                runner = plan.training(model, loss_fn, opt, X, y, interrupted) if use_plan else None
+                runner = plan.training(model, loss_fn, opt, X, y, interrupted) if use_plan or distributed else None
+                if distributed:
+                    if runner is None:  # a callback changed the model, loss or optimizer
+                        raise ValueError("fit: distributed training runs the compiled plan, and the model, loss "
+                                         "or optimizer no longer has one")
+                    runner.shards = combiner.use(runner.compiled.store.grad)
                 if runner is not None:
                     run, group = runner.run, 1 if watches_batches else max(1, min(steps, 64))
                     order = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
@@ -307,7 +336,11 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     if model.stop_training:
                         break
                 if validation_data is not None:
-                    logs.update({"val_" + k: v for k, v in evaluate(model, *validation_data, loss=loss_fn).items()})
+                    if distributed:
+                        val = _evaluate_sharded(model, *validation_data, loss_fn, combiner.shards)
+                    else:
+                        val = evaluate(model, *validation_data, loss=loss_fn)
+                    logs.update({"val_" + k: v for k, v in val.items()})
                     if interrupted[0]:
                         raise KeyboardInterrupt
                 bar.finish(logs, prefix=f"Epoch {epoch + 1}/{epochs}")
@@ -315,6 +348,10 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     cb.on_epoch_end(epoch, dict(logs))
                 if model.stop_training:
                     break
+        except BaseException as e:
+            if distributed and dist.size() > 1:
+                dist.abort(who, e)  # the other ranks would wait for this one forever
+            raise
         finally:
             if runner is not None:
                 runner.release()  # the workspace is the data's; it goes with the call
@@ -322,6 +359,69 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         cb.on_train_end()
     model._last_loss = loss_fn
     return history
+
+
+def _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards):
+    """What distributed fit needs beyond plain fit; returns the Combiner's arguments."""
+    from fastnn import distributed as dist
+    from fastnn.layers.norm import _BatchNorm
+    shards = dist.DEFAULT_SHARDS if shards is None else _positive_int(shards, "fit: shards")
+    if shards < dist.size():
+        raise ValueError(f"fit: shards={shards} is fewer than the {dist.size()} ranks; every rank needs a shard of "
+                         f"each batch: pass shards={dist.size()} or more (the same number on every run)")
+    if any(isinstance(m, _BatchNorm) for m in model.modules()):
+        raise ValueError("fit: distributed training does not take BatchNorm yet (its batch statistics would be "
+                         "per shard and its running averages per rank); remove it or train on one process")
+    if plan.training(model, loss_fn, opt, X, y, None) is None:
+        raise ValueError("fit: distributed training runs the compiled plan (the 'cpp' backend, fastnn's own layers, "
+                         "losses and optimizers, C-contiguous data); this model, loss or optimizer has none")
+    return shards, len(X), batch_size, getattr(loss_fn, "reduction", "mean") == "sum"
+
+
+def _distributed_start(model, opt, X, y, validation_data, loss_fn, batch_size, epochs, shuffle, combiner_args):
+    """Check that every rank holds the same data, model and settings, then give every rank
+    rank 0's weights, optimizer state and generator. Returns the gradient Combiner."""
+    from fastnn import distributed as dist
+    settings = [{k: v for k, v in g.items() if k != "params"} for g in opt.param_groups]
+    dist.same_everywhere(
+        "fit", samples=len(X), sample_shape=X.shape[1:], dtype=str(X.dtype), targets=(y.shape, str(y.dtype)),
+        validation=None if validation_data is None else (validation_data[0].shape, validation_data[1].shape),
+        model=repr(model), parameters=model.num_parameters(), loss=repr(loss_fn),
+        optimizer=(type(opt).__name__, repr(settings)), batch_size=batch_size, epochs=epochs, shuffle=bool(shuffle),
+        shards=combiner_args[0])
+    dist.broadcast_parameters(model)
+    dist.broadcast_optimizer_state(opt)
+    dist.broadcast_generator()
+    return dist.Combiner(*combiner_args)
+
+
+def _evaluate_sharded(model, X, y, loss_fn, shards: int) -> dict:
+    """evaluate() in distributed fit: the data cut into `shards` fixed pieces, each rank scoring
+    its own, the sums combined in shard order, so every rank (and every rank count) gets the
+    same numbers."""
+    from fastnn import distributed as dist
+    lo, hi = dist.owned_shards(shards, dist.rank(), dist.size())
+    mine = []
+    for s in range(lo, hi):
+        a, b = dist.shard_rows(len(X), shards, s)
+        total, correct = 0.0, 0
+        if b > a:
+            out = predict(model, X[a:b])
+            per_sample = getattr(loss_fn, "reduction", "mean") == "mean"
+            for r in range(a, b, LAYER_BATCH):
+                ob, yb = out[r - a:min(b, r + LAYER_BATCH) - a], y[r:min(b, r + LAYER_BATCH)]
+                value = loss_fn.forward(ob, yb, need_grad=False)
+                total += value * len(ob) if per_sample else value
+                correct += _correct(loss_fn, ob, yb) or 0
+        mine.append((total, correct))
+    every = [pair for part in dist.comm().allgather(mine) for pair in part]
+    total = sum(t for t, _ in every)
+    per_sample = getattr(loss_fn, "reduction", "mean") == "mean"
+    logs = {"loss": total / len(X) if per_sample else total}
+    if isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss, BCELoss)):
+        outputs = 1 if isinstance(loss_fn, CrossEntropyLoss) else int(np.prod(y.shape[1:], dtype=np.int64))
+        logs["accuracy"] = sum(c for _, c in every) / outputs / len(X)
+    return logs
 
 
 # Rows at a time when predict runs layer by layer and batch_size is None.

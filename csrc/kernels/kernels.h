@@ -138,6 +138,9 @@ struct Pcg64State {
 };
 template <class T>
 void pcg64_uniform(T* out, idx n, Pcg64State& st);
+// st moved `delta` outputs ahead, a kept half-output dropped: data-parallel training gives each
+// shard of a batch its own stretch of the stream, whichever process computes it.
+void pcg64_jump(Pcg64State& st, std::uint64_t delta);
 
 // Flat index of the first NaN or ±inf among x[0:n], or -1 (checks.cpp).
 template <class T>

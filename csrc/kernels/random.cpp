@@ -103,6 +103,16 @@ void pcg64_uniform(T* out, idx n, Pcg64State& st) {
   st.state_lo = (std::uint64_t)state;
 }
 
+void pcg64_jump(Pcg64State& st, std::uint64_t delta) {
+  const u128 state = ((u128)st.state_hi << 64) | st.state_lo;
+  const u128 inc = ((u128)st.inc_hi << 64) | st.inc_lo;
+  const u128 t = advance(state, inc, delta);
+  st.state_hi = (std::uint64_t)(t >> 64);
+  st.state_lo = (std::uint64_t)t;
+  st.has_uint32 = false;
+  st.uinteger = 0;
+}
+
 template void pcg64_uniform<float>(float*, idx, Pcg64State&);
 template void pcg64_uniform<double>(double*, idx, Pcg64State&);
 

@@ -71,6 +71,7 @@ struct SoftmaxOp : Op<T> {
 template <class T>
 struct DropoutOp : Op<T> {
   const char* name() const override { return "dropout"; }
+  bool draws() const override { return true; }
   double p;
   idx width;
   size_t saved_bytes(idx rows) const override { return sizeof(T) * (size_t)(rows * width); }

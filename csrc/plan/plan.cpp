@@ -273,18 +273,15 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
     const T* row = x + order[r] * C0;
     for (idx k = 0; k < C0; k += 64 / (idx)sizeof(T)) __builtin_prefetch(row + k, 0, 3);
   };
-  for (idx bi = a.first_batch; bi < a.first_batch + a.n_batches; ++bi) {
-    const auto t0 = std::chrono::steady_clock::now();
-    SerialScope one_thread(tune && tuner.one_thread(tuning_id_));
-    const idx r0 = bi * a.B, rows = std::min(a.N, r0 + a.B) - r0;
-    // gather the batch (fit's X[idx], y[idx]); threads copy even shares of the rows (at least
-    // 8 each), each with its own requests in flight (measured, 2 threads: chunks of 32 rows
-    // left batch 32 to one thread and split batch 100 64/36; even shares took the gather from
-    // 29 to 18 ms per epoch at batch 32, 19 to 16 ms at batch 100). A copy sums nothing, so
-    // the split cannot change a result.
-    T* const xb = w.xb.data();
-    T* const yb = w.yb.data();
-    std::int64_t* const lb = w.lb.data();
+  // gather rows [r0, r0 + rows) of the shuffled data into the workspace (fit's X[idx], y[idx]);
+  // threads copy even shares of the rows (at least 8 each), each with its own requests in
+  // flight (measured, 2 threads: chunks of 32 rows left batch 32 to one thread and split batch
+  // 100 64/36; even shares took the gather from 29 to 18 ms per epoch at batch 32, 19 to 16 ms
+  // at batch 100). A copy sums nothing, so the split cannot change a result.
+  T* const xb = w.xb.data();
+  T* const yb = w.yb.data();
+  std::int64_t* const lb = w.lb.data();
+  auto gather = [&](idx r0, idx rows) {
     const idx share = std::max<idx>(8, (rows + num_threads() - 1) / num_threads());
     parallel_chunks(rows, share, [&](idx i0, idx i1) {
       for (idx i = i0; i < std::min(i0 + kAhead, i1); ++i) prefetch_row(r0 + i);
@@ -296,25 +293,68 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
         else std::memcpy(yb + i * OC, static_cast<const T*>(a.targets) + src * OC, sizeof(T) * (size_t)OC);
       }
     });
+  };
+  // forward, loss and backward of the gathered rows, the parameters' gradients into `grads`;
+  // ∂loss/∂output scaled by `scale` unless 1. Returns loss_forward's bad index.
+  auto pass = [&](idx rows, Pcg64State* rng, T* grads, T scale, double* loss, std::int64_t* correct) {
     w.valp[0] = xb;
     bind_aliases(w);
     Batch<T> b;
     b.rows = rows, b.val = w.valp.data(), b.grad = w.gradp.data();
-    b.params = params_, b.grads = grads_, b.rng = a.rng;
+    b.params = params_, b.grads = grads, b.rng = rng;
     forward(w, b);
     // the loss writes ∂loss/∂output: the output's one consumer, so it writes the gradient
     T* dy = w.gradp[(size_t)output_];
-    const idx at = loss_forward(a.loss, dy, w.valp[(size_t)output_], lb, yb, rows, OC,
-                                &a.losses[bi - a.first_batch], &a.correct[bi - a.first_batch]);
+    const idx at = loss_forward(a.loss, dy, w.valp[(size_t)output_], lb, yb, rows, OC, loss, correct);
+    if (at >= 0) return at;
+    if (dy && scale != T(1))
+      for (idx i = 0; i < rows * OC; ++i) dy[i] *= scale;
+    if (dy) backward(w, b);  // (no gradient at all: a model without parameters)
+    return at;
+  };
+  for (idx bi = a.first_batch; bi < a.first_batch + a.n_batches; ++bi) {
+    const auto t0 = std::chrono::steady_clock::now();
+    SerialScope one_thread(tune && tuner.one_thread(tuning_id_));
+    const idx r0 = bi * a.B, rows = std::min(a.N, r0 + a.B) - r0, k = bi - a.first_batch;
+    idx at = -1;
+    if (a.shards == 0) {
+      gather(r0, rows);
+      at = pass(rows, a.rng, grads_, T(1), &a.losses[k], &a.correct[k]);
+    } else {
+      for (idx s = a.shard_lo; s < a.shard_hi && at < 0; ++s) {
+        const idx s0 = rows * s / a.shards, n = rows * (s + 1) / a.shards - s0, j = s - a.shard_lo;
+        T* g = a.shard_grads + j * n_params_;
+        if (n == 0) {  // a short last batch leaves some shards empty: they add nothing
+          std::fill(g, g + n_params_, T(0));
+          a.shard_losses[j] = 0, a.shard_correct[j] = 0;
+          continue;
+        }
+        gather(r0 + s0, n);
+        Pcg64State st = *a.rng;
+        pcg64_jump(st, (std::uint64_t)s << 40);
+        const T scale = a.loss == LossKind::MseSum ? T(1) : static_cast<T>((double)n / (double)rows);
+        at = pass(n, &st, g, scale, &a.shard_losses[j], &a.shard_correct[j]);
+      }
+      if (std::any_of(ops_.begin(), ops_.end(), [](const auto& op) { return op->draws(); }))
+        pcg64_jump(*a.rng, (std::uint64_t)a.shards << 40);
+    }
     if (at >= 0) {
       res.bad_prob = at;
       res.bad_value = (double)w.valp[(size_t)output_][at];
       break;
     }
-    if (dy) backward(w, b);  // (no gradient at all: a model without parameters)
+    double waited = 0;  // in combine: the other processes' time, not this one's threads'
+    if (a.shards) {
+      const auto c0 = std::chrono::steady_clock::now();
+      if (!a.combine(bi, &a.losses[k], &a.correct[k])) {
+        res.combine_failed = true;
+        break;
+      }
+      waited = seconds_since(c0);
+    }
     for (OptStep<T>* s : a.optimizer) s->apply(params_, grads_);
     ++res.done;
-    if (tune && rows == a.B) tuner.record(tuning_id_, seconds_since(t0));
+    if (tune && rows == a.B) tuner.record(tuning_id_, seconds_since(t0) - waited);
     if (bi + 1 < a.first_batch + a.n_batches && a.stop && a.stop()) break;
   }
   return res;

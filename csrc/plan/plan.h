@@ -47,6 +47,8 @@ struct Op {
   // A NaN or infinity in a row of the input makes every value of that output row NaN or
   // infinite (Linear): predict then scans this op's output, not the (wider) input.
   virtual bool spreads_nonfinite() const { return false; }
+  // Draws from fastnn's generator (Dropout).
+  virtual bool draws() const { return false; }
   virtual void forward(const Batch<T>& b, void* saved) = 0;
   // dst[k]: where ∂loss/∂in[k] goes (written), or null when in[k] needs no gradient.
   virtual void backward(const Batch<T>& b, void* saved, T* const* dst) = 0;
@@ -108,10 +110,26 @@ struct TrainArgs {
   std::int64_t* correct = nullptr;  // per batch: argmax hits (cross-entropy), outputs on the
                                     // target's side (BCE), 0 (MSE)
   std::function<bool()> stop;     // asked between batches (Ctrl-C); true ends the run there
+  // Data-parallel training (fastnn/distributed.py). With shards > 0, batch rows are cut into
+  // `shards` pieces, shard s holding rows [s·rows/shards, (s+1)·rows/shards) of the batch, each
+  // with its own stretch of the generator's stream (pcg64_jump by s·2⁴⁰; by shards·2⁴⁰ after
+  // the batch when the plan draws at all, so that without Dropout the generator, and the next
+  // epoch's shuffle, stay as plain training leaves them). This process computes shards [shard_lo, shard_hi): the gradient of shard k of
+  // them into shard_grads + k·n_params (its loss share: ∂loss/∂output scaled by its rows /
+  // the batch's rows, so the shards' gradients sum to the batch's), its loss and count into
+  // shard_losses[k], shard_correct[k]. Then `combine(batch, loss, correct)` (which exchanges
+  // them with the other processes) writes the batch's gradient into the plan's gradient buffer
+  // and its loss and count into *loss, *correct; false ends the run before the optimizer step.
+  idx shards = 0, shard_lo = 0, shard_hi = 0;
+  T* shard_grads = nullptr;
+  double* shard_losses = nullptr;
+  std::int64_t* shard_correct = nullptr;
+  std::function<bool(idx batch, double* loss, std::int64_t* correct)> combine;
 };
 
 struct TrainResult {
   idx done = 0;        // batches completed (loss, backward and optimizer step)
+  bool combine_failed = false;  // combine returned false (data-parallel training)
   idx bad_prob = -1;   // BCE: flat index (in the batch's output) of a probability outside [0, 1]
   double bad_value = 0;
 };

@@ -243,7 +243,8 @@ class PyPlan {
   // probability outside [0, 1] for BCE), else None. losses and correct hold the completed
   // batches only.
   py::tuple train(py::handle x_h, py::handle targets_h, py::handle order_h, idx B, idx first_batch, idx n_batches,
-                  const std::string& loss_name, const std::vector<PlanStep*>& optimizer, py::tuple rng, py::handle stop_h) {
+                  const std::string& loss_name, const std::vector<PlanStep*>& optimizer, py::tuple rng, py::handle stop_h,
+                  py::handle shards_h) {
     const char* op = "Plan.train";
     if (!training_) throw py::value_error(cat(op, ": this is an inference plan; train runs a training plan"));
     const int o = with([](auto& p) { return p.output(); });
@@ -301,6 +302,33 @@ class PyPlan {
       stop_flag = static_cast<const std::uint8_t*>(stop_arr.data());
     }
 
+    // Data-parallel training: shards = (count, lo, hi, shard_grads, shard_losses,
+    // shard_correct, combine), as TrainArgs describes them; combine(batch) -> (loss, correct)
+    // or None to end the run.
+    idx n_shards = 0, lo = 0, hi = 0;
+    py::array shard_grads, shard_losses, shard_correct;
+    py::object combine;
+    if (!shards_h.is_none()) {
+      py::tuple t = py::reinterpret_borrow<py::object>(shards_h).cast<py::tuple>();
+      if (py::len(t) != 7) throw py::value_error(cat(op, ": shards must be (count, lo, hi, grads, losses, correct, combine)"));
+      n_shards = t[0].cast<idx>(), lo = t[1].cast<idx>(), hi = t[2].cast<idx>();
+      if (n_shards < 1 || lo < 0 || hi <= lo || hi > n_shards)
+        throw py::value_error(cat(op, ": shards [", lo, ", ", hi, ") of ", n_shards, " is not a range of shards"));
+      shard_grads = out_arg(op, "shard_grads", t[3]);
+      if (shard_grads.dtype().not_equal(params_.dtype()) ||
+          shard_grads.size() != checked_mul(op, "shard_grads' size", hi - lo, params_.size()))
+        throw py::value_error(cat(op, ": shard_grads must hold ", hi - lo, " × ", params_.size(), " ",
+                                  std::string(py::str(params_.dtype())), " values"));
+      no_overlap(op, "shard_grads", shard_grads, "params", params_, false);
+      no_overlap(op, "shard_grads", shard_grads, "grads", grads_, false);
+      shard_losses = exact_arg<double>(op, "shard_losses", t[4]);
+      shard_correct = exact_arg<std::int64_t>(op, "shard_correct", t[5]);
+      if (shard_losses.size() != hi - lo || shard_correct.size() != hi - lo)
+        throw py::value_error(cat(op, ": shard_losses and shard_correct must hold ", hi - lo, " values"));
+      combine = t[6];
+      if (!PyCallable_Check(combine.ptr())) throw py::type_error(cat(op, ": combine must be callable"));
+    }
+
     py::array_t<double> losses(n_batches);
     py::array_t<std::int64_t> correct(n_batches);
     py::object pending = py::none();
@@ -323,6 +351,25 @@ class PyPlan {
         }
         return stop_flag && *stop_flag;
       };
+      if (n_shards) {
+        a.shards = n_shards, a.shard_lo = lo, a.shard_hi = hi;
+        a.shard_grads = ptr<T>(shard_grads), a.shard_losses = ptr<double>(shard_losses);
+        a.shard_correct = ptr<std::int64_t>(shard_correct);
+        // an exception in combine (an MPI error) is kept, to raise after the completed batches
+        a.combine = [&](idx batch, double* loss, std::int64_t* hits) {
+          py::gil_scoped_acquire gil;
+          try {
+            py::object r = combine(batch);
+            if (r.is_none()) return false;
+            auto pair = r.cast<py::tuple>();
+            *loss = pair[0].cast<double>(), *hits = pair[1].cast<std::int64_t>();
+            return true;
+          } catch (py::error_already_set& e) {
+            pending = e.value();
+            return false;
+          }
+        };
+      }
       return nogil([&] { return p.train(a); });
     });
     if (res.bad_prob >= 0 && pending.is_none())
@@ -500,7 +547,7 @@ void fastnn::bind_plan(py::module_& m) {
       .def("predict", &PyPlan::predict, py::arg("out"), py::arg("x"), py::arg("batch_size"), py::arg("check_finite"))
       .def("train", &PyPlan::train, py::arg("x"), py::arg("targets"), py::arg("order"), py::arg("batch_size"),
            py::arg("first_batch"), py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("rng"),
-           py::arg("stop"))
+           py::arg("stop"), py::arg("shards") = py::none())
       .def("release", &PyPlan::release)
       .def_property_readonly("auto_rows", &PyPlan::auto_rows,
                              "Rows predict takes at a time when batch_size is 0: a workspace of at most 8 MiB")
