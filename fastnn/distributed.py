@@ -25,8 +25,9 @@ Against plain single-process fit the weights agree to float32 rounding, not bit 
 gradient is scaled by its share of the batch and the shards are summed as a tree, where plain fit
 sums the batch in one pass. BatchNorm (statistics per shard, running averages per rank) is refused.
 
-The helpers here (rank, size, broadcast_parameters, ...) also serve hand-written loops. Importing
-fastnn never imports mpi4py; the first call here does.
+The helpers here serve hand-written loops too: rank(), size(), is_main(), broadcast_parameters,
+broadcast_optimizer_state, broadcast_generator, shard_rows / owned_shards (which rows are this
+rank's) and average_gradients. Importing fastnn never imports mpi4py; the first call here does.
 """
 from __future__ import annotations
 
@@ -128,6 +129,21 @@ def broadcast_parameters(model, root: int = 0) -> None:
         c.Bcast(p.data, root=root)
     for b in model.buffers():
         c.Bcast(b, root=root)
+
+
+def average_gradients(model) -> None:
+    """For hand-written loops: every rank's parameter gradients become their mean over the ranks
+    (each rank having computed the mean loss of an equal share of the batch), summed in a fixed
+    tree over the ranks so every rank holds the same bits. Unlike fit's shards, the result
+    depends on the number of ranks."""
+    c = comm()
+    k = c.Get_size()
+    for p in model.parameters():
+        g = np.ascontiguousarray(p.grad)
+        every = np.empty((k, *g.shape), g.dtype)
+        c.Allgather(g, every)
+        total = tree_sum((0, k), {(r, r + 1): every[r] for r in range(k)})
+        p.grad[...] = total / g.dtype.type(k)
 
 
 def broadcast_optimizer_state(optimizer, root: int = 0) -> None:

@@ -70,6 +70,22 @@ elif scenario == "cnn":
     model = cnn()
     h = model.fit(X, y, optimizer="adam", epochs=2, batch_size=16, distributed=True, verbose=0)
     finish(model, h)
+elif scenario == "manual":
+    # a hand-written loop with the helpers: rank 0's start, each rank its rows, mean gradients
+    X, y = data(n=400)
+    model = mlp(dropout=False)
+    opt = fnn.SGD(model.parameters(), lr=0.1)
+    dist.broadcast_parameters(model)
+    loss_fn = fnn.CrossEntropyLoss()
+    for b in range(0, 400, 40):
+        a, z = dist.shard_rows(40, dist.size(), r)
+        xb, yb = X[b + a:b + z], y[b + a:b + z]
+        loss_fn(model(xb), yb)
+        opt.zero_grad()
+        model.backward(loss_fn.backward())
+        dist.average_gradients(model)
+        opt.step()
+    np.savez(os.path.join(outdir, f"rank{r}.npz"), weights=np.concatenate([p.data.ravel() for p in model.parameters()]))
 elif scenario == "mismatch":
     X, y = data(n=403 if r == 0 else 401)
     mlp(False).fit(X, y, epochs=1, distributed=True, verbose=0)
