@@ -23,7 +23,9 @@ is given the same X, y and trains on its part of every batch:
 
 Against plain single-process fit the weights agree to float32 rounding, not bit for bit: a shard's
 gradient is scaled by its share of the batch and the shards are summed as a tree, where plain fit
-sums the batch in one pass. BatchNorm (statistics per shard, running averages per rank) is refused.
+sums the batch in one pass. BatchNorm normalises each shard by the shard's own statistics (as
+PyTorch's DistributedDataParallel without SyncBatchNorm, but per shard rather than per rank),
+and every rank moves the running averages by every shard's statistics in shard order.
 
 The helpers here serve hand-written loops too: rank(), size(), is_main(), broadcast_parameters,
 broadcast_optimizer_state, broadcast_generator, shard_rows / owned_shards (which rows are this
@@ -202,18 +204,20 @@ class Combiner:
         c = comm()
         self.comm, self.k, self.r = c, c.Get_size(), c.Get_rank()
         self.shards, self.n, self.B, self.loss_is_sum = shards, n, batch_size, loss_is_sum
-        self.grads = None
+        self.grads, self.stats_width = None, 0
 
-    def use(self, grads: np.ndarray) -> tuple:
-        """Plan.train's `shards` argument for a plan whose gradient buffer is `grads`."""
-        if self.grads is not grads:
-            self._size_for(grads)
-        return (self.shards, self.lo, self.hi, self.shard_grads, self.shard_losses, self.shard_correct, self)
+    def use(self, grads: np.ndarray, stats_width: int) -> tuple:
+        """Plan.train's `shards` argument for a plan whose gradient buffer is `grads` and whose
+        ops log `stats_width` batch statistics per shard (BatchNorm)."""
+        if self.grads is not grads or self.stats_width != stats_width:
+            self._size_for(grads, stats_width)
+        return (self.shards, self.lo, self.hi, self.shard_grads, self.shard_losses, self.shard_correct,
+                self.shard_stats, self.all_stats, self)
 
-    def _size_for(self, grads: np.ndarray) -> None:
+    def _size_for(self, grads: np.ndarray, stats_width: int) -> None:
         from mpi4py import MPI
-        shards = self.shards
-        self.grads, P = grads, grads.size
+        shards, W = self.shards, stats_width
+        self.grads, self.stats_width, P = grads, stats_width, grads.size
         self.lo, self.hi = owned_shards(shards, self.r, self.k)
         ranges = [owned_shards(shards, r, self.k) for r in range(self.k)]
         self.nodes = [subtrees(lo, hi, shards) for lo, hi in ranges]
@@ -238,6 +242,14 @@ class Combiner:
         self.my_stats_spec = [self.my_stats, MPI.DOUBLE]
         self.stats_spec = [self.stats, [2 * (hi - lo) for lo, hi in ranges], [2 * lo for lo, _ in ranges], MPI.DOUBLE]
         self.leaves = {(s, s + 1): self.shard_grads[s - self.lo] for s in range(self.lo, self.hi)}
+        # BatchNorm: every shard's batch statistics reach every rank, which replays the running
+        # averages in shard order
+        self.shard_stats = self.all_stats = None
+        if W:
+            self.shard_stats = np.zeros((self.hi - self.lo, W), grads.dtype)
+            self.all_stats = np.zeros((shards, W), grads.dtype)
+            self.stats_send = [self.shard_stats, mpi_t]
+            self.stats_recv = [self.all_stats, [(hi - lo) * W for lo, hi in ranges], [lo * W for lo, _ in ranges], mpi_t]
 
     def __call__(self, batch: int):
         t0 = time.perf_counter()
@@ -248,6 +260,8 @@ class Combiner:
         k = self.hi - self.lo
         self.my_stats[:k], self.my_stats[k:] = self.shard_losses, self.shard_correct
         self.comm.Allgatherv(self.my_stats_spec, self.stats_spec)
+        if self.stats_width:
+            self.comm.Allgatherv(self.stats_send, self.stats_recv)
         global exchange_seconds
         exchange_seconds += time.perf_counter() - t0
         # the batch's loss: the shards' means weighted by their rows, summed in shard order

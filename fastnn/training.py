@@ -308,7 +308,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     if runner is None:  # a callback changed the model, loss or optimizer
                         raise ValueError("fit: distributed training runs the compiled plan, and the model, loss "
                                          "or optimizer no longer has one")
-                    runner.shards = combiner.use(runner.compiled.store.grad)
+                    runner.shards = combiner.use(runner.compiled.store.grad, runner.compiled.core.stats_width)
                 if runner is not None:
                     run, group = runner.run, 1 if watches_batches else max(1, min(steps, 64))
                     order = np.arange(n, dtype=np.int64) if order is None else order.astype(np.int64, copy=False)
@@ -364,14 +364,20 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
 def _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards):
     """What distributed fit needs beyond plain fit; returns the Combiner's arguments."""
     from fastnn import distributed as dist
-    from fastnn.layers.norm import _BatchNorm
     shards = dist.DEFAULT_SHARDS if shards is None else _positive_int(shards, "fit: shards")
     if shards < dist.size():
         raise ValueError(f"fit: shards={shards} is fewer than the {dist.size()} ranks; every rank needs a shard of "
                          f"each batch: pass shards={dist.size()} or more (the same number on every run)")
-    if any(isinstance(m, _BatchNorm) for m in model.modules()):
-        raise ValueError("fit: distributed training does not take BatchNorm yet (its batch statistics would be "
-                         "per shard and its running averages per rank); remove it or train on one process")
+    need = model.smallest_batch()
+    for rows, which in ((min(batch_size, len(X)), "a batch"), (len(X) % batch_size, "the last batch")):
+        sizes = [b - a for a, b in (dist.shard_rows(rows, shards, s) for s in range(shards))]
+        smallest = min([n for n in sizes if n > 0] or [need])
+        if smallest < need:
+            fix = (f"use a batch_size of at least {need * shards}" if which == "a batch" else
+                   f"choose a batch_size that leaves at least {need * shards} samples in the last batch, or drop samples")
+            raise ValueError(f"fit: {which} of {rows} samples cut into shards={shards} leaves shards of {smallest}, and "
+                             f"the model needs at least {need} per shard (BatchNorm1d computes statistics over it); "
+                             f"{fix}, or use fewer shards")
     if plan.training(model, loss_fn, opt, X, y, None) is None:
         raise ValueError("fit: distributed training runs the compiled plan (the 'cpp' backend, fastnn's own layers, "
                          "losses and optimizers, C-contiguous data); this model, loss or optimizer has none")

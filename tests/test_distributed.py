@@ -44,7 +44,7 @@ def results(outdir, k):
 def runs(tmp_path_factory):
     """scenario -> k -> the ranks' saved results, for the training scenarios on 1, 2 and 4 ranks."""
     out = {}
-    for scenario in ("mlp", "cnn", "regression"):
+    for scenario in ("mlp", "cnn", "regression", "batchnorm"):
         for k in (1, 2, 4):
             d = tmp_path_factory.mktemp(f"{scenario}{k}")
             r = launch(k, scenario, d)
@@ -53,16 +53,29 @@ def runs(tmp_path_factory):
     return out
 
 
-@pytest.mark.parametrize("scenario", ["mlp", "cnn", "regression"])
+@pytest.mark.parametrize("scenario", ["mlp", "cnn", "regression", "batchnorm"])
 def test_weights_do_not_depend_on_the_number_of_ranks(runs, scenario):
     # mlp: Dropout, Adam, validation, EarlyStopping and ModelCheckpoint, a short last batch;
-    # cnn: convolutions, pooling and Dropout; regression: MSE (sum), SGD with momentum, 8 shards
+    # cnn: convolutions, pooling and Dropout; regression: MSE (sum), SGD with momentum, 8 shards;
+    # batchnorm: BatchNorm2d (in a residual block too) and BatchNorm1d, their running averages
+    # among the compared buffers
     one = runs[scenario][1][0][0]
     for k in (2, 4):
         for r, res in enumerate(runs[scenario][k][0]):
             assert np.array_equal(res["weights"], one["weights"]), (scenario, k, r)
-            for key in one:
+            for key in res:  # weights, buffers, history
                 assert np.array_equal(res[key], one[key]), (scenario, k, r, key)
+
+
+def test_batchnorm_shards_train_as_the_layers_running_the_shards_one_by_one(runs):
+    # tests/mpi/worker.py's reference: the shards through the layers one after another on one
+    # process (the same kernels, so the same bits); the running averages moved once per shard
+    # (2 epochs × 3 batches × 4 shards)
+    res = runs["batchnorm"][1][0][0]
+    assert np.array_equal(res["weights"], res["reference_weights"])
+    assert np.array_equal(res["buffers"], res["reference_buffers"])
+    tracked = res["buffers"][[8, 17, 34]]  # num_batches_tracked of the three BatchNorm layers
+    assert list(tracked) == [24, 24, 24], res["buffers"]
 
 
 def test_every_rank_starts_from_rank_0s_weights_and_generator(runs):
@@ -173,6 +186,56 @@ def test_a_sequential_sum_would_differ(shards=8):
     for s in range(1, shards):
         seq = seq + leaves[(s, s + 1)]
     assert not np.array_equal(seq, dist.tree_sum((0, shards), leaves))
+
+
+def _single(code):
+    # one process, no mpiexec: MPI starts as a singleton (a world of one rank)
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    return r.stdout
+
+
+@pytest.mark.parametrize("n, batch_size, message", [
+    (24, 6, "a batch of 6 samples cut into shards=4 leaves shards of 1"),
+    (26, 8, "the last batch of 2 samples cut into shards=4 leaves shards of 1"),
+])
+def test_batchnorm1d_shards_of_one_sample_are_refused_before_training(n, batch_size, message):
+    out = _single(
+        "import numpy as np, fastnn as fnn\n"
+        "m = fnn.Sequential(fnn.Linear(3, 4), fnn.BatchNorm1d(4), fnn.Linear(4, 2))\n"
+        "w = m[0].weight.data.copy()\n"
+        f"try:\n    m.fit(np.ones(({n}, 3), np.float32), np.zeros({n}, np.int64), batch_size={batch_size}, "
+        "distributed=True, verbose=0)\n"
+        "except ValueError as e:\n    print(e, np.array_equal(w, m[0].weight.data))\n")
+    assert message in out and out.strip().endswith("True"), out
+
+
+def test_fewer_shards_than_ranks_is_refused(tmp_path):
+    r = launch(2, "one_shard", tmp_path, timeout=120)
+    assert r.returncode != 0
+    assert "fit: shards=1 is fewer than the 2 ranks" in r.stderr, r.stderr
+
+
+def test_a_shard_count_below_one_is_refused():
+    out = _single(
+        "import numpy as np, fastnn as fnn\n"
+        "m = fnn.Sequential(fnn.Linear(3, 2))\n"
+        "try:\n    m.fit(np.ones((8, 3), np.float32), np.zeros(8, np.int64), distributed=True, shards=0, verbose=0)\n"
+        "except ValueError as e:\n    print(e)\n")
+    assert "shards must be a positive int" in out, out
+
+
+def test_a_model_without_a_plan_is_refused_with_the_reason():
+    out = _single(
+        "import numpy as np, fastnn as fnn\n"
+        "class Mine(fnn.Layer):\n"
+        "    def forward(self, x): return x\n"
+        "    def backward(self, g): return g\n"
+        "m = fnn.Sequential(fnn.Linear(3, 2), Mine())\n"
+        "try:\n    m.fit(np.ones((8, 3), np.float32), np.zeros(8, np.int64), distributed=True, verbose=0)\n"
+        "except ValueError as e:\n    print(e)\n")
+    assert "distributed training runs the compiled plan" in out, out
 
 
 def test_importing_fastnn_does_not_import_mpi4py():

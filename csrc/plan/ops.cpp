@@ -13,6 +13,7 @@
 //   BatchNormOp   fastnn/layers/norm.py         batchnorm_stats, _forward, _update / _backward
 // (Flatten and eval-mode Dropout are no ops at all: fastnn/plan.py lets them reuse their input's
 // slot.)
+#include <algorithm>
 #include <cstring>
 #include "plan/plan.h"
 
@@ -176,10 +177,13 @@ struct BatchNormOp : Op<T> {
       mean = m, var = m + C;
     }
     batchnorm_forward(b.val[this->out], x, mean, var, b.params + w_off, b.params + b_off, b.rows, C, L, eps);
-    if (batch_stats) {
-      batchnorm_update(running_mean, running_var, mean, var, C, b.rows * L, momentum);
-      ++*counter;
-    }
+    if (batch_stats && b.stats) std::copy(mean, mean + 2 * C, b.stats + this->stats_off);
+    else if (batch_stats) update_running(mean, b.rows);
+  }
+  idx stats_width() const override { return batch_stats ? 2 * C : 0; }
+  void update_running(const T* stats, idx rows) override {
+    batchnorm_update(running_mean, running_var, stats, stats + C, C, rows * L, momentum);
+    ++*counter;
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
     const T* m = batch_stats ? static_cast<const T*>(saved) : nullptr;

@@ -85,6 +85,8 @@ void Plan<T>::add_op(std::unique_ptr<Op<T>> op, bool has_params) {
       if (op->in[q] == s) first[q] = false;
   }
   slots_[(size_t)op->out].needs_grad = needs;
+  op->stats_off = stats_width_;
+  stats_width_ += op->stats_width();
   first_writer_.push_back(std::move(first));
   ops_.push_back(std::move(op));
 }
@@ -296,12 +298,12 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
   };
   // forward, loss and backward of the gathered rows, the parameters' gradients into `grads`;
   // ∂loss/∂output scaled by `scale` unless 1. Returns loss_forward's bad index.
-  auto pass = [&](idx rows, Pcg64State* rng, T* grads, T scale, double* loss, std::int64_t* correct) {
+  auto pass = [&](idx rows, Pcg64State* rng, T* grads, T scale, double* loss, std::int64_t* correct, T* stats) {
     w.valp[0] = xb;
     bind_aliases(w);
     Batch<T> b;
     b.rows = rows, b.val = w.valp.data(), b.grad = w.gradp.data();
-    b.params = params_, b.grads = grads, b.rng = rng;
+    b.params = params_, b.grads = grads, b.rng = rng, b.stats = stats;
     forward(w, b);
     // the loss writes ∂loss/∂output: the output's one consumer, so it writes the gradient
     T* dy = w.gradp[(size_t)output_];
@@ -319,7 +321,7 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
     idx at = -1;
     if (a.shards == 0) {
       gather(r0, rows);
-      at = pass(rows, a.rng, grads_, T(1), &a.losses[k], &a.correct[k]);
+      at = pass(rows, a.rng, grads_, T(1), &a.losses[k], &a.correct[k], nullptr);
     } else {
       for (idx s = a.shard_lo; s < a.shard_hi && at < 0; ++s) {
         const idx s0 = rows * s / a.shards, n = rows * (s + 1) / a.shards - s0, j = s - a.shard_lo;
@@ -333,7 +335,8 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
         Pcg64State st = *a.rng;
         pcg64_jump(st, (std::uint64_t)s << 40);
         const T scale = a.loss == LossKind::MseSum ? T(1) : static_cast<T>((double)n / (double)rows);
-        at = pass(n, &st, g, scale, &a.shard_losses[j], &a.shard_correct[j]);
+        at = pass(n, &st, g, scale, &a.shard_losses[j], &a.shard_correct[j],
+                  stats_width_ ? a.shard_stats + j * stats_width_ : nullptr);
       }
       if (std::any_of(ops_.begin(), ops_.end(), [](const auto& op) { return op->draws(); }))
         pcg64_jump(*a.rng, (std::uint64_t)a.shards << 40);
@@ -351,6 +354,15 @@ TrainResult Plan<T>::train(const TrainArgs<T>& a) {
         break;
       }
       waited = seconds_since(c0);
+      // running averages move by every shard's statistics, in shard order (as one process
+      // running the shards one after another would move them)
+      if (stats_width_)
+        for (idx s = 0; s < a.shards; ++s) {
+          const idx n = rows * (s + 1) / a.shards - rows * s / a.shards;
+          if (n == 0) continue;
+          for (auto& op : ops_)
+            if (op->stats_width()) op->update_running(a.all_stats + s * stats_width_ + op->stats_off, n);
+        }
     }
     for (OptStep<T>* s : a.optimizer) s->apply(params_, grads_);
     ++res.done;

@@ -33,6 +33,9 @@ struct Batch {
   T* params = nullptr;        // the flat parameter buffer
   T* grads = nullptr;         // the flat gradient buffer (training)
   Pcg64State* rng = nullptr;  // the plan's copy of fastnn's generator (training)
+  // Data-parallel training: where ops log their batch statistics (at their stats_off) instead
+  // of updating running averages; null otherwise.
+  T* stats = nullptr;
 };
 
 template <class T>
@@ -49,6 +52,13 @@ struct Op {
   virtual bool spreads_nonfinite() const { return false; }
   // Draws from fastnn's generator (Dropout).
   virtual bool draws() const { return false; }
+  // Batch statistics that update running averages (BatchNorm in training): with Batch::stats
+  // set, forward writes them (stats_width() values at stats_off, which the plan assigns)
+  // instead of updating, and update_running applies them later, as from a batch of `rows`.
+  // Data-parallel training logs every shard's and replays them in shard order on every rank.
+  idx stats_off = 0;
+  virtual idx stats_width() const { return 0; }
+  virtual void update_running(const T* stats, idx rows) { (void)stats, (void)rows; }
   virtual void forward(const Batch<T>& b, void* saved) = 0;
   // dst[k]: where ∂loss/∂in[k] goes (written), or null when in[k] needs no gradient.
   virtual void backward(const Batch<T>& b, void* saved, T* const* dst) = 0;
@@ -124,6 +134,11 @@ struct TrainArgs {
   T* shard_grads = nullptr;
   double* shard_losses = nullptr;
   std::int64_t* shard_correct = nullptr;
+  // With BatchNorm (stats_width() > 0): shard k's batch statistics go to shard_stats +
+  // k·stats_width(); combine fills all_stats with every shard's (shards × stats_width()), which
+  // update the running averages in shard order after it.
+  T* shard_stats = nullptr;
+  const T* all_stats = nullptr;
   std::function<bool(idx batch, double* loss, std::int64_t* correct)> combine;
 };
 
@@ -168,6 +183,8 @@ class Plan {
   idx width(int slot) const { return slots_[(size_t)slot].width; }
   int output() const { return output_; }
   idx n_params() const { return n_params_; }
+  // Values of batch statistics the ops log per batch (Op::stats_width, summed).
+  idx stats_width() const { return stats_width_; }
   // Consumers of each slot so far (a slot is produced once and read by later ops).
   int consumers(int slot) const;
 
@@ -216,6 +233,7 @@ class Plan {
   T* params_;
   T* grads_;
   idx n_params_;
+  idx stats_width_ = 0;
   std::uint64_t tuning_id_;  // who this plan is to the ThreadTuner
   std::vector<Slot> slots_;
   std::vector<std::unique_ptr<Op<T>>> ops_;

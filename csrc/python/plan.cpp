@@ -303,14 +303,16 @@ class PyPlan {
     }
 
     // Data-parallel training: shards = (count, lo, hi, shard_grads, shard_losses,
-    // shard_correct, combine), as TrainArgs describes them; combine(batch) -> (loss, correct)
-    // or None to end the run.
+    // shard_correct, shard_stats, all_stats, combine), as TrainArgs describes them (the stats
+    // None when the plan logs none); combine(batch) -> (loss, correct), or None to end the run.
     idx n_shards = 0, lo = 0, hi = 0;
-    py::array shard_grads, shard_losses, shard_correct;
+    py::array shard_grads, shard_losses, shard_correct, shard_stats, all_stats;
     py::object combine;
+    const idx sw = stats_width();
     if (!shards_h.is_none()) {
       py::tuple t = py::reinterpret_borrow<py::object>(shards_h).cast<py::tuple>();
-      if (py::len(t) != 7) throw py::value_error(cat(op, ": shards must be (count, lo, hi, grads, losses, correct, combine)"));
+      if (py::len(t) != 9)
+        throw py::value_error(cat(op, ": shards must be (count, lo, hi, grads, losses, correct, stats, all_stats, combine)"));
       n_shards = t[0].cast<idx>(), lo = t[1].cast<idx>(), hi = t[2].cast<idx>();
       if (n_shards < 1 || lo < 0 || hi <= lo || hi > n_shards)
         throw py::value_error(cat(op, ": shards [", lo, ", ", hi, ") of ", n_shards, " is not a range of shards"));
@@ -325,7 +327,17 @@ class PyPlan {
       shard_correct = exact_arg<std::int64_t>(op, "shard_correct", t[5]);
       if (shard_losses.size() != hi - lo || shard_correct.size() != hi - lo)
         throw py::value_error(cat(op, ": shard_losses and shard_correct must hold ", hi - lo, " values"));
-      combine = t[6];
+      if (sw > 0) {
+        shard_stats = out_arg(op, "shard_stats", t[6]);
+        all_stats = out_arg(op, "all_stats", t[7]);
+        if (shard_stats.dtype().not_equal(params_.dtype()) || all_stats.dtype().not_equal(params_.dtype()) ||
+            shard_stats.size() != checked_mul(op, "shard_stats' size", hi - lo, sw) ||
+            all_stats.size() != checked_mul(op, "all_stats' size", n_shards, sw))
+          throw py::value_error(cat(op, ": shard_stats and all_stats must hold ", hi - lo, " and ", n_shards, " × ", sw,
+                                    " ", std::string(py::str(params_.dtype())), " values"));
+        no_overlap(op, "shard_stats", shard_stats, "all_stats", all_stats, false);
+      }
+      combine = t[8];
       if (!PyCallable_Check(combine.ptr())) throw py::type_error(cat(op, ": combine must be callable"));
     }
 
@@ -355,6 +367,7 @@ class PyPlan {
         a.shards = n_shards, a.shard_lo = lo, a.shard_hi = hi;
         a.shard_grads = ptr<T>(shard_grads), a.shard_losses = ptr<double>(shard_losses);
         a.shard_correct = ptr<std::int64_t>(shard_correct);
+        if (sw > 0) a.shard_stats = ptr<T>(shard_stats), a.all_stats = ptr<T>(all_stats);
         // an exception in combine (an MPI error) is kept, to raise after the completed batches
         a.combine = [&](idx batch, double* loss, std::int64_t* hits) {
           py::gil_scoped_acquire gil;
@@ -382,6 +395,7 @@ class PyPlan {
   }
 
   void release() { with([](auto& p) { p.release(); return 0; }); }
+  idx stats_width() const { return with([](auto& p) { return p.stats_width(); }); }
   idx auto_rows() const { return with([](auto& p) { return p.auto_rows(); }); }
   void set_profiling(bool on) { with([&](auto& p) { p.set_profiling(on); return 0; }); }
   // [(op name, forward seconds, backward seconds, batches)] since profiling was turned on
@@ -549,6 +563,8 @@ void fastnn::bind_plan(py::module_& m) {
            py::arg("first_batch"), py::arg("n_batches"), py::arg("loss"), py::arg("optimizer"), py::arg("rng"),
            py::arg("stop"), py::arg("shards") = py::none())
       .def("release", &PyPlan::release)
+      .def_property_readonly("stats_width", &PyPlan::stats_width,
+                             "Values of batch statistics a training step logs per shard (BatchNorm: 2 per channel)")
       .def_property_readonly("auto_rows", &PyPlan::auto_rows,
                              "Rows predict takes at a time when batch_size is 0: a workspace of at most 8 MiB")
       .def("set_profiling", &PyPlan::set_profiling, py::arg("on"),

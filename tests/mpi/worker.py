@@ -34,7 +34,8 @@ def cnn():
 
 def finish(model, history, **extra):
     w = np.concatenate([p.data.ravel() for p in model.parameters()])
-    np.savez(os.path.join(outdir, f"rank{r}.npz"), weights=w,
+    b = np.concatenate([np.ravel(b).astype(np.float64) for b in model.buffers()] or [np.zeros(0)])
+    np.savez(os.path.join(outdir, f"rank{r}.npz"), weights=w, buffers=b,
              loss=np.array(history.history["loss"]), **{k: np.array(v) for k, v in history.history.items()
                                                       if k != "loss"}, **extra)
 
@@ -70,6 +71,52 @@ elif scenario == "cnn":
     model = cnn()
     h = model.fit(X, y, optimizer="adam", epochs=2, batch_size=16, distributed=True, verbose=0)
     finish(model, h)
+elif scenario == "batchnorm":
+    # BatchNorm2d in a residual block and BatchNorm1d: statistics per shard, running averages
+    # moved by every shard in order on every rank
+    g = np.random.default_rng(3)
+    X = g.normal(size=(70, 2, 6, 6)).astype(np.float32)
+    y = (X[:, 0].mean((1, 2)) > X[:, 1].mean((1, 2))).astype(np.int64)
+
+    def build():
+        block = fnn.Sequential(fnn.Conv2d(4, 4, 3, padding=1, bias=False), fnn.BatchNorm2d(4), fnn.ReLU())
+        return fnn.Sequential(fnn.Conv2d(2, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(), fnn.Residual(block),
+                              fnn.AdaptiveAvgPool2d(1), fnn.Flatten(), fnn.Linear(4, 8), fnn.BatchNorm1d(8),
+                              fnn.ReLU(), fnn.Linear(8, 2))
+    extra = {}
+    if dist.size() == 1:
+        # what the shards mean, layer by layer on one process: each shard's forward in training
+        # mode (BatchNorm moving its running averages, shard after shard), its gradient scaled
+        # by its share of the batch, the shards' gradients summed as the tree, one Adam step
+        fnn.manual_seed(100)
+        ref = build()
+        opt = fnn.Adam(ref.parameters())
+        loss_fn, Xt, yt = fnn.CrossEntropyLoss(), X[:56], y[:56]
+        for epoch in range(2):
+            order = fnn.random.generator().permutation(56)
+            for b0 in range(0, 56, 24):
+                rows = order[b0:b0 + 24]
+                leaves = {}
+                for s in range(4):
+                    a, z = dist.shard_rows(len(rows), 4, s)
+                    ref.train()
+                    loss_fn(ref(Xt[rows[a:z]]), yt[rows[a:z]])
+                    ref.zero_grad()
+                    ref.backward(loss_fn.backward() * np.float32((z - a) / len(rows)))
+                    leaves[(s, s + 1)] = np.concatenate([p.grad.ravel() for p in ref.parameters()])
+                total = dist.tree_sum((0, 4), leaves)
+                at = 0
+                for p in ref.parameters():
+                    p.grad[...] = total[at:at + p.grad.size].reshape(p.grad.shape)
+                    at += p.grad.size
+                opt.step()
+        extra["reference_weights"] = np.concatenate([p.data.ravel() for p in ref.parameters()])
+        extra["reference_buffers"] = np.concatenate([np.ravel(b).astype(np.float64) for b in ref.buffers()])
+        fnn.manual_seed(100)
+    model = build()
+    h = model.fit(X, y, optimizer="adam", epochs=2, batch_size=24, distributed=True, verbose=0,
+                  validation_split=0.2)
+    finish(model, h, **extra)
 elif scenario == "manual":
     # a hand-written loop with the helpers: rank 0's start, each rank its rows, mean gradients
     X, y = data(n=400)
@@ -89,6 +136,9 @@ elif scenario == "manual":
 elif scenario == "mismatch":
     X, y = data(n=403 if r == 0 else 401)
     mlp(False).fit(X, y, epochs=1, distributed=True, verbose=0)
+elif scenario == "one_shard":
+    X, y = data()
+    mlp(False).fit(X, y, epochs=1, distributed=True, shards=1, verbose=0)
 elif scenario == "bad_data_on_one_rank":
     X, y = data()
     if r == 1:
