@@ -465,10 +465,12 @@ def predict(model, X, batch_size: int | None = None) -> np.ndarray:
         model.train(was)
 
 
-def evaluate(model, X, y, loss=None, batch_size: int | None = None) -> dict:
+def evaluate(model, X, y, loss=None, batch_size: int | None = None, distributed: bool = False) -> dict:
     """{"loss": ..., "accuracy": ...} on (X, y) in eval mode. `loss` defaults to the one the
     model was last fitted with. The outputs are predict's (batch_size as there); the loss and
-    the accuracy are summed over batches of batch_size rows (1024 for None)."""
+    the accuracy are summed over batches of batch_size rows (1024 for None). With distributed
+    (under mpiexec, every rank given the same X, y), each rank scores its part of fixed shards
+    of the data and every rank returns the same numbers, whatever the number of ranks."""
     if loss is None:
         loss = getattr(model, "_last_loss", None)
         if loss is None:
@@ -482,6 +484,10 @@ def evaluate(model, X, y, loss=None, batch_size: int | None = None) -> dict:
     if len(X) == 0:
         raise ValueError("evaluate: X has no samples")
     y = _targets(loss_fn, y, _output_shape(model, X, "evaluate"), len(X), "evaluate", X.dtype)
+    if distributed:
+        from fastnn import distributed as dist
+        dist.same_everywhere("evaluate", samples=len(X), sample_shape=X.shape[1:], model=repr(model))
+        return _evaluate_sharded(model, X, y, loss_fn, dist.DEFAULT_SHARDS)
     out = predict(model, X, batch_size)
     batch_size = batch_size or LAYER_BATCH
     per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums

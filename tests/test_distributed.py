@@ -97,6 +97,14 @@ def test_rank_0_alone_reports_and_writes(runs):
         assert not list(d.glob("*.tmp"))
 
 
+def test_distributed_evaluate_gives_every_rank_the_same_numbers_as_one_process(runs):
+    one = runs["mlp"][1][0][0]
+    assert 0.5 < float(one["evaluate_accuracy"]) <= 1  # (a real score, equal everywhere below)
+    for k in (2, 4):
+        for res in runs["mlp"][k][0]:
+            assert res["evaluate_loss"] == one["evaluate_loss"] and res["evaluate_accuracy"] == one["evaluate_accuracy"]
+
+
 def test_early_stopping_takes_the_same_decision_everywhere(runs):
     # the scenario asks for 4 epochs with patience 1; however many ran, every rank and every
     # rank count ran the same number (the validation metrics are the same numbers everywhere)

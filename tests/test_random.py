@@ -60,3 +60,16 @@ def test_pcg64_fill_rejects_bad_output():
         _core.pcg64_uniform(np.empty((2, 2), np.float32), 0, 1, 0, 1, False, 0)
     with pytest.raises(TypeError):
         _core.pcg64_uniform(np.empty(4, np.int32), 0, 1, 0, 1, False, 0)
+
+
+@pytest.mark.parametrize("delta", [0, 1, 7, 1 << 40, 3 << 40, (1 << 64) - 1])
+def test_pcg64_jump_is_numpys_advance(delta):
+    # its twin is NumPy's own PCG64.advance (which also drops a kept half-output)
+    g = np.random.default_rng(5)
+    g.random(3, dtype=np.float32)  # leave a kept half
+    st = g.bit_generator.state
+    s, inc = st["state"]["state"], st["state"]["inc"]
+    hi, lo, has, u32 = _core.pcg64_jump(s >> 64, s & (2**64 - 1), inc >> 64, inc & (2**64 - 1), delta)
+    g.bit_generator.advance(delta)
+    want = g.bit_generator.state
+    assert ((hi << 64) | lo, has, u32) == (want["state"]["state"], bool(want["has_uint32"]), want["uinteger"])

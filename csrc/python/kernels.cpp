@@ -861,4 +861,12 @@ void fastnn::bind_kernels(py::module_& m) {
      py::arg("has_uint32"), py::arg("uinteger"),
      "Fills out with what NumPy's PCG64 Generator.random(out.size, out.dtype) would return from this state; "
      "returns the state after (state_hi, state_lo, has_uint32, uinteger). See fastnn.random.uniform.");
+  m.def("pcg64_jump", [](std::uint64_t state_hi, std::uint64_t state_lo, std::uint64_t inc_hi, std::uint64_t inc_lo,
+                         std::uint64_t delta) {
+    Pcg64State st{state_hi, state_lo, inc_hi, inc_lo, false, 0};
+    pcg64_jump(st, delta);
+    return py::make_tuple(st.state_hi, st.state_lo, st.has_uint32, st.uinteger);
+  }, py::arg("state_hi"), py::arg("state_lo"), py::arg("inc_hi"), py::arg("inc_lo"), py::arg("delta"),
+     "The PCG64 state `delta` outputs ahead, as NumPy's PCG64.advance(delta) leaves it: (state_hi, state_lo, "
+     "has_uint32, uinteger). Distributed fit starts each shard's Dropout draws 2**40 outputs apart.");
 }

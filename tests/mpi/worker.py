@@ -56,7 +56,9 @@ if scenario in ("mlp", "plain"):
            fnn.EarlyStopping(monitor="val_loss", patience=1)] if scenario == "mlp" else []
     h = model.fit(X, y, optimizer=opt, epochs=4, batch_size=37, distributed=True, verbose=2,
                   validation_split=0.2 if scenario == "mlp" else 0.0, callbacks=cbs)
-    finish(model, h, state_step=np.array(opt.state_dict()["state"][0]["step"]))
+    ev = model.evaluate(X, y, distributed=True) if scenario == "mlp" else {}
+    finish(model, h, state_step=np.array(opt.state_dict()["state"][0]["step"]),
+           **{"evaluate_" + k: np.array(v) for k, v in ev.items()})
 elif scenario == "regression":
     X, _ = data()
     y = np.stack([X[:, 0] * 2 - X[:, 1], X[:, 2]], 1).astype(np.float32)
