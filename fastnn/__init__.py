@@ -25,7 +25,8 @@ from fastnn.optim import (
 )
 from fastnn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
 from fastnn.training import History
-from fastnn.serialization import FormatError, load, save
+from fastnn.onnx_export import export_onnx
+from fastnn.serialization import FormatError, load, read_safetensors, save
 from fastnn.gradcheck import GradcheckError, gradcheck
 from fastnn.perceptron import ConvergenceWarning, Perceptron
 from fastnn import data, datasets
@@ -53,5 +54,5 @@ __all__ = [
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
     "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
     "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",
-    "save", "load", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning", "data", "datasets",
+    "save", "load", "read_safetensors", "export_onnx", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning", "data", "datasets",
 ]

@@ -140,7 +140,7 @@ def run(threads: int, repeats: int, quick: bool) -> None:
         clf = MLPClassifier((128, 64), solver="sgd", learning_rate_init=0.01, momentum=0.5,
                             nesterovs_momentum=False, batch_size=batch, max_iter=1)
         classes = np.arange(10)
-        return lambda: clf.partial_fit(X, y, classes)
+        return lambda: clf.partial_fit(X, y, classes=classes)
 
     targets = {32: "≥ 5", 100: "≥ 3 (and ≤ 0.55× twin)", 512: ""}
     for batch in (32, 100, 512):

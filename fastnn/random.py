@@ -7,6 +7,8 @@ state, fill and write it back, so threads sharing it never draw the same numbers
 """
 from __future__ import annotations
 
+import contextlib
+
 import numpy as np
 
 from fastnn import _core
@@ -23,6 +25,19 @@ def manual_seed(seed: int) -> np.random.Generator:
         raise ValueError(f"manual_seed expects a non-negative seed, got {seed}")
     _generator = np.random.default_rng(int(seed))
     return _generator
+
+
+@contextlib.contextmanager
+def seeded(seed: int):
+    """fastnn's generator is a fresh one seeded with `seed` inside the block and the caller's
+    again after it (fastnn.sklearn reseeds every fit this way, leaving the user's stream alone)."""
+    global _generator
+    saved = _generator
+    manual_seed(seed)
+    try:
+        yield _generator
+    finally:
+        _generator = saved
 
 
 def generator() -> np.random.Generator:

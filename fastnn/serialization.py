@@ -1,4 +1,5 @@
-"""fnn.save / fnn.load: a model (and optionally its optimizer) in one safe, documented file.
+"""fnn.save / fnn.load: a model (and optionally its optimizer) in one safe, documented file
+(fastnn's own layout below, or a safetensors file: fastnn/safetensors_file.py).
 
 File layout (all integers little-endian):
 
@@ -37,7 +38,7 @@ import zlib
 
 import numpy as np
 
-from fastnn import _core
+from fastnn import _core, safetensors_file
 from fastnn.layers.base import LAYERS, Layer, build_layer
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.random import generator
@@ -68,10 +69,16 @@ def _plain(value):
     return value
 
 
-def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict | None = None) -> None:
+def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict | None = None,
+         format: str = "fastnn") -> None:
     """Write `model` (architecture and weights) and, if given, `optimizer`'s state to `path`.
     `metadata` (JSON values only, e.g. how inputs were normalised) comes back as
     `model.metadata` after fnn.load.
+
+    format: "fastnn" (this module's layout) or "safetensors": the state_dict under PyTorch's
+    names, which the safetensors library and PyTorch's load_state_dict read, with the
+    architecture in its metadata so that fnn.load rebuilds the model (fastnn/safetensors_file.py;
+    no optimizer state).
 
     The write is atomic: readers see the old file or the new one, never a mixture.
 
@@ -79,6 +86,8 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
         >>> fnn.save(model, "mnist.fnn", optimizer=opt)
         >>> model2, opt2 = fnn.load("mnist.fnn", with_optimizer=True)
     """
+    if format not in ("fastnn", "safetensors"):
+        raise ValueError(f"save: format must be 'fastnn' or 'safetensors', got {format!r}")
     if not isinstance(model, Layer):
         raise TypeError(f"save expects a fastnn model or layer, got {type(model).__name__}")
     for layer in model.modules():  # fnn.load rebuilds layers by name, and only fastnn's own
@@ -88,6 +97,15 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
                             "import); save the weights with np.savez(path, **model.state_dict()) and rebuild "
                             "the model in code, then model.load_state_dict(dict(np.load(path)))")
     tensors = list(model.state_dict().items())  # parameters and buffers (BatchNorm's statistics)
+    if format == "safetensors":
+        if optimizer is not None:
+            raise ValueError("save: a safetensors file holds the model's tensors only; save with format='fastnn' "
+                             "to keep the optimizer's state")
+        meta = {"format": "fastnn", "fastnn_version": _core.__version__,
+                "model": json.dumps({"type": type(model).__name__, "config": model.get_config()}),
+                "metadata": json.dumps(metadata or {})}
+        atomic_write(path, lambda f: safetensors_file.write(f, tensors, meta))
+        return
     opt_header = None
     if optimizer is not None:
         if not isinstance(optimizer, Optimizer):
@@ -348,6 +366,10 @@ def load(path, with_optimizer: bool = False):
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
+        head = f.read(9)
+        f.seek(0)
+        if head[:8] != MAGIC and safetensors_file.looks_like(head):
+            return _load_safetensors(path, with_optimizer)
         size = os.fstat(f.fileno()).st_size
         header = _read_header(f, size, path)
         data_start = f.tell() + _pad(f.tell())
@@ -364,17 +386,54 @@ def load(path, with_optimizer: bool = False):
                 raise FormatError(f"{path}: tensor {name!r} has shape {table[name]['shape']}, the "
                                   f"architecture needs {shape}")
         arrays = {name: _read_tensor(f, data_start, name, t, path) for name, t in table.items()}
+    model = _model(kind, config, expected, arrays, header.get("metadata"), path)
+    if not with_optimizer:
+        return model
+    return model, _load_optimizer(header.get("optimizer"), model, arrays, path)
+
+
+def _model(kind, config, expected: dict, arrays: dict, meta, path: str) -> Layer:
+    """The model the (checked) architecture describes, holding the file's tensors."""
     rng_state = generator().bit_generator.state  # building layers must not move the RNG stream
     try:
         model = _build(kind, config, path)
     finally:
         generator().bit_generator.state = rng_state
     model.load_state_dict({name: arrays[name] for name in expected})
-    meta = header.get("metadata") or {}
     model.metadata = meta if isinstance(meta, dict) else {}
-    if not with_optimizer:
-        return model
-    return model, _load_optimizer(header.get("optimizer"), model, arrays, path)
+    return model
+
+
+def read_safetensors(path) -> dict:
+    """The tensors of any safetensors file as {name: NumPy array}, e.g. a PyTorch state_dict
+    saved with safetensors.torch.save_file, for `model.load_state_dict(...)`. Checked as
+    fnn.load checks files (FormatError); nothing is executed."""
+    return safetensors_file.read(path, FormatError)[0]
+
+
+def _load_safetensors(path: str, with_optimizer: bool):
+    arrays, meta = safetensors_file.read(path, FormatError)
+    if meta.get("format") != "fastnn" or "model" not in meta:
+        raise FormatError(f"{path}: a safetensors file without fastnn's architecture in its metadata; build the "
+                          "model in code and load its tensors with model.load_state_dict(fnn.read_safetensors(path))")
+    try:
+        spec, user = json.loads(meta["model"]), json.loads(meta.get("metadata", "{}"))
+    except (ValueError, RecursionError) as e:
+        raise FormatError(f"{path}: the architecture in the metadata is not valid JSON ({e})") from None
+    if not isinstance(spec, dict):
+        raise FormatError(f"{path}: the metadata does not describe a model")
+    kind, config = spec.get("type"), spec.get("config", {})
+    expected = _param_shapes(kind, config, "", path)
+    for name, shape in expected.items():
+        if name not in arrays:
+            raise FormatError(f"{path}: the architecture needs tensor {name!r}, the file lacks it")
+        if arrays[name].shape != shape:
+            raise FormatError(f"{path}: tensor {name!r} has shape {arrays[name].shape}, the architecture needs {shape}")
+        want = np.int64 if name.endswith("num_batches_tracked") else None
+        if (want and arrays[name].dtype != want) or (not want and arrays[name].dtype.kind != "f"):
+            raise FormatError(f"{path}: tensor {name!r} has dtype {arrays[name].dtype}")
+    model = _model(kind, config, expected, arrays, user, path)
+    return (model, None) if with_optimizer else model
 
 
 def _load_optimizer(spec, model, arrays, path):

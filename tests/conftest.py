@@ -1,3 +1,9 @@
+import os
+
+# scikit-learn's array-API check (tests/test_interop.py) runs only with SciPy's array-API mode on,
+# which must be set before SciPy is first imported
+os.environ.setdefault("SCIPY_ARRAY_API", "1")
+
 import numpy as np
 import pytest
 
