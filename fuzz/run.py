@@ -5,7 +5,7 @@ random examples each run (CI runs them with 200 fixed examples per test).
     python fuzz/run.py --examples 100000 --target kernels --target files
 
 Targets: kernels (C++ against the NumPy twin over drawn shapes, dtypes, layouts and values),
-files (byte- and header-mutated model files), idx (mutated IDX files), calls (bad fit/predict
+files (byte- and header-mutated model files, fastnn's and safetensors), idx (mutated IDX files), calls (bad fit/predict
 calls). A failure prints the smallest failing example Hypothesis found; it is also kept in
 .hypothesis/ and replayed first by the next run. Run it with the package installed (pip
 install -e ".[test]"); under the sanitizer build it checks memory safety too (see .ci/run).
@@ -21,7 +21,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 TESTS = os.path.join(HERE, "..", "tests", "test_fuzz.py")
 TARGETS = {
     "kernels": "test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse",
-    "files": "model_files_load_or_raise_format_error",
+    "files": "files_load_or_raise_format_error",
     "idx": "test_mutated_idx_files_read_or_raise_value_error",
     "calls": "test_bad_fit_and_predict_calls_raise_clearly_and_change_nothing",
 }

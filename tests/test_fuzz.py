@@ -68,7 +68,10 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
 
 
 def _saved(kind: str) -> bytes:
+    """A small trained model's file: fastnn's format with the optimizer, or (kind ending in
+    ".safetensors") a safetensors file."""
     fnn.manual_seed(0)
+    kind, _, fmt = kind.partition(".")
     if kind == "mlp":
         model = fnn.Sequential(fnn.Linear(6, 5), fnn.ReLU(), fnn.Dropout(0.1), fnn.Linear(5, 3))
         X = np.random.default_rng(0).standard_normal((20, 6)).astype(np.float32)
@@ -80,7 +83,10 @@ def _saved(kind: str) -> bytes:
     model.fit(X, np.arange(20) % 3, optimizer=opt, epochs=1, batch_size=10, verbose=0)
     buf = io.BytesIO()
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"fastnn-fuzz-{os.getpid()}-{kind}.fnn")
-    fnn.save(model, path, optimizer=opt, metadata={"mean": [0.5]})
+    if fmt == "safetensors":
+        fnn.save(model, path, metadata={"mean": [0.5]}, format="safetensors")
+    else:
+        fnn.save(model, path, optimizer=opt, metadata={"mean": [0.5]})
     with open(path, "rb") as f:
         buf.write(f.read())
     os.remove(path)
@@ -108,11 +114,11 @@ def _load_checked(path, sample_shape):
         pass  # a mutated (but consistent) architecture may want other inputs: a clear error
 
 
-SAMPLE = {"mlp": (6,), "cnn": (1, 4, 4)}
+SAMPLE = {"mlp": (6,), "cnn": (1, 4, 4), "mlp.safetensors": (6,), "cnn.safetensors": (1, 4, 4)}
 
 
 @FUZZ
-@given(kind=st.sampled_from(["mlp", "cnn"]), data=st.data())
+@given(kind=st.sampled_from(sorted(SAMPLE)), data=st.data())
 def test_byte_mutated_model_files_load_or_raise_format_error(tmp_path, kind, data):
     raw = bytearray(saved(kind))
     for _ in range(data.draw(st.integers(1, 4))):
@@ -173,6 +179,34 @@ def test_header_mutated_model_files_load_or_raise_format_error(tmp_path, kind, d
     out += b"\0" * (-len(out) % 64) + raw[data_start:]
     path = tmp_path / "m.fnn"
     path.write_bytes(out)
+    _load_checked(path, SAMPLE[kind])
+
+
+@FUZZ
+@given(kind=st.sampled_from(["mlp.safetensors", "cnn.safetensors"]), data=st.data())
+def test_header_mutated_safetensors_files_load_or_raise_format_error(tmp_path, kind, data):
+    # The same for safetensors files: the tensor table, the metadata, and the architecture
+    # (JSON inside the metadata's "model" string) mutated, then written back well-formed.
+    raw = saved(kind)
+    n = struct.unpack_from("<Q", raw, 0)[0]
+    header = json.loads(raw[8:8 + n])
+    meta = header["__metadata__"]
+    meta["model"] = json.loads(meta["model"])
+    for _ in range(data.draw(st.integers(1, 3))):
+        where = data.draw(st.sampled_from(list(_paths(header))[1:]))
+        parent = header
+        for key in where[:-1]:
+            parent = parent[key]
+        if data.draw(st.booleans()) or not isinstance(parent, dict):
+            parent[where[-1]] = data.draw(json_values)
+        else:
+            del parent[where[-1]]
+    meta = header.get("__metadata__")
+    if isinstance(meta, dict) and "model" in meta and not isinstance(meta["model"], str):
+        meta["model"] = json.dumps(meta["model"])
+    text = json.dumps(header).encode()
+    path = tmp_path / "m.safetensors"
+    path.write_bytes(struct.pack("<Q", len(text)) + text + raw[8 + n:])
     _load_checked(path, SAMPLE[kind])
 
 
