@@ -1,6 +1,6 @@
 """Fashion-MNIST accuracy: fastnn against PyTorch with the same recipes, in one run.
 
-SEEDS §7's recipe (784-128-64-10 ReLU, cross-entropy, SGD lr 0.01 momentum 0.5, batch 100,
+The MNIST classifier's recipe (examples/mnist_classifier.py; 784-128-64-10 ReLU, cross-entropy, SGD lr 0.01 momentum 0.5, batch 100,
 10 epochs, inputs (x − 0.5)/0.5) and the Adam recipe (lr 1e-3, batch 128, 10 epochs), each for
 a few seeds, on both libraries with the same thread count. Prints test accuracy per seed, the
 means, and seconds per epoch.

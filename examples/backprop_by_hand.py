@@ -1,4 +1,4 @@
-"""SEEDS §3: the hand-computed backpropagation step of a 2-2-1 ReLU network.
+"""The hand-computed backpropagation step of a 2-2-1 ReLU network.
 
 x = (1, 2), target Y = 2, J = ½(y − Y)², η = 0.01. Prints every forward value, every
 gradient and every updated weight. Run: python examples/backprop_by_hand.py

@@ -1,4 +1,4 @@
-"""SEEDS §5: curve fitting — a degree-5 polynomial by gradient descent, an MLP that fits
+"""Curve fitting — a degree-5 polynomial by gradient descent, an MLP that fits
 sin(x), and why a linear model cannot fit a non-linear target.
 
 Run: python examples/curve_fitting.py

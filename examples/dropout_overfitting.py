@@ -1,4 +1,4 @@
-"""SEEDS §7: overfitting, and dropout and weight decay narrowing the gap; training vs inference.
+"""Overfitting, and dropout and weight decay narrowing the gap; training vs inference.
 
 A 512-512 network trained on only 1,000 images memorises them: training accuracy far above
 test accuracy. Dropout (active only in training) and weight decay narrow that gap (on

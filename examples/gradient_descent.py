@@ -1,4 +1,4 @@
-"""SEEDS §2: gradient descent on g(x) = (x − 1)², g'(x) = 2x − 2, from x = 3.
+"""Gradient descent on g(x) = (x − 1)², g'(x) = 2x − 2, from x = 3.
 
 η = 0.1 converges to 1, η = 1 bounces between 3 and −1 forever, η > 1 diverges.
 Run: python examples/gradient_descent.py

@@ -1,4 +1,4 @@
-"""SEEDS §4: fit y = 2x + 1 with a one-weight model y = w·x + b by per-sample SGD.
+"""Fit y = 2x + 1 with a one-weight model y = w·x + b by per-sample SGD.
 
 Loss (y − t)²/2, η = 0.01, starting from w = 0.5, b = 0.6. Run: python examples/linear_regression.py
 """

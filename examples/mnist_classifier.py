@@ -1,4 +1,4 @@
-"""SEEDS §7: the 784-128-64-10 classifier — ReLU, cross-entropy on logits, SGD lr 0.01
+"""The 784-128-64-10 classifier — ReLU, cross-entropy on logits, SGD lr 0.01
 momentum 0.5, batch 100, 10 epochs, inputs normalised as (x − 0.5)/0.5.
 
 MNIST itself needs a download; Fashion-MNIST (same format, harder) is local after

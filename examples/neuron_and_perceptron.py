@@ -1,4 +1,4 @@
-"""SEEDS §1: the M-P neuron, the perceptron rule, and why XOR needs two layers.
+"""The M-P neuron, the perceptron rule, and why XOR needs two layers.
 
 Run: python examples/neuron_and_perceptron.py   (or: fastnn demo neuron_and_perceptron)
 """

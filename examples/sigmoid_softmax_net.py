@@ -1,4 +1,4 @@
-"""SEEDS §7: the 784-50-100-10 network with sigmoid, sigmoid, softmax — 45,360 parameters.
+"""The 784-50-100-10 network with sigmoid, sigmoid, softmax — 45,360 parameters.
 
 Training uses CrossEntropyLoss on the last layer's outputs (it applies the softmax itself, in
 a numerically safe fused form); at inference the softmax turns them into probabilities.

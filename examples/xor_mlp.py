@@ -1,4 +1,4 @@
-"""SEEDS §1: an MLP with a smooth activation learns XOR by backpropagation.
+"""An MLP with a smooth activation learns XOR by backpropagation.
 
 Run: python examples/xor_mlp.py
 """

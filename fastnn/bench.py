@@ -291,9 +291,10 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
 
 
 def main(argv=None) -> int:
-    p = argparse.ArgumentParser(prog="fastnn bench", description=__doc__.splitlines()[0])
-    p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--repeats", type=int, default=5)
+    p = argparse.ArgumentParser(prog="fastnn bench", description=" ".join(__doc__.split("\n\n")[0].split()),
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--threads", type=int, default=2, help="threads for every library")
+    p.add_argument("--repeats", type=int, default=5, help="timed repeats per row (the median is shown)")
     p.add_argument("--quick", action="store_true", help="10,000 training rows, no 2048² GEMM")
     args = p.parse_args(argv)
     if args.threads < 1 or args.repeats < 1:

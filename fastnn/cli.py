@@ -106,8 +106,19 @@ def cmd_train(args) -> int:
     for name in ("epochs", "batch_size"):
         if getattr(args, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be >= 1, got {getattr(args, name)}")
-    if args.out and not os.path.isdir(os.path.dirname(os.path.abspath(args.out))):
-        raise UserError(f"--out {args.out!r}: the directory does not exist")
+    # everything is checked before the data is loaded: a bad option never costs a training run
+    for opt in ("out", "plot"):
+        where = getattr(args, opt)
+        if where and not os.path.isdir(os.path.dirname(os.path.abspath(where))):
+            raise UserError(f"--{opt} {where!r}: the directory does not exist")
+    if args.plot:
+        _plot_format(args.plot)
+    if not 0.0 <= args.val_split < 1.0:
+        raise UserError(f"--val-split must be in [0, 1), got {args.val_split}")
+    if not 0.0 <= args.dropout < 1.0:
+        raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
+    if args.momentum and args.optimizer not in ("sgd", "rmsprop"):
+        raise UserError(f"--momentum applies to --optimizer sgd or rmsprop; {args.optimizer} has none (drop it)")
     if args.model == "cnn" and (args.layers or args.hidden != "128,64" or args.activation != "relu"):
         raise UserError("--layers, --hidden and --activation shape an MLP; --model cnn has its own layers "
                         "(see `fastnn train --help`)")
@@ -154,8 +165,8 @@ def cmd_train(args) -> int:
     optimizer = OPTIMIZERS[args.optimizer](model.parameters(), **kw)
 
     print(f"Training {description} on {args.dataset}: {len(X)} training / "
-          f"{len(Xt)} test samples; {args.optimizer} lr {args.lr}, {args.epochs} epochs, batch "
-          f"{args.batch_size}; {fnn.get_num_threads()} threads, {fnn.get_backend()} backend"
+          f"{len(Xt)} test samples; {args.optimizer} lr {args.lr}, {_plural(args.epochs, 'epoch')}, batch "
+          f"{args.batch_size}; {_plural(fnn.get_num_threads(), 'thread')}, {fnn.get_backend()} backend"
           + (f", {dist.size()} MPI ranks" if distributed else ""), flush=True)
     try:
         history = model.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=optimizer, epochs=args.epochs,
@@ -176,6 +187,20 @@ def cmd_train(args) -> int:
     return 0
 
 
+PLOT_FORMATS = {".png": "png", ".svg": "svg", ".pdf": "pdf", ".jpg": "jpg", ".jpeg": "jpg"}
+
+
+def _plot_format(path) -> str:
+    fmt = PLOT_FORMATS.get(os.path.splitext(str(path))[1].lower())
+    if fmt is None:
+        raise UserError(f"--plot {path!r}: name a .png, .svg, .pdf or .jpg file (the format follows the extension)")
+    return fmt
+
+
+def _plural(n: int, word: str) -> str:
+    return f"{n} {word}" if n == 1 else f"{n} {word}s"
+
+
 def _plot(history, path, title) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -193,7 +218,8 @@ def _plot(history, path, title) -> None:
         ax.legend()
     fig.suptitle(title)
     fig.tight_layout()
-    fnn.serialization.atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))
+    fmt = _plot_format(path)
+    fnn.serialization.atomic_write(path, lambda f: fig.savefig(f, format=fmt, dpi=100))
     plt.close(fig)
 
 
@@ -239,17 +265,30 @@ def cmd_predict(args) -> int:
     shape = meta.get("input_shape")
     if shape and list(X.shape) == list(shape):
         X = X[None]  # a single image
+    if X.dtype.kind == "f" and X.size and (float(np.nanmin(X)) < -0.05 or float(np.nanmax(X)) > 1.05):
+        print(f"fastnn: warning: {args.input} holds values in [{np.nanmin(X):.3g}, {np.nanmax(X):.3g}]; the model "
+              "was trained on pixels as uint8 0-255 or floats 0-1, so its answers may mean nothing", file=sys.stderr)
     X = _prepare(X, meta)
     _check_width(model, X, args.input)
-    probs = fnn.Softmax()(model.predict(X))
-    names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
-    shown = probs if args.limit is None else probs[:args.limit]
-    print("sample  class  probability  name")
-    for i, p in enumerate(shown):
-        k = int(np.argmax(p))
-        print(f"{i:6d}  {k:5d}  {p[k]:11.4f}  {names[k] if k < len(names) else k}")
-    if len(shown) < len(probs):
-        print(f"... {len(probs) - len(shown)} more (use --limit to show more)")
+    out = model.predict(X)
+    shown = out if args.limit is None else out[:args.limit]
+    loss = getattr(model, "_last_loss", None)
+    if out.ndim == 2 and out.shape[1] == 1:
+        # one output: a binary classifier's probability (by the loss it was trained with), else a value
+        binary = isinstance(loss, (fnn.BCEWithLogitsLoss, fnn.BCELoss))
+        values = model.predict_proba(X[:len(shown)]) if binary else shown
+        print("sample  " + ("probability" if binary else "value"))
+        for i, v in enumerate(values[:, 0]):
+            print(f"{i:6d}  {float(v):.4f}")
+    else:
+        probs = fnn.Softmax()(shown)
+        names = meta.get("class_names") or [str(i) for i in range(probs.shape[1])]
+        print("sample  class  probability  name")
+        for i, p in enumerate(probs):
+            k = int(np.argmax(p))
+            print(f"{i:6d}  {k:5d}  {p[k]:11.4f}  {names[k] if k < len(names) else k}")
+    if len(shown) < len(out):
+        print(f"... {len(out) - len(shown)} more (use --limit to show more)")
     return 0
 
 
@@ -264,9 +303,13 @@ def demo_dir() -> Path:
 
 def demos() -> dict[str, Path]:
     found = {p.stem: p for p in sorted(demo_dir().glob("*.py"))}
-    if "backprop_by_hand" in found:
-        found["backprop"] = found["backprop_by_hand"]
+    for alias, name in DEMO_ALIASES.items():
+        if name in found:
+            found[alias] = found[name]
     return found
+
+
+DEMO_ALIASES = {"backprop": "backprop_by_hand"}  # names that also run a demo, not listed twice
 
 
 def cmd_demo(args) -> int:
@@ -274,8 +317,11 @@ def cmd_demo(args) -> int:
     if not args.name:
         print("demos (fastnn demo NAME [options]):")
         for name, path in available.items():
-            first = (path.read_text(encoding="utf-8").split('"""')[1].strip().splitlines() or [""])[0]
-            print(f"  {name:22s} {first}")
+            if name in DEMO_ALIASES:
+                continue
+            # the docstring's first paragraph, on one line
+            first = path.read_text(encoding="utf-8").split('"""')[1].strip().split("\n\n")[0]
+            print(f"  {name:22s} {' '.join(first.split())}")
         return 0
     if args.name not in available:
         raise UserError(f"no demo {args.name!r}; choose one of {', '.join(available)}")
@@ -300,6 +346,24 @@ def cmd_info(args) -> int:
 
 
 # ------------------------------------------------------------------------------- parser
+class _Defaults(argparse.HelpFormatter):
+    """Help that shows each option's default (when it has one worth showing)."""
+
+    def _get_help_string(self, action):
+        text = action.help or ""
+        if action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS)) \
+                and "%(default)" not in text:
+            text += " (default: %(default)s)"
+        return text
+
+
+def _nonnegative(text: str) -> int:
+    v = int(text)
+    if v < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {v}")
+    return v
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="fastnn", description="Fast neural networks on CPUs: train, evaluate, "
                      "predict, run the demos.")
@@ -307,11 +371,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     def common(p):
         p.add_argument("--threads", type=int, help="threads for the C++ kernels (default: all this process may use)")
-        p.add_argument("--backend", choices=["cpp", "numpy"], help="kernel backend (default cpp)")
+        p.add_argument("--backend", choices=["cpp", "numpy"], help="kernel backend (default: cpp)")
 
     p = sub.add_parser("train", help="train an MLP or CNN classifier and report its test accuracy",
                        description="Train an MLP (or a CNN) on a dataset (default: the bundled 8x8 digits) "
-                       "and print its test accuracy.")
+                       "and print its test accuracy.", formatter_class=_Defaults)
     p.add_argument("--dataset", default="digits",
                    help="digits (bundled), fashion-mnist, mnist, or a directory of IDX files")
     p.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
@@ -319,20 +383,20 @@ def build_parser() -> argparse.ArgumentParser:
                    "MaxPool(2)-Conv2d(32,64,3)-ReLU-MaxPool(2)-Linear(..,128)-ReLU-Linear")
     p.add_argument("--batchnorm", action="store_true", help="cnn: BatchNorm2d after each convolution")
     p.add_argument("--layers", help="all layer sizes, e.g. 784-128-64-10 (overrides --hidden)")
-    p.add_argument("--hidden", default="128,64", help="hidden layer sizes (default 128,64)")
-    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu")
-    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam")
-    p.add_argument("--lr", type=float, default=1e-3, help="learning rate (default 1e-3)")
-    p.add_argument("--momentum", type=float, default=0.0, help="momentum for sgd/rmsprop")
-    p.add_argument("--weight-decay", type=float, default=None)
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--batch-size", type=int, default=32)
+    p.add_argument("--hidden", default="128,64", help="hidden layer sizes")
+    p.add_argument("--activation", choices=list(ACTIVATIONS), default="relu", help="mlp: hidden activation")
+    p.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adam", help="update rule")
+    p.add_argument("--lr", type=float, default=1e-3, help="learning rate")
+    p.add_argument("--momentum", type=float, default=0.0, help="momentum (sgd and rmsprop only)")
+    p.add_argument("--weight-decay", type=float, default=None, help="L2 penalty (default: the optimizer's, 0)")
+    p.add_argument("--epochs", type=int, default=10, help="passes over the training data")
+    p.add_argument("--batch-size", type=int, default=32, help="samples per step")
     p.add_argument("--dropout", type=float, default=0.0,
                    help="dropout after each hidden layer (cnn: before the last Linear)")
     p.add_argument("--val-split", type=float, default=0.0, help="fraction of training data held out")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of initialisation, shuffling and dropout")
     p.add_argument("--out", help="save the trained model to this file")
-    p.add_argument("--plot", help="write loss/accuracy curves to this PNG (needs matplotlib)")
+    p.add_argument("--plot", help="write loss/accuracy curves to this .png/.svg/.pdf/.jpg (needs matplotlib)")
     p.add_argument("--verbose", type=int, choices=[0, 1, 2], default=1, help="0 quiet, 1 bar, 2 line per epoch")
     common(p)
     p.set_defaults(func=cmd_train)
@@ -343,14 +407,18 @@ def build_parser() -> argparse.ArgumentParser:
     common(p)
     p.set_defaults(func=cmd_evaluate)
 
-    p = sub.add_parser("predict", help="classes and probabilities for inputs in an .npy or IDX file")
+    p = sub.add_parser("predict", help="classes and probabilities for inputs in an .npy or IDX file",
+                       description="Classes and probabilities (or, for a one-output model, values) for the "
+                       "samples in INPUT: images as the model was trained on them, either raw pixels (uint8 "
+                       "0-255, as IDX files hold them) or floats in [0, 1]; one sample or a batch.",
+                       formatter_class=_Defaults)
     p.add_argument("model")
     p.add_argument("input", help=".npy array or IDX file (one sample or a batch)")
-    p.add_argument("--limit", type=int, default=20, help="rows to print (default 20)")
+    p.add_argument("--limit", type=_nonnegative, default=20, help="rows to print")
     common(p)
     p.set_defaults(func=cmd_predict)
 
-    p = sub.add_parser("demo", help="run an example of SEEDS.md step by step (no NAME: list them)")
+    p = sub.add_parser("demo", help="run an example of the articles fastnn grew from (no NAME: list them)")
     p.add_argument("name", nargs="?")
     p.add_argument("args", nargs=argparse.REMAINDER, help="options passed to the demo")
     p.set_defaults(func=cmd_demo)

@@ -137,7 +137,7 @@ def batches(X, y=None, batch_size: int = 32, shuffle: bool = True, rng=None):
 
 def normalize(X, mean: float = 0.5, std: float = 0.5, scale: float | None = None) -> np.ndarray:
     """float32 (X·scale − mean) / std; scale defaults to 1/255 for uint8 images (pixels to [0, 1]).
-    The MNIST recipe of SEEDS.md §7 is normalize(X) = (x/255 − 0.5)/0.5."""
+    The MNIST classifier's recipe (examples/mnist_classifier.py) is normalize(X) = (x/255 − 0.5)/0.5."""
     X = np.asarray(X)
     if scale is None:
         scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0

@@ -88,12 +88,30 @@ class MSELoss(Loss):
         return {"reduction": self.reduction}
 
 
+def class_labels(y, who: str) -> np.ndarray:
+    """Class labels as int64: integers, or floats holding whole numbers (what pandas gives),
+    one per sample — shape (N,) or a column (N, 1). Anything else raises TypeError/ValueError."""
+    y = np.asarray(y)
+    if y.ndim == 2 and y.shape[1] == 1:
+        y = y[:, 0]
+    if y.dtype.kind == "f":
+        bad = np.flatnonzero(~np.isfinite(y) | (y != np.round(y)))
+        if bad.size:
+            raise TypeError(f"{who}: y must hold integer class labels, got {float(y[bad[0]])!r} at index {bad[0]}; "
+                            "CrossEntropyLoss takes one whole-number class per sample")
+        return y.astype(np.int64)
+    if y.dtype.kind not in "iu":
+        raise TypeError(f"{who}: y must hold integer class labels for CrossEntropyLoss, got {y.dtype}; "
+                        "use y.astype(np.int64)")
+    return y
+
+
 class CrossEntropyLoss(Loss):
     """Mean cross-entropy of softmax(logits) against integer class labels, computed as one
     stable log-softmax (finite for any logits), as torch.nn.CrossEntropyLoss.
 
     Shape:
-        logits (N, C), target (N,) integers in [0, C)
+        logits (N, C), target (N,) integers in [0, C) (also float whole numbers, or a column (N, 1))
 
     Example:
         >>> round(CrossEntropyLoss()(np.zeros((2, 4)), np.array([0, 3])), 4)
@@ -102,7 +120,7 @@ class CrossEntropyLoss(Loss):
     kernel = "cross_entropy_forward"
 
     def _targets(self, target, pred):
-        return target  # the kernel checks integer dtype, shape (N,) and range [0, C)
+        return class_labels(target, type(self).__name__)  # the kernel checks shape (N,) and range [0, C)
 
     def plan_loss(self):
         return "cross_entropy" if type(self) is CrossEntropyLoss else None

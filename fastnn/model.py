@@ -8,6 +8,7 @@ import numpy as np
 
 from fastnn import plan, serialization, training
 from fastnn.layers.base import Layer, build_layer, float_input, indent, register
+from fastnn.layers.shape import Flatten
 from fastnn.parameter import flatten_into_one_store
 
 
@@ -64,9 +65,18 @@ class Model(Layer):
         return training.evaluate(self, X, y, **kwargs)
 
     def predict(self, X, batch_size: int | None = None) -> np.ndarray:
-        """Outputs for X in eval mode (dropout off), `batch_size` rows at a time (None: as many
-        as keep the working memory near 8 MiB); see fastnn.training.predict."""
+        """The model's outputs for X in eval mode (dropout off) — for a classifier trained with
+        CrossEntropyLoss or BCEWithLogitsLoss these are logits; predict_proba turns them into
+        probabilities. `batch_size` rows at a time (None: as many as keep the working memory
+        near 8 MiB); see fastnn.training.predict."""
         return training.predict(self, X, batch_size=batch_size)
+
+    def predict_proba(self, X, batch_size: int | None = None, loss=None) -> np.ndarray:
+        """Class probabilities for X: softmax of the outputs for a model trained with
+        CrossEntropyLoss, sigmoid for BCEWithLogitsLoss, the outputs themselves for BCELoss.
+        `loss` defaults to the one the model was last fitted with; see
+        fastnn.training.predict_proba."""
+        return training.predict_proba(self, X, batch_size=batch_size, loss=loss)
 
     def save(self, path, optimizer=None, metadata: dict | None = None) -> None:
         """fnn.save(self, path, optimizer, metadata): architecture, weights and optionally the
@@ -205,8 +215,12 @@ class Sequential(Model):
         shape = tuple(input_shape) if input_shape is not None else self._input_shape()
         rows = []
         for i, layer in enumerate(self.layers):
+            if shape is None and hasattr(layer, "in_features"):
+                shape = (None, layer.in_features)  # a Linear's input width is known
             if shape is not None:
                 shape = layer.output_shape(shape)
+            elif isinstance(layer, Flatten) and i + 1 < len(self.layers) and hasattr(self.layers[i + 1], "in_features"):
+                shape = (None, self.layers[i + 1].in_features)  # what the Linear after it takes
             rows.append((f"{i}", layer.summary_label(), "?" if shape is None else
                          "(" + ", ".join("None" if s is None else str(s) for s in shape) + ")",
                          f"{layer.num_parameters():,}"))

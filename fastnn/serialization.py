@@ -14,7 +14,8 @@ File layout (all integers little-endian):
                                  "crc32"}, ...],
                     "optimizer": null | {"type": "SGD", "param_groups": [...],
                                          "state": {"0": {"step": 3, "momentum_buffer": "@name"}}},
-                    "metadata": {...}}   (free-form JSON, e.g. the input normalisation)
+                    "metadata": {...},   (free-form JSON, e.g. the input normalisation)
+                    "loss": null | {"type": "CrossEntropyLoss", "config": {}}}   (of the last fit)
     then zero padding to a multiple of 64, then the tensors' raw bytes; a tensor's
     "offset" counts from the start of that data section.
 
@@ -40,6 +41,7 @@ import numpy as np
 
 from fastnn import _core, safetensors_file
 from fastnn.layers.base import LAYERS, Layer, build_layer
+from fastnn.losses import LOSSES
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.random import generator
 
@@ -50,6 +52,7 @@ _ALIGN = 64
 _MAX_HEADER = 64 << 20
 _DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
 _OPTIMIZER_TYPES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
+_LOSS_NAMES = {cls.__name__: name for name, cls in LOSSES.items()}
 
 
 class FormatError(ValueError):
@@ -103,7 +106,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
                              "to keep the optimizer's state")
         meta = {"format": "fastnn", "fastnn_version": _core.__version__,
                 "model": json.dumps({"type": type(model).__name__, "config": model.get_config()}),
-                "metadata": json.dumps(metadata or {})}
+                "metadata": json.dumps(metadata or {}), "loss": json.dumps(_loss_spec(model))}
         atomic_write(path, lambda f: safetensors_file.write(f, tensors, meta))
         return
     opt_header = None
@@ -140,7 +143,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
     header = json.dumps({"format": "fastnn", "version": VERSION, "fastnn_version": _core.__version__,
                          "model": {"type": type(model).__name__, "config": model.get_config()},
                          "tensors": table, "optimizer": opt_header,
-                         "metadata": metadata or {}}).encode()
+                         "metadata": metadata or {}, "loss": _loss_spec(model)}).encode()
 
     def write(f):
         f.write(_PREFIX.pack(MAGIC, VERSION, 0, len(header)))
@@ -181,6 +184,9 @@ def atomic_write(path, write) -> None:
     `path`. On any error (or Ctrl-C) the temporary file is removed and `path` is untouched;
     temporary files that earlier, killed saves of `path` left behind are removed."""
     path = os.fspath(path)
+    if os.path.isdir(path) or path.endswith(os.sep):
+        raise IsADirectoryError(f"cannot save to {path!r}: it is a directory; give a file name in it, such as "
+                                f"{os.path.join(path, 'model.fnn')!r}")
     directory = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(directory):
         raise FileNotFoundError(f"cannot save to {path!r}: the directory {directory!r} does not exist")
@@ -387,9 +393,28 @@ def load(path, with_optimizer: bool = False):
                                   f"architecture needs {shape}")
         arrays = {name: _read_tensor(f, data_start, name, t, path) for name, t in table.items()}
     model = _model(kind, config, expected, arrays, header.get("metadata"), path)
+    _set_loss(model, header.get("loss"))
     if not with_optimizer:
         return model
     return model, _load_optimizer(header.get("optimizer"), model, arrays, path)
+
+
+def _loss_spec(model):
+    """The loss the model was last fitted with, for evaluate and predict_proba after loading
+    (fastnn's own losses only; None otherwise)."""
+    loss = getattr(model, "_last_loss", None)
+    if loss is None or LOSSES.get(_LOSS_NAMES.get(type(loss).__name__, "")) is not type(loss):
+        return None
+    return {"type": type(loss).__name__, "config": _plain(loss.get_config())}
+
+
+def _set_loss(model, spec) -> None:
+    # a damaged or foreign entry only loses the convenience: the model itself is intact
+    if isinstance(spec, dict) and spec.get("type") in _LOSS_NAMES and isinstance(spec.get("config", {}), dict):
+        try:
+            model._last_loss = LOSSES[_LOSS_NAMES[spec["type"]]](**spec.get("config", {}))
+        except (TypeError, ValueError):
+            pass
 
 
 def _model(kind, config, expected: dict, arrays: dict, meta, path: str) -> Layer:
@@ -433,6 +458,10 @@ def _load_safetensors(path: str, with_optimizer: bool):
         if (want and arrays[name].dtype != want) or (not want and arrays[name].dtype.kind != "f"):
             raise FormatError(f"{path}: tensor {name!r} has dtype {arrays[name].dtype}")
     model = _model(kind, config, expected, arrays, user, path)
+    try:
+        _set_loss(model, json.loads(meta.get("loss", "null")))
+    except (ValueError, RecursionError):
+        pass
     return (model, None) if with_optimizer else model
 
 

@@ -20,7 +20,7 @@ from fastnn import plan
 from fastnn.backends import ops
 from fastnn.callbacks import Callback
 from fastnn.layers.base import float_input, nonfinite_message, shape_str
-from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, get_loss
+from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, class_labels, get_loss
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.progbar import Progbar
 from fastnn.random import generator
@@ -70,10 +70,7 @@ def _check_lengths(X, y, who):
 def _targets(loss: Loss, y, out_shape: tuple, n: int, who: str, dtype) -> np.ndarray:
     """Check every target once, up front, against the model's output shape."""
     if isinstance(loss, CrossEntropyLoss):
-        y = np.asarray(y)
-        if y.dtype.kind not in "iu":
-            raise TypeError(f"{who}: y must hold integer class labels for CrossEntropyLoss, got "
-                            f"{y.dtype}; use y.astype(np.int64)")
+        y = class_labels(y, who)
         if y.shape != (n,):
             raise ValueError(f"{who}: y has shape {shape_str(y.shape)}; CrossEntropyLoss needs one "
                              f"label per sample, shape ({n},)")
@@ -85,6 +82,8 @@ def _targets(loss: Loss, y, out_shape: tuple, n: int, who: str, dtype) -> np.nda
         return y.astype(np.int64, copy=False)
     y = float_input(y, who, dtype)
     want = (n, *out_shape[1:])
+    if want[1:] == (1,) and y.shape == (n,):
+        y = y.reshape(want)  # one target per sample for a one-output model, as Keras takes it
     if y.shape != want:
         hint = f"; use y.reshape{shape_str(want)}" if y.size == int(np.prod(want)) else ""
         raise ValueError(f"{who}: y has shape {shape_str(y.shape)} but the model outputs "
@@ -106,7 +105,9 @@ def _output_shape(model, X, who: str) -> tuple:
     try:
         out = model.forward(X[:1])
     except ValueError as e:
-        raise ValueError(f"{who}: X has shape {shape_str(X.shape)}, which the model cannot take: {e}") from None
+        # the probe ran one sample: say what the layer would have said of the whole X
+        msg = str(e).replace("got shape (1, ", f"got shape ({len(X)}, ").replace("got shape (1,)", f"got shape ({len(X)},)")
+        raise ValueError(f"{who}: X has shape {shape_str(X.shape)}, which the model cannot take: {msg}") from None
     finally:
         model.train(was)
     return (len(X), *out.shape[1:])
@@ -463,6 +464,31 @@ def predict(model, X, batch_size: int | None = None) -> np.ndarray:
                                for b in range(-(-len(X) // batch_size))])
     finally:
         model.train(was)
+
+
+def predict_proba(model, X, batch_size: int | None = None, loss=None) -> np.ndarray:
+    """Probabilities from predict's outputs, by the loss the model is trained with (`loss`,
+    else the one of its last fit): CrossEntropyLoss → softmax over the last axis (one row of
+    class probabilities per sample), BCEWithLogitsLoss → sigmoid of each output, BCELoss → the
+    outputs (already probabilities). A regression loss has no probabilities: ValueError."""
+    if loss is None:
+        loss = getattr(model, "_last_loss", None)
+        if loss is None:
+            raise ValueError("predict_proba: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not been "
+                             "fitted, so it is not known what its outputs are")
+    loss_fn = get_loss(loss)
+    if not isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss, BCELoss)):
+        raise ValueError(f"predict_proba: a model trained with {type(loss_fn).__name__} outputs values, not "
+                         "probabilities; use predict")
+    out = predict(model, X, batch_size)
+    if isinstance(loss_fn, BCELoss):
+        return out
+    res = np.empty_like(out)
+    if isinstance(loss_fn, CrossEntropyLoss):
+        ops().softmax_forward(res, out)  # over the last axis, as the loss reads the logits
+    else:
+        ops().sigmoid_forward(res, out)
+    return res
 
 
 def evaluate(model, X, y, loss=None, batch_size: int | None = None, distributed: bool = False) -> dict:

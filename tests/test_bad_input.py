@@ -3,6 +3,8 @@ leaves every output untouched."""
 import numpy as np
 import pytest
 
+import fastnn as fnn
+
 from fastnn.backends import cpp, numpy_ref
 
 f32 = lambda *s: np.zeros(s, np.float32)  # noqa: E731
@@ -129,3 +131,45 @@ def test_outputs_aliasing_any_input_are_rejected(ops):
     with pytest.raises(ValueError, match="param shares memory with grad"):
         ops.adam_step(p[:3], p[2:5], np.zeros(3, np.float32), np.zeros(3, np.float32), 1)
     assert (p == 1).all() and (dw == 0).all()
+
+
+# --- messages that say what the user did (each failed before its fix) ----------------------
+
+def test_saving_onto_a_directory_names_it_and_suggests_a_file(tmp_path):
+    m = fnn.Sequential(fnn.Linear(3, 2))
+    for path in (tmp_path, str(tmp_path) + "/"):
+        with pytest.raises(IsADirectoryError, match=r"it is a directory; give a file name in it, such as .*model\.fnn"):
+            fnn.save(m, path)
+    assert not list(tmp_path.iterdir())
+
+
+def test_a_missing_dataset_directory_is_called_that(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no such directory 'no/such/dir'"):
+        fnn.datasets.load("no/such/dir")
+
+
+def test_a_non_contiguous_out_is_not_advised_into_a_copy():
+    with pytest.raises(TypeError, match="written into it, so a copy would be lost; allocate it with np.empty") as e:
+        fnn._core.relu_forward(np.zeros((4, 4), np.float32)[:, ::2], np.zeros((4, 2), np.float32))
+    assert "ascontiguousarray" not in str(e.value)
+
+
+def test_summary_knows_the_shapes_after_a_leading_flatten():
+    text = str(fnn.Sequential(fnn.Flatten(), fnn.Linear(4, 2), fnn.ReLU()).summary())
+    assert "?" not in text and "(None, 4)" in text and "(None, 2)" in text
+
+
+def test_messages_name_the_users_x_and_the_call():
+    m = fnn.Sequential(fnn.Linear(64, 10))
+    X = np.zeros((500, 60), np.float32)
+    with pytest.raises(ValueError, match=r"fit: X has shape \(500, 60\).*got shape \(500, 60\)"):
+        m.fit(X, np.zeros(500, np.int64), verbose=0)
+    with pytest.raises(ValueError, match=r"remove or impute non-finite values before calling predict"):
+        m.predict(np.full((2, 64), np.nan, np.float32))
+    with pytest.raises(ValueError, match=r"before calling evaluate"):
+        m.evaluate(np.full((2, 64), np.nan), np.zeros(2, np.int64), loss="cross_entropy")
+
+    def batches():
+        yield np.zeros((2, 64)), np.zeros(2)
+    with pytest.raises(TypeError, match="fit: takes arrays, got a generator; collect the batches first"):
+        m.fit(batches(), None)

@@ -99,7 +99,7 @@ def test_user_mistakes_are_one_line_and_status_2(trained):
     one_line_error(run("train", "--epochs", "many", cwd=d), "invalid int value: 'many'")
     one_line_error(run("train", "--optimizer", "lbfgs", cwd=d), "invalid choice: 'lbfgs'")
     one_line_error(run("train", "--lr", "-1", cwd=d), "invalid learning rate lr -1.0")
-    one_line_error(run("train", "--dropout", "1.5", cwd=d), "p must be in [0, 1)")
+    one_line_error(run("train", "--dropout", "1.5", cwd=d), "--dropout must be in [0, 1), got 1.5")
     one_line_error(run("train", "--dataset", "nowhere", cwd=d), "unknown dataset 'nowhere'")
     one_line_error(run("train", "--out", "no/such/dir/m.fnn", cwd=d), "the directory does not exist")
     one_line_error(run("demo", "nonsense", cwd=d), "no demo 'nonsense'")
@@ -200,3 +200,78 @@ def test_train_a_cnn_then_predict_and_evaluate_it(tmp_path):
 ])
 def test_cnn_options_that_do_not_apply_are_refused(tmp_path, args, msg):
     one_line_error(run("train", *args, cwd=tmp_path), msg)
+
+
+# --- what a new user met (each failed before its fix) --------------------------------------
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--plot", "curves.txt"], "name a .png, .svg, .pdf or .jpg file"),
+    (["--plot", "missing/curves.png"], "--plot 'missing/curves.png': the directory does not exist"),
+    (["--val-split", "2"], "--val-split must be in [0, 1), got 2.0"),
+    (["--momentum", "0.9"], "--momentum applies to --optimizer sgd or rmsprop; adam has none"),
+    (["--dropout", "1.5"], "--dropout must be in [0, 1), got 1.5"),
+])
+def test_bad_train_options_fail_before_any_work(tmp_path, args, fragment):
+    r = run("train", *args, cwd=tmp_path)
+    one_line_error(r, fragment)
+    assert "Training" not in r.stdout and not list(tmp_path.iterdir())
+
+
+def test_help_shows_defaults_and_messages_count_right(tmp_path):
+    r = run("train", "--help", cwd=tmp_path)
+    assert "(default: 10)" in r.stdout and "(default: adam)" in r.stdout
+    r = run("train", "--epochs", "1", "--threads", "1", "--verbose", "0", cwd=tmp_path)
+    assert r.returncode == 0 and "1 epoch," in r.stdout and "1 thread," in r.stdout, r.stdout
+    r = run("bench", "--help", cwd=tmp_path)
+    assert "(when installed)," not in r.stdout.split("options:")[0].strip()[-20:]
+    assert r.stdout.split("options:")[0].strip().endswith(".")
+
+
+def test_demo_list_names_each_demo_once_in_whole_sentences(tmp_path):
+    r = run("demo", cwd=tmp_path)
+    rows = r.stdout.strip().splitlines()[1:]
+    names = [row.split()[0] for row in rows]
+    assert len(names) == len(set(names)) and "backprop" not in names and "backprop_by_hand" in names
+    assert all(row.rstrip().endswith(".") for row in rows), rows
+    assert "SEEDS" not in r.stdout
+    assert run("demo", "backprop", cwd=tmp_path).returncode == 0  # the short name still runs it
+
+
+def test_predict_prints_values_or_binary_probabilities_for_one_output_models(tmp_path):
+    X = np.random.default_rng(0).random((40, 8, 8)).astype(np.float32)
+    flat = X.reshape(40, -1)
+    np.save(tmp_path / "x.npy", X[:3])
+    for loss, target, header in (("mse", flat[:, 0] * 3, "value"), ("bce_with_logits", (flat[:, 0] > 0.5) * 1.0, "probability")):
+        fnn.manual_seed(0)
+        m = fnn.Sequential(fnn.Linear(64, 1))
+        m.fit((flat - 0.5) / 0.5, target.astype(np.float32), loss=loss, epochs=3, verbose=0)
+        fnn.save(m, tmp_path / "m.fnn", metadata={"input_shape": [8, 8]})
+        r = run("predict", "m.fnn", "x.npy", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        rows = r.stdout.strip().splitlines()
+        assert rows[0].split() == ["sample", header] and len(rows) == 4
+        got = np.array([float(row.split()[1]) for row in rows[1:]])
+        want = m.predict((flat[:3] - 0.5) / 0.5)[:, 0] if loss == "mse" else m.predict_proba((flat[:3] - 0.5) / 0.5)[:, 0]
+        np.testing.assert_allclose(got, want, atol=1e-4)
+
+
+def test_predict_rejects_a_negative_limit_and_warns_on_inputs_out_of_range(trained):
+    d, _ = trained
+    (_, _), (Xt, _) = fnn.datasets.load("digits")
+    np.save(d / "few.npy", Xt[:3])
+    r = run("predict", "model.fnn", "few.npy", "--limit", "-1", cwd=d)
+    assert r.returncode == 2 and "must be >= 0" in r.stderr
+    np.save(d / "scaled.npy", Xt[:3] * 255)  # floats 0-255: the model knows 0-1
+    r = run("predict", "model.fnn", "scaled.npy", cwd=d)
+    assert r.returncode == 0 and "warning" in r.stderr and "[0, 255]" in r.stderr, r.stderr
+
+
+def test_a_loaded_model_remembers_its_loss(tmp_path):
+    X = np.random.default_rng(0).normal(size=(30, 4)).astype(np.float32)
+    m = fnn.Sequential(fnn.Linear(4, 3))
+    m.fit(X, np.arange(30) % 3, epochs=1, verbose=0)
+    for fmt in ("fastnn", "safetensors"):
+        fnn.save(m, tmp_path / f"m.{fmt}", format=fmt)
+        back = fnn.load(tmp_path / f"m.{fmt}")
+        assert back.evaluate(X, np.arange(30) % 3) == m.evaluate(X, np.arange(30) % 3)
+        np.testing.assert_array_equal(back.predict_proba(X), m.predict_proba(X))

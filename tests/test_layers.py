@@ -287,8 +287,10 @@ def test_loss_errors():
         fnn.MSELoss()(np.zeros((4, 1)), np.zeros(4))
     with pytest.raises(ValueError, match="class indices in \\[0, 3\\), got 3"):
         fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0, 3]))
-    with pytest.raises(TypeError, match="integer class indices"):
-        fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0.0, 1.0]))
+    with pytest.raises(TypeError, match="integer class labels, got 0.5 at index 1"):
+        fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([0.0, 0.5]))  # (whole floats are labels)
+    with pytest.raises(TypeError, match="integer class labels for CrossEntropyLoss, got bool"):
+        fnn.CrossEntropyLoss()(np.zeros((2, 3)), np.array([True, False]))
     with pytest.raises(RuntimeError, match="before the loss was computed"):
         fnn.MSELoss().backward()
 

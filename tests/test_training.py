@@ -215,7 +215,8 @@ def test_terminate_on_nan(capsys):
     ("label", ValueError, "label 3 at index 5 is outside \\[0, 3\\); the model has 3 outputs"),
     ("nan", ValueError, "X contains nan at index \\(7, 2\\); remove or impute"),
     ("length", ValueError, "X has 60 samples but y has shape \\(59,\\)"),
-    ("float-labels", TypeError, "integer class labels.*astype\\(np.int64\\)"),
+    ("float-labels", TypeError, "integer class labels, got 2.5 at index 0; CrossEntropyLoss takes one whole-number"),
+    ("string-labels", TypeError, "integer class labels for CrossEntropyLoss, got <U21; use y.astype"),
     ("val-label", ValueError, "label -1 at index 0 is outside"),
     ("optimizer", ValueError, "unknown optimizer 'sgdd'"),
     ("foreign-optimizer", ValueError, "updates none of this model's parameters"),
@@ -238,6 +239,9 @@ def test_bad_fit_input_raises_and_leaves_weights_unchanged(case, err, msg):
         y = y[:59]
     elif case == "float-labels":
         y = y.astype(np.float32)
+        y[0] = 2.5
+    elif case == "string-labels":
+        y = y.astype(str)
     elif case == "val-label":
         kw["validation_data"] = (X[:5], -np.ones(5, np.int64))
     elif case == "optimizer":
@@ -351,3 +355,48 @@ def test_predict_checks_the_input_not_the_overflow():
         want = model.eval()(big)
     assert not np.isfinite(out).all()
     np.testing.assert_array_equal(out, want)
+
+
+def test_labels_as_whole_floats_or_a_column_train_as_integer_labels():
+    # what pandas and Keras users pass: float64 class labels, (n, 1) label columns; and 1-D
+    # targets for a one-output regression or binary model
+    X = np.random.default_rng(0).normal(size=(64, 5)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64) + (X[:, 1] > 1)
+
+    def trained(labels, out=3, loss="cross_entropy"):
+        fnn.manual_seed(0)
+        m = fnn.Sequential(fnn.Linear(5, 8), fnn.ReLU(), fnn.Linear(8, out))
+        m.fit(X, labels, loss=loss, epochs=2, batch_size=16, verbose=0)
+        return np.concatenate([p.data.ravel() for p in m.parameters()])
+    want = trained(y)
+    assert np.array_equal(trained(y.astype(np.float64)), want)
+    assert np.array_equal(trained(y.reshape(-1, 1)), want)
+    assert np.array_equal(trained(y.astype(np.float32).reshape(-1, 1)), want)
+    t = X[:, 2] * 2
+    assert np.array_equal(trained(t, 1, "mse"), trained(t.reshape(-1, 1), 1, "mse"))
+    b = (X[:, 3] > 0).astype(np.float32)
+    assert np.array_equal(trained(b, 1, "bce_with_logits"), trained(b.reshape(-1, 1), 1, "bce_with_logits"))
+    # the loss object takes them too
+    logits = np.zeros((3, 2), np.float32)
+    assert fnn.CrossEntropyLoss()(logits, np.array([0.0, 1.0, 1.0])) == fnn.CrossEntropyLoss()(logits, np.array([0, 1, 1]))
+
+
+def test_predict_proba_follows_the_models_loss():
+    X = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    fnn.manual_seed(0)
+    m = fnn.Sequential(fnn.Linear(4, 3))
+    with pytest.raises(ValueError, match="pass loss="):
+        m.predict_proba(X)
+    m.fit(X, y, epochs=1, verbose=0)
+    p = m.predict_proba(X)
+    z = m.predict(X).astype(np.float64)
+    want = np.exp(z - z.max(1, keepdims=True))
+    np.testing.assert_allclose(p, want / want.sum(1, keepdims=True), rtol=1e-6)
+    b = fnn.Sequential(fnn.Linear(4, 1))
+    b.fit(X, y.astype(np.float32), loss="bce_with_logits", epochs=1, verbose=0)
+    np.testing.assert_allclose(b.predict_proba(X), 1 / (1 + np.exp(-b.predict(X).astype(np.float64))), rtol=1e-6)
+    r = fnn.Sequential(fnn.Linear(4, 1))
+    r.fit(X, X[:, 0], loss="mse", epochs=1, verbose=0)
+    with pytest.raises(ValueError, match="MSELoss outputs values, not probabilities; use predict"):
+        r.predict_proba(X)

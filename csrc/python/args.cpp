@@ -42,7 +42,8 @@ py::array out_arg(const char* op, const char* name, py::handle h) {
                              "; it is written in place, so it cannot be converted"));
   if (!(a.flags() & py::array::c_style))
     throw py::type_error(cat(op, ": ", name, " with shape ", shape_of(a),
-                             " must be C-contiguous; pass np.ascontiguousarray(", name, ")"));
+                             " must be C-contiguous: the result is written into it, so a copy would be lost; "
+                             "allocate it with np.empty(shape, dtype)"));
   if (!a.writeable()) throw py::type_error(cat(op, ": ", name, " is read-only; pass a writeable array"));
   if (!is_aligned(a))
     throw py::type_error(cat(op, ": ", name, " with shape ", shape_of(a), " is not aligned to its ", a.itemsize(),

@@ -205,6 +205,9 @@ def load(name, download: bool = True, channels: bool = False) -> tuple:
         data = (_pair(files[FILES[0]], files[FILES[1]]), _pair(files[FILES[2]], files[FILES[3]]))
     elif os.path.isdir(os.fspath(name)):
         data = load_directory(name)
+    elif os.sep in str(name) or str(name).startswith((".", "~")):
+        raise FileNotFoundError(f"no such directory {str(name)!r}: pass a directory holding the four IDX files, or "
+                                f"one of the dataset names {', '.join(NAMES)}")
     else:
         raise ValueError(f"unknown dataset {name!r}; choose one of {', '.join(NAMES)} or pass a directory "
                          "holding the four IDX files")

@@ -51,6 +51,10 @@ def float_input(x, who: str, dtype=None) -> np.ndarray:
     if arr.dtype == dtype:
         return arr
     if arr.dtype.kind not in "biuf":
+        if arr.dtype == object and arr.ndim == 0 and hasattr(x, "__next__"):
+            raise TypeError(f"{who}: takes arrays, got a {type(x).__name__}; collect the batches first "
+                            "(X = np.concatenate([xb for xb, _ in batches])), or train chunk by chunk with "
+                            "model.fit(xb, yb, epochs=1) in a loop over them")
         raise TypeError(f"{who}: expected numbers, got an array of {arr.dtype}")
     with np.errstate(over="ignore", invalid="ignore"):  # beyond float32's range: inf, reported by the caller
         return arr.astype(dtype)
@@ -64,8 +68,8 @@ def nonfinite_message(who: str, X: np.ndarray, flat_index: int, given=None) -> s
     if isinstance(given, np.ndarray) and given.shape == X.shape and np.isfinite(given[pos]):
         return (f"{who}: X holds {given[pos]} at index {where}, beyond {X.dtype}'s range "
                 f"(±{float(np.finfo(X.dtype).max):.3g}); scale the inputs down")
-    return (f"{who}: X contains {X[pos]} at index {where}; remove or impute "
-            "non-finite values before training")
+    step = "training" if who.startswith("fit") else f"calling {who.split()[0].split('.')[-1]}"
+    return f"{who}: X contains {X[pos]} at index {where}; remove or impute non-finite values before {step}"
 
 
 class Layer:
