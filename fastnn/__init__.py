@@ -21,9 +21,9 @@ from fastnn.layers import (
 from fastnn.model import Model, Sequential
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
 from fastnn.optim import (
-    SGD, Adam, AdamW, CosineAnnealingLR, Optimizer, RMSprop, StepLR, clip_grad_norm_,
+    SGD, Adam, AdamW, CosineAnnealingLR, LinearLR, Optimizer, ReduceLROnPlateau, RMSprop, StepLR, clip_grad_norm_,
 )
-from fastnn.callbacks import Callback, EarlyStopping, ModelCheckpoint, TerminateOnNaN
+from fastnn.callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint, TerminateOnNaN
 from fastnn.training import History
 from fastnn.onnx_export import export_onnx
 from fastnn.serialization import FormatError, load, read_safetensors, save
@@ -52,7 +52,7 @@ __all__ = [
     "Dropout", "Flatten", "Identity", "Residual", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "Model", "Sequential",
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
-    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "clip_grad_norm_",
-    "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "History",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "clip_grad_norm_",
+    "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "History",
     "save", "load", "read_safetensors", "export_onnx", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning", "data", "datasets",
 ]

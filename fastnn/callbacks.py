@@ -10,6 +10,7 @@ import sys
 
 import numpy as np
 
+from fastnn.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from fastnn.serialization import save
 
 
@@ -139,3 +140,39 @@ class TerminateOnNaN(Callback):
             print(f"\nBatch {batch}: the loss is {loss}; stopping training (try a lower learning "
                   "rate)", file=sys.stderr)
             self.model.stop_training = True
+
+
+class LearningRateScheduler(Callback):
+    """Step a learning-rate scheduler at the end of every epoch of fit, as a PyTorch loop steps
+    it after the epoch's optimizer steps: StepLR, CosineAnnealingLR, LinearLR (a warm-up) take
+    step(); ReduceLROnPlateau takes step(logs[monitor]). fit also accepts a scheduler itself in
+    `callbacks` and wraps it in this.
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> model.fit(X, y, optimizer=opt, callbacks=[fnn.StepLR(opt, step_size=10)])
+        >>> model.fit(X, y, optimizer=opt, validation_split=0.1,
+        ...           callbacks=[fnn.ReduceLROnPlateau(opt, patience=2)])   # watches val_loss
+    """
+
+    def __init__(self, scheduler, monitor: str = "val_loss"):
+        if not isinstance(scheduler, (LRScheduler, ReduceLROnPlateau)):
+            raise TypeError(f"LearningRateScheduler expects a fastnn scheduler (StepLR, ReduceLROnPlateau, ...), "
+                            f"got {type(scheduler).__name__}")
+        self.scheduler, self.monitor = scheduler, monitor
+        self.plateau = isinstance(scheduler, ReduceLROnPlateau)
+
+    def on_train_begin(self, logs=None):
+        if self.params.get("optimizer") is not None and self.scheduler.optimizer is not self.params["optimizer"]:
+            raise ValueError("LearningRateScheduler: the scheduler drives another optimizer than the one fit uses; "
+                             "create it with fit's optimizer")
+        if self.plateau:
+            _check_monitor(self.monitor, self.params, "LearningRateScheduler")
+
+    def on_epoch_end(self, epoch, logs=None):
+        if not self.plateau:
+            self.scheduler.step()
+            return
+        value = (logs or {}).get(self.monitor)
+        if value is not None and math.isfinite(value):
+            self.scheduler.step(value)

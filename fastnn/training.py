@@ -18,9 +18,10 @@ import numpy as np
 
 from fastnn import plan
 from fastnn.backends import ops
-from fastnn.callbacks import Callback
+from fastnn.callbacks import Callback, LearningRateScheduler
 from fastnn.layers.base import float_input, nonfinite_message, shape_str
 from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, class_labels, get_loss
+from fastnn.optim.lr_scheduler import LRScheduler, ReduceLROnPlateau
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
 from fastnn.progbar import Progbar
 from fastnn.random import generator
@@ -271,7 +272,8 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
     if validation_data is not None:
         metrics += ["val_" + m for m in metrics]
     history = History()
-    cbs = [history] + list(callbacks or [])
+    cbs = [history] + [LearningRateScheduler(cb) if isinstance(cb, (LRScheduler, ReduceLROnPlateau)) else cb
+                       for cb in (callbacks or [])]
     for cb in cbs:
         if not isinstance(cb, Callback):
             raise TypeError(f"fit: callbacks must be fastnn callbacks, got {type(cb).__name__}")

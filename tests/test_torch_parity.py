@@ -198,13 +198,16 @@ def test_optimizer_state_dict_loads_from_pytorch(backend):
         np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-5, atol=1e-6)
 
 
-@pytest.mark.parametrize("sched", ["step", "cosine"])
+@pytest.mark.parametrize("sched", ["step", "cosine", "linear"])
 def test_lr_schedules_match_pytorch(sched):
     fp = fnn.Parameter(np.zeros(3))
     tp = torch.nn.Parameter(torch.zeros(3))
     fopt, topt = fnn.SGD([fp], lr=0.1), torch.optim.SGD([tp], lr=0.1)
     if sched == "step":
         fs, ts = fnn.StepLR(fopt, step_size=3, gamma=0.5), torch.optim.lr_scheduler.StepLR(topt, 3, 0.5)
+    elif sched == "linear":  # a warm-up
+        fs, ts = fnn.LinearLR(fopt, start_factor=0.1, total_iters=6), \
+            torch.optim.lr_scheduler.LinearLR(topt, start_factor=0.1, total_iters=6)
     else:
         fs, ts = fnn.CosineAnnealingLR(fopt, T_max=7, eta_min=0.001), \
             torch.optim.lr_scheduler.CosineAnnealingLR(topt, T_max=7, eta_min=0.001)
@@ -214,6 +217,22 @@ def test_lr_schedules_match_pytorch(sched):
         topt.step()
         fs.step()
         ts.step()
+
+
+@pytest.mark.parametrize("kw", [{}, {"mode": "max", "threshold_mode": "abs", "threshold": 0.01, "cooldown": 2},
+                                {"patience": 0, "factor": 0.5, "min_lr": 0.02}])
+def test_reduce_lr_on_plateau_matches_pytorch(kw):
+    fp, tp = fnn.Parameter(np.zeros(3)), torch.nn.Parameter(torch.zeros(3))
+    fopt, topt = fnn.SGD([fp], lr=0.1), torch.optim.SGD([tp], lr=0.1)
+    kw = {"patience": 2, **kw}
+    fs, ts = fnn.ReduceLROnPlateau(fopt, **kw), torch.optim.lr_scheduler.ReduceLROnPlateau(topt, **kw)
+    metrics = np.random.default_rng(0).normal(size=40).cumsum() * 0.1 + np.linspace(1, 0, 40)
+    for m in metrics:
+        fopt.step()
+        topt.step()
+        fs.step(m)
+        ts.step(m)
+        assert fs.get_last_lr() == ts.get_last_lr()
 
 
 @pytest.mark.parametrize("norm_type", [2.0, 1.0, float("inf")])

@@ -400,3 +400,25 @@ def test_predict_proba_follows_the_models_loss():
     r.fit(X, X[:, 0], loss="mse", epochs=1, verbose=0)
     with pytest.raises(ValueError, match="MSELoss outputs values, not probabilities; use predict"):
         r.predict_proba(X)
+
+
+def test_fit_steps_schedulers_given_as_callbacks():
+    X = np.random.default_rng(0).normal(size=(64, 4)).astype(np.float32)
+    y = (X[:, 0] > 0).astype(np.int64)
+    m = fnn.Sequential(fnn.Linear(4, 2))
+    opt = fnn.SGD(m.parameters(), lr=0.1)
+    seen = []
+
+    class Rate(fnn.Callback):
+        def on_epoch_end(self, epoch, logs=None):
+            seen.append(opt.param_groups[0]["lr"])
+    m.fit(X, y, optimizer=opt, epochs=5, verbose=0, callbacks=[fnn.StepLR(opt, step_size=2, gamma=0.5), Rate()])
+    assert seen == [0.1, 0.05, 0.05, 0.025, 0.025]
+    # ReduceLROnPlateau watches val_loss; a rate too small to move it (so no improvement)
+    # is halved after `patience` epochs without one (eps=0: PyTorch skips changes below eps)
+    opt2 = fnn.SGD(m.parameters(), lr=1e-9)
+    plateau = fnn.ReduceLROnPlateau(opt2, patience=1, factor=0.5, eps=0.0)
+    m.fit(X, y, optimizer=opt2, epochs=4, verbose=0, validation_split=0.25, callbacks=[plateau])
+    assert plateau.get_last_lr() == [1e-9 * 0.5]
+    with pytest.raises(ValueError, match="another optimizer"):
+        m.fit(X, y, optimizer=fnn.SGD(m.parameters(), lr=0.1), epochs=1, verbose=0, callbacks=[fnn.StepLR(opt, 2)])
