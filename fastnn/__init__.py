@@ -3,7 +3,7 @@
     import fastnn as fnn
     fnn.build_info()          # version, compiler, OpenMP, SIMD path, threads, backend
 """
-from fastnn import _core
+from fastnn import _core, data, datasets, init
 from fastnn.backends import (
     get_backend,
     get_num_threads,
@@ -11,25 +11,49 @@ from fastnn.backends import (
     set_num_threads,
     use_backend,
 )
-from fastnn.random import manual_seed
-from fastnn import init
-from fastnn.parameter import Parameter
-from fastnn.layers import (
-    GELU, AdaptiveAvgPool2d, AvgPool2d, BatchNorm1d, BatchNorm2d, Conv2d, Dropout, Flatten, Identity, Layer,
-    LeakyReLU, Linear, MaxPool2d, ReLU, Residual, Sigmoid, Softmax, Step, Tanh,
-)
-from fastnn.model import Model, Sequential
-from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
-from fastnn.optim import (
-    SGD, Adam, AdamW, CosineAnnealingLR, LinearLR, Optimizer, ReduceLROnPlateau, RMSprop, StepLR, clip_grad_norm_,
-)
 from fastnn.callbacks import Callback, EarlyStopping, LearningRateScheduler, ModelCheckpoint, TerminateOnNaN
-from fastnn.training import History
-from fastnn.onnx_export import export_onnx
-from fastnn.serialization import FormatError, load, read_safetensors, save
 from fastnn.gradcheck import GradcheckError, gradcheck
+from fastnn.layers import (
+    GELU,
+    AdaptiveAvgPool2d,
+    AvgPool2d,
+    BatchNorm1d,
+    BatchNorm2d,
+    Conv2d,
+    Dropout,
+    Flatten,
+    Identity,
+    Layer,
+    LeakyReLU,
+    Linear,
+    MaxPool2d,
+    ReLU,
+    Residual,
+    Sigmoid,
+    Softmax,
+    Step,
+    Tanh,
+)
+from fastnn.losses import BCELoss, BCEWithLogitsLoss, CrossEntropyLoss, Loss, MSELoss
+from fastnn.model import Model, Sequential
+from fastnn.onnx_export import export_onnx
+from fastnn.optim import (
+    SGD,
+    Adam,
+    AdamW,
+    CosineAnnealingLR,
+    LinearLR,
+    Optimizer,
+    ReduceLROnPlateau,
+    RMSprop,
+    StepLR,
+    clip_grad_norm_,
+)
+from fastnn.parameter import Parameter
 from fastnn.perceptron import ConvergenceWarning, Perceptron
-from fastnn import data, datasets
+from fastnn.random import manual_seed
+from fastnn.serialization import FormatError, load, read_safetensors, save
+from fastnn.training import History
 
 __version__ = _core.__version__
 
@@ -52,7 +76,9 @@ __all__ = [
     "Dropout", "Flatten", "Identity", "Residual", "Conv2d", "MaxPool2d", "AvgPool2d", "AdaptiveAvgPool2d",
     "BatchNorm1d", "BatchNorm2d", "Model", "Sequential",
     "Loss", "MSELoss", "CrossEntropyLoss", "BCEWithLogitsLoss", "BCELoss",
-    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau", "clip_grad_norm_",
+    "Optimizer", "SGD", "Adam", "AdamW", "RMSprop", "StepLR", "CosineAnnealingLR", "LinearLR", "ReduceLROnPlateau",
+    "clip_grad_norm_",
     "Callback", "EarlyStopping", "ModelCheckpoint", "TerminateOnNaN", "LearningRateScheduler", "History",
-    "save", "load", "read_safetensors", "export_onnx", "FormatError", "gradcheck", "GradcheckError", "Perceptron", "ConvergenceWarning", "data", "datasets",
+    "save", "load", "read_safetensors", "export_onnx", "FormatError", "gradcheck", "GradcheckError", "Perceptron",
+    "ConvergenceWarning", "data", "datasets",
 ]

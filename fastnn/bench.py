@@ -15,6 +15,7 @@ import os
 import subprocess
 import sys
 import time
+from typing import Any
 
 GEMM_SHAPES = [  # (M, K, N, trans_a, trans_b, label): C (M×N) = op(A) · op(B)
     (256, 256, 256, False, False, "sgemm 256²"),
@@ -59,7 +60,9 @@ def median(fn, repeats: int, min_seconds: float = 2e-3) -> float:
 def _fmt(seconds):
     if seconds is None:
         return "—"
-    return f"{seconds * 1e6:.1f} µs" if seconds < 1e-3 else (f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.3f} s")
+    if seconds < 1e-3:
+        return f"{seconds * 1e6:.1f} µs"
+    return f"{seconds * 1e3:.2f} ms" if seconds < 1 else f"{seconds:.3f} s"
 
 
 def _ratio(other, mine):
@@ -70,6 +73,7 @@ def run(threads: int, repeats: int, quick: bool) -> None:
     import numpy as np
 
     import fastnn as fnn
+    torch: Any
     try:
         import torch
         torch.set_num_threads(threads)
@@ -160,15 +164,15 @@ def run(threads: int, repeats: int, quick: bool) -> None:
     # ---- inference
     fnn.manual_seed(0)
     model = fnn.Sequential(fnn.Linear(784, 128), fnn.ReLU(), fnn.Linear(128, 64), fnn.ReLU(), fnn.Linear(64, 10)).eval()
-    tmodel = None
+    tmodel: Any = None
     if torch:
         tmodel = torch.nn.Sequential(torch.nn.Linear(784, 128), torch.nn.ReLU(), torch.nn.Linear(128, 64),
                                      torch.nn.ReLU(), torch.nn.Linear(64, 10)).eval()
     for batch, target in ((1, "≥ 10"), (1000, "≥ 1.1")):
         xb = X[:batch]
-        mine = median(lambda: model.predict(xb), repeats)
+        mine = median(lambda xb=xb: model.predict(xb), repeats)
 
-        def twin_predict():
+        def twin_predict(xb=xb):
             with fnn.use_backend("numpy"):
                 model.predict(xb)
         twin = median(twin_predict, repeats)
@@ -176,7 +180,7 @@ def run(threads: int, repeats: int, quick: bool) -> None:
         if torch:
             tx = torch.from_numpy(xb)
             with torch.no_grad():
-                pt = median(lambda: tmodel(tx), repeats)
+                pt = median(lambda tx=tx: tmodel(tx), repeats)
         row("inference", f"predict, batch {batch}", mine, twin, pt, None, target)
 
     # ---- convolutional networks (the nets of fastnn/cnn_models.py), on CNN_ROWS rows of the
@@ -193,13 +197,13 @@ def run(threads: int, repeats: int, quick: bool) -> None:
         a = rng.standard_normal((K, M) if ta else (M, K)).astype(np.float32)
         b = rng.standard_normal((N, K) if tb else (K, N)).astype(np.float32)
         c = np.empty((M, N), np.float32)
-        mine = median(lambda: _core.gemm(c, a, b, ta, tb), repeats)
+        mine = median(lambda a=a, b=b, c=c, ta=ta, tb=tb: _core.gemm(c, a, b, ta, tb), repeats)
         opa, opb = (a.T if ta else a), (b.T if tb else b)
-        twin = median(lambda: np.matmul(opa, opb, out=c), repeats)
+        twin = median(lambda opa=opa, opb=opb, c=c: np.matmul(opa, opb, out=c), repeats)
         pt = None
         if torch:
             A, B, Ct = torch.from_numpy(opa), torch.from_numpy(opb), torch.from_numpy(c)
-            pt = median(lambda: torch.mm(A, B, out=Ct), repeats)
+            pt = median(lambda A=A, B=B, Ct=Ct: torch.mm(A, B, out=Ct), repeats)
         target = "≥ 0.95 × numpy" if M == 1024 else ("≥ 1.0 × numpy" if "·" in label else "")
         row("gemm", f"{label} ({2 * M * N * K / mine / 1e9:.0f} GFLOP/s)", mine, twin, pt, None, target)
 
@@ -207,12 +211,14 @@ def run(threads: int, repeats: int, quick: bool) -> None:
     v = rng.standard_normal(1_000_000).astype(np.float32)
     out = np.empty_like(v)
     for name, tf in (("sigmoid", "sigmoid"), ("tanh", "tanh")):
-        mine = median(lambda: getattr(_core, name + "_forward")(out, v), repeats)
-        twin = median(lambda: getattr(numpy_ref, name + "_forward")(out, v), repeats)
+        fast, ref = getattr(_core, name + "_forward"), getattr(numpy_ref, name + "_forward")
+        mine = median(lambda f=fast: f(out, v), repeats)
+        twin = median(lambda f=ref: f(out, v), repeats)
         pt = None
         if torch:
             tv, to = torch.from_numpy(v), torch.from_numpy(out)
-            pt = median(lambda: getattr(torch, tf)(tv, out=to), repeats)
+            tfn = getattr(torch, tf)
+            pt = median(lambda f=tfn, tv=tv, to=to: f(tv, out=to), repeats)
         row("elementwise", f"{name}, 1e6 float32", mine, twin, pt, None, "≥ 2")
     # ReLU reads and writes the same bytes with almost no arithmetic: the memory-bound floor
     # that sigmoid and tanh cannot beat on 1e6 values (8 MB moved, beyond this CPU's L2).
@@ -226,12 +232,12 @@ def run(threads: int, repeats: int, quick: bool) -> None:
     for C in (10, 1000):
         m2 = v.reshape(-1, C)
         o2 = np.empty_like(m2)
-        mine = median(lambda: _core.softmax_forward(o2, m2), repeats)
-        twin = median(lambda: numpy_ref.softmax_forward(o2, m2), repeats)
+        mine = median(lambda o2=o2, m2=m2: _core.softmax_forward(o2, m2), repeats)
+        twin = median(lambda o2=o2, m2=m2: numpy_ref.softmax_forward(o2, m2), repeats)
         pt = None
         if torch:
             tm2 = torch.from_numpy(m2)
-            pt = median(lambda: torch.softmax(tm2, dim=1), repeats)
+            pt = median(lambda tm2=tm2: torch.softmax(tm2, dim=1), repeats)
         row("elementwise", f"softmax rows of {C}, 1e6 float32", mine, twin, pt, None, "≥ 2")
     print(f"(training data: {source}; scikit-learn {'installed' if MLPClassifier else 'not installed: column empty'})")
 
@@ -257,7 +263,7 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
         fm = cnn_models.build(name)
         fopt = fnn.Adam(fm.parameters(), lr=1e-3)
 
-        def epoch():
+        def epoch(fm=fm, fopt=fopt):
             fm.fit(Xi, yi, optimizer=fopt, epochs=1, batch_size=128, verbose=0)
         mine = median(epoch, reps, 0) * scale
         pt = None
@@ -266,7 +272,7 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
             topt, lf = torch.optim.Adam(tm.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
             tx, ty = torch.from_numpy(Xi), torch.from_numpy(yi)
 
-            def tepoch():
+            def tepoch(tm=tm, topt=topt, lf=lf, tx=tx, ty=ty):
                 perm = torch.randperm(n)
                 for s in range(0, n, 128):
                     i = perm[s:s + 128]
@@ -278,15 +284,15 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
         row("train epoch", f"{label}, batch 128, Adam, per 60000 rows (timed on {n})", mine, None, pt, None, target)
     fnn.manual_seed(0)
     fm = cnn_models.build("cnn").eval()
-    tm = cnn_models.build_torch("cnn", torch).eval() if torch else None
+    tinf: Any = cnn_models.build_torch("cnn", torch).eval() if torch else None
     for batch, target in ((1, "≥ 10"), (1000, "≥ 2")):
         xb = np.ascontiguousarray(Xi[:batch])
-        mine = median(lambda: fm.predict(xb), repeats)
+        mine = median(lambda xb=xb: fm.predict(xb), repeats)
         pt = None
         if torch:
             tx = torch.from_numpy(xb)
             with torch.no_grad():
-                pt = median(lambda: tm(tx), repeats)
+                pt = median(lambda tx=tx: tinf(tx), repeats)
         row("inference", f"CNN predict, batch {batch}", mine, None, pt, None, target)
 
 

@@ -18,7 +18,7 @@ class Callback:
     """Base class; every hook does nothing. `self.model` and `self.params` are set by fit()."""
 
     model = None
-    params: dict = {}
+    params: dict = {}  # noqa: RUF012  (replaced per instance by set_params before fit uses it)
 
     def set_model(self, model) -> None:
         self.model = model

@@ -148,7 +148,7 @@ def cmd_train(args) -> int:
         description = f"the CNN conv 32-64{' + BatchNorm' if args.batchnorm else ''}"
     else:
         sizes = _layer_sizes(args, X.shape[1], n_classes)
-        layers = []
+        layers: list[fnn.Layer] = []
         for i, (a, b) in enumerate(zip(sizes, sizes[1:])):
             layers.append(fnn.Linear(a, b))
             if i < len(sizes) - 2:

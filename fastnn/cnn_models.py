@@ -12,6 +12,8 @@ order, so a state_dict moves between them.
 """
 from __future__ import annotations
 
+from typing import Any, Callable
+
 NAMES = ("cnn", "cnn-bn", "resnet")
 
 
@@ -48,7 +50,8 @@ def build(name: str, size=28, classes: int = 10, batchnorm: bool = False, dropou
         short = (None if stride == 1 and c == w else
                  fnn.Sequential(fnn.Conv2d(c, w, 1, stride=stride, bias=False), fnn.BatchNorm2d(w)))
         return fnn.Residual(body, short)
-    make = {"conv": lambda a: fnn.Conv2d(a[0], a[1], a[2], padding=a[3], bias=a[4]), "bn": fnn.BatchNorm2d,
+    make: dict[str, Callable[..., Any]] = {
+            "conv": lambda a: fnn.Conv2d(a[0], a[1], a[2], padding=a[3], bias=a[4]), "bn": fnn.BatchNorm2d,
             "relu": lambda *_: fnn.ReLU(), "maxpool": fnn.MaxPool2d, "flatten": lambda *_: fnn.Flatten(),
             "linear": lambda a: fnn.Linear(*a), "dropout": fnn.Dropout, "block": lambda a: block(*a),
             "gap": lambda *_: fnn.AdaptiveAvgPool2d(1)}
@@ -57,9 +60,9 @@ def build(name: str, size=28, classes: int = 10, batchnorm: bool = False, dropou
 
 def build_torch(name: str, torch, size=28, classes: int = 10, batchnorm: bool = False, dropout: float = 0.0):
     """The PyTorch twin, its state_dict keys those of build()'s."""
-    nn = torch.nn
+    nn: Any = torch.nn
 
-    class Residual(nn.Module):
+    class Residual(nn.Module):  # torch is passed in: fastnn never imports it
         def __init__(self, block, shortcut=None):
             super().__init__()
             self.block, self.shortcut = block, shortcut

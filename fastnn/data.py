@@ -16,12 +16,17 @@ import numpy as np
 from fastnn.random import generator
 
 # IDX type codes -> big-endian dtypes (http://yann.lecun.com/exdb/mnist/, "THE IDX FILE FORMAT")
-IDX_TYPES = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
+IDX_TYPES: dict[int, np.dtype] = {0x08: np.dtype(">u1"), 0x09: np.dtype(">i1"), 0x0B: np.dtype(">i2"),
              0x0C: np.dtype(">i4"), 0x0D: np.dtype(">f4"), 0x0E: np.dtype(">f8")}
 MAX_IDX_BYTES = 4 << 30     # no real IDX file comes near 4 GiB
 _DEFLATE_MAX_RATIO = 1032   # deflate cannot expand data by more than ~1032:1
 _CHUNK = 1 << 16
 
+
+
+def raw_bytes(arr: np.ndarray) -> memoryview:
+    """A writable byte view of a C-contiguous array, for readinto and CRC checks without copies."""
+    return memoryview(arr.reshape(-1)).cast("B")  # type: ignore[arg-type]  # an ndarray is a buffer
 
 def _parse_header(head: bytes, path: str, available: int, compressed: bool):
     if len(head) < 4:
@@ -70,7 +75,7 @@ def read_idx(path) -> np.ndarray:
         shape, dtype, nbytes, hlen = _parse_header(head, path, size - 4 - 4 * ndim, False)
         f.seek(hlen)
         out = np.empty(shape, dtype)
-        if nbytes and f.readinto(memoryview(out.reshape(-1)).cast("B")) != nbytes:
+        if nbytes and f.readinto(raw_bytes(out)) != nbytes:
             raise ValueError(f"{path}: the data is truncated")
     return out.astype(dtype.newbyteorder("="), copy=False)
 
@@ -101,7 +106,7 @@ def _read_gzip(f, size: int, path: str) -> np.ndarray:
     head += inflate(4 * ndim)
     shape, dtype, nbytes, _ = _parse_header(head, path, size, True)
     out = np.empty(shape, dtype)
-    view = memoryview(out.reshape(-1)).cast("B") if nbytes else None
+    view = raw_bytes(out)
     filled = 0
     while filled < nbytes:
         chunk = inflate(min(_CHUNK, nbytes - filled))
@@ -156,7 +161,7 @@ def train_test_split(X, y, test_size: float = 0.2, shuffle: bool = True, rng=Non
     n = len(X)
     if len(y) != n:
         raise ValueError(f"train_test_split: X has {n} rows but y has {len(y)}")
-    n_test = int(round(n * test_size))
+    n_test = round(n * test_size)
     if n_test == 0 or n_test == n:
         raise ValueError(f"train_test_split: test_size={test_size} of {n} samples leaves an empty part")
     idx = (rng or generator()).permutation(n) if shuffle else np.arange(n)

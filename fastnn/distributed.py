@@ -204,7 +204,8 @@ class Combiner:
         c = comm()
         self.comm, self.k, self.r = c, c.Get_size(), c.Get_rank()
         self.shards, self.n, self.B, self.loss_is_sum = shards, n, batch_size, loss_is_sum
-        self.grads, self.stats_width = None, 0
+        self.grads: np.ndarray | None = None
+        self.stats_width = 0
 
     def use(self, grads: np.ndarray, stats_width: int) -> tuple:
         """Plan.train's `shards` argument for a plan whose gradient buffer is `grads` and whose
@@ -249,7 +250,8 @@ class Combiner:
             self.shard_stats = np.zeros((self.hi - self.lo, W), grads.dtype)
             self.all_stats = np.zeros((shards, W), grads.dtype)
             self.stats_send = [self.shard_stats, mpi_t]
-            self.stats_recv = [self.all_stats, [(hi - lo) * W for lo, hi in ranges], [lo * W for lo, _ in ranges], mpi_t]
+            self.stats_recv = [self.all_stats, [(hi - lo) * W for lo, hi in ranges], [lo * W for lo, _ in ranges],
+                               mpi_t]
 
     def __call__(self, batch: int):
         t0 = time.perf_counter()

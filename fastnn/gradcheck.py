@@ -6,9 +6,9 @@ every forward, so layers with randomness are checked too.
 """
 from __future__ import annotations
 
-import numpy as np
-
 import copy
+
+import numpy as np
 
 from fastnn.layers.base import Layer
 from fastnn.losses import Loss

@@ -136,7 +136,7 @@ class Sequential(Model):
         Model.__init__(view)
         view.layers = layers
         view.stop_training = False
-        view.training = all(l.training for l in layers) if layers else True
+        view.training = all(layer.training for layer in layers) if layers else True
         return view
 
     @classmethod
@@ -189,7 +189,7 @@ class Sequential(Model):
         return iter(self.layers)
 
     def get_config(self) -> dict:
-        return {"layers": [{"type": type(l).__name__, "config": l.get_config()} for l in self.layers]}
+        return {"layers": [{"type": type(layer).__name__, "config": layer.get_config()} for layer in self.layers]}
 
     def output_shape(self, input_shape):
         for layer in self.layers:
@@ -228,7 +228,7 @@ class Sequential(Model):
         w_shape = max([len("Output shape")] + [len(r[2]) for r in rows])
         w_params = max([len("Params")] + [len(r[3]) for r in rows])
         width = 4 + w_layer + 2 + w_shape + 2 + w_params
-        line = lambda a, b, c, d: f"{a:>2}  {b:<{w_layer}}  {c:<{w_shape}}  {d:>{w_params}}"  # noqa: E731
+        line = lambda a, b, c, d: f"{a:>2}  {b:<{w_layer}}  {c:<{w_shape}}  {d:>{w_params}}"
         total = self.num_parameters()
         dtype = self.dtype or np.dtype(np.float32)
         out = ["Sequential", "-" * width, line("#", "Layer", "Output shape", "Params"), "=" * width]
@@ -237,4 +237,4 @@ class Sequential(Model):
         return Summary("\n".join(out))
 
     def extra_repr(self) -> str:
-        return "\n" + "".join(f"  ({i}): {indent(repr(l))}\n" for i, l in enumerate(self.layers))
+        return "\n" + "".join(f"  ({i}): {indent(repr(layer))}\n" for i, layer in enumerate(self.layers))

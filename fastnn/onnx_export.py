@@ -59,11 +59,11 @@ def _emit(g: _Graph, layer, x: str, ndim: int) -> tuple[str, int]:
         return x, ndim
     if kind is fnn.Linear:
         w = g.const("weight", layer.weight.data)
-        b = [] if layer.bias is None else [g.const("bias", layer.bias.data)]
+        bias = [] if layer.bias is None else [g.const("bias", layer.bias.data)]
         if ndim == 2:
-            return g.op("Gemm", [x, w, *b], transB=1), 2
+            return g.op("Gemm", [x, w, *bias], transB=1), 2
         y = g.op("MatMul", [x, g.const("weight_t", layer.weight.data.T)])
-        return (g.op("Add", [y, b[0]]) if b else y), ndim
+        return (g.op("Add", [y, bias[0]]) if bias else y), ndim
     simple = {fnn.ReLU: "Relu", fnn.Sigmoid: "Sigmoid", fnn.Tanh: "Tanh", fnn.Dropout: "Identity",
               fnn.Identity: "Identity"}
     if kind in simple:
@@ -81,7 +81,9 @@ def _emit(g: _Graph, layer, x: str, ndim: int) -> tuple[str, int]:
         return g.op("Flatten", [x], axis=1), 2
     if kind is fnn.Conv2d:
         pt, pb, pl, pr = layer._pads
-        ins = [x, g.const("weight", layer.weight.data)] + ([] if layer.bias is None else [g.const("bias", layer.bias.data)])
+        ins = [x, g.const("weight", layer.weight.data)]
+        if layer.bias is not None:
+            ins.append(g.const("bias", layer.bias.data))
         return g.op("Conv", ins, kernel_shape=list(layer.kernel_size), strides=list(layer.stride),
                     dilations=list(layer.dilation), pads=[pt, pl, pb, pr], group=int(layer.groups)), 4
     if kind in (fnn.MaxPool2d, fnn.AvgPool2d):

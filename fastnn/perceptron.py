@@ -50,7 +50,9 @@ class Perceptron:
 
     @property
     def bias(self) -> float:
-        return float(self.neuron.bias.data[0])
+        bias = self.neuron.bias
+        assert bias is not None  # the perceptron's neuron always has one
+        return float(bias.data[0])
 
     def predict(self, X) -> np.ndarray:
         """0/1 for each row of X."""

@@ -17,6 +17,8 @@ than the data has, freeing a large one when the call ends.
 """
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 
 from fastnn import _core
@@ -140,6 +142,12 @@ class Compiled:
     """A built plan and what it was built for."""
 
     __slots__ = ("core", "store", "version", "dtype", "in_shape", "out_shape")
+    core: Any  # a _core.Plan, or None when the model cannot be lowered
+    store: Any
+    version: int
+    dtype: Any
+    in_shape: tuple
+    out_shape: Any
 
     def predict(self, X: np.ndarray, batch_size: int, who: str | None = None) -> np.ndarray:
         """The plan's outputs for X (its dtype, C-contiguous), in batches of batch_size rows.
@@ -147,7 +155,7 @@ class Compiled:
         out = np.empty((len(X), *self.out_shape), self.dtype)
         bad = self.core.predict(out, X, batch_size, who is not None)
         if bad >= 0:
-            raise ValueError(nonfinite_message(who, X, bad))
+            raise ValueError(nonfinite_message(who or "predict", X, bad))
         return out
 
 

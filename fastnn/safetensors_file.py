@@ -25,9 +25,11 @@ import struct
 
 import numpy as np
 
+from fastnn.data import raw_bytes
+
 _MAX_HEADER = 100 << 20  # the safetensors library's own limit
-_DTYPES = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"), "I32": np.dtype("<i4"),
-           "F16": np.dtype("<f2")}
+_DTYPES: dict[str, np.dtype] = {"F32": np.dtype("<f4"), "F64": np.dtype("<f8"), "I64": np.dtype("<i8"),
+                                "I32": np.dtype("<i4"), "F16": np.dtype("<f2")}
 _NAMES = {v.str: k for k, v in _DTYPES.items()}
 
 
@@ -47,7 +49,8 @@ def write(f, tensors: list, metadata: dict) -> None:
         if dt.str not in _NAMES:
             raise TypeError(f"save: tensor {name!r} has dtype {arr.dtype}, which fastnn does not write to safetensors")
         arr = arr.astype(dt, copy=False)
-        header[name] = {"dtype": _NAMES[dt.str], "shape": list(arr.shape), "data_offsets": [offset, offset + arr.nbytes]}
+        header[name] = {"dtype": _NAMES[dt.str], "shape": list(arr.shape),
+                        "data_offsets": [offset, offset + arr.nbytes]}
         offset += arr.nbytes
         arrays.append(arr)
     raw = json.dumps(header, separators=(",", ":")).encode()
@@ -85,7 +88,8 @@ def read(path, error=ValueError) -> tuple[dict, dict]:
         for name, t in header.items():
             if not isinstance(t, dict):
                 raise error(f"{path}: tensor {name!r} is not described by an object")
-            dt = _DTYPES.get(t.get("dtype")) if isinstance(t.get("dtype"), str) else None
+            name_of_dtype = t.get("dtype")
+            dt = _DTYPES.get(name_of_dtype) if isinstance(name_of_dtype, str) else None
             if dt is None:
                 raise error(f"{path}: tensor {name!r} has dtype {t.get('dtype')!r}; fastnn reads {sorted(_DTYPES)}")
             shape, offs = t.get("shape"), t.get("data_offsets")
@@ -101,10 +105,10 @@ def read(path, error=ValueError) -> tuple[dict, dict]:
             if offs[1] - offs[0] != nbytes:
                 raise error(f"{path}: tensor {name!r} of shape {tuple(shape)} needs {nbytes} bytes, its offsets "
                             f"span {offs[1] - offs[0]}")
-            table[name] = (dt, tuple(shape), offs[0], nbytes)
+            table[name] = (dt, tuple(int(d) for d in shape), offs[0], nbytes)
             spans.append((offs[0], offs[1], name))
         spans.sort()
-        for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+        for (_, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
             if b0 < a1 and b1 > b0:
                 raise error(f"{path}: tensors {an!r} and {bn!r} share bytes of the file; each must have its own")
         out = {}
@@ -112,7 +116,7 @@ def read(path, error=ValueError) -> tuple[dict, dict]:
             arr = np.empty(shape, dt)
             if nbytes:
                 f.seek(start + off)
-                if f.readinto(memoryview(arr.reshape(-1)).cast("B")) != nbytes:
+                if f.readinto(raw_bytes(arr)) != nbytes:
                     raise error(f"{path}: tensor {name!r} could not be read in full (truncated file)")
             out[name] = arr.astype(dt.newbyteorder("="), copy=False)
     return out, meta

@@ -40,6 +40,7 @@ import zlib
 import numpy as np
 
 from fastnn import _core, safetensors_file
+from fastnn.data import raw_bytes
 from fastnn.layers.base import LAYERS, Layer, build_layer
 from fastnn.losses import LOSSES
 from fastnn.optim.optimizer import OPTIMIZERS, Optimizer
@@ -50,7 +51,7 @@ VERSION = 1
 _PREFIX = struct.Struct("<8sIIQ")
 _ALIGN = 64
 _MAX_HEADER = 64 << 20
-_DTYPES = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
+_DTYPES: dict[str, np.dtype] = {"<f4": np.dtype("<f4"), "<f8": np.dtype("<f8"), "<i8": np.dtype("<i8")}
 _OPTIMIZER_TYPES = {cls.__name__: cls for cls in OPTIMIZERS.values()}
 _LOSS_NAMES = {cls.__name__: name for name, cls in LOSSES.items()}
 
@@ -118,7 +119,7 @@ def save(model: Layer, path, optimizer: Optimizer | None = None, metadata: dict 
         if None in order:
             raise ValueError("save: the optimizer updates parameters that are not this model's")
         sd = optimizer.state_dict()
-        state = {}
+        state: dict[str, dict] = {}
         for k, entry in sd["state"].items():
             pi = order[k]
             state[str(pi)] = {}
@@ -255,7 +256,8 @@ def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
         name = t["name"]
         if name in out:
             raise FormatError(f"{path}: tensor {name!r} appears twice")
-        dt = _DTYPES.get(t.get("dtype")) if isinstance(t.get("dtype"), str) else None
+        name_of_dtype = t.get("dtype")
+        dt = _DTYPES.get(name_of_dtype) if isinstance(name_of_dtype, str) else None
         if dt is None:
             raise FormatError(f"{path}: tensor {name!r} has dtype {t.get('dtype')!r}; expected one "
                               f"of {list(_DTYPES)}")
@@ -282,7 +284,7 @@ def _tensor_table(header, path: str, data_start: int, size: int) -> dict:
     # every tensor has bytes of its own: a table listing one range many times would make a
     # small file allocate many times its size
     spans.sort()
-    for (a0, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
+    for (_, a1, an), (b0, b1, bn) in zip(spans, spans[1:]):
         if b0 < a1 and b1 > b0:
             raise FormatError(f"{path}: tensors {an!r} and {bn!r} share bytes of the file; each tensor must have "
                               "its own")
@@ -294,14 +296,14 @@ def _read_tensor(f, data_start: int, name: str, t: dict, path: str) -> np.ndarra
     if not t["nbytes"]:
         return arr
     f.seek(data_start + t["offset"])
-    if f.readinto(memoryview(arr.reshape(-1)).cast("B")) != t["nbytes"]:
+    if f.readinto(raw_bytes(arr)) != t["nbytes"]:
         raise FormatError(f"{path}: tensor {name!r} could not be read in full (truncated file)")
-    if zlib.crc32(memoryview(arr.reshape(-1)).cast("B")) != t["crc32"]:
+    if zlib.crc32(raw_bytes(arr)) != t["crc32"]:
         raise FormatError(f"{path}: tensor {name!r} fails its CRC-32 check; the file is corrupt")
     return arr.astype(arr.dtype.newbyteorder("="), copy=False)
 
 
-def _param_shapes(kind: str, config: dict, prefix: str, path: str) -> dict:
+def _param_shapes(kind: object, config: object, prefix: str, path: str) -> dict:
     """The parameter shapes a layer config implies, computed without building the layer."""
     if not isinstance(kind, str):
         raise FormatError(f"{path}: layer {prefix or 0!r} has a type that is not a name: {kind!r}")
@@ -410,9 +412,10 @@ def _loss_spec(model):
 
 def _set_loss(model, spec) -> None:
     # a damaged or foreign entry only loses the convenience: the model itself is intact
-    if isinstance(spec, dict) and spec.get("type") in _LOSS_NAMES and isinstance(spec.get("config", {}), dict):
+    kind = spec.get("type") if isinstance(spec, dict) else None
+    if isinstance(kind, str) and kind in _LOSS_NAMES and isinstance(spec.get("config", {}), dict):
         try:
-            model._last_loss = LOSSES[_LOSS_NAMES[spec["type"]]](**spec.get("config", {}))
+            model._last_loss = LOSSES[_LOSS_NAMES[kind]](**spec.get("config", {}))
         except (TypeError, ValueError):
             pass
 

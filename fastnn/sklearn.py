@@ -15,8 +15,9 @@ has not improved by tol for that many epochs), early_stopping with validation_fr
 best epoch's weights are kept), momentum (sgd), verbose.
 
 Training runs in float32 through fastnn's fit (the compiled plan); predictions are computed
-in float64 by a copy of the trained weights made when fit ends. Each fit reseeds from random_state with its own generator (the user's fastnn stream is
-left alone), so refits with the same random_state give the same model. Fitted attributes:
+in float64 by a copy of the trained weights made when fit ends. Each fit reseeds from
+random_state with its own generator (the user's fastnn stream is left alone), so refits with
+the same random_state give the same model. Fitted attributes:
 classes_ (classifier), n_features_in_, loss_curve_, n_iter_, model_ (the fastnn model).
 """
 from __future__ import annotations
@@ -26,7 +27,7 @@ from sklearn.base import BaseEstimator, ClassifierMixin, RegressorMixin
 from sklearn.model_selection import train_test_split
 from sklearn.utils import check_random_state
 from sklearn.utils.multiclass import check_classification_targets, unique_labels
-from sklearn.utils.validation import check_is_fitted, column_or_1d, validate_data
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 import fastnn as fnn
 from fastnn.gradcheck import float64_copy

@@ -107,7 +107,8 @@ def _output_shape(model, X, who: str) -> tuple:
         out = model.forward(X[:1])
     except ValueError as e:
         # the probe ran one sample: say what the layer would have said of the whole X
-        msg = str(e).replace("got shape (1, ", f"got shape ({len(X)}, ").replace("got shape (1,)", f"got shape ({len(X)},)")
+        msg = str(e).replace("got shape (1, ", f"got shape ({len(X)}, ")
+        msg = msg.replace("got shape (1,)", f"got shape ({len(X)},)")
         raise ValueError(f"{who}: X has shape {shape_str(X.shape)}, which the model cannot take: {msg}") from None
     finally:
         model.train(was)
@@ -235,7 +236,7 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
         out_shape = _output_shape(model, X, who)
         y = _targets(loss_fn, y, out_shape, len(X), who, X.dtype)
         if validation_split:
-            cut = len(X) - int(round(len(X) * validation_split))
+            cut = len(X) - round(len(X) * validation_split)
             if cut < 1 or cut == len(X):
                 raise ValueError(f"fit: validation_split={validation_split} leaves no training or no "
                                  f"validation samples out of {len(X)}")
@@ -250,12 +251,13 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
             _check_lengths(Xv, yv, "fit (validation_data)")
             if len(Xv) == 0:
                 raise ValueError("fit: validation_data has no samples")
-            yv = _targets(loss_fn, yv, _output_shape(model, Xv, "fit (validation_data)"), len(Xv), "fit (validation_data)", X.dtype)
+            who_v = "fit (validation_data)"
+            yv = _targets(loss_fn, yv, _output_shape(model, Xv, who_v), len(Xv), who_v, X.dtype)
             validation_data = (Xv, yv)
         opt = _optimizer(optimizer, model)
         if distributed:
             combiner_args = _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards)
-    except Exception as e:  # noqa: BLE001
+    except Exception as e:
         if not distributed:
             raise
         error = e
@@ -339,10 +341,11 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
                     if model.stop_training:
                         break
                 if validation_data is not None:
+                    Xv, yv = validation_data
                     if distributed:
-                        val = _evaluate_sharded(model, *validation_data, loss_fn, combiner.shards)
+                        val = _evaluate_sharded(model, Xv, yv, loss_fn, combiner.shards)
                     else:
-                        val = evaluate(model, *validation_data, loss=loss_fn)
+                        val = evaluate(model, Xv, yv, loss=loss_fn)
                     logs.update({"val_" + k: v for k, v in val.items()})
                     if interrupted[0]:
                         raise KeyboardInterrupt
@@ -377,8 +380,10 @@ def _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards):
         smallest = min([n for n in sizes if n > 0] or [need])
         if smallest < need:
             fix = (f"use a batch_size of at least {need * shards}" if which == "a batch" else
-                   f"choose a batch_size that leaves at least {need * shards} samples in the last batch, or drop samples")
-            raise ValueError(f"fit: {which} of {rows} samples cut into shards={shards} leaves shards of {smallest}, and "
+                   f"choose a batch_size that leaves at least {need * shards} samples in the last batch, or drop "
+                   "samples")
+            raise ValueError(f"fit: {which} of {rows} samples cut into shards={shards} leaves shards of {smallest}, "
+                             "and "
                              f"the model needs at least {need} per shard (BatchNorm1d computes statistics over it); "
                              f"{fix}, or use fewer shards")
     if plan.training(model, loss_fn, opt, X, y, None) is None:
@@ -452,7 +457,7 @@ def predict(model, X, batch_size: int | None = None) -> np.ndarray:
         if c is not None:
             return c.predict(X, batch_size or 0, "predict")
     X = _features(model, X, "predict")
-    X = np.require(X, requirements="CA")  # C order, aligned items: what the plan reads in place
+    X = np.require(X, requirements=["C", "A"])  # C order, aligned items: what the plan reads in place
     c = plan.inference(model, X) if X.ndim >= 1 else None
     if c is not None:
         return c.predict(X, batch_size or 0)
@@ -521,14 +526,15 @@ def evaluate(model, X, y, loss=None, batch_size: int | None = None, distributed:
     per_sample = getattr(loss_fn, "reduction", "mean") == "mean"  # else batch losses are sums
     # binary cross-entropy scores each output: a sample's accuracy is its fraction of right ones
     outputs = 1 if isinstance(loss_fn, CrossEntropyLoss) else int(np.prod(out.shape[1:], dtype=np.int64))
-    total, correct = 0.0, 0
+    total = 0.0
+    correct: int | None = 0
     for b in range(-(-len(X) // batch_size)):
         rows = _batch_rows(b, batch_size, None)
         ob, yb = out[rows], y[rows]
         value = loss_fn.forward(ob, yb, need_grad=False)
         total += value * len(ob) if per_sample else value
         c = _correct(loss_fn, ob, yb)
-        correct = None if c is None else correct + c
+        correct = None if c is None or correct is None else correct + c
     logs = {"loss": total / len(X) if per_sample else total}
     if correct is not None:
         logs["accuracy"] = correct / outputs / len(X)

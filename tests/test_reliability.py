@@ -320,3 +320,25 @@ def test_a_float64_input_beyond_float32s_range_is_named_as_such():
             model.predict(X)
         with pytest.raises(ValueError, match="beyond float32's range"):
             model.fit(X, np.array([0, 1]), epochs=1, verbose=0)
+
+
+@pytest.mark.parametrize("loss", [[], {"a": 1}, "MSELoss", {"type": [1]}, {"type": "MSELoss", "config": {"reduction": 3}},
+                                  {"type": "MSELoss", "config": {"bogus": 1}}, {"type": "Loss"}])
+def test_a_damaged_loss_entry_in_a_model_file_only_loses_the_loss(tmp_path, loss):
+    # found by the fuzz tests: a list as the loss's type raised TypeError (unhashable) from load
+    import json
+    import struct
+    m = fnn.Sequential(fnn.Linear(3, 2))
+    m.fit(np.ones((4, 3), np.float32), np.zeros(4, np.int64), epochs=1, verbose=0)
+    fnn.save(m, tmp_path / "m.fnn")
+    raw = (tmp_path / "m.fnn").read_bytes()
+    hlen = struct.unpack_from("<Q", raw, 16)[0]
+    header = json.loads(raw[24:24 + hlen])
+    data_start = 24 + hlen + (-(24 + hlen) % 64)
+    header["loss"] = loss
+    text = json.dumps(header).encode()
+    out = raw[:16] + struct.pack("<Q", len(text)) + text
+    (tmp_path / "m.fnn").write_bytes(out + b"\0" * (-len(out) % 64) + raw[data_start:])
+    back = fnn.load(tmp_path / "m.fnn")
+    assert np.array_equal(back.predict(np.ones((2, 3), np.float32)), m.predict(np.ones((2, 3), np.float32)))
+    assert getattr(back, "_last_loss", None) is None

@@ -201,7 +201,7 @@ def linear_forward(out, x, weight, bias):
     op = "linear_forward"
     _out(op, "out", out)
     x, w = _in(op, "x", x, out.dtype), _in(op, "weight", weight, out.dtype)
-    N, C, OC = _check_linear(op, x, w)
+    N, _, OC = _check_linear(op, x, w)
     b = _bias(op, bias, OC, out.dtype)
     _shape2(op, "out", out, N, OC)
     _no_overlap(op, "out", out, "x", x, False)
@@ -588,7 +588,8 @@ def conv2d_backward(dx, dweight, dbias, dout, x, weight, stride=1, padding=0, di
 def _pool_geometry(op, xshape, kernel_size, stride, padding):
     N, C, H, W = xshape
     if H == 0 or W == 0:  # a window over padding alone has no maximum and no pixels to average
-        raise ValueError(f"{op}: x has shape {tuple(int(d) for d in xshape)}, an empty image plane; pooling needs images "
+        raise ValueError(f"{op}: x has shape {tuple(int(d) for d in xshape)}, an empty image plane; pooling needs "
+                         "images "
                          "of at least 1x1 pixels")
     KH, KW = _pair(op, "kernel_size", kernel_size, 1)
     SH, SW = (KH, KW) if stride is None else _pair(op, "stride", stride, 1)
@@ -614,7 +615,8 @@ def _argmax(op, a, output):
     if not output and a.dtype.kind in "iu":
         return np.ascontiguousarray(a, dtype=np.int32)
     if a.dtype != np.int32 or not a.flags.c_contiguous or (output and not a.flags.writeable) or not a.flags.aligned:
-        raise TypeError(f"{op}: argmax must be a {'writeable aligned C-contiguous int32' if output else 'integer'} array, "
+        want = "writeable aligned C-contiguous int32" if output else "integer"
+        raise TypeError(f"{op}: argmax must be a {want} array, "
                         f"got {a.dtype}")
     return a
 

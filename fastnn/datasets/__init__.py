@@ -22,6 +22,7 @@ import shutil
 import urllib.error
 import urllib.request
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -34,7 +35,7 @@ FILES = ("train-images-idx3-ubyte", "train-labels-idx1-ubyte",
 # A file is accepted when the SHA-256 of its gzip file or of its decompressed IDX bytes is
 # listed. MNIST: the published digests of the .gz files. Fashion-MNIST: digests of the IDX
 # bytes (Debian re-compresses the files, so their .gz digests differ from upstream's).
-SOURCES = {
+SOURCES: dict[str, dict[str, Any]] = {
     "mnist": {
         "urls": ["https://ossci-datasets.s3.amazonaws.com/mnist/",
                  "https://storage.googleapis.com/cvdf-datasets/mnist/"],
@@ -180,7 +181,7 @@ def load_digits(test_fraction: float = 0.2) -> tuple:
     X = table[:, :64].reshape(-1, 8, 8) / np.float32(16)
     y = table[:, 64].astype(np.int64)
     order = np.random.default_rng(0).permutation(len(X))  # fixed: the split never changes
-    n_test = int(round(len(X) * test_fraction))
+    n_test = round(len(X) * test_fraction)
     test, train = order[:n_test], order[n_test:]
     return (X[train], y[train]), (X[test], y[test])
 

@@ -75,6 +75,14 @@ def nonfinite_message(who: str, X: np.ndarray, flat_index: int, given=None) -> s
 class Layer:
     """Base class: parameters, train/eval mode, state_dict and the call protocol."""
 
+    def forward(self, x):
+        """The layer's output for x (each layer defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no forward")
+
+    def backward(self, grad_out):
+        """∂loss/∂input from ∂loss/∂output, after forward (each trainable layer defines it)."""
+        raise NotImplementedError(f"{type(self).__name__} defines no backward; it can be used for inference only")
+
     def __init__(self):
         self.training = True
         self._parameters: OrderedDict[str, Parameter] = OrderedDict()

@@ -232,7 +232,7 @@ class _Pool2d(Layer):
         return {"kernel_size": list(self.kernel_size), "stride": list(self.stride), "padding": list(self.padding)}
 
     def extra_repr(self) -> str:
-        one = lambda p: p[0] if p[0] == p[1] else p  # noqa: E731  (2 for (2, 2))
+        one = lambda p: p[0] if p[0] == p[1] else p
         parts = [f"kernel_size={one(self.kernel_size)}"]
         if self.stride != self.kernel_size:
             parts.append(f"stride={one(self.stride)}")

@@ -8,6 +8,7 @@ are flat too. `state_dict()` presents that state per parameter, keyed as PyTorch
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import numpy as np
 
@@ -114,6 +115,10 @@ class Optimizer:
         records n applied steps in `state`), or None: this optimizer has no plan form."""
         return None
 
+    def _update(self, run, state, group) -> None:
+        """One update of a run of parameters (each optimizer defines it)."""
+        raise NotImplementedError
+
     def _plan_steps(self, store):
         """([steps], commit(n)) for every span this optimizer updates, in step()'s order, or None
         when some span is outside `store` or has no plan form."""
@@ -194,7 +199,7 @@ class Optimizer:
         missing = [k for k in self.state_names if k not in keys]
         if missing:
             raise ValueError(f"{name}.load_state_dict: a parameter's state lacks {missing}")
-        out = {}
+        out: dict[str, Any] = {}
         for key in keys:
             parts = []
             for p, e in zip(run.params, entries):
