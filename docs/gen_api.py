@@ -35,7 +35,7 @@ MODULES = [("fastnn.data", ["read_idx", "normalize", "batches", "train_test_spli
            ("fastnn.datasets", ["load", "load_digits", "load_directory", "cache_dir"]),
            ("fastnn.distributed", ["rank", "size", "is_main", "launched_by_mpi", "broadcast_parameters",
                                    "broadcast_optimizer_state", "broadcast_generator", "average_gradients",
-                                   "shard_rows", "owned_shards", "tree_sum"]),
+                                   "shard_rows", "owned_shards", "subtrees", "tree_sum"]),
            ("fastnn.sklearn", ["MLPClassifier", "MLPRegressor"])]
 
 

@@ -60,7 +60,12 @@ __version__ = _core.__version__
 
 def build_info() -> dict:
     """How this fastnn was built and what it runs: version, compiler, OpenMP on/off, the SIMD
-    path in use (and those available on this CPU), the thread count and the backend."""
+    path in use (and those available on this CPU), the thread count and the backend.
+
+    Example:
+        >>> sorted(fnn.build_info())[:3]
+        ['backend', 'compiler', 'num_threads']
+    """
     info = dict(_core.build_info())
     info["simd"] = _core.simd_path()
     info["simd_available"] = list(_core.simd_available())

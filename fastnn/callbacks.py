@@ -15,7 +15,15 @@ from fastnn.serialization import save
 
 
 class Callback:
-    """Base class; every hook does nothing. `self.model` and `self.params` are set by fit()."""
+    """Base class; every hook does nothing. `self.model` and `self.params` are set by fit().
+
+    Example:
+        >>> class Losses(fnn.Callback):
+        ...     def on_epoch_end(self, epoch, logs=None):
+        ...         print(epoch, round(logs["loss"], 1))
+        >>> h = model.fit(X, y, epochs=1, verbose=0, callbacks=[Losses()])
+        0 2.3
+    """
 
     model = None
     params: dict = {}  # noqa: RUF012  (replaced per instance by set_params before fit uses it)
@@ -56,6 +64,12 @@ class EarlyStopping(Callback):
         monitor: "val_loss" (default), "val_accuracy", "loss" or "accuracy".
         patience: epochs without improvement to wait.
         restore_best_weights: put back the weights of the best epoch when training ends.
+
+    Example:
+        >>> stop = fnn.EarlyStopping(monitor="val_loss", patience=0)
+        >>> h = model.fit(X, y, epochs=50, verbose=0, validation_split=0.25, callbacks=[stop])
+        >>> len(h.epoch) < 50
+        True
     """
 
     def __init__(self, monitor: str = "val_loss", patience: int = 0, min_delta: float = 0.0,
@@ -102,6 +116,11 @@ class ModelCheckpoint(Callback):
         monitor, mode: what "improves" means with save_best_only.
         save_best_only: write only when `monitor` is better than every earlier epoch.
         save_optimizer: include the optimizer's state, so training can resume.
+
+    Example:
+        >>> h = model.fit(X, y, epochs=2, verbose=0, callbacks=[fnn.ModelCheckpoint("epoch{epoch}.fnn")])
+        >>> fnn.load("epoch2.fnn").predict(X[:1]).shape
+        (1, 10)
     """
 
     def __init__(self, path, monitor: str = "val_loss", save_best_only: bool = False,
@@ -132,7 +151,14 @@ class ModelCheckpoint(Callback):
 
 
 class TerminateOnNaN(Callback):
-    """Stop training as soon as a batch loss is NaN or infinite."""
+    """Stop training as soon as a batch loss is NaN or infinite.
+
+    Example:
+        >>> bad = fnn.SGD(model.parameters(), lr=1e30)      # (prints the batch to stderr)
+        >>> h = model.fit(X * 1e20, y, optimizer=bad, epochs=3, verbose=0, callbacks=[fnn.TerminateOnNaN()])
+        >>> len(h.epoch), h.history["loss"]
+        (1, [nan])
+    """
 
     def on_batch_end(self, batch, logs=None):
         loss = (logs or {}).get("loss")
@@ -150,9 +176,11 @@ class LearningRateScheduler(Callback):
 
     Example:
         >>> opt = fnn.SGD(model.parameters(), lr=0.1)
-        >>> model.fit(X, y, optimizer=opt, callbacks=[fnn.StepLR(opt, step_size=10)])
-        >>> model.fit(X, y, optimizer=opt, validation_split=0.1,
-        ...           callbacks=[fnn.ReduceLROnPlateau(opt, patience=2)])   # watches val_loss
+        >>> h = model.fit(X, y, optimizer=opt, epochs=2, verbose=0, callbacks=[fnn.StepLR(opt, step_size=1, gamma=0.5)])
+        >>> opt.param_groups[0]["lr"]
+        0.025
+        >>> plateau = fnn.ReduceLROnPlateau(opt, patience=2)   # watches val_loss
+        >>> h = model.fit(X, y, optimizer=opt, validation_split=0.1, verbose=0, callbacks=[plateau])
     """
 
     def __init__(self, scheduler, monitor: str = "val_loss"):

@@ -128,7 +128,12 @@ def _read_gzip(f, size: int, path: str) -> np.ndarray:
 
 def batches(X, y=None, batch_size: int = 32, shuffle: bool = True, rng=None):
     """Yield (X_batch, y_batch) (or X_batch when y is None) of `batch_size` rows; the last may
-    be smaller. Shuffles with `rng` or fastnn's seeded generator."""
+    be smaller. Shuffles with `rng` or fastnn's seeded generator.
+
+    Example:
+        >>> [len(xb) for xb, yb in fnn.data.batches(np.zeros((5, 2)), np.zeros(5), batch_size=2, shuffle=False)]
+        [2, 2, 1]
+    """
     if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
         raise ValueError(f"batches: batch_size must be a positive int, got {batch_size!r}")
     n = len(X)
@@ -142,7 +147,12 @@ def batches(X, y=None, batch_size: int = 32, shuffle: bool = True, rng=None):
 
 def normalize(X, mean: float = 0.5, std: float = 0.5, scale: float | None = None) -> np.ndarray:
     """float32 (X·scale − mean) / std; scale defaults to 1/255 for uint8 images (pixels to [0, 1]).
-    The MNIST classifier's recipe (examples/mnist_classifier.py) is normalize(X) = (x/255 − 0.5)/0.5."""
+    The MNIST classifier's recipe (examples/mnist_classifier.py) is normalize(X) = (x/255 − 0.5)/0.5.
+
+    Example:
+        >>> fnn.data.normalize(np.array([0, 255], np.uint8))
+        array([-1.,  1.], dtype=float32)
+    """
     X = np.asarray(X)
     if scale is None:
         scale = 1.0 / 255.0 if X.dtype == np.uint8 else 1.0
@@ -155,7 +165,13 @@ def normalize(X, mean: float = 0.5, std: float = 0.5, scale: float | None = None
 
 
 def train_test_split(X, y, test_size: float = 0.2, shuffle: bool = True, rng=None):
-    """(X_train, X_test, y_train, y_test), as scikit-learn's; `test_size` a fraction in (0, 1)."""
+    """(X_train, X_test, y_train, y_test), as scikit-learn's; `test_size` a fraction in (0, 1).
+
+    Example:
+        >>> Xa, Xb, ya, yb = fnn.data.train_test_split(np.zeros((10, 2)), np.arange(10), test_size=0.3)
+        >>> len(Xa), len(Xb)
+        (7, 3)
+    """
     if not 0.0 < test_size < 1.0:
         raise ValueError(f"train_test_split: test_size must be in (0, 1), got {test_size}")
     n = len(X)

@@ -62,7 +62,13 @@ def comm():
 
 def launched_by_mpi() -> bool:
     """True in a process that mpiexec started as one of several ranks (read from the environment;
-    mpi4py is not imported)."""
+    mpi4py is not imported).
+
+    Example:
+        >>> from fastnn import distributed as dist
+        >>> dist.launched_by_mpi()                             # (a plain process)
+        False
+    """
     for var in ("OMPI_COMM_WORLD_SIZE", "PMI_SIZE", "PMIX_SIZE", "MPI_LOCALNRANKS"):
         v = os.environ.get(var, "")
         if v.isdigit() and int(v) > 1:
@@ -71,33 +77,65 @@ def launched_by_mpi() -> bool:
 
 
 def rank() -> int:
-    """This process's rank, 0 .. size() - 1."""
+    """This process's rank, 0 .. size() - 1.
+
+    In a script run with `mpiexec -n 2 python -m mpi4py script.py`::
+
+        print(dist.rank(), "of", dist.size())              # 0 of 2 on one process, 1 of 2 on the other
+    """
     return comm().Get_rank()
 
 
 def size() -> int:
-    """The number of ranks."""
+    """The number of ranks.
+
+    See rank().
+    """
     return comm().Get_size()
 
 
 def is_main() -> bool:
-    """True on rank 0, the rank that prints and writes files."""
+    """True on rank 0, the rank that prints and writes files.
+
+    In a script under mpiexec::
+
+        if dist.is_main():
+            fnn.save(model, "model.fnn")                    # one writer
+    """
     return rank() == 0
 
 
 def shard_rows(n: int, shards: int, s: int) -> tuple[int, int]:
-    """Rows [start, stop) of shard s when n rows are cut into `shards` pieces."""
+    """Rows [start, stop) of shard s when n rows are cut into `shards` pieces.
+
+    Example:
+        >>> from fastnn import distributed as dist
+        >>> [dist.shard_rows(10, 4, s) for s in range(4)]
+        [(0, 2), (2, 5), (5, 7), (7, 10)]
+    """
     return n * s // shards, n * (s + 1) // shards
 
 
 def owned_shards(shards: int, r: int, k: int) -> tuple[int, int]:
-    """The contiguous run [lo, hi) of the shards that rank r of k computes."""
+    """The contiguous run [lo, hi) of the shards that rank r of k computes.
+
+    Example:
+        >>> from fastnn import distributed as dist
+        >>> [dist.owned_shards(4, r, 2) for r in range(2)]      # 4 shards over 2 ranks
+        [(0, 2), (2, 4)]
+    """
     return shards * r // k, shards * (r + 1) // k
 
 
 def subtrees(lo: int, hi: int, shards: int) -> list[tuple[int, int]]:
     """The largest nodes of the pairwise tree over `shards` leaves that lie inside [lo, hi),
-    left to right. Node (a, b) is the sum of shards a .. b-1 as (a, m) + (m, b), m = (a + b) // 2."""
+    left to right. Node (a, b) is the sum of shards a .. b-1 as (a, m) + (m, b), m = (a + b) // 2.
+
+    Example:
+        >>> from fastnn import distributed as dist
+        >>> dist.subtrees(1, 4, 4)                             # shards 1, 2, 3 of 4
+        [(1, 2), (2, 4)]
+    """
     out = []
 
     def cover(a, b):
@@ -113,7 +151,14 @@ def subtrees(lo: int, hi: int, shards: int) -> list[tuple[int, int]]:
 
 def tree_sum(node: tuple[int, int], known: dict, out: np.ndarray | None = None) -> np.ndarray:
     """The sum of the shards in `node`, in the tree's fixed order, from the `known` node sums
-    (leaves (s, s + 1) or larger subtrees); written into `out` when given."""
+    (leaves (s, s + 1) or larger subtrees); written into `out` when given.
+
+    Example:
+        >>> from fastnn import distributed as dist
+        >>> leaves = {(s, s + 1): np.full(2, float(s)) for s in range(4)}
+        >>> dist.tree_sum((0, 4), leaves)                     # (0 + 1) + (2 + 3)
+        array([6., 6.])
+    """
     if node in known:
         if out is None:
             return known[node]
@@ -125,7 +170,12 @@ def tree_sum(node: tuple[int, int], known: dict, out: np.ndarray | None = None) 
 
 
 def broadcast_parameters(model, root: int = 0) -> None:
-    """Every rank's parameters and buffers (BatchNorm's running statistics) become rank `root`'s."""
+    """Every rank's parameters and buffers (BatchNorm's running statistics) become rank `root`'s.
+
+    In a script under mpiexec (each rank built its model with its own seed)::
+
+        dist.broadcast_parameters(model)                    # now every rank holds rank 0's weights
+    """
     c = comm()
     for p in model.parameters():
         c.Bcast(p.data, root=root)
@@ -137,7 +187,19 @@ def average_gradients(model) -> None:
     """For hand-written loops: every rank's parameter gradients become their mean over the ranks
     (each rank having computed the mean loss of an equal share of the batch), summed in a fixed
     tree over the ranks so every rank holds the same bits. Unlike fit's shards, the result
-    depends on the number of ranks."""
+    depends on the number of ranks.
+
+    A hand-written loop under mpiexec, each rank on its rows of every batch::
+
+        dist.broadcast_parameters(model)
+        for b in range(0, len(X), 64):
+            lo, hi = dist.shard_rows(64, dist.size(), dist.rank())
+            loss_fn(model(X[b + lo:b + hi]), y[b + lo:b + hi])
+            opt.zero_grad()
+            model.backward(loss_fn.backward())
+            dist.average_gradients(model)                   # the same mean gradient on every rank
+            opt.step()
+    """
     c = comm()
     k = c.Get_size()
     for p in model.parameters():
@@ -149,14 +211,24 @@ def average_gradients(model) -> None:
 
 
 def broadcast_optimizer_state(optimizer, root: int = 0) -> None:
-    """Every rank's optimizer state (step counts, moment buffers, settings) becomes rank `root`'s."""
+    """Every rank's optimizer state (step counts, moment buffers, settings) becomes rank `root`'s.
+
+    In a script under mpiexec, after loading a checkpoint on rank 0 only::
+
+        dist.broadcast_optimizer_state(opt)
+    """
     state = comm().bcast(optimizer.state_dict() if rank() == root else None, root=root)
     if rank() != root:
         optimizer.load_state_dict(state)
 
 
 def broadcast_generator(root: int = 0) -> None:
-    """fastnn's random generator on every rank continues from rank `root`'s state."""
+    """fastnn's random generator on every rank continues from rank `root`'s state.
+
+    In a script under mpiexec::
+
+        dist.broadcast_generator()                          # the same shuffles and Dropout masks everywhere
+    """
     from fastnn.random import generator
     g = generator()
     state = comm().bcast(g.bit_generator.state if rank() == root else None, root=root)

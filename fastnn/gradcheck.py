@@ -38,7 +38,19 @@ def float64_copy(layer: Layer) -> Layer:
 
 
 class GradcheckError(AssertionError):
-    """An analytic gradient disagrees with its finite-difference estimate."""
+    """An analytic gradient disagrees with its finite-difference estimate.
+
+    Example:
+        >>> class Wrong(fnn.Layer):
+        ...     def forward(self, x):
+        ...         return x * x
+        ...     def backward(self, grad_out):
+        ...         return grad_out          # should be 2·x·grad_out
+        >>> fnn.gradcheck(Wrong(), np.ones((2, 2)))  # doctest: +ELLIPSIS
+        Traceback (most recent call last):
+            ...
+        fastnn.gradcheck.GradcheckError: ...
+    """
 
 
 def gradcheck(layer: Layer, x, target=None, loss: Loss | None = None, eps: float = 1e-6,

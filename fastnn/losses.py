@@ -11,7 +11,13 @@ from fastnn.layers.base import float_input, shape_str
 
 class Loss:
     """Base class. Subclasses set `kernel` (a backend op returning the loss and writing the
-    gradient) and may override `_targets` to validate and convert the targets."""
+    gradient) and may override `_targets` to validate and convert the targets.
+
+    Example:
+        >>> loss_fn = fnn.MSELoss()
+        >>> loss_fn(np.array([[1.0]]), np.array([[3.0]])), loss_fn.backward()
+        (4.0, array([[-4.]]))
+    """
 
     kernel = ""
 
@@ -127,7 +133,12 @@ class CrossEntropyLoss(Loss):
 
 
 class BCEWithLogitsLoss(Loss):
-    """Binary cross-entropy on logits: sigmoid and log fused, stable for any logit."""
+    """Binary cross-entropy on logits: sigmoid and log fused, stable for any logit.
+
+    Example:
+        >>> round(fnn.BCEWithLogitsLoss()(np.zeros((2, 1)), np.array([[0.0], [1.0]])), 4)
+        0.6931
+    """
     kernel = "bce_with_logits_forward"
 
     def plan_loss(self):
@@ -136,7 +147,12 @@ class BCEWithLogitsLoss(Loss):
 
 class BCELoss(Loss):
     """Binary cross-entropy on probabilities in [0, 1] (logs clamped at −100, as PyTorch).
-    Prefer BCEWithLogitsLoss on logits: it is exact where this one clamps."""
+    Prefer BCEWithLogitsLoss on logits: it is exact where this one clamps.
+
+    Example:
+        >>> round(fnn.BCELoss()(np.full((2, 1), 0.5), np.array([[0.0], [1.0]])), 4)
+        0.6931
+    """
     kernel = "bce_forward"
 
     def plan_loss(self):

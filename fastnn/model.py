@@ -24,6 +24,10 @@ class Model(Layer):
 
     In eval mode `model(x)` runs the compiled inference plan (one C++ call, nothing kept for
     backward) when the model has one; `model.forward(x)` always runs layer by layer.
+
+    Example:
+        >>> isinstance(fnn.Sequential(fnn.Linear(2, 1)), fnn.Model)
+        True
     """
 
     # attributes fit and fnn.load set that a compiled plan does not depend on
@@ -105,7 +109,7 @@ class Sequential(Model):
         *layers: the layers, in order (or one list of them).
 
     Example:
-        >>> model = Sequential(Linear(784, 128), ReLU(), Linear(128, 10))
+        >>> model = fnn.Sequential(fnn.Linear(784, 128), fnn.ReLU(), fnn.Linear(128, 10))
         >>> model(np.zeros((2, 784))).shape
         (2, 10)
         >>> list(model.state_dict())

@@ -115,7 +115,9 @@ def export_onnx(model, path, input_shape) -> None:
     Example:
         >>> fnn.export_onnx(model, "mnist.onnx", input_shape=(784,))
         >>> import onnxruntime as ort
-        >>> ort.InferenceSession("mnist.onnx").run(None, {"input": X[:5]})[0]   # = model.predict(X[:5])
+        >>> out = ort.InferenceSession("mnist.onnx").run(None, {"input": X[:5]})[0]
+        >>> np.allclose(out, model.predict(X[:5]), atol=1e-5)
+        True
     """
     try:
         import onnx

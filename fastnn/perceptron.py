@@ -10,7 +10,17 @@ from fastnn.layers.base import float_input, shape_str
 
 
 class ConvergenceWarning(UserWarning):
-    """Training stopped at its epoch limit without reaching its goal."""
+    """Training stopped at its epoch limit without reaching its goal.
+
+    Example:
+        >>> import warnings
+        >>> X_xor, y_xor = np.array([[0, 0], [0, 1], [1, 0], [1, 1]]), np.array([0, 1, 1, 0])
+        >>> with warnings.catch_warnings(record=True) as w:
+        ...     warnings.simplefilter("always")
+        ...     _ = fnn.Perceptron(2, max_epochs=5).fit(X_xor, y_xor)
+        >>> w[0].category.__name__
+        'ConvergenceWarning'
+    """
 
 
 class Perceptron:

@@ -57,7 +57,15 @@ _LOSS_NAMES = {cls.__name__: name for name, cls in LOSSES.items()}
 
 
 class FormatError(ValueError):
-    """The file is not a valid fastnn model file (corrupt, truncated or not ours)."""
+    """The file is not a valid fastnn model file (corrupt, truncated or not ours).
+
+    Example:
+        >>> _ = open("junk.fnn", "wb").write(b"not a model")
+        >>> fnn.load("junk.fnn")
+        Traceback (most recent call last):
+            ...
+        fastnn.serialization.FormatError: junk.fnn: 11 bytes is too short to be a fastnn model file (truncated?)
+    """
 
 
 def _pad(n: int) -> int:
@@ -371,6 +379,11 @@ def load(path, with_optimizer: bool = False):
 
     Raises FormatError (a ValueError) naming what is wrong with a corrupt, truncated or
     foreign file; nothing from the file is executed.
+
+    Example:
+        >>> fnn.save(model, "m.fnn")
+        >>> np.array_equal(fnn.load("m.fnn").predict(X), model.predict(X))
+        True
     """
     path = os.fspath(path)
     with open(path, "rb") as f:
@@ -435,7 +448,13 @@ def _model(kind, config, expected: dict, arrays: dict, meta, path: str) -> Layer
 def read_safetensors(path) -> dict:
     """The tensors of any safetensors file as {name: NumPy array}, e.g. a PyTorch state_dict
     saved with safetensors.torch.save_file, for `model.load_state_dict(...)`. Checked as
-    fnn.load checks files (FormatError); nothing is executed."""
+    fnn.load checks files (FormatError); nothing is executed.
+
+    Example:
+        >>> fnn.save(model, "m.safetensors", format="safetensors")
+        >>> sorted(fnn.read_safetensors("m.safetensors"))
+        ['0.bias', '0.weight', '2.bias', '2.weight']
+    """
     return safetensors_file.read(path, FormatError)[0]
 
 

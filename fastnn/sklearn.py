@@ -147,7 +147,14 @@ class _MLP(BaseEstimator):
 
 
 class MLPClassifier(ClassifierMixin, _MLP):
-    """A multi-layer perceptron classifier trained with fastnn (softmax outputs, cross-entropy)."""
+    """A multi-layer perceptron classifier trained with fastnn (softmax outputs, cross-entropy).
+
+    Example:
+        >>> from fastnn.sklearn import MLPClassifier
+        >>> clf = MLPClassifier(hidden_layer_sizes=(32,), max_iter=30, random_state=0).fit(X, y)
+        >>> clf.predict(X[:3]).shape, clf.predict_proba(X[:3]).shape, clf.score(X, y) > 0.9
+        ((3,), (3, 10), True)
+    """
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), y_numeric=False)
@@ -199,7 +206,14 @@ class MLPClassifier(ClassifierMixin, _MLP):
 
 class MLPRegressor(RegressorMixin, _MLP):
     """A multi-layer perceptron regressor trained with fastnn (linear outputs, squared error);
-    y may have several columns."""
+    y may have several columns.
+
+    Example:
+        >>> from fastnn.sklearn import MLPRegressor
+        >>> reg = MLPRegressor(hidden_layer_sizes=(16,), max_iter=50, random_state=0).fit(X[:, :4], X[:, 0] - X[:, 1])
+        >>> reg.predict(X[:2, :4]).shape, reg.score(X[:, :4], X[:, 0] - X[:, 1]) > 0.5
+        ((2,), True)
+    """
 
     def fit(self, X, y):
         X, y = validate_data(self, X, y, dtype=(np.float64, np.float32), multi_output=True, y_numeric=True)

@@ -29,7 +29,13 @@ from fastnn.random import generator
 
 class History(Callback):
     """What fit() returns: `history` maps "loss", "accuracy", "val_loss", "val_accuracy" (those
-    that apply) to one value per epoch; `epoch` lists the epochs run."""
+    that apply) to one value per epoch; `epoch` lists the epochs run.
+
+    Example:
+        >>> h = model.fit(X, y, epochs=2, verbose=0)
+        >>> h.epoch, sorted(h.history)
+        ([0, 1], ['accuracy', 'loss'])
+    """
 
     def __init__(self):
         self.history: dict[str, list[float]] = {}

@@ -48,19 +48,36 @@ _current = _default_backend()
 
 
 def get_backend() -> str:
-    """The name of the backend in use: "cpp" or "numpy"."""
+    """The name of the backend in use: "cpp" or "numpy".
+
+    Example:
+        >>> fnn.get_backend()
+        'cpp'
+    """
     return _current
 
 
 def set_backend(name: str) -> None:
-    """Select the backend for all later kernel calls: "cpp" or "numpy"."""
+    """Select the backend for all later kernel calls: "cpp" or "numpy".
+
+    Example:
+        >>> fnn.set_backend("numpy"); fnn.get_backend()
+        'numpy'
+        >>> fnn.set_backend("cpp")
+    """
     global _current
     _current = _check_name(name)
 
 
 @contextlib.contextmanager
 def use_backend(name: str):
-    """Temporarily select a backend: `with fnn.use_backend("numpy"): ...`."""
+    """Temporarily select a backend: `with fnn.use_backend("numpy"): ...`.
+
+    Example:
+        >>> with fnn.use_backend("numpy"):
+        ...     fnn.get_backend()
+        'numpy'
+    """
     previous = get_backend()
     set_backend(name)
     try:
@@ -99,7 +116,13 @@ def set_num_threads(n: int) -> None:
 
     A process forked from one that had loaded fastnn (multiprocessing's default "fork" start
     method on Linux) runs on one thread: OpenMP's thread pool does not survive a fork. Use the
-    "spawn" or "forkserver" start method for workers that should use several threads."""
+    "spawn" or "forkserver" start method for workers that should use several threads.
+
+    Example:
+        >>> n = fnn.get_num_threads(); fnn.set_num_threads(1); fnn.get_num_threads()
+        1
+        >>> fnn.set_num_threads(n)
+    """
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"set_num_threads expects an int, got {type(n).__name__}")
     if n < 1:
@@ -112,7 +135,12 @@ def set_num_threads(n: int) -> None:
 
 
 def get_num_threads() -> int:
-    """Threads the C++ kernels use."""
+    """Threads the C++ kernels use.
+
+    Example:
+        >>> fnn.get_num_threads() >= 1
+        True
+    """
     return _core.get_num_threads()
 
 

@@ -68,7 +68,12 @@ CLASS_NAMES = {
 
 
 def cache_dir() -> Path:
-    """Where downloaded datasets are kept."""
+    """Where downloaded datasets are kept.
+
+    Example:
+        >>> fnn.datasets.cache_dir().name
+        'fastnn'
+    """
     if os.environ.get("FASTNN_DATA"):
         return Path(os.environ["FASTNN_DATA"])
     base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
@@ -164,7 +169,14 @@ def _pair(images_path, labels_path) -> tuple[np.ndarray, np.ndarray]:
 
 
 def load_directory(directory) -> tuple:
-    """The four IDX files of an MNIST-format dataset in `directory`."""
+    """The four IDX files of an MNIST-format dataset in `directory`.
+
+    Example:
+        >>> fnn.datasets.load_directory("/no/such/dir")
+        Traceback (most recent call last):
+            ...
+        FileNotFoundError: ...
+    """
     d = Path(directory)
     found = {stem: _find(d, stem) for stem in FILES}
     missing = [stem for stem, p in found.items() if p is None]
@@ -174,7 +186,13 @@ def load_directory(directory) -> tuple:
 
 
 def load_digits(test_fraction: float = 0.2) -> tuple:
-    """The bundled 8×8 digits, split into train and test by a fixed permutation."""
+    """The bundled 8×8 digits, split into train and test by a fixed permutation.
+
+    Example:
+        >>> (X_train, y_train), (X_test, y_test) = fnn.datasets.load_digits()
+        >>> X_train.shape, X_test.shape
+        ((1438, 8, 8), (359, 8, 8))
+    """
     path = Path(__file__).with_name("digits.csv.gz")
     with gzip.open(path, "rt") as f:
         table = np.loadtxt(f, delimiter=",", dtype=np.float32)

@@ -39,7 +39,7 @@ class ReLU(_Activation):
 
     Example:
         >>> ReLU()(np.array([-1.0, 2.0]))
-        array([0., 2.], dtype=float32)
+        array([0., 2.])
     """
     kernel = "relu"
 
@@ -50,6 +50,10 @@ class LeakyReLU(_Activation):
 
     Args:
         negative_slope: slope for negative inputs (default 0.01).
+
+    Example:
+        >>> fnn.LeakyReLU(0.1)(np.array([-2.0, 3.0]))
+        array([-0.2,  3. ])
     """
     kernel = "leaky_relu"
 
@@ -70,21 +74,36 @@ class LeakyReLU(_Activation):
 
 @register
 class Sigmoid(_Activation):
-    """1 / (1 + e^−x), overflow-free for any x; derivative y(1 − y)."""
+    """1 / (1 + e^−x), overflow-free for any x; derivative y(1 − y).
+
+    Example:
+        >>> fnn.Sigmoid()(np.array([0.0]))
+        array([0.5])
+    """
     kernel = "sigmoid"
     saves_output = True
 
 
 @register
 class Tanh(_Activation):
-    """tanh(x); derivative 1 − y²."""
+    """tanh(x); derivative 1 − y².
+
+    Example:
+        >>> fnn.Tanh()(np.array([0.0, 100.0]))
+        array([0., 1.])
+    """
     kernel = "tanh"
     saves_output = True
 
 
 @register
 class GELU(_Activation):
-    """x·Φ(x), the exact erf form (PyTorch's default GELU)."""
+    """x·Φ(x), the exact erf form (PyTorch's default GELU).
+
+    Example:
+        >>> fnn.GELU()(np.array([0.0, 10.0]))
+        array([ 0., 10.])
+    """
     kernel = "gelu"
 
 
@@ -94,6 +113,10 @@ class Softmax(_Activation):
 
     For training a classifier use CrossEntropyLoss on the logits instead: it fuses the
     softmax and the log and is exact where softmax followed by a log underflows.
+
+    Example:
+        >>> fnn.Softmax()(np.zeros((1, 4)))
+        array([[0.25, 0.25, 0.25, 0.25]])
     """
     kernel = "softmax"
     saves_output = True
@@ -145,6 +168,10 @@ class Step(_Activation):
 
     Args:
         threshold: θ (default 0).
+
+    Example:
+        >>> fnn.Step()(np.array([-1.0, 0.0, 2.0]))
+        array([0., 1., 1.])
     """
     kernel = "step"
 

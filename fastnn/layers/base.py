@@ -73,7 +73,17 @@ def nonfinite_message(who: str, X: np.ndarray, flat_index: int, given=None) -> s
 
 
 class Layer:
-    """Base class: parameters, train/eval mode, state_dict and the call protocol."""
+    """Base class: parameters, train/eval mode, state_dict and the call protocol.
+
+    Example:
+        >>> class Double(fnn.Layer):
+        ...     def forward(self, x):
+        ...         return 2 * x
+        ...     def backward(self, grad_out):
+        ...         return 2 * grad_out
+        >>> Double()(np.ones(2))
+        array([2., 2.])
+    """
 
     def forward(self, x):
         """The layer's output for x (each layer defines it)."""

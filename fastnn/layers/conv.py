@@ -250,7 +250,7 @@ class MaxPool2d(_Pool2d):
     Example:
         >>> MaxPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4))
         array([[[[ 5.,  7.],
-                 [13., 15.]]]], dtype=float32)
+                 [13., 15.]]]])
     """
     kind = "max"
 
@@ -277,7 +277,7 @@ class AvgPool2d(_Pool2d):
     Example:
         >>> AvgPool2d(2)(np.arange(16.0).reshape(1, 1, 4, 4))
         array([[[[ 2.5,  4.5],
-                 [10.5, 12.5]]]], dtype=float32)
+                 [10.5, 12.5]]]])
     """
     kind = "avg"
 

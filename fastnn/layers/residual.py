@@ -13,7 +13,7 @@ class Identity(Layer):
 
     Example:
         >>> Identity()(np.ones(2))
-        array([1., 1.], dtype=float32)
+        array([1., 1.])
     """
 
     def forward(self, x):

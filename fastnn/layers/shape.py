@@ -19,7 +19,7 @@ class Dropout(Layer):
     Example:
         >>> d = Dropout(0.5).eval()
         >>> d(np.ones(3))
-        array([1., 1., 1.], dtype=float32)
+        array([1., 1., 1.])
     """
 
     def __init__(self, p: float = 0.5):
@@ -68,7 +68,12 @@ class Dropout(Layer):
 
 @register
 class Flatten(Layer):
-    """Flatten every dimension after the first: (N, d1, d2, ...) -> (N, d1·d2·...)."""
+    """Flatten every dimension after the first: (N, d1, d2, ...) -> (N, d1·d2·...).
+
+    Example:
+        >>> fnn.Flatten()(np.zeros((2, 1, 28, 28))).shape
+        (2, 784)
+    """
 
     def forward(self, x):
         x = float_input(x, "Flatten")

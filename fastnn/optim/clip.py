@@ -15,6 +15,11 @@ def clip_grad_norm_(parameters, max_norm: float, norm_type: float = 2.0,
     The norm is taken over every gradient as if concatenated into one vector; when it
     exceeds max_norm, each gradient is multiplied by max_norm / (norm + 1e-6).
     Returns the norm before clipping.
+
+    Example:
+        >>> p = fnn.Parameter([3.0, 4.0]); p.grad[...] = [3.0, 4.0]
+        >>> float(fnn.clip_grad_norm_([p], max_norm=1.0)), np.round(p.grad, 4)
+        (5.0, array([0.6, 0.8]))
     """
     if hasattr(parameters, "parameters") and callable(parameters.parameters):
         parameters = parameters.parameters()

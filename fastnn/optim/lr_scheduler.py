@@ -45,7 +45,16 @@ class LRScheduler:
 
 
 class StepLR(LRScheduler):
-    """Multiply the learning rate by `gamma` every `step_size` epochs."""
+    """Multiply the learning rate by `gamma` every `step_size` epochs.
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> s = fnn.StepLR(opt, step_size=2, gamma=0.5)
+        >>> for _ in range(4):
+        ...     s.step()
+        >>> s.get_last_lr()
+        [0.025]
+    """
 
     def __init__(self, optimizer, step_size: int, gamma: float = 0.1, last_epoch: int = -1):
         if isinstance(step_size, bool) or not isinstance(step_size, int) or step_size < 1:
@@ -64,7 +73,14 @@ class StepLR(LRScheduler):
 
 class CosineAnnealingLR(LRScheduler):
     """Anneal from the initial lr to `eta_min` along half a cosine over `T_max` epochs:
-    lr_t = eta_min + (lr_0 − eta_min)·(1 + cos(π·t/T_max))/2."""
+    lr_t = eta_min + (lr_0 − eta_min)·(1 + cos(π·t/T_max))/2.
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> s = fnn.CosineAnnealingLR(opt, T_max=2)
+        >>> s.step(); round(s.get_last_lr()[0], 6)
+        0.05
+    """
 
     def __init__(self, optimizer, T_max: int, eta_min: float = 0.0, last_epoch: int = -1):
         if isinstance(T_max, bool) or not isinstance(T_max, int) or T_max < 1:
@@ -87,7 +103,16 @@ class CosineAnnealingLR(LRScheduler):
 
 class LinearLR(LRScheduler):
     """Scale the initial lr linearly from start_factor to end_factor over `total_iters` epochs,
-    then keep it: a warm-up with the defaults (a third of the rate, rising over 5 epochs)."""
+    then keep it: a warm-up with the defaults (a third of the rate, rising over 5 epochs).
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> s = fnn.LinearLR(opt, start_factor=0.5, total_iters=2)
+        >>> round(s.get_last_lr()[0], 6)
+        0.05
+        >>> s.step(); s.step(); round(s.get_last_lr()[0], 6)
+        0.1
+    """
 
     def __init__(self, optimizer, start_factor: float = 1.0 / 3, end_factor: float = 1.0, total_iters: int = 5,
                  last_epoch: int = -1):
@@ -120,6 +145,14 @@ class ReduceLROnPlateau:
             "abs": beyond best ∓ threshold.
         cooldown: epochs to wait after a reduction before counting again.
         min_lr: a floor (one per group, or one for all); eps: smaller changes are skipped.
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> s = fnn.ReduceLROnPlateau(opt, patience=1, factor=0.5)
+        >>> for val_loss in (1.0, 1.0, 1.0):
+        ...     s.step(val_loss)
+        >>> s.get_last_lr()
+        [0.05]
     """
 
     def __init__(self, optimizer, mode: str = "min", factor: float = 0.1, patience: int = 10,

@@ -45,6 +45,11 @@ class Optimizer:
 
     Subclasses define `defaults`, `_check(group)` (validates hyper-parameters),
     `state_names` and `_update(run, state, group)`.
+
+    Example:
+        >>> opt = fnn.SGD(model.parameters(), lr=0.1)
+        >>> opt.zero_grad(); opt.param_groups[0]["lr"]
+        0.1
     """
 
     state_names: tuple = ()
@@ -242,7 +247,7 @@ class SGD(Optimizer):
     Example:
         >>> p = fnn.Parameter([3.0]); p.grad[...] = 4.0
         >>> SGD([p], lr=0.1).step(); p.data
-        array([2.6], dtype=float32)
+        array([2.6])
     """
 
     state_names = ("momentum_buffer",)
@@ -298,6 +303,11 @@ class Adam(Optimizer):
 
         m ← β1·m + (1 − β1)·g,   v ← β2·v + (1 − β2)·g²
         θ ← θ − lr·(m / (1 − β1ᵗ)) / (√(v / (1 − β2ᵗ)) + eps)
+
+    Example:
+        >>> p = fnn.Parameter([1.0]); p.grad[...] = 0.5
+        >>> fnn.Adam([p], lr=0.1).step(); p.data        # the first step moves by lr, whatever the gradient's size
+        array([0.9])
     """
 
     state_names = ("exp_avg", "exp_avg_sq")
@@ -345,7 +355,13 @@ class Adam(Optimizer):
 
 class AdamW(Adam):
     """Adam with decoupled weight decay (Loshchilov & Hutter), as torch.optim.AdamW:
-    θ ← θ·(1 − lr·weight_decay) before the Adam step."""
+    θ ← θ·(1 − lr·weight_decay) before the Adam step.
+
+    Example:
+        >>> p = fnn.Parameter([1.0]); p.grad[...] = 0.0
+        >>> fnn.AdamW([p], lr=0.1, weight_decay=0.5).step(); p.data   # decay alone: 1 − 0.1·0.5
+        array([0.95])
+    """
 
     decoupled = True
 
@@ -358,6 +374,11 @@ class RMSprop(Optimizer):
     """RMSprop, as torch.optim.RMSprop (centered=False):
 
         v ← α·v + (1 − α)·g²,   θ ← θ − lr·g / (√v + eps)   (or via a momentum buffer)
+
+    Example:
+        >>> p = fnn.Parameter([1.0]); p.grad[...] = 2.0
+        >>> fnn.RMSprop([p], lr=0.01, alpha=0.0, eps=0.0).step(); p.data   # lr·g/√(g²)
+        array([0.99])
     """
 
     state_names = ("square_avg",)
