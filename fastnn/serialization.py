@@ -400,12 +400,7 @@ def load(path, with_optimizer: bool = False):
             raise FormatError(f"{path}: the header does not describe a model")
         kind, config = spec.get("type"), spec.get("config", {})
         expected = _param_shapes(kind, config, "", path)
-        for name, shape in expected.items():
-            if name not in table:
-                raise FormatError(f"{path}: the architecture needs tensor {name!r}, the file lacks it")
-            if table[name]["shape"] != shape:
-                raise FormatError(f"{path}: tensor {name!r} has shape {table[name]['shape']}, the "
-                                  f"architecture needs {shape}")
+        _check_shapes(expected, {name: t["shape"] for name, t in table.items()}, path)
         arrays = {name: _read_tensor(f, data_start, name, t, path) for name, t in table.items()}
     model = _model(kind, config, expected, arrays, header.get("metadata"), path)
     _set_loss(model, header.get("loss"))
@@ -431,6 +426,15 @@ def _set_loss(model, spec) -> None:
             model._last_loss = LOSSES[_LOSS_NAMES[kind]](**spec.get("config", {}))
         except (TypeError, ValueError):
             pass
+
+
+def _check_shapes(expected: dict, found: dict, path: str) -> None:
+    """Every tensor the architecture needs is in the file, with the shape it needs."""
+    for name, shape in expected.items():
+        if name not in found:
+            raise FormatError(f"{path}: the architecture needs tensor {name!r}, the file lacks it")
+        if found[name] != shape:
+            raise FormatError(f"{path}: tensor {name!r} has shape {found[name]}, the architecture needs {shape}")
 
 
 def _model(kind, config, expected: dict, arrays: dict, meta, path: str) -> Layer:
@@ -471,11 +475,8 @@ def _load_safetensors(path: str, with_optimizer: bool):
         raise FormatError(f"{path}: the metadata does not describe a model")
     kind, config = spec.get("type"), spec.get("config", {})
     expected = _param_shapes(kind, config, "", path)
-    for name, shape in expected.items():
-        if name not in arrays:
-            raise FormatError(f"{path}: the architecture needs tensor {name!r}, the file lacks it")
-        if arrays[name].shape != shape:
-            raise FormatError(f"{path}: tensor {name!r} has shape {arrays[name].shape}, the architecture needs {shape}")
+    _check_shapes(expected, {name: a.shape for name, a in arrays.items()}, path)
+    for name in expected:
         want = np.int64 if name.endswith("num_batches_tracked") else None
         if (want and arrays[name].dtype != want) or (not want and arrays[name].dtype.kind != "f"):
             raise FormatError(f"{path}: tensor {name!r} has dtype {arrays[name].dtype}")

@@ -479,17 +479,22 @@ def predict(model, X, batch_size: int | None = None) -> np.ndarray:
         model.train(was)
 
 
+def _fitted_loss(model, loss, who: str) -> Loss:
+    """`loss` as a Loss, or (None) the one the model was last fitted with (fnn.load restores it)."""
+    if loss is None:
+        loss = getattr(model, "_last_loss", None)
+        if loss is None:
+            raise ValueError(f"{who}: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not been fitted, so "
+                             "there is no loss to reuse")
+    return get_loss(loss)
+
+
 def predict_proba(model, X, batch_size: int | None = None, loss=None) -> np.ndarray:
     """Probabilities from predict's outputs, by the loss the model is trained with (`loss`,
     else the one of its last fit): CrossEntropyLoss → softmax over the last axis (one row of
     class probabilities per sample), BCEWithLogitsLoss → sigmoid of each output, BCELoss → the
     outputs (already probabilities). A regression loss has no probabilities: ValueError."""
-    if loss is None:
-        loss = getattr(model, "_last_loss", None)
-        if loss is None:
-            raise ValueError("predict_proba: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not been "
-                             "fitted, so it is not known what its outputs are")
-    loss_fn = get_loss(loss)
+    loss_fn = _fitted_loss(model, loss, "predict_proba")
     if not isinstance(loss_fn, (CrossEntropyLoss, BCEWithLogitsLoss, BCELoss)):
         raise ValueError(f"predict_proba: a model trained with {type(loss_fn).__name__} outputs values, not "
                          "probabilities; use predict")
@@ -510,12 +515,7 @@ def evaluate(model, X, y, loss=None, batch_size: int | None = None, distributed:
     the accuracy are summed over batches of batch_size rows (1024 for None). With distributed
     (under mpiexec, every rank given the same X, y), each rank scores its part of fixed shards
     of the data and every rank returns the same numbers, whatever the number of ranks."""
-    if loss is None:
-        loss = getattr(model, "_last_loss", None)
-        if loss is None:
-            raise ValueError("evaluate: pass loss= (e.g. fnn.CrossEntropyLoss()); this model has not "
-                             "been fitted, so there is no loss to reuse")
-    loss_fn = get_loss(loss)
+    loss_fn = _fitted_loss(model, loss, "evaluate")
     if batch_size is not None:
         batch_size = _positive_int(batch_size, "evaluate: batch_size")
     X = _features(model, X, "evaluate")

@@ -156,15 +156,8 @@ def _paths(node, prefix=()):
             yield from _paths(v, prefix + (i,))
 
 
-@FUZZ
-@given(kind=st.sampled_from(["mlp", "cnn"]), data=st.data())
-def test_header_mutated_model_files_load_or_raise_format_error(tmp_path, kind, data):
-    # Structural changes to the JSON header (any node replaced by any JSON value, or dropped),
-    # written back as a well-formed file: what a hostile or buggy writer could produce.
-    raw = saved(kind)
-    hlen = struct.unpack_from("<Q", raw, 16)[0]
-    header = json.loads(raw[24:24 + hlen])
-    data_start = 24 + hlen + (-(24 + hlen) % 64)
+def _mutate(header, data) -> None:
+    """One to three nodes of a JSON tree replaced by any JSON value, or dropped."""
     for _ in range(data.draw(st.integers(1, 3))):
         where = data.draw(st.sampled_from(list(_paths(header))[1:]))
         parent = header
@@ -174,6 +167,18 @@ def test_header_mutated_model_files_load_or_raise_format_error(tmp_path, kind, d
             parent[where[-1]] = data.draw(json_values)
         else:
             del parent[where[-1]]
+
+
+@FUZZ
+@given(kind=st.sampled_from(["mlp", "cnn"]), data=st.data())
+def test_header_mutated_model_files_load_or_raise_format_error(tmp_path, kind, data):
+    # Structural changes to the JSON header (any node replaced by any JSON value, or dropped),
+    # written back as a well-formed file: what a hostile or buggy writer could produce.
+    raw = saved(kind)
+    hlen = struct.unpack_from("<Q", raw, 16)[0]
+    header = json.loads(raw[24:24 + hlen])
+    data_start = 24 + hlen + (-(24 + hlen) % 64)
+    _mutate(header, data)
     text = json.dumps(header).encode()
     out = raw[:16] + struct.pack("<Q", len(text)) + text
     out += b"\0" * (-len(out) % 64) + raw[data_start:]
@@ -192,15 +197,7 @@ def test_header_mutated_safetensors_files_load_or_raise_format_error(tmp_path, k
     header = json.loads(raw[8:8 + n])
     meta = header["__metadata__"]
     meta["model"] = json.loads(meta["model"])
-    for _ in range(data.draw(st.integers(1, 3))):
-        where = data.draw(st.sampled_from(list(_paths(header))[1:]))
-        parent = header
-        for key in where[:-1]:
-            parent = parent[key]
-        if data.draw(st.booleans()) or not isinstance(parent, dict):
-            parent[where[-1]] = data.draw(json_values)
-        else:
-            del parent[where[-1]]
+    _mutate(header, data)
     meta = header.get("__metadata__")
     if isinstance(meta, dict) and "model" in meta and not isinstance(meta["model"], str):
         meta["model"] = json.dumps(meta["model"])

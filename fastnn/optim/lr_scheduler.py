@@ -8,7 +8,23 @@ import math
 from fastnn.optim.optimizer import Optimizer
 
 
-class LRScheduler:
+class _State:
+    """What every schedule shares: the last rates it set, and its state as a dict."""
+
+    optimizer: Optimizer
+    _last_lr: list
+
+    def get_last_lr(self) -> list[float]:
+        return list(self._last_lr)
+
+    def state_dict(self) -> dict:
+        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.__dict__.update(state)
+
+
+class LRScheduler(_State):
     """Base class: remembers each group's initial lr and sets new ones on step()."""
 
     def __init__(self, optimizer: Optimizer, last_epoch: int = -1):
@@ -33,15 +49,6 @@ class LRScheduler:
         for g, lr in zip(self.optimizer.param_groups, self.get_lr()):
             g["lr"] = lr
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list[float]:
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
 
 
 class StepLR(LRScheduler):
@@ -134,7 +141,7 @@ class LinearLR(LRScheduler):
         return [g["lr"] * (1.0 + (b - a) / (n * a + (t - 1) * (b - a))) for g in groups]
 
 
-class ReduceLROnPlateau:
+class ReduceLROnPlateau(_State):
     """Multiply the learning rate by `factor` when a metric has not improved for `patience`
     epochs, as torch.optim.lr_scheduler.ReduceLROnPlateau: call step(metric) once per epoch
     (fit does it through LearningRateScheduler, reading `monitor` from the epoch's logs).
@@ -199,12 +206,3 @@ class ReduceLROnPlateau:
                     g["lr"] = new
             self.cooldown_counter, self.num_bad_epochs = self.cooldown, 0
         self._last_lr = [g["lr"] for g in self.optimizer.param_groups]
-
-    def get_last_lr(self) -> list[float]:
-        return list(self._last_lr)
-
-    def state_dict(self) -> dict:
-        return {k: v for k, v in self.__dict__.items() if k != "optimizer"}
-
-    def load_state_dict(self, state: dict) -> None:
-        self.__dict__.update(state)
