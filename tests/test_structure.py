@@ -114,3 +114,20 @@ def test_the_check_finds_a_cycle_hidden_in_functions(tmp_path, monkeypatch):
     g = graph()
     assert g == {"fastnn.a": {"fastnn.b"}, "fastnn.b": {"fastnn.a"}}
     assert find_cycle(g) == ["fastnn.a", "fastnn.b", "fastnn.a"]
+
+
+def test_the_extensions_type_stub_is_what_the_binary_exports(tmp_path):
+    # fastnn/_core.pyi is what mypy checks fastnn's calls against; regenerated from the built
+    # extension it must come out the same (after its two comment lines)
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+    from pathlib import Path
+    tool = shutil.which("pybind11-stubgen") or str(Path(sys.executable).parent / "pybind11-stubgen")
+    r = subprocess.run([tool, "fastnn._core", "-o", str(tmp_path)], capture_output=True, text=True, timeout=120,
+                       cwd=tempfile.gettempdir())
+    assert r.returncode == 0, r.stderr
+    committed = (Path(__file__).resolve().parent.parent / "fastnn" / "_core.pyi").read_text().splitlines()[2:]
+    assert (tmp_path / "fastnn" / "_core.pyi").read_text().splitlines() == committed, \
+        "regenerate fastnn/_core.pyi with pybind11-stubgen (see its first lines)"
