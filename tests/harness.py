@@ -295,7 +295,7 @@ def conv_case(name, backward, bias=True, accumulate=True, relu=False):
                 label, depth=depth)
 
 
-POOL_SHAPES = ((1, 1, 1, 1), (2, 3, 7, 6), (0, 2, 4, 4), (3, 2, 28, 28), (1, 4, 5, 9))
+POOL_SHAPES = ((1, 1, 1, 1), (2, 3, 7, 6), (0, 2, 4, 4), (3, 2, 28, 28), (1, 4, 5, 9), (2, 2, 5, 71))
 POOL_GEOMETRIES = {
     "2x2": dict(kernel_size=2),
     "3x3-stride2-pad1": dict(kernel_size=3, stride=2, padding=1),

@@ -244,3 +244,31 @@ def test_dropout_apply_is_bitwise_the_twin_and_the_layer_formula(dtype, p):
             ops.dropout_apply(out, x, u, 1.0)
         with pytest.raises(ValueError, match="shape"):
             ops.dropout_apply(out, x, u[:-1], p)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_maxpool_2x2_gradient_bits_and_hand_made_argmax(path, dtype):
+    # The 2×2, stride-2 pool writes its gradient row by row (and with AVX-512 in vectors); it
+    # must keep the bits of the general scatter into zeros: -0 becomes +0, NaN and inf pass,
+    # rows and columns outside every window are zero. An argmax pointing into the plane but
+    # outside its window (only a hand-made one can) still lands where it points.
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((2, 3, 9, 37)).astype(dtype)  # odd H and W, 18 outputs per row
+    out, am = np.empty((2, 3, 4, 18), dtype), np.empty((2, 3, 4, 18), np.int32)
+    numpy_ref.maxpool2d_forward(out, am, x, 2)
+    g = rng.standard_normal(out.shape).astype(dtype)
+    g.flat[:4] = [-0.0, np.nan, np.inf, -np.inf]
+    stray = am.copy()
+    stray[1, 2, 3, 17] = 0  # the plane's first pixel, far from window (3, 17)
+    previous = _core.simd_path()
+    try:
+        _core.set_simd_path(path)
+        for a in (am, stray):
+            got, want = np.full_like(x, 7.0), np.full_like(x, 7.0)
+            cpp.maxpool2d_backward(got, g, a, 2)
+            numpy_ref.maxpool2d_backward(want, g, a, 2)
+            np.testing.assert_array_equal(got.view(np.uint8), want.view(np.uint8))
+        assert got[1, 2, 0, 0] == g[1, 2, 3, 17] + g[1, 2, 0, 0] * (am[1, 2, 0, 0] == 0)
+    finally:
+        _core.set_simd_path(previous)

@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include "gemm/ukernel.h"
 #include "gemm/ukernel_portable.h"
+#include "kernels/pool_simd.h"
 #include "vmath/vmath.h"
 
 namespace fastnn {
@@ -88,6 +89,14 @@ const VMath* vmath_f32() {
                           cross_entropy_rows_f32_avx2};
   if (g_path == Simd::AVX512) return &avx512;
   if (g_path == Simd::AVX2) return &avx2;
+#endif
+  return nullptr;
+}
+
+const MaxPool2x2* maxpool_2x2_f32() {
+#ifdef FASTNN_X86_KERNELS
+  static const MaxPool2x2 avx512{maxpool_2x2_plane_avx512, maxpool_2x2_plane_backward_avx512};
+  if (g_path == Simd::AVX512) return &avx512;
 #endif
   return nullptr;
 }

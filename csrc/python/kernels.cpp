@@ -390,8 +390,9 @@ void maxpool2d_backward_py(py::handle dx_h, py::handle dout_h, py::handle arg_h,
     no_overlap(op, "dx", dx, "argmax", am, false);
     // every index must point into its plane: dx is written there
     const auto* a = static_cast<const std::int32_t*>(am.data());
-    for (idx i = 0; i < am.size(); ++i)
-      if (a[i] < 0 || a[i] >= s.H * s.W)
+    const idx count = am.size(), plane = s.H * s.W;  // (size() multiplies the dims on every call)
+    for (idx i = 0; i < count; ++i)
+      if (a[i] < 0 || a[i] >= plane)
         throw py::value_error(cat(op, ": argmax[", i, "] = ", a[i], " is outside its ", s.H, "×", s.W, " plane"));
     T* d = ptr<T>(dx);
     const T* g = cptr<T>(dout);

@@ -1,0 +1,90 @@
+// AVX-512F build of the common max pool: a 2×2 window with stride 2 and no padding, float, one
+// image plane at a time (pool.cpp calls these through maxpool_2x2_f32() when the AVX-512 path
+// is in use). Rows of 7 or 14 outputs are too short for the compiler's vector loops (their
+// scalar remainder is all of them); here every row is one or more masked 16-lane steps:
+// two loads per input row, split into even and odd columns by a two-source permute.
+// The same comparisons in the same order as the scalar code, so the same bits: the first of
+// equal maxima, a NaN wins (the last one), the gradient stored as 0 + g.
+#include <immintrin.h>
+#include <cstdint>
+#include "kernels/pool_simd.h"
+
+namespace fastnn {
+namespace {
+
+inline __mmask16 lanes(std::int64_t n) { return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1); }
+
+// columns 2i (even) or 2i + 1 (odd) of the 32 values lo:hi
+inline __m512 even(__m512 lo, __m512 hi) {
+  return _mm512_permutex2var_ps(lo, _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30), hi);
+}
+inline __m512 odd(__m512 lo, __m512 hi) {
+  return _mm512_permutex2var_ps(lo, _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 17, 19, 21, 23, 25, 27, 29, 31), hi);
+}
+
+// take v over best: larger, or NaN (PyTorch's rule)
+inline __mmask16 takes(__m512 v, __m512 best) {
+  return _mm512_cmp_ps_mask(v, best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(v, v, _CMP_UNORD_Q);
+}
+
+}  // namespace
+
+void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                              std::int64_t W) {
+  const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  for (std::int64_t oh = 0; oh < OH; ++oh) {
+    const float* r0 = in + 2 * oh * W;
+    const float* r1 = r0 + W;
+    for (std::int64_t ow = 0; ow < OW; ow += 16) {
+      const std::int64_t n = OW - ow < 16 ? OW - ow : 16;
+      const __mmask16 mlo = lanes(2 * n), mhi = lanes(2 * n - 16), m = lanes(n);
+      const __m512 a_lo = _mm512_maskz_loadu_ps(mlo, r0 + 2 * ow), a_hi = _mm512_maskz_loadu_ps(mhi, r0 + 2 * ow + 16);
+      const __m512 b_lo = _mm512_maskz_loadu_ps(mlo, r1 + 2 * ow), b_hi = _mm512_maskz_loadu_ps(mhi, r1 + 2 * ow + 16);
+      const __m512 v1 = odd(a_lo, a_hi), v2 = even(b_lo, b_hi), v3 = odd(b_lo, b_hi);
+      __m512 best = even(a_lo, a_hi);
+      __m512i at = _mm512_setzero_si512();
+      __mmask16 t = takes(v1, best);
+      best = _mm512_mask_mov_ps(best, t, v1), at = _mm512_mask_mov_epi32(at, t, _mm512_set1_epi32(1));
+      t = takes(v2, best);
+      best = _mm512_mask_mov_ps(best, t, v2), at = _mm512_mask_mov_epi32(at, t, _mm512_set1_epi32((int)W));
+      t = takes(v3, best);
+      best = _mm512_mask_mov_ps(best, t, v3), at = _mm512_mask_mov_epi32(at, t, _mm512_set1_epi32((int)W + 1));
+      // + the window's first index: 2·oh·W + 2·(ow + lane)
+      at = _mm512_add_epi32(at, _mm512_add_epi32(lane2, _mm512_set1_epi32((int)(2 * oh * W + 2 * ow))));
+      _mm512_mask_storeu_ps(out + oh * OW + ow, m, best);
+      _mm512_mask_storeu_epi32(argmax + oh * OW + ow, m, at);
+    }
+  }
+}
+
+bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const std::int32_t* argmax, std::int64_t OH,
+                                       std::int64_t OW, std::int64_t W) {
+  const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
+  const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
+  const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
+  const __m512i one = _mm512_set1_epi32(1), w0 = _mm512_set1_epi32((int)W), w1 = _mm512_set1_epi32((int)W + 1);
+  for (std::int64_t oh = 0; oh < OH; ++oh) {
+    float* d0 = dx + 2 * oh * W;
+    float* d1 = d0 + W;
+    for (std::int64_t ow = 0; ow < OW; ow += 16) {
+      const std::int64_t n = OW - ow < 16 ? OW - ow : 16;
+      const __mmask16 m = lanes(n), mlo = lanes(2 * n), mhi = lanes(2 * n - 16);
+      const __m512 v = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(m, dout + oh * OW + ow));
+      const __m512i at = _mm512_sub_epi32(
+          _mm512_maskz_loadu_epi32(m, argmax + oh * OW + ow),
+          _mm512_add_epi32(lane2, _mm512_set1_epi32((int)(2 * oh * W + 2 * ow))));
+      const __mmask16 k0 = _mm512_cmpeq_epi32_mask(at, _mm512_setzero_si512()), k1 = _mm512_cmpeq_epi32_mask(at, one),
+                      k2 = _mm512_cmpeq_epi32_mask(at, w0), k3 = _mm512_cmpeq_epi32_mask(at, w1);
+      if ((__mmask16)((k0 | k1 | k2 | k3) & m) != m) return false;  // an index outside its window
+      const __m512 e0 = _mm512_maskz_mov_ps(k0, v), o0 = _mm512_maskz_mov_ps(k1, v);
+      const __m512 e1 = _mm512_maskz_mov_ps(k2, v), o1 = _mm512_maskz_mov_ps(k3, v);
+      _mm512_mask_storeu_ps(d0 + 2 * ow, mlo, _mm512_permutex2var_ps(e0, lo_idx, o0));
+      _mm512_mask_storeu_ps(d0 + 2 * ow + 16, mhi, _mm512_permutex2var_ps(e0, hi_idx, o0));
+      _mm512_mask_storeu_ps(d1 + 2 * ow, mlo, _mm512_permutex2var_ps(e1, lo_idx, o1));
+      _mm512_mask_storeu_ps(d1 + 2 * ow + 16, mhi, _mm512_permutex2var_ps(e1, hi_idx, o1));
+    }
+  }
+  return true;
+}
+
+}  // namespace fastnn

@@ -1,0 +1,30 @@
+// The vector builds of the 2×2, stride-2 max pool over one float image plane (pool_avx512.cpp),
+// chosen at run time with the SIMD path (gemm/ukernel_select.cpp). pool.cpp holds the scalar
+// code they must match bit for bit, and the rest of pooling.
+#pragma once
+#include <cstdint>
+
+namespace fastnn {
+
+struct MaxPool2x2 {
+  // out, argmax (OH, OW) from the plane `in` with rows of W values
+  void (*forward)(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                  std::int64_t W);
+  // Writes rows 0 .. 2·OH of dx (W wide; an odd last column is left to the caller): each dout
+  // at its argmax, zeros elsewhere. False, with dx partly written, if an argmax lies outside
+  // its window (the caller then scatters the plane the general way).
+  bool (*backward)(float* dx, const float* dout, const std::int32_t* argmax, std::int64_t OH, std::int64_t OW,
+                   std::int64_t W);
+};
+
+// For the SIMD path in use; null where there is no vector build (the scalar code runs).
+const MaxPool2x2* maxpool_2x2_f32();
+
+#ifdef FASTNN_X86_KERNELS
+void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                              std::int64_t W);
+bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const std::int32_t* argmax, std::int64_t OH,
+                                       std::int64_t OW, std::int64_t W);
+#endif
+
+}  // namespace fastnn
