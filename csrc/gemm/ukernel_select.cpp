@@ -5,6 +5,7 @@
 #include <initializer_list>
 #include "gemm/ukernel.h"
 #include "gemm/ukernel_portable.h"
+#include "kernels/conv_simd.h"
 #include "kernels/pool_simd.h"
 #include "vmath/vmath.h"
 
@@ -97,6 +98,13 @@ const MaxPool2x2* maxpool_2x2_f32() {
 #ifdef FASTNN_X86_KERNELS
   static const MaxPool2x2 avx512{maxpool_2x2_plane_avx512, maxpool_2x2_plane_backward_avx512};
   if (g_path == Simd::AVX512) return &avx512;
+#endif
+  return nullptr;
+}
+
+ConvTapsTile conv_taps_f32() {
+#ifdef FASTNN_X86_KERNELS
+  if (g_path == Simd::AVX512) return conv_taps_tile_avx512;
 #endif
   return nullptr;
 }

@@ -33,9 +33,12 @@
 // chunk of kChunk samples, then the chunks in order, so no result depends on the thread count.
 #include <algorithm>
 #include <cstring>
+#include <memory>
+#include <type_traits>
 #include <vector>
 #include "core/buffer.h"
 #include "gemm/gemm.h"
+#include "kernels/conv_simd.h"
 #include "kernels/kernels.h"
 
 namespace fastnn {
@@ -214,29 +217,118 @@ T* scratch(Buf<T>& b, idx n) {
   return b.data();
 }
 
+// The vector kernel with the implicit im2col (conv_simd.h), for float on the paths that have
+// one and the wide geometry (stride 1), else null: im2col and the GEMM run.
+template <class T>
+ConvTapsTile taps_kernel(const Geometry& g) {
+  if constexpr (std::is_same_v<T, float>)
+    if (g.path == Path::Wide) return conv_taps_f32();
+  return nullptr;
+}
+
+// The convolution's GEMM by the vector kernel: for i < M and the wide columns j < N,
+//   out[i·ldo + (j / Wp)·width + (j % Wp − lo)] = act(Σ_p A[i·lda + p] · src[taps[p] + j] + bias[i])
+// for the columns with lo <= j % Wp < lo + width (the others are dropped), tile by tile. Tiles
+// go to threads in fixed chunks and each value is summed within one tile, so no bit depends
+// on the thread count. (Inside a per-sample worker there is one thread.)
+// Per tile of kConvTileCols wide columns: the bits of the columns kept and where the first
+// kept one goes. The same for every sample and row block, so made once per call.
+struct TapsOut {
+  std::vector<std::uint32_t> valid;
+  std::vector<idx> first;
+  TapsOut(idx N, idx Wp, idx lo, idx width) {
+    for (idx j = 0; j < N; j += kConvTileCols) {
+      const idx col0 = j % Wp;
+      std::uint32_t bits = 0;
+      for (idx b = 0, col = col0; b < kConvTileCols; ++b, col = col + 1 == Wp ? 0 : col + 1)
+        if (col >= lo && col < lo + width) bits |= 1u << b;
+      valid.push_back(bits);
+      first.push_back((j / Wp) * width + std::clamp<idx>(col0 - lo, 0, width));
+    }
+  }
+};
+template <class T>
+void taps_gemm(ConvTapsTile fn, idx M, idx N, idx K, const T* A, idx lda, const idx* taps, const T* src, T* out,
+               idx ldo, const TapsOut& keep, const T* bias, Act act) {
+  if constexpr (std::is_same_v<T, float>) {
+    const idx mt = (M + kConvTileRows - 1) / kConvTileRows, nt = (N + kConvTileCols - 1) / kConvTileCols;
+    const idx per_chunk = std::max<idx>(1, 65536 / (kConvTileRows * kConvTileCols * std::max<idx>(K, 1)));
+    parallel_chunks(mt * nt, per_chunk, [&](idx t0, idx t1) {
+      for (idx t = t0; t < t1; ++t) {
+        const idx i = (t / nt) * kConvTileRows, jt = t % nt, j = jt * kConvTileCols;
+        fn(K, A + i * lda, lda, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo,
+           (int)std::min<idx>(kConvTileRows, M - i), (int)std::min<idx>(kConvTileCols, N - j), keep.valid[(size_t)jt],
+           bias ? bias + i : nullptr, act == Act::ReLU);
+      }
+    });
+  }
+}
+
+// taps for the forward convolution: B(p, j) for p = (c, kh, kw) is the padded planes at
+// tap(c, kh, kw) + j, which is row p of the wide im2col.
+std::vector<idx> forward_taps(const Conv2d& s, const Geometry& g) {
+  std::vector<idx> taps((size_t)g.K);
+  for (idx c = 0; c < g.Cg; ++c)
+    for (idx kh = 0; kh < s.KH; ++kh)
+      for (idx kw = 0; kw < s.KW; ++kw) taps[(size_t)((c * s.KH + kh) * s.KW + kw)] = tap(s, g, c, kh, kw);
+  return taps;
+}
+
+// The input gradient as a convolution too (wide geometry): with gw the wide output gradient
+// (OCg × cols, zero in the wide columns), the padded input's gradient is
+//   dxp[c][q] = Σ_(o, kh, kw) w[o][c][kh][kw] · gw[o][q − off(kh, kw)],  off = kh·DH·Wp + kw·DW,
+// terms outside gw being zero. Each gw row is copied after `lead` = the largest off zeros
+// into a row of `row` values (zeros after it), so B(p, j) for p = (o, kh, kw) is
+// gpad[o·row + lead − off + PH·Wp + j] for the image's rows (j < H·Wp).
+struct DataTaps {
+  idx lead, row;
+  std::vector<idx> taps;
+  std::unique_ptr<TapsOut> keep;  // the image's columns of each row of H·Wp
+  DataTaps(const Conv2d& s, const Geometry& g) : keep(std::make_unique<TapsOut>(s.H * g.Wp, g.Wp, s.PW, s.W)) {
+    lead = (s.KH - 1) * s.DH * g.Wp + (s.KW - 1) * s.DW;
+    row = lead + std::max(g.cols, (s.PH + s.H) * g.Wp);
+    taps.resize((size_t)(g.OCg * s.KH * s.KW));
+    for (idx o = 0; o < g.OCg; ++o)
+      for (idx kh = 0; kh < s.KH; ++kh)
+        for (idx kw = 0; kw < s.KW; ++kw)
+          taps[(size_t)((o * s.KH + kh) * s.KW + kw)] = o * row + lead - kh * s.DH * g.Wp - kw * s.DW + s.PH * g.Wp;
+  }
+};
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act) {
   const Geometry g = geometry_of(s);
   const idx P = s.OH * s.OW;
+  const ConvTapsTile fast = taps_kernel<T>(g);
+  const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
+  const auto keep = fast ? std::make_unique<TapsOut>(g.cols, g.Wp, 0, s.OW) : nullptr;
   over_items(s.N, [&](idx n) {
     thread_local Buf<T> colbuf, padbuf, resbuf;
     for (idx gi = 0; gi < s.G; ++gi) {
       const T* xg = x + (n * s.C + gi * g.Cg) * s.H * s.W;
       T* og = out + (n * s.OC + gi * g.OCg) * P;
       const T* bg = bias ? bias + gi * g.OCg : nullptr;
-      const T* col = xg;
-      if (g.path != Path::Direct) {
+      const T* wg = weight + gi * g.OCg * g.K;
+      if (fast) {  // reads the padded planes where im2col would have copied them; bias and act applied
         T* xp = scratch(padbuf, padded_size(g));
         pad_planes(xp, xg, s, g);
-        im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
-        col = colbuf.data();
+        taps_gemm(fast, g.OCg, g.cols, g.K, wg, g.K, taps.data(), xp, og, P, *keep, bg, act);
+        continue;
       }
       // wide columns go to scratch; otherwise the GEMM writes the output in place
       T* res = g.path == Path::Wide ? scratch(resbuf, g.OCg * g.cols) : og;
-      gemm<T>(false, false, g.OCg, g.cols, g.K, T(1), weight + gi * g.OCg * g.K, g.K, col, g.cols, T(0), res, g.cols,
-              nullptr, Act::None);
+      {
+        const T* col = xg;
+        if (g.path != Path::Direct) {
+          T* xp = scratch(padbuf, padded_size(g));
+          pad_planes(xp, xg, s, g);
+          im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
+          col = colbuf.data();
+        }
+        gemm<T>(false, false, g.OCg, g.cols, g.K, T(1), wg, g.K, col, g.cols, T(0), res, g.cols, nullptr, Act::None);
+      }
       if (res != og || bg || act != Act::None) finish(og, res, bg, act, s, g);
     }
   });
@@ -251,8 +343,22 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
   // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
   std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
+  // the input gradient by the vector kernel: each group's weight as (Cg, OCg·KH·KW)
+  const ConvTapsTile fast = dx ? taps_kernel<T>(g) : nullptr;
+  const idx KK = s.KH * s.KW;
+  std::vector<T> wt;
+  std::unique_ptr<DataTaps> dt;
+  if (fast) {
+    dt = std::make_unique<DataTaps>(s, g);
+    wt.resize((size_t)(s.OC * g.K));
+    for (idx gi = 0; gi < s.G; ++gi)
+      for (idx o = 0; o < g.OCg; ++o)
+        for (idx c = 0; c < g.Cg; ++c)
+          for (idx k = 0; k < KK; ++k)
+            wt[(size_t)(gi * g.OCg * g.K + (c * g.OCg + o) * KK + k)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + k];
+  }
   over_items(nchunks, [&](idx c) {
-    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf;
+    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf;
     T* pw = partial.data() + c * wsize;
     T* pb = partial_b.data() + c * s.OC;
     for (idx n = c * kChunk; n < std::min(s.N, (c + 1) * kChunk); ++n) {
@@ -284,6 +390,19 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           }
         if (!dx) continue;
         T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
+        if (fast) {
+          // gw's rows into zero-led rows (DataTaps), then dxp's image rows by the kernel
+          T* gp = scratch(gpadbuf, g.OCg * dt->row);
+          for (idx o = 0; o < g.OCg; ++o) {
+            T* r = gp + o * dt->row;
+            std::fill(r, r + dt->lead, T(0));
+            std::copy(gr + o * g.cols, gr + (o + 1) * g.cols, r + dt->lead);
+            std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
+          }
+          taps_gemm(fast, g.Cg, s.H * g.Wp, g.OCg * KK, wt.data() + gi * g.OCg * g.K, g.OCg * KK, dt->taps.data(), gp,
+                    dxg, s.H * s.W, *dt->keep, (const T*)nullptr, Act::None);
+          continue;
+        }
         // dcol (K, cols) = weight_gᵀ (K, OCg) · g (OCg, cols), straight into dx when it is col
         T* dcol = g.path == Path::Direct ? dxg : scratch(dcolbuf, g.K * g.cols);
         gemm<T>(true, false, g.K, g.cols, g.OCg, T(1), wg, g.K, gr, g.cols, T(0), dcol, g.cols, nullptr, Act::None);

@@ -1,0 +1,87 @@
+// AVX-512F kernel of the convolution's GEMM with its im2col left implicit (conv.cpp):
+//   C[i, j] = Σ_p A[i, p] · src[taps[p] + j]     i < rows, j < cols
+// B's row p is the padded image (or gradient) read at offset taps[p], where an explicit
+// im2col would have copied it. Each C value is one FMA chain over p in order, as the packed
+// GEMM's micro-kernels sum (so a forward convolution keeps the bits of the GEMM on this path).
+// Tiles of MR rows × 32 columns: 2·MR zmm accumulators, two loads of B and MR broadcasts of A
+// per p. Compiled with -mavx512f -mfma, called only on the AVX-512 path (conv_taps_f32()).
+// Includes nothing but intrinsics, so no shared inline code gets AVX-512 flags.
+#include <immintrin.h>
+#include <cstdint>
+#include "kernels/conv_simd.h"
+
+namespace fastnn {
+namespace {
+
+inline __mmask16 upto(std::int64_t n) {
+  return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
+}
+
+// rows <= MR: A's rows past `rows` are not read (row rows - 1 is used again, never stored).
+// The epilogue (ConvTapsTile in conv_simd.h): + bias, ReLU, then the `valid` lanes
+// compress-stored side by side.
+template <int MR, bool kFull>
+inline void tile(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
+                 float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid, const float* bias, bool relu) {
+  __m512 acc[MR][2];
+  const float* ar[MR];
+  for (int i = 0; i < MR; ++i) {
+    acc[i][0] = acc[i][1] = _mm512_setzero_ps();
+    ar[i] = a + (i < rows ? i : rows - 1) * lda;
+  }
+  const __mmask16 m0 = upto(cols), m1 = upto(cols - 16);
+#pragma GCC unroll 2
+  for (std::int64_t p = 0; p < k; ++p) {
+    const float* b = src + taps[p];
+    const __m512 b0 = kFull ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
+    const __m512 b1 = kFull ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 ai = _mm512_set1_ps(ar[i][p]);
+      acc[i][0] = _mm512_fmadd_ps(ai, b0, acc[i][0]);
+      acc[i][1] = _mm512_fmadd_ps(ai, b1, acc[i][1]);
+    }
+  }
+  const __mmask16 v0 = __mmask16(valid & m0), v1 = __mmask16((valid >> 16) & m1);
+  const int n0 = __builtin_popcount(v0), n1 = __builtin_popcount(v1);
+  const __m512 zero = _mm512_setzero_ps();
+  for (int i = 0; i < rows; ++i) {
+    __m512 r0 = acc[i][0], r1 = acc[i][1];
+    if (bias) {
+      const __m512 bi = _mm512_set1_ps(bias[i]);
+      r0 = _mm512_add_ps(r0, bi), r1 = _mm512_add_ps(r1, bi);
+    }
+    if (relu) {  // x < 0 ? 0 : x, as relu() (NaN and -0 pass)
+      r0 = _mm512_mask_mov_ps(r0, _mm512_cmp_ps_mask(r0, zero, _CMP_LT_OQ), zero);
+      r1 = _mm512_mask_mov_ps(r1, _mm512_cmp_ps_mask(r1, zero, _CMP_LT_OQ), zero);
+    }
+    float* ci = c + i * ldc;
+    if (v0 == m0 && v1 == m1) {  // every lane kept: plain stores
+      _mm512_mask_storeu_ps(ci, m0, r0);
+      _mm512_mask_storeu_ps(ci + 16, m1, r1);
+    } else {
+      // (compressed in registers, then stored: the memory form of compress is far slower)
+      _mm512_mask_storeu_ps(ci, upto(n0), _mm512_maskz_compress_ps(v0, r0));
+      _mm512_mask_storeu_ps(ci + n0, upto(n1), _mm512_maskz_compress_ps(v1, r1));
+    }
+  }
+}
+
+template <int MR>
+void tile_any(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src, float* c,
+              std::int64_t ldc, int rows, int cols, std::uint32_t valid, const float* bias, bool relu) {
+  if (cols >= 32) tile<MR, true>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+  else tile<MR, false>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+}
+
+}  // namespace
+
+// One tile of at most 12 rows and 32 columns.
+void conv_taps_tile_avx512(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps,
+                           const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
+                           const float* bias, bool relu) {
+  if (rows > 8) tile_any<12>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+  else if (rows > 4) tile_any<8>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+  else tile_any<4>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+}
+
+}  // namespace fastnn
