@@ -102,9 +102,10 @@ const MaxPool2x2* maxpool_2x2_f32() {
   return nullptr;
 }
 
-ConvTapsTile conv_taps_f32() {
+const ConvTaps* conv_taps_f32() {
 #ifdef FASTNN_X86_KERNELS
-  if (g_path == Simd::AVX512) return conv_taps_tile_avx512;
+  static const ConvTaps avx512{conv_taps_tile_avx512, conv_taps_dot_avx512};
+  if (g_path == Simd::AVX512) return &avx512;
 #endif
   return nullptr;
 }

@@ -17,17 +17,18 @@ inline __mmask16 upto(std::int64_t n) {
   return n >= 16 ? __mmask16(0xFFFF) : n <= 0 ? __mmask16(0) : __mmask16((1u << n) - 1);
 }
 
-// rows <= MR: A's rows past `rows` are not read (row rows - 1 is used again, never stored).
-// The epilogue (ConvTapsTile in conv_simd.h): + bias, ReLU, then the `valid` lanes
-// compress-stored side by side.
+// rows <= MR: rows past `rows` are not read (row rows - 1 is used again, never stored).
+// The epilogue (ConvTapsTile in conv_simd.h): + C when `add`, + bias, ReLU, then the `valid`
+// lanes stored side by side.
 template <int MR, bool kFull>
-inline void tile(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
-                 float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid, const float* bias, bool relu) {
+inline void tile(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps, const float* src,
+                 float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid, bool add, const float* bias,
+                 bool relu) {
   __m512 acc[MR][2];
   const float* ar[MR];
   for (int i = 0; i < MR; ++i) {
     acc[i][0] = acc[i][1] = _mm512_setzero_ps();
-    ar[i] = a + (i < rows ? i : rows - 1) * lda;
+    ar[i] = a + arow[i < rows ? i : rows - 1];
   }
   const __mmask16 m0 = upto(cols), m1 = upto(cols - 16);
 #pragma GCC unroll 2
@@ -46,6 +47,11 @@ inline void tile(std::int64_t k, const float* a, std::int64_t lda, const std::in
   const __m512 zero = _mm512_setzero_ps();
   for (int i = 0; i < rows; ++i) {
     __m512 r0 = acc[i][0], r1 = acc[i][1];
+    float* ci = c + i * ldc;
+    if (add) {  // (only with every lane kept)
+      r0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, ci), r0);
+      r1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, ci + 16), r1);
+    }
     if (bias) {
       const __m512 bi = _mm512_set1_ps(bias[i]);
       r0 = _mm512_add_ps(r0, bi), r1 = _mm512_add_ps(r1, bi);
@@ -54,12 +60,10 @@ inline void tile(std::int64_t k, const float* a, std::int64_t lda, const std::in
       r0 = _mm512_mask_mov_ps(r0, _mm512_cmp_ps_mask(r0, zero, _CMP_LT_OQ), zero);
       r1 = _mm512_mask_mov_ps(r1, _mm512_cmp_ps_mask(r1, zero, _CMP_LT_OQ), zero);
     }
-    float* ci = c + i * ldc;
     if (v0 == m0 && v1 == m1) {  // every lane kept: plain stores
       _mm512_mask_storeu_ps(ci, m0, r0);
       _mm512_mask_storeu_ps(ci + 16, m1, r1);
-    } else {
-      // (compressed in registers, then stored: the memory form of compress is far slower)
+    } else {  // compressed in registers, then stored (the memory form of compress is far slower)
       _mm512_mask_storeu_ps(ci, upto(n0), _mm512_maskz_compress_ps(v0, r0));
       _mm512_mask_storeu_ps(ci + n0, upto(n1), _mm512_maskz_compress_ps(v1, r1));
     }
@@ -67,21 +71,73 @@ inline void tile(std::int64_t k, const float* a, std::int64_t lda, const std::in
 }
 
 template <int MR>
-void tile_any(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src, float* c,
-              std::int64_t ldc, int rows, int cols, std::uint32_t valid, const float* bias, bool relu) {
-  if (cols >= 32) tile<MR, true>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
-  else tile<MR, false>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+void tile_any(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps, const float* src,
+              float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid, bool add, const float* bias,
+              bool relu) {
+  if (cols >= 32) tile<MR, true>(k, a, arow, taps, src, c, ldc, rows, cols, valid, add, bias, relu);
+  else tile<MR, false>(k, a, arow, taps, src, c, ldc, rows, cols, valid, add, bias, relu);
 }
 
 }  // namespace
 
 // One tile of at most 12 rows and 32 columns.
-void conv_taps_tile_avx512(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps,
+void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
                            const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
-                           const float* bias, bool relu) {
-  if (rows > 8) tile_any<12>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
-  else if (rows > 4) tile_any<8>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
-  else tile_any<4>(k, a, lda, taps, src, c, ldc, rows, cols, valid, bias, relu);
+                           bool add, const float* bias, bool relu) {
+  if (rows > 8) tile_any<12>(k, a, arow, taps, src, c, ldc, rows, cols, valid, add, bias, relu);
+  else if (rows > 4) tile_any<8>(k, a, arow, taps, src, c, ldc, rows, cols, valid, add, bias, relu);
+  else tile_any<4>(k, a, arow, taps, src, c, ldc, rows, cols, valid, add, bias, relu);
+}
+
+}  // namespace fastnn
+
+
+namespace fastnn {
+namespace {
+
+// 16 × 16 lane sums -> the 16 sums, in one fixed tree: each 512-bit sum folded to 256 bits,
+// then three rounds of horizontal adds (as sdot8 in gemm/ukernel_avx512.cpp).
+inline void sum16(const __m512 (&acc)[16], float* out) {
+  for (int half = 0; half < 2; ++half) {
+    __m256 h[8];
+    for (int j = 0; j < 8; ++j) {
+      const __m512 a = acc[8 * half + j];
+      h[j] = _mm256_add_ps(_mm512_castps512_ps256(a), _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)));
+    }
+    const __m256 t0 = _mm256_hadd_ps(h[0], h[1]), t1 = _mm256_hadd_ps(h[2], h[3]);
+    const __m256 t2 = _mm256_hadd_ps(h[4], h[5]), t3 = _mm256_hadd_ps(h[6], h[7]);
+    const __m256 s0 = _mm256_hadd_ps(t0, t1), s1 = _mm256_hadd_ps(t2, t3);
+    _mm256_storeu_ps(out + 8 * half,
+                     _mm256_add_ps(_mm256_permute2f128_ps(s0, s1, 0x20), _mm256_permute2f128_ps(s0, s1, 0x31)));
+  }
+}
+
+template <bool kTail>
+inline void dot_step(const float* const* ar, const float* const* br, std::int64_t j, __mmask16 m, __m512 (&acc)[16]) {
+  __m512 av[4], bv[4];
+  for (int i = 0; i < 4; ++i) av[i] = kTail ? _mm512_maskz_loadu_ps(m, ar[i] + j) : _mm512_loadu_ps(ar[i] + j);
+  for (int q = 0; q < 4; ++q) bv[q] = kTail ? _mm512_maskz_loadu_ps(m, br[q] + j) : _mm512_loadu_ps(br[q] + j);
+  for (int i = 0; i < 4; ++i)
+    for (int q = 0; q < 4; ++q) acc[4 * i + q] = _mm512_fmadd_ps(av[i], bv[q], acc[4 * i + q]);
+}
+
+}  // namespace
+
+void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
+                          float* c, std::int64_t ldc, int rows, int cols, bool add) {
+  const float* ar[4];
+  const float* br[4];
+  for (int i = 0; i < 4; ++i) ar[i] = a + (i < rows ? i : rows - 1) * lda;
+  for (int q = 0; q < 4; ++q) br[q] = src + taps[q < cols ? q : cols - 1];
+  __m512 acc[16];
+  for (int i = 0; i < 16; ++i) acc[i] = _mm512_setzero_ps();
+  std::int64_t j = 0;
+  for (; j + 16 <= n; j += 16) dot_step<false>(ar, br, j, __mmask16(0xFFFF), acc);
+  if (j < n) dot_step<true>(ar, br, j, upto(n - j), acc);
+  float sums[16];
+  sum16(acc, sums);
+  for (int i = 0; i < rows; ++i)
+    for (int q = 0; q < cols; ++q) c[i * ldc + q] = add ? c[i * ldc + q] + sums[4 * i + q] : sums[4 * i + q];
 }
 
 }  // namespace fastnn

@@ -5,23 +5,38 @@
 
 namespace fastnn {
 
-// C[i, j] = Σ_p A[i·lda + p] · src[taps[p] + j] for i < rows (<= 12), j < cols (<= 32): one
-// FMA chain per value, p in order. A tile of 32 columns reads src[taps[p] .. taps[p] + 32), a
-// narrower one only its columns. Then, per row i: + bias[i] (unless null), ReLU (if relu),
-// and the columns j whose bit is set in `valid` are stored side by side from c + i·ldc on
-// (the wide columns a convolution drops leave no gaps).
-using ConvTapsTile = void (*)(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps,
+// C[i, j] = Σ_p a[arow[i] + p] · src[taps[p] + j] for i < rows (<= 12), j < cols (<= 32):
+// one FMA chain per value, p in order. A tile of 32 columns reads src[taps[p] .. taps[p] + 32),
+// a narrower one only its columns. Then, per row i: + the C already there (if add; every
+// column kept then), + bias[i] (unless null), ReLU (if relu), and the columns j whose bit is
+// set in `valid` are stored side by side from c + i·ldc on (the wide columns a convolution
+// drops leave no gaps).
+using ConvTapsTile = void (*)(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
                               const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
-                              const float* bias, bool relu);
+                              bool add, const float* bias, bool relu);
 constexpr int kConvTileRows = 12, kConvTileCols = 32;
 
+// The weight gradient's products, 4 × 4 dots at a time: for i < rows (<= 4), q < cols (<= 4),
+//   C[i·ldc + q] = (C[i·ldc + q] +) Σ_(j < n) a[i·lda + j] · src[taps[q] + j]
+// (added when `add`). Each sum is 16 lane sums over j in order, then added across lanes in a
+// fixed tree: no bit depends on which thread runs it.
+using ConvTapsDot = void (*)(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps,
+                             const float* src, float* c, std::int64_t ldc, int rows, int cols, bool add);
+constexpr int kConvDot = 4;
+
+struct ConvTaps {
+  ConvTapsTile tile;
+  ConvTapsDot dot;
+};
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
-ConvTapsTile conv_taps_f32();
+const ConvTaps* conv_taps_f32();
 
 #ifdef FASTNN_X86_KERNELS
-void conv_taps_tile_avx512(std::int64_t k, const float* a, std::int64_t lda, const std::int64_t* taps,
+void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
                            const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
-                           const float* bias, bool relu);
+                           bool add, const float* bias, bool relu);
+void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
+                          float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif
 
 }  // namespace fastnn
