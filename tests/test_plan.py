@@ -312,6 +312,11 @@ CNN_MODELS = {
         fnn.Residual(fnn.Sequential(fnn.Conv2d(4, 8, 3, stride=2, padding=1), fnn.BatchNorm2d(8)),
                      fnn.Sequential(fnn.Conv2d(4, 8, 1, stride=2), fnn.BatchNorm2d(8))), fnn.ReLU(),
         fnn.AdaptiveAvgPool2d(1), fnn.Flatten(), fnn.Linear(8, 4)),
+    # max pools fused into the convolution before them: without a ReLU, with odd sizes, a
+    # pool that is not 2×2, and 20 channels (the AVX-512 kernel's 12-row tiles)
+    "conv-maxpool-fused": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 4, 3), fnn.MaxPool2d(2), fnn.Tanh(), fnn.Conv2d(4, 20, 3, padding=1), fnn.ReLU(),
+        fnn.MaxPool2d(3, stride=2, padding=1), fnn.Flatten(), fnn.Linear(180, 4)),
     "groups-dilation-maxpool-pad": lambda: fnn.Sequential(
         fnn.Conv2d(1, 6, 3, padding=2, dilation=2), fnn.LeakyReLU(0.1), fnn.Conv2d(6, 6, 3, groups=3, padding=1),
         fnn.Sigmoid(), fnn.MaxPool2d(3, stride=2, padding=1), fnn.Conv2d(6, 6, 1, groups=6),
@@ -360,6 +365,31 @@ def test_plan_cnn_is_thread_count_independent():
     np.testing.assert_array_equal(p1, p2)
     for k in w1:
         np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
+
+
+def test_max_pools_are_fused_into_convolutions_and_thread_count_independent():
+    # A max pool right after a convolution runs inside its op, chunk by chunk of 8 samples
+    # (batches of 37: four whole chunks and a short one, chunks spread over threads).
+    X, y = images(n=74, size=12)
+    results = []
+    try:
+        for threads in (1, 2):
+            fnn.set_num_threads(threads)
+            fnn.manual_seed(0)
+            m = CNN_MODELS["conv-maxpool-fused"]()
+            h = m.fit(X, y, optimizer=fnn.Adam(m.parameters()), epochs=2, batch_size=37, verbose=0)
+            results.append((m.state_dict(), h.history, m.eval().predict(X), m.predict(X[:1])))
+    finally:
+        fnn.set_num_threads(2)
+    (w1, h1, p1, q1), (w2, h2, p2, q2) = results
+    assert h1 == h2
+    np.testing.assert_array_equal(p1, p2)
+    np.testing.assert_array_equal(q1, q2)
+    for k in w1:
+        np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
+    core = plan.inference(m, X).core
+    core.set_profiling(True)
+    assert [t[0] for t in core.op_times()][:4] == ["conv2d+maxpool2d", "tanh", "conv2d+relu+maxpool2d", "linear"]
 
 
 @pytest.mark.parametrize("use_plan", [True, False])

@@ -44,7 +44,7 @@
 namespace fastnn {
 namespace {
 
-constexpr idx kChunk = 8;  // samples per partial weight gradient
+constexpr idx kChunk = kConvChunk;  // samples per partial weight gradient
 
 enum class Path { Direct, Wide, General };
 

@@ -34,8 +34,10 @@ struct Conv2d {
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act);
 // dx (N,C,H,W) written [may be null]; dweight (OC,C/G,KH,KW) and dbias (OC) [may be null]
-// added (accumulate) or written. With act ReLU, dout is the gradient at the ReLU's output y
+// added (accumulate) or written. The weight gradient is summed per chunk of kConvChunk
+// samples, then the chunks in order (a caller running it chunk by chunk gets the same bits). With act ReLU, dout is the gradient at the ReLU's output y
 // (forward's out), and is multiplied by relu_grad(y) first.
+constexpr idx kConvChunk = 8;
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
                      bool accumulate, Act act, const T* y);

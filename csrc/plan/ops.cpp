@@ -8,7 +8,8 @@
 //   AddOp         fastnn/layers/residual.py     add_forward; its gradient goes to both inputs
 //   BranchOp      fastnn/layers/residual.py     none forward (its slot aliases the input); backward
 //                                               hands the path's gradient to the input
-//   ConvOp        fastnn/layers/conv.py         conv2d_forward / conv2d_backward
+//   ConvOp        fastnn/layers/conv.py         conv2d_forward / conv2d_backward (and a following
+//                                               MaxPool2d's maxpool2d_*, fused per chunk)
 //   PoolOp        fastnn/layers/conv.py         maxpool2d_* (argmax kept) or avgpool2d_*
 //   BatchNormOp   fastnn/layers/norm.py         batchnorm_stats, _forward, _update / _backward
 // (Flatten and eval-mode Dropout are no ops at all: fastnn/plan.py lets them reuse their input's
@@ -110,28 +111,113 @@ struct BranchOp : Op<T> {
   }
 };
 
+// With a max pool fused (fuse_pool), the convolution's output lives only in a per-thread
+// scratch of one chunk of kConvChunk samples (the chunks conv2d_backward sums its weight
+// gradient over), which stays in cache instead of crossing memory twice each way. The kernels
+// are called on each chunk as the layers call them on the batch, so the bits are theirs:
+// forward, conv2d_forward then maxpool2d_forward; backward, maxpool2d_backward gives the
+// convolution's output gradient, and a ReLU's mask comes from the pooled values put back at
+// their argmax (relu_grad(0 + v) is relu_grad(v); elsewhere the gradient is +0 and stays +0
+// whatever the mask), then conv2d_backward per chunk and the chunks' weight gradients summed
+// in order, as it sums them.
 template <class T>
 struct ConvOp : Op<T> {
-  const char* name() const override { return act == Act::ReLU ? "conv2d+relu" : "conv2d"; }
+  const char* name() const override {
+    if (pooled) return act == Act::ReLU ? "conv2d+relu+maxpool2d" : "conv2d+maxpool2d";
+    return act == Act::ReLU ? "conv2d+relu" : "conv2d";
+  }
   Conv2d g;  // N set per batch
   idx w_off, b_off;
   Act act = Act::None;  // ReLU fused, its mask taken from the output in backward
+  bool pooled = false;  // a max pool fused: the output slot holds the pool's output
+  Pool2d pool{};
+  std::vector<T> partial;  // per chunk, its weight and bias gradients (backward, pooled)
   bool fuse(Act a) override {
-    if (a != Act::ReLU || act != Act::None) return false;
+    if (a != Act::ReLU || act != Act::None || pooled) return false;
     act = a;
     return true;
   }
-  void forward(const Batch<T>& b, void*) override {
-    Conv2d s = g;
-    s.N = b.rows;
-    conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, b_off >= 0 ? b.params + b_off : nullptr, s,
-                   act);
+  bool fuse_pool(const Pool2d& p) override {
+    if (pooled || p.C != g.OC || p.H != g.OH || p.W != g.OW) return false;
+    pooled = true, pool = p;
+    return true;
   }
-  void backward(const Batch<T>& b, void*, T* const* dst) override {
+  size_t saved_bytes(idx rows) const override {
+    return pooled ? sizeof(std::int32_t) * (size_t)(rows * pool.C * pool.OH * pool.OW) : 0;
+  }
+  idx in_width() const { return g.C * g.H * g.W; }
+  idx conv_width() const { return g.OC * g.OH * g.OW; }
+  idx pool_width() const { return pool.C * pool.OH * pool.OW; }
+  // f(chunk, first sample, samples) over the batch's chunks: chunks to threads (one thread
+  // inside each) when there are enough of them, else one after another on all threads
+  template <class F>
+  static void over_chunks(idx rows, F f) {
+    const idx n = (rows + kConvChunk - 1) / kConvChunk;
+    auto one = [&](idx c) { f(c, c * kConvChunk, std::min(kConvChunk, rows - c * kConvChunk)); };
+    if (n >= num_threads() && num_threads() > 1)
+      parallel_chunks(n, 1, [&](idx c0, idx c1) {
+        SerialScope serial;
+        for (idx c = c0; c < c1; ++c) one(c);
+      });
+    else
+      for (idx c = 0; c < n; ++c) one(c);
+  }
+  void forward(const Batch<T>& b, void* saved) override {
     Conv2d s = g;
     s.N = b.rows;
-    conv2d_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
-                    b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false, act, b.val[this->out]);
+    const T* bias = b_off >= 0 ? b.params + b_off : nullptr;
+    if (!pooled) return conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, bias, s, act);
+    auto* argmax = static_cast<std::int32_t*>(saved);
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+      thread_local std::vector<T> y;
+      if (y.size() < (size_t)(nn * conv_width())) y.resize((size_t)(nn * conv_width()));
+      Conv2d sc = g;
+      Pool2d pc = pool;
+      sc.N = pc.N = nn;
+      conv2d_forward(y.data(), b.val[this->in[0]] + n0 * in_width(), b.params + w_off, bias, sc, act);
+      maxpool2d_forward(b.val[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), y.data(), pc);
+    });
+  }
+  void backward(const Batch<T>& b, void* saved, T* const* dst) override {
+    Conv2d s = g;
+    s.N = b.rows;
+    const bool has_bias = b_off >= 0;
+    T* dbias = has_bias ? b.grads + b_off : nullptr;
+    if (!pooled)
+      return conv2d_backward(dst[0], b.grads + w_off, dbias, b.grad[this->out], b.val[this->in[0]], b.params + w_off,
+                             s, /*accumulate=*/false, act, b.val[this->out]);
+    const auto* argmax = static_cast<const std::int32_t*>(saved);
+    const idx wsize = g.OC * (g.C / g.G) * g.KH * g.KW, per = wsize + g.OC;
+    const idx nchunks = (b.rows + kConvChunk - 1) / kConvChunk;
+    if (partial.size() < (size_t)(nchunks * per)) partial.resize((size_t)(nchunks * per));
+    over_chunks(b.rows, [&](idx c, idx n0, idx nn) {
+      thread_local std::vector<T> gy, y;
+      const size_t n = (size_t)(nn * conv_width());
+      if (gy.size() < n) gy.resize(n);
+      Conv2d sc = g;
+      Pool2d pc = pool;
+      sc.N = pc.N = nn;
+      const std::int32_t* am = argmax + n0 * pool_width();
+      maxpool2d_backward(gy.data(), b.grad[this->out] + n0 * pool_width(), am, pc);
+      if (act == Act::ReLU) {
+        if (y.size() < n) y.resize(n);
+        maxpool2d_backward(y.data(), b.val[this->out] + n0 * pool_width(), am, pc);
+      }
+      T* pw = partial.data() + c * per;
+      conv2d_backward(dst[0] ? dst[0] + n0 * in_width() : nullptr, pw, has_bias ? pw + wsize : nullptr, gy.data(),
+                      b.val[this->in[0]] + n0 * in_width(), b.params + w_off, sc, /*accumulate=*/false, act,
+                      act == Act::ReLU ? y.data() : nullptr);
+    });
+    // the chunks in order, as conv2d_backward sums them (zero for an empty batch)
+    const idx total = has_bias ? per : wsize;
+    parallel_chunks(total, kElementwiseChunk, [&](idx i0, idx i1) {
+      for (idx i = i0; i < i1; ++i) {
+        T v = nchunks ? partial[(size_t)i] : T(0);
+        for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * per + i)];
+        if (i < wsize) b.grads[w_off + i] = v;
+        else dbias[i - wsize] = v;
+      }
+    });
   }
 };
 

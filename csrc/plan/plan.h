@@ -65,6 +65,9 @@ struct Op {
   // Take over the activation that follows (a convolution's ReLU): true if this op now applies
   // it to its output and backpropagates through it, with the same bits.
   virtual bool fuse(Act act) { (void)act; return false; }
+  // Take over the max pool that follows (a convolution's): true if this op now writes the
+  // pool's output (and keeps its argmax), with the same bits as the two ops.
+  virtual bool fuse_pool(const Pool2d& pool) { (void)pool; return false; }
 };
 
 // The ops layers lower to (plan/ops.cpp); each takes its slots, then its sizes and offsets,
@@ -177,6 +180,23 @@ class Plan {
     for (auto& op : ops_)
       if (op->out == slot) return op->fuse(act);
     return false;
+  }
+
+  // When nothing reads `slot` yet and the op writing it can fuse a max pool of geometry g,
+  // fuses it there: that op then writes a new slot of the pool's output, whose index is
+  // returned (else -1), and `slot` is left empty.
+  int fuse_pool(int slot, const Pool2d& g) {
+    if (slot == 0 || consumers(slot) > 0) return -1;
+    for (auto& op : ops_)
+      if (op->out == slot) {
+        if (!op->fuse_pool(g)) return -1;
+        const int out = add_slot(g.C * g.OH * g.OW);
+        slots_[(size_t)out].needs_grad = slots_[(size_t)slot].needs_grad;
+        slots_[(size_t)slot].width = 0, slots_[(size_t)slot].needs_grad = false;
+        op->out = out;
+        return out;
+      }
+    return -1;
   }
 
   int n_slots() const { return (int)slots_.size(); }

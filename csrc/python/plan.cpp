@@ -155,6 +155,12 @@ class PyPlan {
       throw py::value_error(cat(op, ": the input holds ", width(src), " values per sample, not ", C, " × ", H, " × ", W));
     if (H * W > INT32_MAX) throw py::value_error(cat(op, ": an image plane over 2^31 pixels"));
     const Pool2d g = pool_geometry_of(op, 1, C, H, W, kernel, stride, padding);
+    // a max pool right after a convolution runs inside it (the same bits, its output never
+    // leaves the cache)
+    if (kind == "max") {
+      const int fused = with([&](auto& p) { return p.fuse_pool(src, g); });
+      if (fused >= 0) return fused;
+    }
     return push_op(C * g.OH * g.OW, false, [&](auto tag, int out) { return make_pool2d<decltype(tag)>(src, out, g, kind == "max"); });
   }
 
