@@ -369,17 +369,20 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
   // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
   std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
-  // the vector kernels: the weight gradient from the padded planes at the forward taps; the
-  // input gradient from the output gradient with each group's weight as (Cg, OCg·KH·KW)
-  // The vector kernels: the input gradient below (DataTaps); the weight gradient, when the
-  // patch is small, as dots of the output gradient's rows with the padded planes at the
-  // forward taps (no im2col). Measured, float on one thread, 128 samples: 1 → 32 channels of
-  // 28×28, 3×3: GEMM 2.8 ms, dots 2.0; 32 → 64 channels of 14×14 (K = 288): GEMM 11.3 ms,
-  // dots 16.0 (their 16 lane sums per value cost more than the GEMM's packing).
+  // The vector kernels (AVX-512, float, stride 1). The input gradient: below (DataTaps). The
+  // weight gradient without im2col: with a small patch (K < 32 taps, an image net's first
+  // layer) as dots of the output gradient's rows with the padded planes at the forward taps;
+  // else transposed, dwᵀ (K, OCg) = colᵀ · gᵀ, the tile kernel reading A's rows from the padded
+  // planes at the taps and B from the output gradient transposed, so partial holds each
+  // group's (K, OCg). Measured, float on one thread, 128 samples: 1 → 32 channels of 28×28:
+  // GEMM 2.8 ms, dots 2.0; 32 → 64 channels of 14×14 (K = 288): GEMM 11.3 ms, dots 16.0 (their
+  // 16 lane sums per value cost more than the GEMM's packing), transposed 9.8.
   const ConvTaps* fast = taps_kernel<T>(g);
-  const bool dots = fast && g.K < 32;
-  const std::vector<idx> taps = dots ? forward_taps(s, g) : std::vector<idx>();
+  const bool dots = fast && g.K < 32, transposed = fast && !dots;
+  const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
   const std::vector<idx> rows_wt = fast ? strided(g.Cg, g.OCg * s.KH * s.KW) : std::vector<idx>();
+  const std::vector<idx> rows_gt = transposed ? strided(g.cols, g.OCg) : std::vector<idx>();
+  const auto keep_w = transposed ? std::make_unique<TapsOut>(g.OCg, g.OCg, 0, g.OCg) : nullptr;
   const idx KK = s.KH * s.KW;
   std::vector<T> wt;
   std::unique_ptr<DataTaps> dt;
@@ -393,7 +396,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
             wt[(size_t)(gi * g.OCg * g.K + (c * g.OCg + o) * KK + k)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + k];
   }
   over_items(nchunks, [&](idx c) {
-    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf;
+    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf;
     T* pw = partial.data() + c * wsize;
     T* pb = partial_b.data() + c * s.OC;
     for (idx n = c * kChunk; n < std::min(s.N, (c + 1) * kChunk); ++n) {
@@ -406,7 +409,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         if (g.path != Path::Direct) {
           xp = scratch(padbuf, padded_size(g));
           pad_planes(xp, xg, s, g);
-          if (!dots) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
+          if (!fast) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
         // the gradient at the output, ReLU's mask applied when fused, zero in wide columns
@@ -417,10 +420,17 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         }
         // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
         const bool first = n == c * kChunk;
-        if (dots)
+        if (dots) {
           taps_dot(fast->dot, g.OCg, g.K, g.cols, gr, g.cols, taps.data(), (const T*)xp, pw + gi * g.OCg * g.K, g.K,
                    !first);
-        else
+        } else if (transposed) {
+          if constexpr (std::is_same_v<T, float>) {
+            T* gt = scratch(gtbuf, g.cols * g.OCg);
+            fast->transpose(gr, g.OCg, g.cols, g.cols, gt, g.OCg);
+            taps_gemm(fast->tile, g.K, g.OCg, g.cols, (const T*)xp, taps.data(), rows_gt.data(), (const T*)gt,
+                      pw + gi * g.OCg * g.K, g.OCg, *keep_w, !first, (const T*)nullptr, Act::None);
+          }
+        } else
           gemm<T>(false, true, g.OCg, g.K, g.cols, T(1), gr, g.cols, col, g.cols, first ? T(0) : T(1),
                   pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
         if (dbias)  // (the wide columns of g are zeros)
@@ -457,7 +467,11 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // sum the chunks in order; each thread owns a range of weights
   parallel_chunks(wsize, kElementwiseChunk, [&](idx i0, idx i1) {
     for (idx i = i0; i < i1; ++i) {
-      const idx at = i;
+      idx at = i;  // where weight i's gradient is in a chunk's partial
+      if (transposed) {
+        const idx gi = i / (g.OCg * g.K), o = i / g.K % g.OCg, k = i % g.K;
+        at = gi * g.OCg * g.K + k * g.OCg + o;
+      }
       T v = nchunks ? partial[(size_t)at] : T(0);
       for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * wsize + at)];
       dweight[i] = accumulate ? dweight[i] + v : v;

@@ -24,9 +24,14 @@ using ConvTapsDot = void (*)(std::int64_t n, const float* a, std::int64_t lda, c
                              const float* src, float* c, std::int64_t ldc, int rows, int cols, bool add);
 constexpr int kConvDot = 4;
 
+// dst[j·ldd + i] = src[i·lds + j] for i < rows, j < cols
+using ConvTranspose = void (*)(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
+                               std::int64_t ldd);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTapsDot dot;
+  ConvTranspose transpose;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -35,6 +40,8 @@ const ConvTaps* conv_taps_f32();
 void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
                            const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
                            bool add, const float* bias, bool relu);
+void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
+                           std::int64_t ldd);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif
