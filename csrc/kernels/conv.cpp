@@ -22,6 +22,16 @@
 //           columns costs a whole one), but for dweight's (+12%).
 //   general any stride: rows of OW values from the padded image.
 //
+// On the AVX-512 path, float convolutions of the wide geometry build no col at all
+// (conv_avx512.cpp, conv_simd.h): a tile kernel reads B's row (c, kh, kw) straight from the
+// padded planes at that tap's offset, and its stores add the bias, apply a fused ReLU and drop
+// the wide columns. The input gradient is the same kernel over the output gradient laid in
+// zero-led rows with the weight transposed (DataTaps: no col2im); the weight gradient is the
+// kernel again, transposed (A's rows the padded planes at the taps, B the output gradient
+// transposed), or dots for a patch of few taps. Measured on one thread, 128 samples of 32 → 64
+// channels, 14×14: forward 8.6 → 7.9 ms, backward 20.3 → 19.0 ms (weight gradient alone 11.3
+// → 9.8); 1 → 32 channels of 28×28: forward 1.49 → 1.05 ms, backward 2.8 → 2.0 ms.
+//
 // ReLU can be fused (a compiled plan's Conv2d → ReLU): the output gets relu(), and backward
 // multiplies dout by relu_grad(y) from that output, which equals relu_grad(x) of the layers'
 // separate ReLU for every x (NaN and ±0 included), so the results are the same bits.
