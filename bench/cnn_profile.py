@@ -1,9 +1,10 @@
 """Where a CNN training step spends its time: per-op forward and backward times of the
 compiled plan (fastnn/plan.py), with GFLOP/s for the convolutions and Linear layers against
-the FMA limit of the cores, for fastnn.cnn_models' "cnn" (or "cnn-bn") on Fashion-MNIST
-(random data of its shape when the dataset is not installed).
+the FMA limit of the cores, for a net of fastnn.cnn_models ("cnn", "cnn-bn" or "resnet"; the
+GFLOP/s for the first two) on Fashion-MNIST (random data of its shape when the dataset is not
+installed).
 
-    python bench/cnn_profile.py [--batches 40] [--batch-size 128] [--threads 2] [--batchnorm]
+    python bench/cnn_profile.py [--model cnn] [--batches 40] [--batch-size 128] [--threads 2]
 """
 from __future__ import annotations
 
@@ -35,7 +36,8 @@ def main(argv=None) -> None:
     p.add_argument("--batches", type=int, default=40)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--threads", type=int, default=2)
-    p.add_argument("--batchnorm", action="store_true", help="BatchNorm after each conv, Dropout(0.25) (cnn-bn)")
+    p.add_argument("--model", choices=cnn_models.NAMES, default="cnn")
+    p.add_argument("--batchnorm", action="store_true", help="the same as --model cnn-bn")
     p.add_argument("--fma-gflops", type=float, default=190.0, help="one core's FMA limit (AVX-512: 2×16×2×~3 GHz)")
     a = p.parse_args(argv)
     fnn.set_num_threads(a.threads)
@@ -47,7 +49,8 @@ def main(argv=None) -> None:
     n = a.batches * a.batch_size
     X, y = fnn.data.normalize(X.reshape(-1, 1, 28, 28)[:n]), y[:n].astype(np.int64)
     fnn.manual_seed(0)
-    model = cnn_models.build("cnn-bn" if a.batchnorm else "cnn").train()
+    name = "cnn-bn" if a.batchnorm else a.model
+    model = cnn_models.build(name).train()
     runner = plan.training(model, fnn.CrossEntropyLoss(), fnn.Adam(model.parameters()), X, y, None)
     order = np.arange(n, dtype=np.int64)
     runner.run(order, a.batch_size, 0, 2)                      # warm up: workspace, caches
@@ -56,20 +59,20 @@ def main(argv=None) -> None:
     t0 = time.perf_counter()
     runner.run(order, a.batch_size, 0, a.batches)
     wall = (time.perf_counter() - t0) / a.batches
-    rows, work = core.op_times(), iter(flops(model, a.batch_size))
+    rows, work = core.op_times(), iter(flops(model, a.batch_size) if name != "resnet" else [])
     peak = a.fma_gflops * a.threads
     print(f"{a.batches} batches of {a.batch_size}, {a.threads} thread(s); per batch, in ms:")
-    print(f"{'op':12s} {'forward':>8s} {'backward':>9s}   GFLOP/s fwd / bwd (FMA limit {peak:.0f})")
+    print(f"{'op':22s} {'forward':>8s} {'backward':>9s}   GFLOP/s fwd / bwd (FMA limit {peak:.0f})")
     total = 0.0
     for i, (name, f, b, batches) in enumerate(rows):
         f, b = f / batches * 1e3, b / batches * 1e3
         total += f + b
         rate = ""
-        if name.startswith("conv2d") or name == "linear":
-            fl = next(work)
+        fl = next(work, None) if name.startswith("conv2d") or name == "linear" else None
+        if fl is not None:
             bw_fl = fl if i == 0 else 2 * fl  # the first op computes no input gradient
             rate = f"   {fl / f / 1e6:6.0f} / {bw_fl / b / 1e6 if b else 0:6.0f}"
-        print(f"{name:12s} {f:8.2f} {b:9.2f}{rate}")
+        print(f"{name:22s} {f:8.2f} {b:9.2f}{rate}")
     print(f"ops {total:.1f} ms, whole step {wall * 1e3:.1f} ms (gather, loss, optimizer: the rest); "
           f"a 60,000-sample epoch ≈ {wall * 60000 / a.batch_size:.1f} s")
 

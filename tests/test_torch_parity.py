@@ -341,12 +341,21 @@ def test_cnn_forward_and_gradients_match_pytorch(backend, arch):
 @pytest.mark.parametrize("opt_name", OPTIMS)
 @pytest.mark.parametrize("arch", ["conv-relu-maxpool", "residual"])
 def test_cnn_twenty_steps_match_pytorch(backend, arch, opt_name):
-    # 20 steps through fit (the compiled plan on "cpp") against torch's loop on the same batches
+    # 20 steps through fit (the compiled plan on "cpp") against torch's loop on the same batches.
+    # The residual net runs in float64: in float32 its 20 Adam steps (lr 0.01) are chaotic. A
+    # pre-activation within rounding of a ReLU's kink flips with the summation order, and the
+    # weights then part by ~6e-3: measured, starting from weights moved by a relative 1e-6, one
+    # start in eight ends 5.7e-3 from the float64 run, in fastnn and PyTorch alike, whichever
+    # GEMM or convolution path is in use. In float64 no flip is within reach.
     torch.manual_seed(0)
     fm, tm = build_cnn(arch)
+    dtype = np.float64 if arch == "residual" else np.float32
+    if dtype == np.float64:
+        from fastnn.gradcheck import float64_copy
+        fm, tm = float64_copy(fm), tm.double()
     f_cls, t_cls, kw = OPTIMS[opt_name]
     rng = np.random.default_rng(3)
-    X = rng.standard_normal((160, 1, 12, 12)).astype(np.float32)
+    X = rng.standard_normal((160, 1, 12, 12)).astype(dtype)
     y = rng.integers(0, 5, 160)
     hist = fm.fit(X, y, optimizer=f_cls(fm.parameters(), **kw), epochs=1, batch_size=8, shuffle=False, verbose=0)
     topt, lf = t_cls(tm.parameters(), **kw), torch.nn.CrossEntropyLoss()
@@ -357,6 +366,7 @@ def test_cnn_twenty_steps_match_pytorch(backend, arch, opt_name):
         loss.backward()
         topt.step()
         total += loss.item() * 8
-    assert hist.history["loss"][0] == pytest.approx(total / 160, rel=1e-4)
+    assert hist.history["loss"][0] == pytest.approx(total / 160, rel=1e-4 if dtype == np.float32 else 1e-10)
+    rtol, atol = (2e-3, 2e-4) if dtype == np.float32 else (1e-7, 1e-9)
     for k, v in tm.state_dict().items():
-        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=2e-3, atol=2e-4, err_msg=k)
+        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=rtol, atol=atol, err_msg=k)

@@ -28,9 +28,10 @@
 // the wide columns. The input gradient is the same kernel over the output gradient laid in
 // zero-led rows with the weight transposed (DataTaps: no col2im); the weight gradient is the
 // kernel again, transposed (A's rows the padded planes at the taps, B the output gradient
-// transposed), or dots for a patch of few taps. Measured on one thread, 128 samples of 32 → 64
-// channels, 14×14: forward 8.6 → 7.9 ms, backward 20.3 → 19.0 ms (weight gradient alone 11.3
-// → 9.8); 1 → 32 channels of 28×28: forward 1.49 → 1.05 ms, backward 2.8 → 2.0 ms.
+// transposed), or dots for few taps or few output channels. Measured on one thread, 128
+// samples of 32 → 64 channels, 14×14: forward 8.6 → 7.9 ms, backward 20.3 → 19.0 ms (weight
+// gradient alone 11.3 → 9.8); 1 → 32 channels of 28×28: forward 1.49 → 1.05 ms, backward 2.8
+// → 2.0 ms.
 //
 // ReLU can be fused (a compiled plan's Conv2d → ReLU): the output gets relu(), and backward
 // multiplies dout by relu_grad(y) from that output, which equals relu_grad(x) of the layers'
@@ -257,18 +258,31 @@ struct TapsOut {
     }
   }
 };
+// The first row of row block b of M rows: blocks of 12, but a remainder of 1–4 rows is not
+// left to a 4-row tile (8 FMAs per 6 loads, load-bound): the last 16 rows, or 13–15, go as 8
+// and the rest (as many blocks either way). (Which tile computes a value changes no bit: each
+// is one chain over p.)
+idx row_block_start(idx M, idx b) {
+  const idx full = M / kConvTileRows, rest = M % kConvTileRows;
+  if (rest == 0 || rest > 4) return b * kConvTileRows;
+  const idx twelves = M >= 16 ? full - 1 : 0;  // blocks of 12 before the two of 8 (or 8 and rest)
+  return b <= twelves ? b * kConvTileRows : twelves * kConvTileRows + 8;
+}
+idx row_blocks(idx M) { return (M + kConvTileRows - 1) / kConvTileRows; }
+
 template <class T>
 void taps_gemm(ConvTapsTile fn, idx M, idx N, idx K, const T* A, const idx* arow, const idx* taps, const T* src, T* out,
                idx ldo, const TapsOut& keep, bool add, const T* bias, Act act) {
   if constexpr (std::is_same_v<T, float>) {
-    const idx mt = (M + kConvTileRows - 1) / kConvTileRows, nt = (N + kConvTileCols - 1) / kConvTileCols;
+    const idx mt = row_blocks(M), nt = (N + kConvTileCols - 1) / kConvTileCols;
     const idx per_chunk = std::max<idx>(1, 65536 / (kConvTileRows * kConvTileCols * std::max<idx>(K, 1)));
     parallel_chunks(mt * nt, per_chunk, [&](idx t0, idx t1) {
       for (idx t = t0; t < t1; ++t) {
-        const idx i = (t / nt) * kConvTileRows, jt = t % nt, j = jt * kConvTileCols;
-        fn(K, A, arow + i, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo,
-           (int)std::min<idx>(kConvTileRows, M - i), (int)std::min<idx>(kConvTileCols, N - j), keep.valid[(size_t)jt],
-           add, bias ? bias + i : nullptr, act == Act::ReLU);
+        const idx b = t / nt, i = row_block_start(M, b), rows = (b + 1 < mt ? row_block_start(M, b + 1) : M) - i;
+        const idx jt = t % nt, j = jt * kConvTileCols;
+        fn(K, A, arow + i, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo, (int)rows,
+           (int)std::min<idx>(kConvTileCols, N - j), keep.valid[(size_t)jt], add, bias ? bias + i : nullptr,
+           act == Act::ReLU);
       }
     });
   }
@@ -380,15 +394,17 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
   std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
   // The vector kernels (AVX-512, float, stride 1). The input gradient: below (DataTaps). The
-  // weight gradient without im2col: with a small patch (K < 32 taps, an image net's first
-  // layer) as dots of the output gradient's rows with the padded planes at the forward taps;
-  // else transposed, dwᵀ (K, OCg) = colᵀ · gᵀ, the tile kernel reading A's rows from the padded
-  // planes at the taps and B from the output gradient transposed, so partial holds each
-  // group's (K, OCg). Measured, float on one thread, 128 samples: 1 → 32 channels of 28×28:
-  // GEMM 2.8 ms, dots 2.0; 32 → 64 channels of 14×14 (K = 288): GEMM 11.3 ms, dots 16.0 (their
-  // 16 lane sums per value cost more than the GEMM's packing), transposed 9.8.
+  // weight gradient without im2col: with few taps (K < 32, an image net's first layer) or few
+  // output channels (<= 16), as dots of the output gradient's rows with the padded planes at
+  // the forward taps; else transposed, dwᵀ (K, OCg) = colᵀ · gᵀ, the tile kernel reading A's
+  // rows from the padded planes at the taps and B from the output gradient transposed, so
+  // partial holds each group's (K, OCg). Measured (one thread, 128 samples, the three
+  // alternating): 1 → 32 channels of 28×28 dots 1.7 ms, GEMM 2.2; 16 → 16 of 28×28 dots 6.5,
+  // transposed 15.6 (half its 32-wide tiles idle), GEMM 9.1; 32 → 64 of 14×14 transposed 9.6,
+  // GEMM 10.3, dots 14.1 (16 lane sums per value cost more than over 224 columns they
+  // save); 32 → 32 of 7×7 transposed 1.5, GEMM 1.9; 64 → 64 of 7×7 GEMM 6.4, transposed 7.2.
   const ConvTaps* fast = taps_kernel<T>(g);
-  const bool dots = fast && g.K < 32, transposed = fast && !dots;
+  const bool dots = fast && (g.K < 32 || g.OCg <= 16), transposed = fast && !dots;
   const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
   const std::vector<idx> rows_wt = fast ? strided(g.Cg, g.OCg * s.KH * s.KW) : std::vector<idx>();
   const std::vector<idx> rows_gt = transposed ? strided(g.cols, g.OCg) : std::vector<idx>();
