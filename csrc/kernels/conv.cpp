@@ -280,12 +280,28 @@ void taps_gemm(ConvTapsTile fn, idx M, idx N, idx K, const T* A, const idx* arow
       for (idx t = t0; t < t1; ++t) {
         const idx b = t / nt, i = row_block_start(M, b), rows = (b + 1 < mt ? row_block_start(M, b + 1) : M) - i;
         const idx jt = t % nt, j = jt * kConvTileCols;
-        fn(K, A, arow + i, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo, (int)rows,
+        const T* a = arow ? A : A + b * kConvTileRows * K;  // (packed: one panel per row block)
+        fn(K, a, arow ? arow + i : nullptr, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo, (int)rows,
            (int)std::min<idx>(kConvTileCols, N - j), keep.valid[(size_t)jt], add, bias ? bias + i : nullptr,
            act == Act::ReLU);
       }
     });
   }
+}
+
+// A (M × K, rows lda apart) as taps_gemm's panels: row block b's rows (row_block_start) side by
+// side, 12 values per p (zeros past the block's rows), panel b at b·12·K.
+template <class T>
+std::vector<T> pack_panels(const T* A, idx lda, idx M, idx K) {
+  const idx mt = row_blocks(M);
+  std::vector<T> out((size_t)(mt * kConvTileRows * K), T(0));
+  for (idx b = 0; b < mt; ++b) {
+    const idx i0 = row_block_start(M, b), i1 = b + 1 < mt ? row_block_start(M, b + 1) : M;
+    T* panel = out.data() + b * kConvTileRows * K;
+    for (idx i = i0; i < i1; ++i)
+      for (idx p = 0; p < K; ++p) panel[p * kConvTileRows + (i - i0)] = A[i * lda + p];
+  }
+  return out;
 }
 
 // 0, step, 2·step, ...: the row offsets of a matrix, or the taps of a dense one
@@ -352,7 +368,10 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
   const Geometry g = geometry_of(s);
   const idx P = s.OH * s.OW;
   const ConvTaps* fast = taps_kernel<T>(g);
-  const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>(), rows_w = strided(g.OCg, g.K);
+  const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
+  std::vector<std::vector<T>> panels;  // each group's weight packed for the tile kernel
+  if (fast)
+    for (idx gi = 0; gi < s.G; ++gi) panels.push_back(pack_panels(weight + gi * g.OCg * g.K, g.K, g.OCg, g.K));
   const auto keep = fast ? std::make_unique<TapsOut>(g.cols, g.Wp, 0, s.OW) : nullptr;
   over_items(s.N, [&](idx n) {
     thread_local Buf<T> colbuf, padbuf, resbuf;
@@ -364,7 +383,8 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
       if (fast) {  // reads the padded planes where im2col would have copied them; bias and act applied
         T* xp = scratch(padbuf, padded_size(g));
         pad_planes(xp, xg, s, g);
-        taps_gemm(fast->tile, g.OCg, g.cols, g.K, wg, rows_w.data(), taps.data(), xp, og, P, *keep, false, bg, act);
+        taps_gemm(fast->tile, g.OCg, g.cols, g.K, panels[(size_t)gi].data(), (const idx*)nullptr, taps.data(), xp, og,
+                  P, *keep, false, bg, act);
         continue;
       }
       // wide columns go to scratch; otherwise the GEMM writes the output in place
@@ -406,20 +426,20 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   const ConvTaps* fast = taps_kernel<T>(g);
   const bool dots = fast && (g.K < 32 || g.OCg <= 16), transposed = fast && !dots;
   const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
-  const std::vector<idx> rows_wt = fast ? strided(g.Cg, g.OCg * s.KH * s.KW) : std::vector<idx>();
   const std::vector<idx> rows_gt = transposed ? strided(g.cols, g.OCg) : std::vector<idx>();
   const auto keep_w = transposed ? std::make_unique<TapsOut>(g.OCg, g.OCg, 0, g.OCg) : nullptr;
   const idx KK = s.KH * s.KW;
-  std::vector<T> wt;
+  std::vector<std::vector<T>> wt;  // each group's weight as (Cg, OCg·KH·KW), packed for the kernel
   std::unique_ptr<DataTaps> dt;
   if (fast && dx) {
     dt = std::make_unique<DataTaps>(s, g);
-    wt.resize((size_t)(s.OC * g.K));
-    for (idx gi = 0; gi < s.G; ++gi)
+    std::vector<T> w((size_t)g.K * g.OCg);
+    for (idx gi = 0; gi < s.G; ++gi) {
       for (idx o = 0; o < g.OCg; ++o)
         for (idx c = 0; c < g.Cg; ++c)
-          for (idx k = 0; k < KK; ++k)
-            wt[(size_t)(gi * g.OCg * g.K + (c * g.OCg + o) * KK + k)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + k];
+          for (idx k = 0; k < KK; ++k) w[(size_t)((c * g.OCg + o) * KK + k)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + k];
+      wt.push_back(pack_panels(w.data(), g.OCg * KK, g.Cg, g.OCg * KK));
+    }
   }
   over_items(nchunks, [&](idx c) {
     thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf;
@@ -475,7 +495,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
             std::copy(gr + o * g.cols, gr + (o + 1) * g.cols, r + dt->lead);
             std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
           }
-          taps_gemm(fast->tile, g.Cg, s.H * g.Wp, g.OCg * KK, wt.data() + gi * g.OCg * g.K, rows_wt.data(), dt->taps.data(),
+          taps_gemm(fast->tile, g.Cg, s.H * g.Wp, g.OCg * KK, wt[(size_t)gi].data(), (const idx*)nullptr, dt->taps.data(),
                     gp, dxg, s.H * s.W, *dt->keep, false, (const T*)nullptr, Act::None);
           continue;
         }

@@ -5,7 +5,8 @@
 
 namespace fastnn {
 
-// C[i, j] = Σ_p a[arow[i] + p] · src[taps[p] + j] for i < rows (<= 12), j < cols (<= 32):
+// C[i, j] = Σ_p a[arow[i] + p] · src[taps[p] + j] for i < rows (<= 12), j < cols (<= 32), or,
+// with arow null, Σ_p a[p·12 + i] · src[taps[p] + j] (A packed in a panel of 12 rows):
 // one FMA chain per value, p in order. A tile of 32 columns reads src[taps[p] .. taps[p] + 32),
 // a narrower one only its columns. Then, per row i: + the C already there (if add; every
 // column kept then), + bias[i] (unless null), ReLU (if relu), and the columns j whose bit is
