@@ -369,9 +369,13 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
   const idx P = s.OH * s.OW;
   const ConvTaps* fast = taps_kernel<T>(g);
   const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
-  std::vector<std::vector<T>> panels;  // each group's weight packed for the tile kernel
-  if (fast)
+  // each group's weight packed for the tile kernel, when enough samples repay packing it (at
+  // batch 1 the packing of 64 × 288 weights cost ~10 of the ~50 µs: read through rows there)
+  const bool pack = fast && s.N >= 4;
+  std::vector<std::vector<T>> panels;
+  if (pack)
     for (idx gi = 0; gi < s.G; ++gi) panels.push_back(pack_panels(weight + gi * g.OCg * g.K, g.K, g.OCg, g.K));
+  const std::vector<idx> rows_w = fast && !pack ? strided(g.OCg, g.K) : std::vector<idx>();
   const auto keep = fast ? std::make_unique<TapsOut>(g.cols, g.Wp, 0, s.OW) : nullptr;
   over_items(s.N, [&](idx n) {
     thread_local Buf<T> colbuf, padbuf, resbuf;
@@ -383,8 +387,8 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
       if (fast) {  // reads the padded planes where im2col would have copied them; bias and act applied
         T* xp = scratch(padbuf, padded_size(g));
         pad_planes(xp, xg, s, g);
-        taps_gemm(fast->tile, g.OCg, g.cols, g.K, panels[(size_t)gi].data(), (const idx*)nullptr, taps.data(), xp, og,
-                  P, *keep, false, bg, act);
+        taps_gemm(fast->tile, g.OCg, g.cols, g.K, pack ? panels[(size_t)gi].data() : wg,
+                  pack ? (const idx*)nullptr : rows_w.data(), taps.data(), xp, og, P, *keep, false, bg, act);
         continue;
       }
       // wide columns go to scratch; otherwise the GEMM writes the output in place
