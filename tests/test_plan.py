@@ -347,37 +347,17 @@ def test_plan_cnn_equals_layer_by_layer(name, dtype):
     np.testing.assert_array_equal(m.predict(X, batch_size=7), np.concatenate([m.forward(X[i:i + 7]) for i in range(0, 48, 7)]))
 
 
-def test_plan_cnn_is_thread_count_independent():
-    X, y = images(n=40, size=12)
+def assert_same_on_1_and_2_threads(name, X, y, make_opt, batch_size):
+    """Trains CNN_MODELS[name] for 2 epochs on 1 and on 2 threads: the weights, the history and
+    predict (of all of X and of its first row) must be the same bits. Returns the last model."""
     results = []
     try:
         for threads in (1, 2):
             fnn.set_num_threads(threads)
             fnn.manual_seed(0)
-            m = CNN_MODELS["resnet-block"]()
+            m = CNN_MODELS[name]()
             fnn.manual_seed(1)
-            h = m.fit(X, y, optimizer=fnn.SGD(m.parameters(), lr=0.05, momentum=0.9), epochs=2, batch_size=16, verbose=0)
-            results.append((m.state_dict(), h.history, m.eval().predict(X)))
-    finally:
-        fnn.set_num_threads(2)
-    (w1, h1, p1), (w2, h2, p2) = results
-    assert h1 == h2
-    np.testing.assert_array_equal(p1, p2)
-    for k in w1:
-        np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
-
-
-def test_max_pools_are_fused_into_convolutions_and_thread_count_independent():
-    # A max pool right after a convolution runs inside its op, chunk by chunk of 8 samples
-    # (batches of 37: four whole chunks and a short one, chunks spread over threads).
-    X, y = images(n=74, size=12)
-    results = []
-    try:
-        for threads in (1, 2):
-            fnn.set_num_threads(threads)
-            fnn.manual_seed(0)
-            m = CNN_MODELS["conv-maxpool-fused"]()
-            h = m.fit(X, y, optimizer=fnn.Adam(m.parameters()), epochs=2, batch_size=37, verbose=0)
+            h = m.fit(X, y, optimizer=make_opt(m.parameters()), epochs=2, batch_size=batch_size, verbose=0)
             results.append((m.state_dict(), h.history, m.eval().predict(X), m.predict(X[:1])))
     finally:
         fnn.set_num_threads(2)
@@ -387,6 +367,19 @@ def test_max_pools_are_fused_into_convolutions_and_thread_count_independent():
     np.testing.assert_array_equal(q1, q2)
     for k in w1:
         np.testing.assert_array_equal(w1[k], w2[k], err_msg=k)
+    return m
+
+
+def test_plan_cnn_is_thread_count_independent():
+    X, y = images(n=40, size=12)
+    assert_same_on_1_and_2_threads("resnet-block", X, y, lambda p: fnn.SGD(p, lr=0.05, momentum=0.9), 16)
+
+
+def test_max_pools_are_fused_into_convolutions_and_thread_count_independent():
+    # A max pool right after a convolution runs inside its op, chunk by chunk of 8 samples
+    # (batches of 37: four whole chunks and a short one, chunks spread over threads).
+    X, y = images(n=74, size=12)
+    m = assert_same_on_1_and_2_threads("conv-maxpool-fused", X, y, fnn.Adam, 37)
     core = plan.inference(m, X).core
     core.set_profiling(True)
     assert [t[0] for t in core.op_times()][:4] == ["conv2d+maxpool2d", "tanh", "conv2d+relu+maxpool2d", "linear"]
