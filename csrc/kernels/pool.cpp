@@ -82,7 +82,7 @@ void max_plane(T* __restrict o, std::int32_t* __restrict a, const T* __restrict 
         const std::int32_t base = (std::int32_t)((h0 + kh) * W + kw);
         for (idx ow = 0; ow < OW; ++ow) {
           const T v = r[ow * SW + kw];
-          const bool take = v > o[ow] || v != v;
+          const bool take = v > o[ow] || v != v;  // PyTorch's rule: larger, or NaN
           o[ow] = take ? v : o[ow];
           a[ow] = take ? base + (std::int32_t)(ow * SW) : a[ow];
         }
