@@ -2,7 +2,8 @@
 // kernels in the same order as the layer's forward and backward in fastnn/layers/, so the plan
 // and the layers compute the same bits:
 //   LinearOp      fastnn/layers/linear.py       linear_forward / linear_backward
-//   ActivationOp  fastnn/layers/activations.py  <act>_forward / <act>_backward (scalar_ops.h list)
+//   ActivationOp  fastnn/layers/activations.py  <act>_forward / <act>_backward (scalar_ops.h list;
+//                                               and a following MaxPool2d's, fused per chunk)
 //   SoftmaxOp     fastnn/layers/activations.py  softmax_forward / softmax_backward
 //   DropoutOp     fastnn/layers/shape.py        pcg64_uniform, then dropout_apply both ways
 //   AddOp         fastnn/layers/residual.py     add_forward; its gradient goes to both inputs
@@ -21,6 +22,22 @@
 namespace fastnn {
 namespace {
 
+// f(chunk, first sample, samples) over a batch's chunks of kConvChunk samples: chunks to
+// threads (one thread inside each) when there are enough of them, else one after another on
+// all threads. For the ops that run a max pool fused into them chunk by chunk.
+template <class F>
+void over_chunks(idx rows, F f) {
+  const idx n = (rows + kConvChunk - 1) / kConvChunk;
+  auto one = [&](idx c) { f(c, c * kConvChunk, std::min(kConvChunk, rows - c * kConvChunk)); };
+  if (n >= num_threads() && num_threads() > 1)
+    parallel_chunks(n, 1, [&](idx c0, idx c1) {
+      SerialScope serial;
+      for (idx c = c0; c < c1; ++c) one(c);
+    });
+  else
+    for (idx c = 0; c < n; ++c) one(c);
+}
+
 template <class T>
 struct LinearOp : Op<T> {
   const char* name() const override { return "linear"; }
@@ -36,23 +53,59 @@ struct LinearOp : Op<T> {
   bool spreads_nonfinite() const override { return true; }
 };
 
+// A max pool right after an activation whose backward reads its input (ReLU, LeakyReLU, GELU)
+// can run inside it (fuse_pool), as after a convolution: chunk by chunk, the activation's
+// output only in a per-thread scratch; per chunk the same elementwise and per-plane kernel
+// calls as the two layers make on the batch, so the same bits.
 template <class T>
 struct ActivationOp : Op<T> {
   const char* name() const override {
     for (const ActInfo& a : kActivations)
-      if (a.act == act) return a.name;
+      if (a.act == act) return pooled ? (act == Act::ReLU ? "relu+maxpool2d" : "activation+maxpool2d") : a.name;
     return "activation";
   }
   Act act;
   T param;
   bool from_y;
   idx width;
-  void forward(const Batch<T>& b, void*) override {
-    activation_forward(act, b.val[this->out], b.val[this->in[0]], param, b.rows * width);
+  bool pooled = false;
+  Pool2d pool{};
+  bool fuse_pool(const Pool2d& p) override {
+    if (pooled || from_y || p.C * p.H * p.W != width) return false;
+    pooled = true, pool = p;
+    return true;
   }
-  void backward(const Batch<T>& b, void*, T* const* dst) override {
-    activation_backward(act, dst[0], b.grad[this->out], b.val[from_y ? this->out : this->in[0]], param,
-                        b.rows * width);
+  size_t saved_bytes(idx rows) const override {
+    return pooled ? sizeof(std::int32_t) * (size_t)(rows * pool.C * pool.OH * pool.OW) : 0;
+  }
+  void forward(const Batch<T>& b, void* saved) override {
+    if (!pooled) return activation_forward(act, b.val[this->out], b.val[this->in[0]], param, b.rows * width);
+    const idx pw = pool.C * pool.OH * pool.OW;
+    auto* argmax = static_cast<std::int32_t*>(saved);
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+      thread_local std::vector<T> y;
+      if (y.size() < (size_t)(nn * width)) y.resize((size_t)(nn * width));
+      Pool2d pc = pool;
+      pc.N = nn;
+      activation_forward(act, y.data(), b.val[this->in[0]] + n0 * width, param, nn * width);
+      maxpool2d_forward(b.val[this->out] + n0 * pw, argmax + n0 * pw, y.data(), pc);
+    });
+  }
+  void backward(const Batch<T>& b, void* saved, T* const* dst) override {
+    if (!pooled)
+      return activation_backward(act, dst[0], b.grad[this->out], b.val[from_y ? this->out : this->in[0]], param,
+                                 b.rows * width);
+    if (!dst[0]) return;  // (an input that needs no gradient)
+    const idx pw = pool.C * pool.OH * pool.OW;
+    const auto* argmax = static_cast<const std::int32_t*>(saved);
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+      thread_local std::vector<T> gy;
+      if (gy.size() < (size_t)(nn * width)) gy.resize((size_t)(nn * width));
+      Pool2d pc = pool;
+      pc.N = nn;
+      maxpool2d_backward(gy.data(), b.grad[this->out] + n0 * pw, argmax + n0 * pw, pc);
+      activation_backward(act, dst[0] + n0 * width, gy.data(), b.val[this->in[0]] + n0 * width, param, nn * width);
+    });
   }
 };
 
@@ -148,20 +201,6 @@ struct ConvOp : Op<T> {
   idx in_width() const { return g.C * g.H * g.W; }
   idx conv_width() const { return g.OC * g.OH * g.OW; }
   idx pool_width() const { return pool.C * pool.OH * pool.OW; }
-  // f(chunk, first sample, samples) over the batch's chunks: chunks to threads (one thread
-  // inside each) when there are enough of them, else one after another on all threads
-  template <class F>
-  static void over_chunks(idx rows, F f) {
-    const idx n = (rows + kConvChunk - 1) / kConvChunk;
-    auto one = [&](idx c) { f(c, c * kConvChunk, std::min(kConvChunk, rows - c * kConvChunk)); };
-    if (n >= num_threads() && num_threads() > 1)
-      parallel_chunks(n, 1, [&](idx c0, idx c1) {
-        SerialScope serial;
-        for (idx c = c0; c < c1; ++c) one(c);
-      });
-    else
-      for (idx c = 0; c < n; ++c) one(c);
-  }
   void forward(const Batch<T>& b, void* saved) override {
     Conv2d s = g;
     s.N = b.rows;
