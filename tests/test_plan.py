@@ -317,12 +317,17 @@ CNN_MODELS = {
     "conv-maxpool-fused": lambda: fnn.Sequential(
         fnn.Conv2d(1, 4, 3), fnn.MaxPool2d(2), fnn.Tanh(), fnn.Conv2d(4, 20, 3, padding=1), fnn.ReLU(),
         fnn.MaxPool2d(3, stride=2, padding=1), fnn.Flatten(), fnn.Linear(180, 4)),
-    # max pools fused into the activation before them (ReLU, LeakyReLU with a 3×3 pool; not
-    # after Tanh, whose backward reads its output)
+    # max pools fused into the activation before them (LeakyReLU with a 3×3 pool, ReLU after
+    # Tanh; not after Tanh, whose backward reads its output), ReLU and pools into BatchNorm
+    # (ReLU and a 2×2 pool, a pool alone, ReLU and an overlapping 3×3 pool)
     "bn-activation-maxpool": lambda: fnn.Sequential(
         fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(), fnn.MaxPool2d(2),
         fnn.Conv2d(4, 6, 3, padding=1), fnn.BatchNorm2d(6), fnn.LeakyReLU(0.1), fnn.MaxPool2d(3, stride=2, padding=1),
         fnn.Tanh(), fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(6, 4)),
+    "bn-relu-maxpool-variants": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.MaxPool2d(2),
+        fnn.Conv2d(4, 6, 3, padding=1), fnn.BatchNorm2d(6), fnn.ReLU(), fnn.MaxPool2d(3, stride=2, padding=1),
+        fnn.Tanh(), fnn.ReLU(), fnn.MaxPool2d(2, stride=1), fnn.Flatten(), fnn.Linear(24, 4)),
     "groups-dilation-maxpool-pad": lambda: fnn.Sequential(
         fnn.Conv2d(1, 6, 3, padding=2, dilation=2), fnn.LeakyReLU(0.1), fnn.Conv2d(6, 6, 3, groups=3, padding=1),
         fnn.Sigmoid(), fnn.MaxPool2d(3, stride=2, padding=1), fnn.Conv2d(6, 6, 1, groups=6),
@@ -391,14 +396,22 @@ def test_max_pools_are_fused_into_convolutions_and_thread_count_independent():
     assert [t[0] for t in core.op_times()][:4] == ["conv2d+maxpool2d", "tanh", "conv2d+relu+maxpool2d", "linear"]
 
 
-def test_max_pools_are_fused_into_activations_and_thread_count_independent():
+def test_max_pools_and_relus_are_fused_into_activations_and_batchnorm_and_thread_count_independent():
     X, y = images(n=74, size=12)
     m = assert_same_on_1_and_2_threads("bn-activation-maxpool", X, y, fnn.Adam, 37)
     core = plan.training(m, fnn.CrossEntropyLoss(), fnn.Adam(m.parameters()), X, y, None).compiled.core
     core.set_profiling(True)
     assert [t[0] for t in core.op_times()] == [
-        "conv2d", "batchnorm", "relu+maxpool2d", "conv2d", "batchnorm", "activation+maxpool2d", "tanh", "maxpool2d",
+        "conv2d", "batchnorm+relu+maxpool2d", "conv2d", "batchnorm", "activation+maxpool2d", "tanh", "maxpool2d",
         "linear"]
+    m = assert_same_on_1_and_2_threads("bn-relu-maxpool-variants", X, y, fnn.Adam, 37)
+    core = plan.training(m, fnn.CrossEntropyLoss(), fnn.Adam(m.parameters()), X, y, None).compiled.core
+    core.set_profiling(True)
+    assert [t[0] for t in core.op_times()] == [
+        "conv2d", "batchnorm+maxpool2d", "conv2d", "batchnorm+relu+maxpool2d", "tanh", "relu+maxpool2d", "linear"]
+    core = plan.inference(m, X).core
+    core.set_profiling(True)
+    assert [t[0] for t in core.op_times()][:4] == ["conv2d", "batchnorm+maxpool2d", "conv2d", "batchnorm+relu+maxpool2d"]
 
 
 @pytest.mark.parametrize("use_plan", [True, False])

@@ -86,12 +86,20 @@ Geometry geometry_of(const Conv2d& s) {
 idx padded_size(const Geometry& g) { return g.Cg * g.Hp * g.Wp + g.slack; }
 
 // The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
-// and `slack` zeros after the last plane.
+// and `slack` zeros after the last plane. `rows`: the vector build of the image rows' copy.
 template <class T>
-void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g) {
+void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g, ConvRows rows) {
   for (idx c = 0; c < g.Cg; ++c) {
     T* plane = xp + c * g.Hp * g.Wp;
     const T* in = x + c * s.H * s.W;
+    if constexpr (std::is_same_v<T, float>) {
+      if (rows) {
+        std::fill(plane, plane + s.PH * g.Wp, T(0));
+        rows(plane + s.PH * g.Wp, g.Wp, in, s.W, nullptr, s.H, s.PW, s.W, g.Wp);
+        std::fill(plane + (s.PH + s.H) * g.Wp, plane + g.Hp * g.Wp, T(0));
+        continue;
+      }
+    }
     for (idx h = 0; h < g.Hp; ++h) {
       T* r = plane + h * g.Wp;
       const idx ih = h - s.PH;
@@ -176,14 +184,22 @@ void finish(T* out, const T* res, const T* bias, Act act, const Conv2d& s, const
     }
 }
 
-// g (OCg, cols) = dout · relu_grad(y) when ReLU is fused, else dout; zero in the wide columns.
+// g (OCg, cols; rows ldg apart) = dout · relu_grad(y) when ReLU is fused, else dout; zero in
+// the wide columns. `rows`: the vector build of it.
 template <class T>
-void widen(T* __restrict gw, const T* __restrict dout, const T* __restrict y, Act act, const Conv2d& s,
-           const Geometry& g) {
+void widen(T* __restrict gw, idx ldg, const T* __restrict dout, const T* __restrict y, Act act, const Conv2d& s,
+           const Geometry& g, ConvRows rows) {
   const idx P = s.OH * s.OW, stride = g.path == Path::Wide ? g.Wp : s.OW;
+  if constexpr (std::is_same_v<T, float>) {
+    if (rows) {
+      for (idx o = 0; o < g.OCg; ++o)
+        rows(gw + o * ldg, stride, dout + o * P, s.OW, act == Act::ReLU ? y + o * P : nullptr, s.OH, 0, s.OW, stride);
+      return;
+    }
+  }
   for (idx o = 0; o < g.OCg; ++o)
     for (idx oh = 0; oh < s.OH; ++oh) {
-      T* d = gw + o * g.cols + oh * stride;
+      T* d = gw + o * ldg + oh * stride;
       const T* src = dout + o * P + oh * s.OW;
       if (act == Act::ReLU) {
         const T* yr = y + o * P + oh * s.OW;
@@ -386,7 +402,7 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
       const T* wg = weight + gi * g.OCg * g.K;
       if (fast) {  // reads the padded planes where im2col would have copied them; bias and act applied
         T* xp = scratch(padbuf, padded_size(g));
-        pad_planes(xp, xg, s, g);
+        pad_planes(xp, xg, s, g, fast->rows);
         taps_gemm(fast->tile, g.OCg, g.cols, g.K, pack ? panels[(size_t)gi].data() : wg,
                   pack ? (const idx*)nullptr : rows_w.data(), taps.data(), xp, og, P, *keep, false, bg, act);
         continue;
@@ -397,7 +413,7 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
         const T* col = xg;
         if (g.path != Path::Direct) {
           T* xp = scratch(padbuf, padded_size(g));
-          pad_planes(xp, xg, s, g);
+          pad_planes(xp, xg, s, g, (ConvRows) nullptr);
           im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
@@ -458,54 +474,62 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         T* xp = nullptr;
         if (g.path != Path::Direct) {
           xp = scratch(padbuf, padded_size(g));
-          pad_planes(xp, xg, s, g);
+          pad_planes(xp, xg, s, g, fast ? fast->rows : (ConvRows) nullptr);
           if (!fast) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
-        // the gradient at the output, ReLU's mask applied when fused, zero in wide columns
+        // the gradient at the output (rows ldg apart), ReLU's mask applied when fused, zero in
+        // wide columns; with the vector kernels and an input gradient to make, written straight
+        // into the zero-led rows that the input gradient's kernel reads (DataTaps)
         const T* gr = dout + og;
-        if (act != Act::None || g.path == Path::Wide) {
-          widen(scratch(gbuf, g.OCg * g.cols), dout + og, y ? y + og : nullptr, act, s, g);
+        idx ldg = g.cols;
+        T* gp = nullptr;
+        if (fast && dx) {
+          gp = scratch(gpadbuf, g.OCg * dt->row);
+          ldg = dt->row;
+          for (idx o = 0; o < g.OCg; ++o) {
+            T* r = gp + o * dt->row;
+            std::fill(r, r + dt->lead, T(0));
+            std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
+          }
+          widen(gp + dt->lead, ldg, dout + og, y ? y + og : nullptr, act, s, g, fast->rows);
+          gr = gp + dt->lead;
+        } else if (act != Act::None || g.path == Path::Wide) {
+          widen(scratch(gbuf, g.OCg * g.cols), ldg, dout + og, y ? y + og : nullptr, act, s, g,
+                fast ? fast->rows : (ConvRows) nullptr);
           gr = gbuf.data();
         }
         // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
         const bool first = n == c * kChunk;
         if (dots) {
-          taps_dot(fast->dot, g.OCg, g.K, g.cols, gr, g.cols, taps.data(), (const T*)xp, pw + gi * g.OCg * g.K, g.K,
+          taps_dot(fast->dot, g.OCg, g.K, g.cols, gr, ldg, taps.data(), (const T*)xp, pw + gi * g.OCg * g.K, g.K,
                    !first);
         } else if (transposed) {
           if constexpr (std::is_same_v<T, float>) {
             T* gt = scratch(gtbuf, g.cols * g.OCg);
-            fast->transpose(gr, g.OCg, g.cols, g.cols, gt, g.OCg);
+            fast->transpose(gr, g.OCg, g.cols, ldg, gt, g.OCg);
             taps_gemm(fast->tile, g.K, g.OCg, g.cols, (const T*)xp, taps.data(), rows_gt.data(), (const T*)gt,
                       pw + gi * g.OCg * g.K, g.OCg, *keep_w, !first, (const T*)nullptr, Act::None);
           }
         } else
-          gemm<T>(false, true, g.OCg, g.K, g.cols, T(1), gr, g.cols, col, g.cols, first ? T(0) : T(1),
+          gemm<T>(false, true, g.OCg, g.K, g.cols, T(1), gr, ldg, col, g.cols, first ? T(0) : T(1),
                   pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
         if (dbias)  // (the wide columns of g are zeros)
           for (idx o = 0; o < g.OCg; ++o) {
-            const T v = lane_sum(gr + o * g.cols, g.cols);
+            const T v = lane_sum(gr + o * ldg, g.cols);
             pb[gi * g.OCg + o] = first ? v : pb[gi * g.OCg + o] + v;
           }
         if (!dx) continue;
         T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
         if (fast) {
-          // gw's rows into zero-led rows (DataTaps), then dxp's image rows by the kernel
-          T* gp = scratch(gpadbuf, g.OCg * dt->row);
-          for (idx o = 0; o < g.OCg; ++o) {
-            T* r = gp + o * dt->row;
-            std::fill(r, r + dt->lead, T(0));
-            std::copy(gr + o * g.cols, gr + (o + 1) * g.cols, r + dt->lead);
-            std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
-          }
+          // dxp's image rows by the kernel, from gw in its zero-led rows
           taps_gemm(fast->tile, g.Cg, s.H * g.Wp, g.OCg * KK, wt[(size_t)gi].data(), (const idx*)nullptr, dt->taps.data(),
                     gp, dxg, s.H * s.W, *dt->keep, false, (const T*)nullptr, Act::None);
           continue;
         }
         // dcol (K, cols) = weight_gᵀ (K, OCg) · g (OCg, cols), straight into dx when it is col
         T* dcol = g.path == Path::Direct ? dxg : scratch(dcolbuf, g.K * g.cols);
-        gemm<T>(true, false, g.K, g.cols, g.OCg, T(1), wg, g.K, gr, g.cols, T(0), dcol, g.cols, nullptr, Act::None);
+        gemm<T>(true, false, g.K, g.cols, g.OCg, T(1), wg, g.K, gr, ldg, T(0), dcol, g.cols, nullptr, Act::None);
         if (g.path == Path::Direct) continue;
         T* dxp = scratch(padbuf, padded_size(g));  // x's padded copy is spent: reuse it
         std::fill(dxp, dxp + padded_size(g), T(0));
@@ -514,17 +538,19 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
       }
     }
   });
-  // sum the chunks in order; each thread owns a range of weights
-  parallel_chunks(wsize, kElementwiseChunk, [&](idx i0, idx i1) {
-    for (idx i = i0; i < i1; ++i) {
-      idx at = i;  // where weight i's gradient is in a chunk's partial
-      if (transposed) {
-        const idx gi = i / (g.OCg * g.K), o = i / g.K % g.OCg, k = i % g.K;
-        at = gi * g.OCg * g.K + k * g.OCg + o;
+  // sum the chunks in order; each thread owns a range of weight rows (gi, o). Where weight
+  // (o, k) sits in a chunk's partial is counted, not divided out: three 64-bit divisions per
+  // weight cost ~150 µs per call (18,432 weights), paid per chunk when a pool is fused.
+  parallel_chunks(s.OC, std::max<idx>(1, kElementwiseChunk / std::max<idx>(g.K, 1)), [&](idx r0, idx r1) {
+    for (idx r = r0; r < r1; ++r) {
+      const idx gi = r / g.OCg, o = r % g.OCg;
+      const idx at0 = transposed ? gi * g.OCg * g.K + o : r * g.K, step = transposed ? g.OCg : 1;
+      for (idx k = 0; k < g.K; ++k) {
+        const idx at = at0 + k * step, i = r * g.K + k;
+        T v = nchunks ? partial[(size_t)at] : T(0);
+        for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * wsize + at)];
+        dweight[i] = accumulate ? dweight[i] + v : v;
       }
-      T v = nchunks ? partial[(size_t)at] : T(0);
-      for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * wsize + at)];
-      dweight[i] = accumulate ? dweight[i] + v : v;
     }
   });
   if (dbias)

@@ -195,3 +195,29 @@ void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t col
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+
+// ConvRows (conv_simd.h): per row, 16 lanes at a time, the lanes in [lead, lead + n) loaded
+// (masked: the others are not read) and all lanes below width stored. ReLU's mask multiplies,
+// as relu_grad does (x·0 keeps x's sign and NaN): relu_grad(y) is 1 unless y <= 0.
+void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
+                      std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width) {
+  const __m512 one = _mm512_set1_ps(1.0f), zero = _mm512_setzero_ps();
+  for (std::int64_t r = 0; r < rows; ++r) {
+    float* d = dst + r * ldd;
+    for (std::int64_t j = 0; j < width; j += 16) {
+      // lanes l with lead <= j + l < lead + n, read at src row offset j + l − lead
+      const __mmask16 in = __mmask16(upto(lead + n - j) & ~upto(lead - j));
+      const std::int64_t at = r * lds + j - lead;
+      __m512 v = _mm512_maskz_loadu_ps(in, src + at);
+      if (mask) {
+        const __m512 m = _mm512_maskz_loadu_ps(in, mask + at);
+        v = _mm512_mul_ps(v, _mm512_mask_blend_ps(_mm512_cmp_ps_mask(m, zero, _CMP_LE_OQ), one, zero));
+      }
+      _mm512_mask_storeu_ps(d + j, upto(width - j), v);
+    }
+  }
+}
+
+}  // namespace fastnn

@@ -29,10 +29,19 @@ constexpr int kConvDot = 4;
 using ConvTranspose = void (*)(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
                                std::int64_t ldd);
 
+// Row by row (r < rows): dst[r·ldd + j] for j < width is src[r·lds + j − lead] for
+// lead <= j < lead + n — times relu_grad(mask[r·lds + j − lead]) when mask is not null — and
+// zero elsewhere: an image's rows into zero-padded ones, or the output gradient into the wide
+// layout. (Rows of 14 or 28 values are one or two masked vectors here, where the compiler's
+// 16-wide loops leave them to scalar remainders.)
+using ConvRows = void (*)(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
+                          std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTapsDot dot;
   ConvTranspose transpose;
+  ConvRows rows;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -43,6 +52,8 @@ void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* a
                            bool add, const float* bias, bool relu);
 void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
                            std::int64_t ldd);
+void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
+                      std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif

@@ -74,6 +74,23 @@ void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T*
 template <class T>
 void batchnorm_backward(T* dx, T* dgamma, T* dbeta, const T* dout, const T* x, const T* mean, const T* var,
                         const T* gamma, idx N, idx C, idx L, double eps, bool batch_stats, bool accumulate);
+// batchnorm_backward's three pieces, for an op that runs BatchNorm → ReLU (→ max pool) fused
+// and makes dout chunk by chunk of samples. With relu, the gradient at the output is
+// dout·relu_grad(y), y recomputed from x as batchnorm_forward computes it (gamma, beta read
+// for that only); else dout. Row sums: per sample n and channel c, Σ g and Σ g·x̂ over the
+// row's L values, at sg[n·C + c] and sgx[n·C + c] (the rows of a chunk of samples: pointers
+// and N of the chunk). Channel grads: every channel's rows added in order of n (as
+// batchnorm_backward sums them): dbeta, dgamma (null: not made) and the means mg, mgx (C
+// each) that batchnorm_dx reads.
+template <class T>
+void batchnorm_row_sums(double* sg, double* sgx, const T* dout, const T* x, const T* mean, const T* var,
+                        const T* gamma, const T* beta, idx N, idx C, idx L, double eps, bool relu);
+template <class T>
+void batchnorm_channel_grads(T* dgamma, T* dbeta, T* mg, T* mgx, const double* sg, const double* sgx, idx N, idx C,
+                             idx L, bool accumulate);
+template <class T>
+void batchnorm_dx(T* dx, const T* dout, const T* x, const T* mean, const T* var, const T* gamma, const T* beta,
+                  const T* mg, const T* mgx, idx N, idx C, idx L, double eps, bool batch_stats, bool relu);
 // running = (1 − momentum)·running + momentum·batch, the variance unbiased (× count/(count − 1))
 template <class T>
 void batchnorm_update(T* running_mean, T* running_var, const T* mean, const T* var, idx C, idx count,

@@ -12,7 +12,8 @@
 //   ConvOp        fastnn/layers/conv.py         conv2d_forward / conv2d_backward (and a following
 //                                               MaxPool2d's maxpool2d_*, fused per chunk)
 //   PoolOp        fastnn/layers/conv.py         maxpool2d_* (argmax kept) or avgpool2d_*
-//   BatchNormOp   fastnn/layers/norm.py         batchnorm_stats, _forward, _update / _backward
+//   BatchNormOp   fastnn/layers/norm.py         batchnorm_stats, _forward, _update / _backward (or
+//                                               its pieces, a following ReLU and MaxPool2d fused)
 // (Flatten and eval-mode Dropout are no ops at all: fastnn/plan.py lets them reuse their input's
 // slot.)
 #include <algorithm>
@@ -169,10 +170,12 @@ struct BranchOp : Op<T> {
 // gradient over), which stays in cache instead of crossing memory twice each way. The kernels
 // are called on each chunk as the layers call them on the batch, so the bits are theirs:
 // forward, conv2d_forward then maxpool2d_forward; backward, maxpool2d_backward gives the
-// convolution's output gradient, and a ReLU's mask comes from the pooled values put back at
-// their argmax (relu_grad(0 + v) is relu_grad(v); elsewhere the gradient is +0 and stays +0
-// whatever the mask), then conv2d_backward per chunk and the chunks' weight gradients summed
-// in order, as it sums them.
+// convolution's output gradient, then conv2d_backward per chunk and the chunks' weight
+// gradients summed in order, as it sums them. A fused ReLU's mask is applied to the pooled
+// gradient, before the pool's backward spreads it: the value at an argmax is relu_grad of the
+// pooled value there, and elsewhere the gradient is +0 either way. Only a zero's sign can
+// differ from the layers' order (−0 where they have (0 + g)·0 with g < 0), and every result
+// is a sum started at +0 (weight, bias and input gradients), so the results are the same bits.
 template <class T>
 struct ConvOp : Op<T> {
   const char* name() const override {
@@ -230,22 +233,26 @@ struct ConvOp : Op<T> {
     const idx nchunks = (b.rows + kConvChunk - 1) / kConvChunk;
     if (partial.size() < (size_t)(nchunks * per)) partial.resize((size_t)(nchunks * per));
     over_chunks(b.rows, [&](idx c, idx n0, idx nn) {
-      thread_local std::vector<T> gy, y;
+      thread_local std::vector<T> gy, gm;
       const size_t n = (size_t)(nn * conv_width());
       if (gy.size() < n) gy.resize(n);
       Conv2d sc = g;
       Pool2d pc = pool;
       sc.N = pc.N = nn;
       const std::int32_t* am = argmax + n0 * pool_width();
-      maxpool2d_backward(gy.data(), b.grad[this->out] + n0 * pool_width(), am, pc);
-      if (act == Act::ReLU) {
-        if (y.size() < n) y.resize(n);
-        maxpool2d_backward(y.data(), b.val[this->out] + n0 * pool_width(), am, pc);
+      const T* gp = b.grad[this->out] + n0 * pool_width();
+      if (act == Act::ReLU) {  // ReLU's mask on the pooled gradient (see above)
+        const idx m = nn * pool_width();
+        const T* v = b.val[this->out] + n0 * pool_width();
+        if (gm.size() < (size_t)m) gm.resize((size_t)m);
+        for (idx i = 0; i < m; ++i) gm[(size_t)i] = gp[i] * relu_grad(v[i]);
+        gp = gm.data();
       }
+      maxpool2d_backward(gy.data(), gp, am, pc);
       T* pw = partial.data() + c * per;
       conv2d_backward(dst[0] ? dst[0] + n0 * in_width() : nullptr, pw, has_bias ? pw + wsize : nullptr, gy.data(),
-                      b.val[this->in[0]] + n0 * in_width(), b.params + w_off, sc, /*accumulate=*/false, act,
-                      act == Act::ReLU ? y.data() : nullptr);
+                      b.val[this->in[0]] + n0 * in_width(), b.params + w_off, sc, /*accumulate=*/false, Act::None,
+                      (const T*)nullptr);
     });
     // the chunks in order, as conv2d_backward sums them (zero for an empty batch)
     const idx total = has_bias ? per : wsize;
@@ -284,15 +291,47 @@ struct PoolOp : Op<T> {
 
 // The same kernel calls as BatchNorm1d/2d.forward: statistics, normalization, running update
 // and the counter in training; normalization by the running statistics in eval.
+// A ReLU right after it can run inside it (fuse), and then a max pool after that (fuse_pool),
+// chunk by chunk of kConvChunk samples as after a convolution: forward, batchnorm_forward,
+// relu and maxpool2d_forward per chunk (the statistics over the whole batch first), the
+// normalized values only in a per-thread scratch; backward, batchnorm_backward's pieces with
+// the gradient at its output made per chunk (the pool's backward, then ReLU's mask from the
+// output recomputed from x), twice: once for every row's sums, once for the input gradient.
+// The same values and the same sums in the same order as the layers, so the same bits.
 template <class T>
 struct BatchNormOp : Op<T> {
-  const char* name() const override { return "batchnorm"; }
+  const char* name() const override {
+    if (pooled) return act == Act::ReLU ? "batchnorm+relu+maxpool2d" : "batchnorm+maxpool2d";
+    return act == Act::ReLU ? "batchnorm+relu" : "batchnorm";
+  }
   idx C, L, w_off, b_off;
   double eps, momentum;
   T *running_mean, *running_var;
   std::int64_t* counter;
   bool batch_stats;
-  size_t saved_bytes(idx) const override { return batch_stats ? 2 * sizeof(T) * (size_t)C : 0; }
+  Act act = Act::None;
+  bool pooled = false;
+  Pool2d pool{};
+  std::vector<double> sums;  // backward: every row's Σ g and Σ g·x̂ (N·C each)
+  std::vector<T> means;      // backward: per channel, the means of g and g·x̂
+  bool fuse(Act a) override {
+    if (a != Act::ReLU || act != Act::None || pooled) return false;
+    act = a;
+    return true;
+  }
+  bool fuse_pool(const Pool2d& p) override {
+    if (pooled || p.C != C || p.H * p.W != L) return false;
+    pooled = true, pool = p;
+    return true;
+  }
+  size_t stats_bytes() const { return batch_stats ? 2 * sizeof(T) * (size_t)C : 0; }
+  size_t saved_bytes(idx rows) const override {
+    return stats_bytes() + (pooled ? sizeof(std::int32_t) * (size_t)(rows * pool_width()) : 0);
+  }
+  idx pool_width() const { return pool.C * pool.OH * pool.OW; }
+  std::int32_t* argmax_of(void* saved) const {
+    return reinterpret_cast<std::int32_t*>(static_cast<char*>(saved) + stats_bytes());
+  }
   void forward(const Batch<T>& b, void* saved) override {
     const T* x = b.val[this->in[0]];
     const T *mean = running_mean, *var = running_var;
@@ -301,7 +340,27 @@ struct BatchNormOp : Op<T> {
       batchnorm_stats(m, m + C, x, b.rows, C, L);
       mean = m, var = m + C;
     }
-    batchnorm_forward(b.val[this->out], x, mean, var, b.params + w_off, b.params + b_off, b.rows, C, L, eps);
+    const T *gamma = b.params + w_off, *beta = b.params + b_off;
+    if (act == Act::None && !pooled) {
+      batchnorm_forward(b.val[this->out], x, mean, var, gamma, beta, b.rows, C, L, eps);
+    } else {
+      std::int32_t* argmax = pooled ? argmax_of(saved) : nullptr;
+      over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+        thread_local std::vector<T> buf;
+        T* y = b.val[this->out] + n0 * C * L;
+        if (pooled) {
+          if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
+          y = buf.data();
+        }
+        batchnorm_forward(y, x + n0 * C * L, mean, var, gamma, beta, nn, C, L, eps);
+        if (act != Act::None) activation_forward(act, y, y, T(0), nn * C * L);
+        if (pooled) {
+          Pool2d pc = pool;
+          pc.N = nn;
+          maxpool2d_forward(b.val[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), y, pc);
+        }
+      });
+    }
     if (batch_stats && b.stats) std::copy(mean, mean + 2 * C, b.stats + this->stats_off);
     else if (batch_stats) update_running(mean, b.rows);
   }
@@ -312,9 +371,39 @@ struct BatchNormOp : Op<T> {
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
     const T* m = batch_stats ? static_cast<const T*>(saved) : nullptr;
-    batchnorm_backward(dst[0], b.grads + w_off, b.grads + b_off, b.grad[this->out], b.val[this->in[0]],
-                       batch_stats ? m : running_mean, batch_stats ? m + C : running_var, b.params + w_off, b.rows,
-                       C, L, eps, batch_stats, /*accumulate=*/false);
+    const T *mean = batch_stats ? m : running_mean, *var = batch_stats ? m + C : running_var;
+    const T *x = b.val[this->in[0]], *gamma = b.params + w_off, *beta = b.params + b_off;
+    if (act == Act::None && !pooled)
+      return batchnorm_backward(dst[0], b.grads + w_off, b.grads + b_off, b.grad[this->out], x, mean, var, gamma,
+                                b.rows, C, L, eps, batch_stats, /*accumulate=*/false);
+    const bool relu = act == Act::ReLU;
+    const std::int32_t* argmax = pooled ? argmax_of(saved) : nullptr;
+    // the gradient at BatchNorm's output (before ReLU's mask) for samples n0 .. n0 + nn
+    auto out_grad = [&](idx n0, idx nn, std::vector<T>& buf) -> const T* {
+      if (!pooled) return b.grad[this->out] + n0 * C * L;
+      if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
+      Pool2d pc = pool;
+      pc.N = nn;
+      maxpool2d_backward(buf.data(), b.grad[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), pc);
+      return buf.data();
+    };
+    const size_t rows = (size_t)(b.rows * C);
+    if (sums.size() < 2 * rows) sums.resize(2 * rows);
+    if (means.size() < 2 * (size_t)C) means.resize(2 * (size_t)C);
+    double *sg = sums.data(), *sgx = sums.data() + rows;
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+      thread_local std::vector<T> buf;
+      batchnorm_row_sums(sg + n0 * C, sgx + n0 * C, out_grad(n0, nn, buf), x + n0 * C * L, mean, var, gamma, beta, nn,
+                         C, L, eps, relu);
+    });
+    T *mg = means.data(), *mgx = means.data() + C;
+    batchnorm_channel_grads(b.grads + w_off, b.grads + b_off, mg, mgx, sg, sgx, b.rows, C, L, /*accumulate=*/false);
+    if (!dst[0]) return;
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+      thread_local std::vector<T> buf;
+      batchnorm_dx(dst[0] + n0 * C * L, out_grad(n0, nn, buf), x + n0 * C * L, mean, var, gamma, beta, mg, mgx, nn, C,
+                   L, eps, batch_stats, relu);
+    });
   }
 };
 
