@@ -245,7 +245,7 @@ struct ConvOp : Op<T> {
         const idx m = nn * pool_width();
         const T* v = b.val[this->out] + n0 * pool_width();
         if (gm.size() < (size_t)m) gm.resize((size_t)m);
-        for (idx i = 0; i < m; ++i) gm[(size_t)i] = gp[i] * relu_grad(v[i]);
+        activation_backward(Act::ReLU, gm.data(), gp, v, T(0), m);  // gp · relu_grad(v)
         gp = gm.data();
       }
       maxpool2d_backward(gy.data(), gp, am, pc);
