@@ -538,18 +538,25 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
       }
     }
   });
-  // sum the chunks in order; each thread owns a range of weight rows (gi, o). Where weight
-  // (o, k) sits in a chunk's partial is counted, not divided out: three 64-bit divisions per
-  // weight cost ~150 µs per call (18,432 weights), paid per chunk when a pool is fused.
+  // Sum the chunks in order, in the partials' own layout (chunk 0's partial becomes the sum:
+  // contiguous, vectorised), each thread a range of it; then into dweight, where weight
+  // (o, k) of a transposed partial sits at (k, o) of its group (counted, not divided out:
+  // three 64-bit divisions per weight cost ~150 µs per call at 18,432 weights).
+  if (nchunks > 1)
+    parallel_chunks(wsize, kElementwiseChunk, [&](idx i0, idx i1) {
+      for (idx c = 1; c < nchunks; ++c) {
+        const T* pc = partial.data() + c * wsize;
+        for (idx i = i0; i < i1; ++i) partial[(size_t)i] += pc[i];
+      }
+    });
   parallel_chunks(s.OC, std::max<idx>(1, kElementwiseChunk / std::max<idx>(g.K, 1)), [&](idx r0, idx r1) {
     for (idx r = r0; r < r1; ++r) {
       const idx gi = r / g.OCg, o = r % g.OCg;
       const idx at0 = transposed ? gi * g.OCg * g.K + o : r * g.K, step = transposed ? g.OCg : 1;
       for (idx k = 0; k < g.K; ++k) {
-        const idx at = at0 + k * step, i = r * g.K + k;
-        T v = nchunks ? partial[(size_t)at] : T(0);
-        for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * wsize + at)];
-        dweight[i] = accumulate ? dweight[i] + v : v;
+        const T v = nchunks ? partial[(size_t)(at0 + k * step)] : T(0);
+        T& d = dweight[r * g.K + k];
+        d = accumulate ? d + v : v;
       }
     }
   });

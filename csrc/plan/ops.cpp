@@ -257,9 +257,10 @@ struct ConvOp : Op<T> {
     // the chunks in order, as conv2d_backward sums them (zero for an empty batch)
     const idx total = has_bias ? per : wsize;
     parallel_chunks(total, kElementwiseChunk, [&](idx i0, idx i1) {
+      for (idx c = 1; c < nchunks; ++c)  // into chunk 0's partial, chunk by chunk (contiguous)
+        for (idx i = i0; i < i1; ++i) partial[(size_t)i] += partial[(size_t)(c * per + i)];
       for (idx i = i0; i < i1; ++i) {
-        T v = nchunks ? partial[(size_t)i] : T(0);
-        for (idx c = 1; c < nchunks; ++c) v += partial[(size_t)(c * per + i)];
+        const T v = nchunks ? partial[(size_t)i] : T(0);
         if (i < wsize) b.grads[w_off + i] = v;
         else dbias[i - wsize] = v;
       }
