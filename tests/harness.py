@@ -257,12 +257,17 @@ def _conv_out(s, g):
     return ok, (N, OC, OH, OW), (OC, C // G, KH, KW)
 
 
-# (N, C, H, W, OC). The last four reach the AVX-512 kernel's 12-row tiles and row remainders
-# (20 or 14 output or input channels), whole 32-column tiles inside one wide row (W = 40),
-# tiles across rows, and (N >= 4) the weight packed in panels.
+# (N, C, H, W, OC). (2, 14, 9, 11, 20) to (5, 6, 5, 7, 28) reach the AVX-512 tile kernel's
+# 12-row tiles and row remainders (20 or 14 output or input channels), whole 32-column tiles
+# inside one wide row (W = 40), tiles across rows, and (N >= 4) the weight packed in panels.
 CONV_SHAPES = ((1, 1, 1, 1, 1), (2, 3, 7, 6, 4), (3, 4, 9, 8, 6), (0, 2, 5, 5, 4), (2, 6, 1, 1, 6),
                (1, 6, 12, 10, 6), (2, 2, 28, 28, 8), (2, 14, 9, 11, 20), (1, 3, 4, 40, 13), (1, 12, 6, 7, 24),
-               (5, 6, 5, 7, 28))
+               (5, 6, 5, 7, 28),
+               # output (input) channels in 16s reach the kernel with vectors over them: tiles of 7
+               # or 14 pixels, whole and cut (widths 1, 5, 10, 15, 28), 16, 32, 48 and 64
+               # channels (one to four vectors), groups of 16, an empty batch
+               (2, 16, 5, 5, 16), (1, 32, 10, 15, 32), (2, 16, 14, 14, 64), (1, 32, 7, 28, 48), (0, 16, 4, 4, 32),
+               (3, 1, 9, 30, 32), (1, 64, 3, 1, 64))
 CONV_GEOMETRIES = {
     "3x3-same": dict(k=(3, 3), padding=1),
     "1x1": dict(k=(1, 1)),

@@ -37,11 +37,22 @@ using ConvTranspose = void (*)(const float* src, std::int64_t rows, std::int64_t
 using ConvRows = void (*)(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
                           std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
 
+// A direct convolution's tile with vectors over output channels: for px (<= pixels, 7 or 14)
+// pixels j of one output row and 16·nv output channels o (nv of 1, 2 or 4; nv·pixels <= 28),
+//   out[o·ldo + j] = act(Σ_p w[p·ldw + o] · src[taps[p] + j] + bias[o])
+// one FMA chain over p in order per value, then + bias (unless null), ReLU (if relu): the bits
+// of ConvTapsTile's. w is the weight transposed, (K, OC) in rows ldw apart. All `pixels` are
+// read from src (past px too).
+using ConvOcTile = void (*)(std::int64_t k, const float* w, std::int64_t ldw, int pixels, int nv,
+                            const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
+                            const float* bias, bool relu);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTapsDot dot;
   ConvTranspose transpose;
   ConvRows rows;
+  ConvOcTile oc_tile;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -52,6 +63,9 @@ void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* a
                            bool add, const float* bias, bool relu);
 void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
                            std::int64_t ldd);
+void conv_oc_tile_avx512(std::int64_t k, const float* w, std::int64_t ldw, int pixels, int nv,
+                         const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
+                         const float* bias, bool relu);
 void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
                       std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
