@@ -295,7 +295,8 @@ idx row_blocks(idx M) { return (M + kConvTileRows - 1) / kConvTileRows; }
 
 template <class T>
 void taps_gemm(ConvTapsTile fn, idx M, idx N, idx K, const T* A, const idx* arow, const idx* taps, const T* src, T* out,
-               idx ldo, const TapsOut& keep, bool add, const T* bias, Act act) {
+               idx ldo, const TapsOut& keep, bool add, const T* bias, Act act, idx seg = -1, idx stride = -1) {
+  if (seg < 0) seg = stride = K;  // every p
   if constexpr (std::is_same_v<T, float>) {
     const idx mt = row_blocks(M), nt = (N + kConvTileCols - 1) / kConvTileCols;
     const idx per_chunk = std::max<idx>(1, 65536 / (kConvTileRows * kConvTileCols * std::max<idx>(K, 1)));
@@ -304,7 +305,7 @@ void taps_gemm(ConvTapsTile fn, idx M, idx N, idx K, const T* A, const idx* arow
         const idx b = t / nt, i = row_block_start(M, b), rows = (b + 1 < mt ? row_block_start(M, b + 1) : M) - i;
         const idx jt = t % nt, j = jt * kConvTileCols;
         const T* a = arow ? A : A + b * kConvTileRows * K;  // (packed: one panel per row block)
-        fn(K, a, arow ? arow + i : nullptr, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo, (int)rows,
+        fn(K, seg, stride, a, arow ? arow + i : nullptr, taps, src + j, out + i * ldo + keep.first[(size_t)jt], ldo, (int)rows,
            (int)std::min<idx>(kConvTileCols, N - j), keep.valid[(size_t)jt], add, bias ? bias + i : nullptr,
            act == Act::ReLU);
       }
@@ -560,8 +561,9 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           if constexpr (std::is_same_v<T, float>) {
             T* gt = scratch(gtbuf, g.cols * g.OCg);
             fast->transpose(gr, g.OCg, g.cols, ldg, gt, g.OCg);
+            // (the depth: the image's columns of each wide row; the others' gradient is zero)
             taps_gemm(fast->tile, g.K, g.OCg, g.cols, (const T*)xp, taps.data(), rows_gt.data(), (const T*)gt,
-                      pw + gi * g.OCg * g.K, g.OCg, *keep_w, !first, (const T*)nullptr, Act::None);
+                      pw + gi * g.OCg * g.K, g.OCg, *keep_w, !first, (const T*)nullptr, Act::None, s.OW, g.Wp);
           }
         } else
           gemm<T>(false, true, g.OCg, g.K, g.cols, T(1), gr, ldg, col, g.cols, first ? T(0) : T(1),

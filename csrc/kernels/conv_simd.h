@@ -7,14 +7,16 @@ namespace fastnn {
 
 // C[i, j] = Σ_p a[arow[i] + p] · src[taps[p] + j] for i < rows (<= 12), j < cols (<= 32), or,
 // with arow null, Σ_p a[p·12 + i] · src[taps[p] + j] (A packed in a panel of 12 rows):
-// one FMA chain per value, p in order. A tile of 32 columns reads src[taps[p] .. taps[p] + 32),
+// one FMA chain per value, p in order, over the p < k in runs of `seg` starting every
+// `stride` (seg = stride = k: all of them; the weight gradient skips the wide columns so). A tile of 32 columns reads src[taps[p] .. taps[p] + 32),
 // a narrower one only its columns. Then, per row i: + the C already there (if add; every
 // column kept then), + bias[i] (unless null), ReLU (if relu), and the columns j whose bit is
 // set in `valid` are stored side by side from c + i·ldc on (the wide columns a convolution
 // drops leave no gaps).
-using ConvTapsTile = void (*)(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
-                              const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
-                              bool add, const float* bias, bool relu);
+using ConvTapsTile = void (*)(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                              const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                              std::int64_t ldc, int rows, int cols, std::uint32_t valid, bool add, const float* bias,
+                              bool relu);
 constexpr int kConvTileRows = 12, kConvTileCols = 32;
 
 // The weight gradient's products, 4 × 4 dots at a time: for i < rows (<= 4), q < cols (<= 4),
@@ -58,9 +60,10 @@ struct ConvTaps {
 const ConvTaps* conv_taps_f32();
 
 #ifdef FASTNN_X86_KERNELS
-void conv_taps_tile_avx512(std::int64_t k, const float* a, const std::int64_t* arow, const std::int64_t* taps,
-                           const float* src, float* c, std::int64_t ldc, int rows, int cols, std::uint32_t valid,
-                           bool add, const float* bias, bool relu);
+void conv_taps_tile_avx512(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                           const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                           std::int64_t ldc, int rows, int cols, std::uint32_t valid, bool add, const float* bias,
+                           bool relu);
 void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
                            std::int64_t ldd);
 void conv_oc_tile_avx512(std::int64_t k, const float* w, std::int64_t ldw, int pixels, int nv,
