@@ -49,8 +49,15 @@ using ConvOcTile = void (*)(std::int64_t k, const float* w, std::int64_t ldw, in
                             const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
                             const float* bias, bool relu);
 
+// As ConvTapsTile over rows <= 6 (through arow) and 64 columns, every one kept, C added to when
+// `add`, no bias or ReLU: the weight gradient's tiles when the output channels come in 64s.
+using ConvTaps64 = void (*)(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                            const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                            std::int64_t ldc, int rows, bool add);
+
 struct ConvTaps {
   ConvTapsTile tile;
+  ConvTaps64 tile64;
   ConvTapsDot dot;
   ConvTranspose transpose;
   ConvRows rows;
@@ -69,6 +76,9 @@ void conv_transpose_avx512(const float* src, std::int64_t rows, std::int64_t col
 void conv_oc_tile_avx512(std::int64_t k, const float* w, std::int64_t ldw, int pixels, int nv,
                          const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
                          const float* bias, bool relu);
+void conv_taps_tile64_avx512(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                             const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                             std::int64_t ldc, int rows, bool add);
 void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
                       std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
