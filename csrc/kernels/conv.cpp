@@ -34,11 +34,12 @@
 // 64 → 64 on 7×7 (half of its 32-wide tiles were wide columns) forward 3.3–3.7 → 1.6–2.0 ms.
 // The input gradient is the same (either kernel, as the input channels allow) over the output
 // gradient laid in zero-led rows with the weight transposed (DataTaps: no col2im); the weight
-// gradient is the tile kernel again, transposed (A's rows the padded planes at the taps, B the output gradient
-// transposed), or dots for few taps or few output channels. Measured on one thread, 128
-// samples of 32 → 64 channels, 14×14, against im2col and the GEMM: forward 8.6 → 7.9 ms, backward 20.3 → 19.0 ms (weight
-// gradient alone 11.3 → 9.8); 1 → 32 channels of 28×28: forward 1.49 → 1.05 ms, backward 2.8
-// → 2.0 ms.
+// gradient is the tile kernel again, transposed (A's rows the padded planes at the taps, B the
+// output gradient transposed; tiles of 6 × 64 when the output channels come in 64s), skipping
+// the wide columns in its depth, or dots for few taps or few output channels. Measured on one
+// thread, 128 samples of 32 → 64 channels, 14×14, against im2col and the GEMM: forward 8.6 →
+// 7.9 ms, backward 20.3 → 19.0 ms (weight gradient alone 11.3 → 9.8); 1 → 32 channels of 28×28:
+// forward 1.49 → 1.05 ms, backward 2.8 → 2.0 ms (before the direct kernel).
 //
 // ReLU can be fused (a compiled plan's Conv2d → ReLU): the output gets relu(), and backward
 // multiplies dout by relu_grad(y) from that output, which equals relu_grad(x) of the layers'
