@@ -324,6 +324,8 @@ CNN_MODELS = {
         fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.ReLU(), fnn.MaxPool2d(2),
         fnn.Conv2d(4, 6, 3, padding=1), fnn.BatchNorm2d(6), fnn.LeakyReLU(0.1), fnn.MaxPool2d(3, stride=2, padding=1),
         fnn.Tanh(), fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(6, 4)),
+    "bn1d-relu": lambda: fnn.Sequential(  # BatchNorm1d with its ReLU fused (rows of L = 1)
+        fnn.Flatten(), fnn.Linear(144, 16), fnn.BatchNorm1d(16), fnn.ReLU(), fnn.Linear(16, 4)),
     "bn-relu-maxpool-variants": lambda: fnn.Sequential(
         fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.MaxPool2d(2),
         fnn.Conv2d(4, 6, 3, padding=1), fnn.BatchNorm2d(6), fnn.ReLU(), fnn.MaxPool2d(3, stride=2, padding=1),
