@@ -416,6 +416,33 @@ def test_max_pools_and_relus_are_fused_into_activations_and_batchnorm_and_thread
     assert [t[0] for t in core.op_times()][:4] == ["conv2d", "batchnorm+maxpool2d", "conv2d", "batchnorm+relu+maxpool2d"]
 
 
+def test_cnn_predict_of_one_image_is_thread_count_independent():
+    # One image on two threads: each convolution (with its ReLU and pool) gives each thread
+    # whole blocks of output channels. Its bits are those of one thread and of the layers, and
+    # its features (before the Linear layers, whose one-row product is another kernel) those
+    # of the same image in a batch.
+    from fastnn import cnn_models
+    X = images(n=5, size=28)[0]
+    outs, features = [], []
+    try:
+        for threads in (2, 1):
+            fnn.set_num_threads(threads)
+            fnn.manual_seed(0)
+            m = cnn_models.build("cnn").eval()
+            outs += [m.predict(X[:1]), m.forward(X[:1])]
+            assert isinstance(m[6], fnn.Flatten)
+            features += [m[:7].predict(X[:1]), m[:7].predict(X)[:1], m[:7].forward(X[:1])]
+            core = plan.inference(m, X[:1]).core
+            core.set_profiling(True)
+            assert [t[0] for t in core.op_times()][:2] == ["conv2d+relu+maxpool2d"] * 2
+    finally:
+        fnn.set_num_threads(2)
+    for o in outs[1:]:
+        np.testing.assert_array_equal(outs[0], o)
+    for f in features[1:]:
+        np.testing.assert_array_equal(features[0], f)
+
+
 @pytest.mark.parametrize("use_plan", [True, False])
 def test_a_setting_changed_between_fits_is_used(use_plan):
     # The plan is rebuilt when a layer setting changes: LeakyReLU's slope and Dropout's p set

@@ -135,6 +135,39 @@ def test_few_row_gemm_one_and_two_threads_are_bitwise_equal(simd):
         gemm_both_thread_counts(a, w, False, True, atol=1e-3)
 
 
+@pytest.mark.parametrize("simd", SIMD_PATHS)
+def test_convolution_of_fewer_samples_than_threads_is_thread_count_independent(simd):
+    # With fewer samples than threads (batch-1 inference), the direct kernel gives each thread
+    # whole blocks of output channels (and, fused with a max pool, pools them there): a
+    # sample's bits are those of one thread and of the same sample in a larger batch.
+    _core.set_simd_path(simd)
+    rng = np.random.default_rng(4)
+    for c, oc, hw, groups in ((1, 32, 28, 1), (32, 64, 14, 1), (64, 64, 7, 1), (16, 48, 9, 1), (32, 64, 10, 2),
+                              (3, 16, 5, 1), (8, 128, 3, 1)):
+        x = rng.standard_normal((3, c, hw, hw)).astype(np.float32)
+        w = rng.standard_normal((oc, c // groups, 3, 3)).astype(np.float32)
+        b = rng.standard_normal(oc).astype(np.float32)
+        outs = []
+        for threads, n in ((2, 1), (1, 1), (2, 3), (1, 3)):
+            fastnn.set_num_threads(threads)
+            y = np.empty((n, oc, hw, hw), np.float32)
+            _core.conv2d_forward(y, x[:n], w, b, 1, 1, 1, groups, "relu")
+            outs.append(y)
+        for y in outs[1:]:
+            assert np.array_equal(outs[0][0], y[0]), (c, oc, hw, groups)
+        assert np.array_equal(outs[2], outs[3])
+        want = numpy_conv_relu(x, w, b, groups)
+        np.testing.assert_allclose(outs[2], want, rtol=1e-4, atol=1e-4 * np.sqrt(9 * c // groups))
+
+
+def numpy_conv_relu(x, w, b, groups):
+    """relu(conv(x, w, padding 1) + b) by the NumPy twin."""
+    from fastnn.backends import numpy_ref
+    y = np.empty((len(x), len(w), *x.shape[2:]), np.float32)
+    numpy_ref.conv2d_forward(y, x, w, b, 1, 1, 1, groups, "relu")
+    return y
+
+
 def test_set_num_threads_validates():
     with pytest.raises(ValueError, match="n must be >= 1"):
         fastnn.set_num_threads(0)

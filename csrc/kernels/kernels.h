@@ -54,6 +54,12 @@ void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s
 // dx written: zero, plus each dout at its argmax
 template <class T>
 void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s);
+// conv2d_forward into y (N, OC, OH, OW), then maxpool2d_forward of y (p: C = OC, H × W =
+// OH × OW) into out and argmax: the plan's conv2d+maxpool2d op, with the two calls' bits. With
+// fewer samples than threads, each thread pools the channels it has just convolved.
+template <class T>
+void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, const T* weight, const T* bias,
+                            const Conv2d& s, Act act, const Pool2d& p);
 template <class T>
 void avgpool2d_forward(T* out, const T* x, const Pool2d& s);
 template <class T>

@@ -216,8 +216,8 @@ struct ConvOp : Op<T> {
       Conv2d sc = g;
       Pool2d pc = pool;
       sc.N = pc.N = nn;
-      conv2d_forward(y.data(), b.val[this->in[0]] + n0 * in_width(), b.params + w_off, bias, sc, act);
-      maxpool2d_forward(b.val[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), y.data(), pc);
+      conv2d_maxpool_forward(b.val[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), y.data(),
+                             b.val[this->in[0]] + n0 * in_width(), b.params + w_off, bias, sc, act, pc);
     });
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
