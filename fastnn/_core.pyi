@@ -76,6 +76,10 @@ class Plan:
         """
         Bytes of workspace the plan keeps between calls
         """
+def _set_conv_sparse_max_density(d: typing.SupportsFloat | typing.SupportsIndex) -> float:
+    """
+    Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this fraction of dout is nonzero (default 0.5; < 0: never, 1: always); returns the old value.
+    """
 def _set_gemm_sup_max_macs(n: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Testing knob: float GEMMs of at most n multiply-adds skip packing; returns the old limit. n < 0 restores the default, 0 packs every shape.

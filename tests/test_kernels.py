@@ -272,3 +272,55 @@ def test_maxpool_2x2_gradient_bits_and_hand_made_argmax(path, dtype):
         assert got[1, 2, 0, 0] == g[1, 2, 3, 17] + g[1, 2, 0, 0] * (am[1, 2, 0, 0] == 0)
     finally:
         _core.set_simd_path(previous)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_weight_gradient_sparse_kernel_keeps_the_dense_bits(path):
+    # Below a max pool most of a convolution's output gradient is zero; the weight gradient
+    # then sums only its nonzero terms (AVX-512, 3 × 3, input channels in 16s). A zero term
+    # changes no finite sum, so the sparse and the dense kernel give the same bits, on 1 and 2
+    # threads, and the twin's values; an infinite input makes the dense kernel run.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(5)
+    shapes = [  # N, C, OC, H, W, groups, dilation, density, activation
+        (8, 32, 64, 14, 14, 1, 1, 0.2, "none"), (19, 32, 64, 14, 14, 1, 1, 0.3, "none"),
+        (3, 16, 16, 9, 11, 1, 1, 0.1, "none"), (5, 64, 32, 7, 7, 1, 1, 0.25, "none"),
+        (4, 48, 32, 10, 6, 1, 1, 0.4, "none"), (4, 32, 64, 12, 12, 2, 1, 0.2, "none"),
+        (4, 32, 32, 12, 12, 1, 2, 0.2, "none"), (9, 32, 64, 14, 14, 1, 1, 0.45, "relu"),
+        (2, 32, 64, 14, 14, 1, 1, 0.0, "none"), (1, 16, 16, 1, 1, 1, 1, 1.0, "none"), (0, 32, 16, 5, 5, 1, 1, 0.2, "none"),
+        (17, 64, 64, 7, 7, 1, 1, 0.1, "none"), (3, 16, 48, 13, 29, 1, 1, 0.3, "relu")]
+    for N, C, OC, H, W, groups, dil, density, act in shapes:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = rng.standard_normal((OC, C // groups, 3, 3)).astype(np.float32)
+        OH, OW = H, W  # padding = dilation
+        dout = (rng.standard_normal((N, OC, OH, OW)) * (rng.random((N, OC, OH, OW)) < density)).astype(np.float32)
+        y = rng.standard_normal(dout.shape).astype(np.float32)
+        if N > 2:
+            x[2, 0, 0, 0] = np.inf  # this chunk's sums would differ if it skipped its zero terms
+        results = []
+        try:
+            for knob, threads in ((-1.0, 1), (1.0, 1), (1.0, 2), (-1.0, 2)):
+                _core._set_conv_sparse_max_density(knob)
+                _core.set_num_threads(threads)
+                dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(OC, np.float32)
+                _core.conv2d_backward(dx, dw, db, dout, x, w, 1, dil, dil, groups, False, act, y)
+                results.append((dx, dw, db))
+        finally:
+            _core._set_conv_sparse_max_density(0.5)
+            _core.set_num_threads(2)
+        for other in results[1:]:
+            for a, b in zip(results[0], other):
+                assert np.array_equal(a, b, equal_nan=True), (N, C, OC, H, W, groups, dil, density, act)
+        if N > 2:
+            x[2, 0, 0, 0] = 0.0
+            dx, dw, db = results[0]
+            _core._set_conv_sparse_max_density(1.0)
+            try:
+                _core.conv2d_backward(dx, dw, db, dout, x, w, 1, dil, dil, groups, False, act, y)
+            finally:
+                _core._set_conv_sparse_max_density(0.5)
+        want = [np.empty((N, C, H, W)), np.empty(w.shape), np.empty(OC)]
+        numpy_ref.conv2d_backward(*want, dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 1, dil,
+                                  dil, groups, False, act, y.astype(np.float64))
+        for got, ref in zip((dx, dw, db), want):
+            np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3 * np.sqrt(max(N, 1) * OH * OW))

@@ -55,6 +55,17 @@ using ConvTaps64 = void (*)(std::int64_t k, std::int64_t seg, std::int64_t strid
                             const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
                             std::int64_t ldc, int rows, bool add);
 
+// The weight gradient of a 3 × 3 convolution from a sparse output gradient (a max pool's
+// keeps one value in four): for rows o < rows, the 9 taps t and the channels c < 16·cv (cv 1
+// or 2),
+//   out[o·ldo + t·ldt + c] (+)= Σ_(j < n, g[o·ldg + j] ≠ 0, j ascending) g[o·ldg + j] · xh[(j + toff[t])·ldx + c]
+// one FMA chain per value over the nonzero j in order from zero, then added to out when `add`.
+// xh holds the padded input channel-last (a pixel's channels side by side). A zero term
+// changes no finite sum, so these are the bits of ConvTaps64 over every j (finite xh).
+using ConvSparseDw = void (*)(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                              const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo,
+                              std::int64_t ldt, bool add);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTaps64 tile64;
@@ -62,6 +73,7 @@ struct ConvTaps {
   ConvTranspose transpose;
   ConvRows rows;
   ConvOcTile oc_tile;
+  ConvSparseDw sparse_dw;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -81,6 +93,9 @@ void conv_taps_tile64_avx512(std::int64_t k, std::int64_t seg, std::int64_t stri
                              std::int64_t ldc, int rows, bool add);
 void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
                       std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
+void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                           const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo, std::int64_t ldt,
+                           bool add);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif

@@ -38,6 +38,10 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
 // samples, then the chunks in order (a caller running it chunk by chunk gets the same bits). With act ReLU, dout is the gradient at the ReLU's output y
 // (forward's out), and is multiplied by relu_grad(y) first.
 constexpr idx kConvChunk = 8;
+// Testing knob: the weight gradient takes the sparse kernel in the chunks where at most this
+// fraction of dout is nonzero (default 0.5; < 0: never, 1: whenever it can). Returns the old
+// value. Either way the same bits: the tests compare the two.
+double set_conv_sparse_max_density(double d);
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
                      bool accumulate, Act act, const T* y);
