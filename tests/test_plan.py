@@ -416,6 +416,25 @@ def test_max_pools_and_relus_are_fused_into_activations_and_batchnorm_and_thread
     assert [t[0] for t in core.op_times()][:4] == ["conv2d", "batchnorm+maxpool2d", "conv2d", "batchnorm+relu+maxpool2d"]
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_the_benchmarks_cnn_trains_the_layers_bits(threads):
+    # fastnn.cnn_models' CNN on 28×28 images: channels in 16s take the direct kernel, the
+    # pools' gradients are scattered into the convolutions' layout and the 32 → 64
+    # convolution's weight gradient, three quarters zeros below its pool, takes the sparse
+    # kernel; the weights after training are the layers' bits
+    from fastnn import cnn_models
+    X, y = images(n=40, size=28)
+    try:
+        fnn.set_num_threads(threads)
+
+        def build():
+            fnn.manual_seed(0)
+            return cnn_models.build("cnn")
+        fit_both(build, OPTS["adam"], X, y, epochs=1, batch_size=20)
+    finally:
+        fnn.set_num_threads(2)
+
+
 def test_cnn_predict_of_one_image_is_thread_count_independent():
     # One image on two threads: each convolution (with its ReLU and pool) gives each thread
     # whole blocks of output channels. Its bits are those of one thread and of the layers, and
