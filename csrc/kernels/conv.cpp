@@ -242,10 +242,7 @@ T lane_sum(const T* v, idx n) {
 template <class F>
 void over_items(idx n, F f) {
   if (n >= num_threads() && num_threads() > 1) {
-    parallel_chunks(n, 1, [&](idx i0, idx i1) {
-      SerialScope serial;
-      for (idx i = i0; i < i1; ++i) f(i);
-    });
+    parallel_items(n, f);
   } else {
     for (idx i = 0; i < n; ++i) f(i);
   }

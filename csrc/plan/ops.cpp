@@ -31,10 +31,7 @@ void over_chunks(idx rows, F f) {
   const idx n = (rows + kConvChunk - 1) / kConvChunk;
   auto one = [&](idx c) { f(c, c * kConvChunk, std::min(kConvChunk, rows - c * kConvChunk)); };
   if (n >= num_threads() && num_threads() > 1)
-    parallel_chunks(n, 1, [&](idx c0, idx c1) {
-      SerialScope serial;
-      for (idx c = c0; c < c1; ++c) one(c);
-    });
+    parallel_items(n, one);
   else
     for (idx c = 0; c < n; ++c) one(c);
 }
