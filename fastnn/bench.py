@@ -11,6 +11,7 @@ faster fastnn is than PyTorch (> 1: fastnn faster). Speed is never asserted in t
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -55,6 +56,40 @@ def median(fn, repeats: int, min_seconds: float = 2e-3) -> float:
             fn()
         samples.append((time.perf_counter() - t0) / inner)
     return sorted(samples)[len(samples) // 2]
+
+
+def medians_alternating(fns, repeats: int, min_seconds: float = 2e-3) -> list:
+    """median() of each of fns (None entries give None), their samples taken in turns — fastnn's,
+    then PyTorch's, and again — so that both see the machine's slow and fast minutes alike
+    (this shared machine's speed drifts by 10–40% over a run: one library timed after the
+    other would carry the drift into the ratio). A pause before each turn, as in median()."""
+    inners = []
+    for fn in fns:
+        if fn is None:
+            inners.append(0)
+            continue
+        time.sleep(0.3)
+        fn()
+        inner = 1
+        while True:
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            if time.perf_counter() - t0 > min_seconds or inner >= 1 << 16:
+                break
+            inner *= 2
+        inners.append(inner)
+    samples: list = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, inner, out in zip(fns, inners, samples):
+            if fn is None:
+                continue
+            time.sleep(0.3)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fn()
+            out.append((time.perf_counter() - t0) / inner)
+    return [sorted(x)[len(x) // 2] if x else None for x in samples]
 
 
 def _fmt(seconds):
@@ -265,8 +300,7 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
 
         def epoch(fm=fm, fopt=fopt):
             fm.fit(Xi, yi, optimizer=fopt, epochs=1, batch_size=128, verbose=0)
-        mine = median(epoch, reps, 0) * scale
-        pt = None
+        tepoch = None
         if torch:
             tm = cnn_models.build_torch(name, torch)
             topt, lf = torch.optim.Adam(tm.parameters(), lr=1e-3), torch.nn.CrossEntropyLoss()
@@ -279,7 +313,8 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
                     topt.zero_grad()
                     lf(tm(tx[i]), ty[i]).backward()
                     topt.step()
-            pt = median(tepoch, reps, 0) * scale
+        mine, pt = medians_alternating([epoch, tepoch], reps, 0)
+        mine, pt = mine * scale, pt * scale if pt is not None else None
         target = "≥ 3" if name in ("cnn", "cnn-bn") else ""
         row("train epoch", f"{label}, batch 128, Adam, per 60000 rows (timed on {n})", mine, None, pt, None, target)
     fnn.manual_seed(0)
@@ -287,12 +322,10 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
     tinf: Any = cnn_models.build_torch("cnn", torch).eval() if torch else None
     for batch, target in ((1, "≥ 10"), (1000, "≥ 2")):
         xb = np.ascontiguousarray(Xi[:batch])
-        mine = median(lambda xb=xb: fm.predict(xb), repeats)
-        pt = None
-        if torch:
-            tx = torch.from_numpy(xb)
-            with torch.no_grad():
-                pt = median(lambda tx=tx: tinf(tx), repeats)
+        tx = torch.from_numpy(xb) if torch else None
+        with torch.no_grad() if torch else contextlib.nullcontext():
+            mine, pt = medians_alternating([lambda xb=xb: fm.predict(xb), (lambda tx=tx: tinf(tx)) if torch else None],
+                                           repeats)
         row("inference", f"CNN predict, batch {batch}", mine, None, pt, None, target)
 
 
