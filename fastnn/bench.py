@@ -11,7 +11,6 @@ faster fastnn is than PyTorch (> 1: fastnn faster). Speed is never asserted in t
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import subprocess
 import sys
@@ -62,7 +61,8 @@ def medians_alternating(fns, repeats: int, min_seconds: float = 2e-3) -> list:
     """median() of each of fns (None entries give None), their samples taken in turns — fastnn's,
     then PyTorch's, and again — so that both see the machine's slow and fast minutes alike
     (this shared machine's speed drifts by 10–40% over a run: one library timed after the
-    other would carry the drift into the ratio). A pause before each turn, as in median()."""
+    other would carry the drift into the ratio). A pause before each turn, as in median(): for
+    samples of seconds (training epochs), which the cores' waking after it does not skew."""
     inners = []
     for fn in fns:
         if fn is None:
@@ -321,11 +321,15 @@ def cnn_rows(row, X, y, threads, repeats, quick, torch) -> None:
     fm = cnn_models.build("cnn").eval()
     tinf: Any = cnn_models.build_torch("cnn", torch).eval() if torch else None
     for batch, target in ((1, "≥ 10"), (1000, "≥ 2")):
+        # one library after the other: a call of ~50–700 µs after a turn's pause runs several
+        # times slower while the cores wake (measured: 54 µs in a row, 115–170 µs in turns)
         xb = np.ascontiguousarray(Xi[:batch])
-        tx = torch.from_numpy(xb) if torch else None
-        with torch.no_grad() if torch else contextlib.nullcontext():
-            mine, pt = medians_alternating([lambda xb=xb: fm.predict(xb), (lambda tx=tx: tinf(tx)) if torch else None],
-                                           repeats)
+        mine = median(lambda xb=xb: fm.predict(xb), repeats)
+        pt = None
+        if torch:
+            tx = torch.from_numpy(xb)
+            with torch.no_grad():
+                pt = median(lambda tx=tx: tinf(tx), repeats)
         row("inference", f"CNN predict, batch {batch}", mine, None, pt, None, target)
 
 
