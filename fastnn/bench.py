@@ -33,11 +33,9 @@ GEMM_SHAPES = [  # (M, K, N, trans_a, trans_b, label): C (M×N) = op(A) · op(B)
 ]
 
 
-def median(fn, repeats: int, min_seconds: float = 2e-3) -> float:
-    """Median seconds per call; fast calls are batched so one sample lasts >= min_seconds.
-    Starts with a pause: another library's idle worker threads spin for a while after its
-    last call and would steal the cores (measured: torch.mm 256² took 7.8 ms right after
-    fastnn, 0.17 ms after a pause)."""
+def _calls_per_sample(fn, min_seconds: float) -> int:
+    """After a pause and a warm-up call, how many calls of fn one timed sample takes to last
+    min_seconds (doubling from 1)."""
     time.sleep(0.3)
     fn()
     inner = 1
@@ -46,8 +44,16 @@ def median(fn, repeats: int, min_seconds: float = 2e-3) -> float:
         for _ in range(inner):
             fn()
         if time.perf_counter() - t0 > min_seconds or inner >= 1 << 16:
-            break
+            return inner
         inner *= 2
+
+
+def median(fn, repeats: int, min_seconds: float = 2e-3) -> float:
+    """Median seconds per call; fast calls are batched so one sample lasts >= min_seconds.
+    Starts with a pause: another library's idle worker threads spin for a while after its
+    last call and would steal the cores (measured: torch.mm 256² took 7.8 ms right after
+    fastnn, 0.17 ms after a pause)."""
+    inner = _calls_per_sample(fn, min_seconds)
     samples = []
     for _ in range(repeats):
         t0 = time.perf_counter()
@@ -63,22 +69,7 @@ def medians_alternating(fns, repeats: int, min_seconds: float = 2e-3) -> list:
     (this shared machine's speed drifts by 10–40% over a run: one library timed after the
     other would carry the drift into the ratio). A pause before each turn, as in median(): for
     samples of seconds (training epochs), which the cores' waking after it does not skew."""
-    inners = []
-    for fn in fns:
-        if fn is None:
-            inners.append(0)
-            continue
-        time.sleep(0.3)
-        fn()
-        inner = 1
-        while True:
-            t0 = time.perf_counter()
-            for _ in range(inner):
-                fn()
-            if time.perf_counter() - t0 > min_seconds or inner >= 1 << 16:
-                break
-            inner *= 2
-        inners.append(inner)
+    inners = [0 if fn is None else _calls_per_sample(fn, min_seconds) for fn in fns]
     samples: list = [[] for _ in fns]
     for _ in range(repeats):
         for fn, inner, out in zip(fns, inners, samples):
