@@ -324,3 +324,19 @@ def test_conv_weight_gradient_sparse_kernel_keeps_the_dense_bits(path):
                                   dil, groups, False, act, y.astype(np.float64))
         for got, ref in zip((dx, dw, db), want):
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3 * np.sqrt(max(N, 1) * OH * OW))
+
+
+@pytest.mark.parametrize("L", [1, 5, 32, 49, 196, 784])
+def test_batchnorm_stats_of_offset_data_match_float64(L):
+    # The statistics add every row's moments about its own rounded mean (Chan's update): data
+    # far from zero (1e4 + N(0, 1)) must not lose its variance to cancellation, for rows
+    # shorter, as long as and longer than the 32 lanes a row is summed in.
+    rng = np.random.default_rng(L)
+    x = (1e4 + rng.standard_normal((7, 3, L))).astype(np.float32)
+    x[:, 2] = np.float32(1e4 + 0.5)  # a constant channel: variance 0
+    mean, var = np.zeros(3, np.float32), np.zeros(3, np.float32)
+    _core.batchnorm_stats(mean, var, x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(mean, x64.mean(axis=(0, 2)), rtol=1e-7)
+    np.testing.assert_allclose(var[:2], x64.var(axis=(0, 2))[:2], rtol=1e-5)
+    assert var[2] == 0

@@ -71,9 +71,18 @@ void avgpool2d_backward(T* dx, const T* dout, const Pool2d& s);
 
 // Batch normalization over x (N, C, L): L values per sample and channel (H·W of an image, 1
 // for BatchNorm1d on (N, C)). mean and var are per channel (C).
-// mean, var = the batch's statistics of each channel (var biased, as normalization uses)
+// mean, var = the batch's statistics of each channel (var biased, as normalization uses).
+// In two steps, so that an op can take a row's moments while the row is still in cache (the
+// plan's convolution before a BatchNorm, plan/ops.cpp): batchnorm_row_moments writes three
+// doubles per row of L values (its sum s, and about a = T(s / L) its Σ (x − a) and
+// Σ (x − a)²); batchnorm_stats_of_rows combines every channel's rows in order of n, the row of
+// sample n and channel c at moments + 3·(n·C + c). batchnorm_stats is the two, the same bits.
 template <class T>
 void batchnorm_stats(T* mean, T* var, const T* x, idx N, idx C, idx L);
+template <class T>
+void batchnorm_row_moments(double* moments, const T* x, idx rows, idx L);
+template <class T>
+void batchnorm_stats_of_rows(T* mean, T* var, const double* moments, idx N, idx C, idx L);
 // out = (x − mean) · invstd · gamma + beta with invstd = 1 / sqrt(var + eps): the batch's
 // statistics in training, the running ones in eval mode
 template <class T>

@@ -173,10 +173,14 @@ struct BranchOp : Op<T> {
 // pooled value there, and elsewhere the gradient is +0 either way. Only a zero's sign can
 // differ from the layers' order (−0 where they have (0 + g)·0 with g < 0), and every result
 // is a sum started at +0 (weight, bias and input gradients), so the results are the same bits.
+// Linked to the BatchNorm that alone reads its output (training; link_norm, LinkedNorm in
+// plan.h), it runs chunk by chunk too: forward, conv2d_forward then the chunk's row moments;
+// backward, the BatchNorm's input gradient for the chunk, then conv2d_backward as above.
 template <class T>
 struct ConvOp : Op<T> {
   const char* name() const override {
     if (pooled) return act == Act::ReLU ? "conv2d+relu+maxpool2d" : "conv2d+maxpool2d";
+    if (norm) return "conv2d+bn-stats/dx";  // (the linked BatchNorm's statistics and input gradient)
     return act == Act::ReLU ? "conv2d+relu" : "conv2d";
   }
   Conv2d g;  // N set per batch
@@ -184,7 +188,13 @@ struct ConvOp : Op<T> {
   Act act = Act::None;  // ReLU fused, its mask taken from the output in backward
   bool pooled = false;  // a max pool fused: the output slot holds the pool's output
   Pool2d pool{};
-  std::vector<T> partial;  // per chunk, its weight and bias gradients (backward, pooled)
+  LinkedNorm<T>* norm = nullptr;  // the BatchNorm after it, linked
+  std::vector<T> partial;  // per chunk, its weight and bias gradients (backward, by chunks)
+  bool link_norm(LinkedNorm<T>* n) override {
+    if (act != Act::None || pooled || norm) return false;
+    norm = n;
+    return true;
+  }
   bool fuse(Act a) override {
     if (a != Act::ReLU || act != Act::None || pooled) return false;
     act = a;
@@ -205,6 +215,16 @@ struct ConvOp : Op<T> {
     Conv2d s = g;
     s.N = b.rows;
     const T* bias = b_off >= 0 ? b.params + b_off : nullptr;
+    if (norm) {
+      double* moments = norm->row_moments(b.rows);
+      return over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+        Conv2d sc = g;
+        sc.N = nn;
+        T* y = b.val[this->out] + n0 * conv_width();
+        conv2d_forward(y, b.val[this->in[0]] + n0 * in_width(), b.params + w_off, bias, sc, act);
+        batchnorm_row_moments(moments + 3 * n0 * g.OC, y, nn * g.OC, g.OH * g.OW);
+      });
+    }
     if (!pooled) return conv2d_forward(b.val[this->out], b.val[this->in[0]], b.params + w_off, bias, s, act);
     auto* argmax = static_cast<std::int32_t*>(saved);
     over_chunks(b.rows, [&](idx, idx n0, idx nn) {
@@ -218,25 +238,19 @@ struct ConvOp : Op<T> {
     });
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
-    Conv2d s = g;
-    s.N = b.rows;
-    const bool has_bias = b_off >= 0;
-    T* dbias = has_bias ? b.grads + b_off : nullptr;
-    if (!pooled)
-      return conv2d_backward(dst[0], b.grads + w_off, dbias, b.grad[this->out], b.val[this->in[0]], b.params + w_off,
-                             s, /*accumulate=*/false, act, b.val[this->out]);
+    if (norm)  // the gradient at the output: the BatchNorm's input gradient, made per chunk
+      return backward_by_chunks(b, dst, [&](idx n0, idx nn, T* gy) { norm->input_grad(b, n0, nn, gy); });
+    if (!pooled) {
+      Conv2d s = g;
+      s.N = b.rows;
+      return conv2d_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
+                             b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false, act, b.val[this->out]);
+    }
     const auto* argmax = static_cast<const std::int32_t*>(saved);
-    const idx wsize = g.OC * (g.C / g.G) * g.KH * g.KW, per = wsize + g.OC;
-    const idx nchunks = (b.rows + kConvChunk - 1) / kConvChunk;
-    if (partial.size() < (size_t)(nchunks * per)) partial.resize((size_t)(nchunks * per));
-    over_chunks(b.rows, [&](idx c, idx n0, idx nn) {
-      thread_local std::vector<T> gy, gm;
-      const size_t n = (size_t)(nn * conv_width());
-      if (gy.size() < n) gy.resize(n);
-      Conv2d sc = g;
+    backward_by_chunks(b, dst, [&](idx n0, idx nn, T* gy) {
+      thread_local std::vector<T> gm;
       Pool2d pc = pool;
-      sc.N = pc.N = nn;
-      const std::int32_t* am = argmax + n0 * pool_width();
+      pc.N = nn;
       const T* gp = b.grad[this->out] + n0 * pool_width();
       if (act == Act::ReLU) {  // ReLU's mask on the pooled gradient (see above)
         const idx m = nn * pool_width();
@@ -245,7 +259,26 @@ struct ConvOp : Op<T> {
         activation_backward(Act::ReLU, gm.data(), gp, v, T(0), m);  // gp · relu_grad(v)
         gp = gm.data();
       }
-      maxpool2d_backward(gy.data(), gp, am, pc);
+      maxpool2d_backward(gy, gp, argmax + n0 * pool_width(), pc);
+    });
+  }
+  // conv2d_backward chunk by chunk, out_grad(n0, nn, gy) giving the gradient at the
+  // convolution's output for samples n0 .. n0 + nn; the chunks' weight gradients summed in
+  // order, as conv2d_backward sums them.
+  template <class F>
+  void backward_by_chunks(const Batch<T>& b, T* const* dst, F out_grad) {
+    const bool has_bias = b_off >= 0;
+    T* dbias = has_bias ? b.grads + b_off : nullptr;
+    const idx wsize = g.OC * (g.C / g.G) * g.KH * g.KW, per = wsize + g.OC;
+    const idx nchunks = (b.rows + kConvChunk - 1) / kConvChunk;
+    if (partial.size() < (size_t)(nchunks * per)) partial.resize((size_t)(nchunks * per));
+    over_chunks(b.rows, [&](idx c, idx n0, idx nn) {
+      thread_local std::vector<T> gy;
+      const size_t n = (size_t)(nn * conv_width());
+      if (gy.size() < n) gy.resize(n);
+      Conv2d sc = g;
+      sc.N = nn;
+      out_grad(n0, nn, gy.data());
       T* pw = partial.data() + c * per;
       conv2d_backward(dst[0] ? dst[0] + n0 * in_width() : nullptr, pw, has_bias ? pw + wsize : nullptr, gy.data(),
                       b.val[this->in[0]] + n0 * in_width(), b.params + w_off, sc, /*accumulate=*/false, Act::None,
@@ -296,8 +329,11 @@ struct PoolOp : Op<T> {
 // the gradient at its output made per chunk (the pool's backward, then ReLU's mask from the
 // output recomputed from x), twice: once for every row's sums, once for the input gradient.
 // The same values and the same sums in the same order as the layers, so the same bits.
+// Linked to the convolution before it (training; LinkedNorm in plan.h), it takes the
+// statistics from the row moments the convolution wrote, and its backward stops after the
+// parameter gradients: the convolution then asks for the input gradient chunk by chunk.
 template <class T>
-struct BatchNormOp : Op<T> {
+struct BatchNormOp : Op<T>, LinkedNorm<T> {
   const char* name() const override {
     if (pooled) return act == Act::ReLU ? "batchnorm+relu+maxpool2d" : "batchnorm+maxpool2d";
     return act == Act::ReLU ? "batchnorm+relu" : "batchnorm";
@@ -312,6 +348,13 @@ struct BatchNormOp : Op<T> {
   Pool2d pool{};
   std::vector<double> sums;  // backward: every row's Σ g and Σ g·x̂ (N·C each)
   std::vector<T> means;      // backward: per channel, the means of g and g·x̂
+  std::vector<double> moments;  // linked: every row's moments, from the convolution's forward
+  const void* saved_now = nullptr;  // linked: backward's `saved`, for input_grad after it
+  LinkedNorm<T>* linkable_norm() override { return batch_stats ? this : nullptr; }
+  double* row_moments(idx rows) override {
+    if (moments.size() < (size_t)(3 * rows * C)) moments.resize((size_t)(3 * rows * C));
+    return moments.data();
+  }
   bool fuse(Act a) override {
     if (a != Act::ReLU || act != Act::None || pooled) return false;
     act = a;
@@ -327,15 +370,17 @@ struct BatchNormOp : Op<T> {
     return stats_bytes() + (pooled ? sizeof(std::int32_t) * (size_t)(rows * pool_width()) : 0);
   }
   idx pool_width() const { return pool.C * pool.OH * pool.OW; }
-  std::int32_t* argmax_of(void* saved) const {
-    return reinterpret_cast<std::int32_t*>(static_cast<char*>(saved) + stats_bytes());
+  // (forward writes it, backward reads it: the op's own memory)
+  std::int32_t* argmax_of(const void* saved) const {
+    return reinterpret_cast<std::int32_t*>(static_cast<char*>(const_cast<void*>(saved)) + stats_bytes());
   }
   void forward(const Batch<T>& b, void* saved) override {
     const T* x = b.val[this->in[0]];
     const T *mean = running_mean, *var = running_var;
     if (batch_stats) {
       T* m = static_cast<T*>(saved);
-      batchnorm_stats(m, m + C, x, b.rows, C, L);
+      if (this->linked) batchnorm_stats_of_rows(m, m + C, moments.data(), b.rows, C, L);
+      else batchnorm_stats(m, m + C, x, b.rows, C, L);
       mean = m, var = m + C;
     }
     const T *gamma = b.params + w_off, *beta = b.params + b_off;
@@ -367,41 +412,45 @@ struct BatchNormOp : Op<T> {
     batchnorm_update(running_mean, running_var, stats, stats + C, C, rows * L, momentum);
     ++*counter;
   }
+  const T* mean_of(const void* saved) const { return batch_stats ? static_cast<const T*>(saved) : running_mean; }
+  const T* var_of(const void* saved) const { return batch_stats ? static_cast<const T*>(saved) + C : running_var; }
+  // The gradient at BatchNorm's output (before ReLU's mask) for samples n0 .. n0 + nn: the
+  // op's output gradient, or with a pool fused its backward into buf.
+  const T* out_grad(const Batch<T>& b, const void* saved, idx n0, idx nn, std::vector<T>& buf) const {
+    if (!pooled) return b.grad[this->out] + n0 * C * L;
+    if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
+    Pool2d pc = pool;
+    pc.N = nn;
+    maxpool2d_backward(buf.data(), b.grad[this->out] + n0 * pool_width(), argmax_of(saved) + n0 * pool_width(), pc);
+    return buf.data();
+  }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
-    const T* m = batch_stats ? static_cast<const T*>(saved) : nullptr;
-    const T *mean = batch_stats ? m : running_mean, *var = batch_stats ? m + C : running_var;
+    const T *mean = mean_of(saved), *var = var_of(saved);
     const T *x = b.val[this->in[0]], *gamma = b.params + w_off, *beta = b.params + b_off;
-    if (act == Act::None && !pooled)
+    if (act == Act::None && !pooled && !this->linked)
       return batchnorm_backward(dst[0], b.grads + w_off, b.grads + b_off, b.grad[this->out], x, mean, var, gamma,
                                 b.rows, C, L, eps, batch_stats, /*accumulate=*/false);
-    const bool relu = act == Act::ReLU;
-    const std::int32_t* argmax = pooled ? argmax_of(saved) : nullptr;
-    // the gradient at BatchNorm's output (before ReLU's mask) for samples n0 .. n0 + nn
-    auto out_grad = [&](idx n0, idx nn, std::vector<T>& buf) -> const T* {
-      if (!pooled) return b.grad[this->out] + n0 * C * L;
-      if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
-      Pool2d pc = pool;
-      pc.N = nn;
-      maxpool2d_backward(buf.data(), b.grad[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), pc);
-      return buf.data();
-    };
     const size_t rows = (size_t)(b.rows * C);
     if (sums.size() < 2 * rows) sums.resize(2 * rows);
     if (means.size() < 2 * (size_t)C) means.resize(2 * (size_t)C);
     double *sg = sums.data(), *sgx = sums.data() + rows;
     over_chunks(b.rows, [&](idx, idx n0, idx nn) {
       thread_local std::vector<T> buf;
-      batchnorm_row_sums(sg + n0 * C, sgx + n0 * C, out_grad(n0, nn, buf), x + n0 * C * L, mean, var, gamma, beta, nn,
-                         C, L, eps, relu);
+      batchnorm_row_sums(sg + n0 * C, sgx + n0 * C, out_grad(b, saved, n0, nn, buf), x + n0 * C * L, mean, var, gamma,
+                         beta, nn, C, L, eps, act == Act::ReLU);
     });
-    T *mg = means.data(), *mgx = means.data() + C;
-    batchnorm_channel_grads(b.grads + w_off, b.grads + b_off, mg, mgx, sg, sgx, b.rows, C, L, /*accumulate=*/false);
-    if (!dst[0]) return;
-    over_chunks(b.rows, [&](idx, idx n0, idx nn) {
-      thread_local std::vector<T> buf;
-      batchnorm_dx(dst[0] + n0 * C * L, out_grad(n0, nn, buf), x + n0 * C * L, mean, var, gamma, beta, mg, mgx, nn, C,
-                   L, eps, batch_stats, relu);
-    });
+    batchnorm_channel_grads(b.grads + w_off, b.grads + b_off, means.data(), means.data() + C, sg, sgx, b.rows, C, L,
+                            /*accumulate=*/false);
+    saved_now = saved;
+    if (!dst[0]) return;  // (linked: the convolution asks for it, input_grad)
+    over_chunks(b.rows, [&](idx, idx n0, idx nn) { input_grad(b, n0, nn, dst[0] + n0 * C * L); });
+  }
+  void input_grad(const Batch<T>& b, idx n0, idx nn, T* dx) override {
+    thread_local std::vector<T> buf;
+    const T *gamma = b.params + w_off, *beta = b.params + b_off;
+    batchnorm_dx(dx, out_grad(b, saved_now, n0, nn, buf), b.val[this->in[0]] + n0 * C * L, mean_of(saved_now),
+                 var_of(saved_now), gamma, beta, means.data(), means.data() + C, nn, C, L, eps, batch_stats,
+                 act == Act::ReLU);
   }
 };
 

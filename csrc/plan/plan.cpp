@@ -92,6 +92,20 @@ void Plan<T>::add_op(std::unique_ptr<Op<T>> op, bool has_params) {
 }
 
 template <class T>
+void Plan<T>::link_norms() {
+  for (auto& op : ops_) {
+    LinkedNorm<T>* norm = op->linkable_norm();
+    const int s = op->in.empty() ? 0 : op->in[0];
+    if (!norm || norm->linked || s == 0 || slots_[(size_t)s].alias_of >= 0 || consumers(s) != 1) continue;
+    for (auto& producer : ops_)
+      if (producer->out == s && producer->link_norm(norm)) {
+        norm->linked = true;
+        slots_[(size_t)s].streamed = true;
+      }
+  }
+}
+
+template <class T>
 int Plan<T>::consumers(int slot) const {
   int n = 0;
   for (const auto& op : ops_)
@@ -113,7 +127,7 @@ void Plan<T>::size(Workspace& w, idx rows, bool training, LossKind loss) const {
   for (size_t s = 1; s < S; ++s) {  // slot 0 points at the caller's rows (or the gathered batch)
     const size_t n = (size_t)(rows * slots_[s].width);
     if (slots_[s].alias_of < 0) bytes += grow(w.val[s], n);
-    if (training && slots_[s].needs_grad) bytes += grow(w.grad[s], n);
+    if (training && slots_[s].needs_grad && !slots_[s].streamed) bytes += grow(w.grad[s], n);
   }
   // what ops keep from forward to backward (a max pool's argmax, needed by predict too)
   w.saved.resize(ops_.size());
@@ -133,7 +147,7 @@ void Plan<T>::size(Workspace& w, idx rows, bool training, LossKind loss) const {
   }
   for (size_t s = 1; s < S; ++s) {
     w.valp[s] = w.val[s].data();
-    if (training && slots_[s].needs_grad) w.gradp[s] = w.grad[s].data();
+    if (training && slots_[s].needs_grad && !slots_[s].streamed) w.gradp[s] = w.grad[s].data();
   }
   bind_aliases(w);
   w.rows = rows;

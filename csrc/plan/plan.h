@@ -38,6 +38,24 @@ struct Batch {
   T* stats = nullptr;
 };
 
+// A BatchNorm in training as the convolution before it sees it, once the plan has linked the
+// two (Plan::set_output): forward, the convolution writes every output row's moments
+// (batchnorm_row_moments) while the rows are in cache, and the BatchNorm combines them
+// instead of reading its input twice more; backward, the BatchNorm's input gradient is never
+// stored: the convolution asks for it chunk by chunk of samples and uses it while it is in
+// cache. The same kernels on the same values, so the same bits as the two layers.
+template <class T>
+struct LinkedNorm {
+  virtual ~LinkedNorm() = default;
+  // Where the moments of `rows` samples' rows go (3 doubles per row, sample n's channel c at
+  // 3·(n·C + c)).
+  virtual double* row_moments(idx rows) = 0;
+  // dx (nn samples' input gradient) for samples n0 .. n0 + nn; only after this op's backward
+  // has run for the batch (it keeps what it needs).
+  virtual void input_grad(const Batch<T>& b, idx n0, idx nn, T* dx) = 0;
+  bool linked = false;
+};
+
 template <class T>
 struct Op {
   std::vector<int> in;  // slots read
@@ -68,6 +86,11 @@ struct Op {
   // Take over the max pool that follows (a convolution's): true if this op now writes the
   // pool's output (and keeps its argmax), with the same bits as the two ops.
   virtual bool fuse_pool(const Pool2d& pool) { (void)pool; return false; }
+  // This op as a BatchNorm that can be linked to the convolution before it (training), else null.
+  virtual LinkedNorm<T>* linkable_norm() { return nullptr; }
+  // Take the BatchNorm that alone reads this op's output (a convolution's): true if this op now
+  // gives it the row moments and takes its input gradient chunk by chunk (LinkedNorm).
+  virtual bool link_norm(LinkedNorm<T>* norm) { (void)norm; return false; }
 };
 
 // The ops layers lower to (plan/ops.cpp); each takes its slots, then its sizes and offsets,
@@ -172,7 +195,12 @@ class Plan {
   }
   // `has_params`: the op reads parameters (so its output needs a gradient in training).
   void add_op(std::unique_ptr<Op<T>> op, bool has_params);
-  void set_output(int slot) { output_ = slot; }
+  // The last call of a plan's building: then every convolution whose output only a BatchNorm in
+  // training reads is linked to it (LinkedNorm), and that output keeps no gradient.
+  void set_output(int slot) {
+    output_ = slot;
+    link_norms();
+  }
   // When nothing reads `slot` yet and the op writing it can fuse `act`, fuses it there and
   // returns true: the slot then holds act's output.
   bool fuse_activation(int slot, Act act) {
@@ -234,7 +262,9 @@ class Plan {
     idx width;
     bool needs_grad;
     int alias_of;  // the slot whose values this one shows, or -1
+    bool streamed = false;  // its gradient is never stored (a convolution linked to a BatchNorm)
   };
+  void link_norms();
   struct Workspace {
     idx rows = 0;
     bool training = false;
