@@ -438,6 +438,21 @@ def test_the_benchmarks_cnn_trains_the_layers_bits(threads):
         fnn.set_num_threads(2)
 
 
+@pytest.mark.parametrize("simd", _core.simd_available())
+@pytest.mark.parametrize("name", ["conv-pool-linear", "bn-activation-maxpool", "resnet-block"])
+def test_fused_cnn_ops_give_the_layers_bits_on_every_simd_path(name, simd):
+    # The fused ops' vector and scalar builds: a pool's gradient with ReLU's mask in one pass
+    # (conv2d+relu+maxpool2d), convolutions linked to their BatchNorm (row moments, input
+    # gradient by chunks), on each SIMD path the plan gives that path's layer bits.
+    _core.set_simd_path(simd)
+    X, y = images(n=24, size=12)
+
+    def build():
+        fnn.manual_seed(0)
+        return CNN_MODELS[name]()
+    fit_both(build, OPTS["adam"], X, y, epochs=1, batch_size=10)
+
+
 def test_cnn_predict_of_one_image_is_thread_count_independent():
     # One image on two threads: each convolution (with its ReLU and pool) gives each thread
     # whole blocks of output channels. Its bits are those of one thread and of the layers, and

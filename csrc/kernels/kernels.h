@@ -58,6 +58,11 @@ void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s
 // dx written: zero, plus each dout at its argmax
 template <class T>
 void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s);
+// maxpool2d_backward of dout · relu_grad(out), out the pool's output: a ReLU before the pool
+// backpropagated with it in one pass (the plan's conv2d+relu+maxpool2d), the same values as
+// relu_backward on the pooled gradient then maxpool2d_backward.
+template <class T>
+void maxpool2d_relu_backward(T* dx, const T* dout, const T* out, const std::int32_t* argmax, const Pool2d& s);
 // conv2d_forward into y (N, OC, OH, OW), then maxpool2d_forward of y (p: C = OC, H × W =
 // OH × OW) into out and argmax: the plan's conv2d+maxpool2d op, with the two calls' bits. With
 // fewer samples than threads, each thread pools the channels it has just convolved.

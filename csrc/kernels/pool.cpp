@@ -96,14 +96,15 @@ void max_plane(T* __restrict o, std::int32_t* __restrict a, const T* __restrict 
 // window's gradient or zero. 0 + g, not g, keeps the bits of the general path's zero-fill
 // then add (a gradient of -0 becomes +0 there). False if an argmax lies outside its window
 // (only a hand-made one can): the caller then scatters the plane the general way.
+// With vr (the pool's output, a ReLU before the pool): g · relu_grad(vr), as relu_backward.
 template <class T>
 FASTNN_ELEMENTWISE_CLONES
-bool max_back_row_2x2(T* __restrict d0, T* __restrict d1, const T* __restrict g, const std::int32_t* __restrict a,
-                      idx OW, std::int32_t base, std::int32_t W) {
+bool max_back_row_2x2(T* __restrict d0, T* __restrict d1, const T* __restrict g, const T* __restrict vr,
+                      const std::int32_t* __restrict a, idx OW, std::int32_t base, std::int32_t W) {
   bool inside = true;
   for (idx ow = 0; ow < OW; ++ow) {
     const std::int32_t at = a[ow] - base - 2 * (std::int32_t)ow;
-    const T v = T(0) + g[ow];
+    const T v = T(0) + (vr ? g[ow] * relu_grad(vr[ow]) : g[ow]);
     d0[2 * ow] = at == 0 ? v : T(0);
     d0[2 * ow + 1] = at == 1 ? v : T(0);
     d1[2 * ow] = at == W ? v : T(0);
@@ -155,23 +156,28 @@ void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s
   });
 }
 
+namespace {
+
+// maxpool2d_backward, of dout · relu_grad(vr) when vr (the pool's output) is given
 template <class T>
-void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s) {
+void max_backward(T* dx, const T* dout, const T* vr, const std::int32_t* argmax, const Pool2d& s) {
   const bool tiled = s.KH == 2 && s.KW == 2 && s.SH == 2 && s.SW == 2 && s.PH == 0 && s.PW == 0;
   const MaxPool2x2* fast = vector_2x2<T>();
   over_planes(s, [&](idx p) {
     T* d = dx + p * s.H * s.W;
     const T* g = dout + p * s.OH * s.OW;
+    const T* v = vr ? vr + p * s.OH * s.OW : nullptr;
     const std::int32_t* a = argmax + p * s.OH * s.OW;
     if (tiled) {  // row pairs written whole; an odd last row and column get zeros
       bool inside = true;
       if (fast) {
-        inside = fast->backward(reinterpret_cast<float*>(d), reinterpret_cast<const float*>(g), a, s.OH, s.OW, s.W);
+        inside = fast->backward(reinterpret_cast<float*>(d), reinterpret_cast<const float*>(g),
+                                reinterpret_cast<const float*>(v), a, s.OH, s.OW, s.W);
       } else {
         for (idx oh = 0; oh < s.OH && inside; ++oh) {
           T* d0 = d + 2 * oh * s.W;
-          inside = max_back_row_2x2(d0, d0 + s.W, g + oh * s.OW, a + oh * s.OW, s.OW, (std::int32_t)(2 * oh * s.W),
-                                    (std::int32_t)s.W);
+          inside = max_back_row_2x2(d0, d0 + s.W, g + oh * s.OW, v ? v + oh * s.OW : nullptr, a + oh * s.OW, s.OW,
+                                    (std::int32_t)(2 * oh * s.W), (std::int32_t)s.W);
         }
       }
       if (inside) {
@@ -182,8 +188,20 @@ void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const 
       }
     }
     std::fill(d, d + s.H * s.W, T(0));
-    for (idx i = 0; i < s.OH * s.OW; ++i) d[a[i]] += g[i];
+    for (idx i = 0; i < s.OH * s.OW; ++i) d[a[i]] += v ? g[i] * relu_grad(v[i]) : g[i];
   });
+}
+
+}  // namespace
+
+template <class T>
+void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s) {
+  max_backward(dx, dout, (const T*)nullptr, argmax, s);
+}
+
+template <class T>
+void maxpool2d_relu_backward(T* dx, const T* dout, const T* out, const std::int32_t* argmax, const Pool2d& s) {
+  max_backward(dx, dout, out, argmax, s);
 }
 
 // count_include_pad: every window divides by KH·KW, padding counting as zeros.
@@ -224,6 +242,7 @@ void avgpool2d_backward(T* dx, const T* dout, const Pool2d& s) {
 #define FASTNN_INSTANTIATE(T)                                                                   \
   template void maxpool2d_forward<T>(T*, std::int32_t*, const T*, const Pool2d&);              \
   template void maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2d&);       \
+  template void maxpool2d_relu_backward<T>(T*, const T*, const T*, const std::int32_t*, const Pool2d&); \
   template void avgpool2d_forward<T>(T*, const T*, const Pool2d&);                             \
   template void avgpool2d_backward<T>(T*, const T*, const Pool2d&);
 FASTNN_INSTANTIATE(float)

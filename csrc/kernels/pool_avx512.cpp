@@ -4,7 +4,8 @@
 // scalar remainder is all of them); here every row is one or more masked 16-lane steps:
 // two loads per input row, split into even and odd columns by a two-source permute.
 // The same comparisons in the same order as the scalar code, so the same bits: the first of
-// equal maxima, a NaN wins (the last one), the gradient stored as 0 + g.
+// equal maxima, a NaN wins (the last one), the gradient stored as 0 + g (with a ReLU's mask,
+// 0 + g · relu_grad(v), as relu_backward then the pool's backward compute it).
 #include <immintrin.h>
 #include <cstdint>
 #include "kernels/pool_simd.h"
@@ -57,8 +58,8 @@ void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in,
   }
 }
 
-bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const std::int32_t* argmax, std::int64_t OH,
-                                       std::int64_t OW, std::int64_t W) {
+bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const float* relu_of, const std::int32_t* argmax,
+                                       std::int64_t OH, std::int64_t OW, std::int64_t W) {
   const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
@@ -69,7 +70,13 @@ bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const std::
     for (std::int64_t ow = 0; ow < OW; ow += 16) {
       const std::int64_t n = OW - ow < 16 ? OW - ow : 16;
       const __mmask16 m = lanes(n), mlo = lanes(2 * n), mhi = lanes(2 * n - 16);
-      const __m512 v = _mm512_add_ps(_mm512_setzero_ps(), _mm512_maskz_loadu_ps(m, dout + oh * OW + ow));
+      __m512 g = _mm512_maskz_loadu_ps(m, dout + oh * OW + ow);
+      if (relu_of) {  // g · relu_grad(v): v <= 0 ? 0 : 1, as relu_grad (NaN gives 1)
+        const __mmask16 off = _mm512_cmp_ps_mask(_mm512_maskz_loadu_ps(m, relu_of + oh * OW + ow), _mm512_setzero_ps(),
+                                                 _CMP_LE_OQ);
+        g = _mm512_mul_ps(g, _mm512_mask_blend_ps(off, _mm512_set1_ps(1.0f), _mm512_setzero_ps()));
+      }
+      const __m512 v = _mm512_add_ps(_mm512_setzero_ps(), g);
       const __m512i at = _mm512_sub_epi32(
           _mm512_maskz_loadu_epi32(m, argmax + oh * OW + ow),
           _mm512_add_epi32(lane2, _mm512_set1_epi32((int)(2 * oh * W + 2 * ow))));

@@ -248,18 +248,14 @@ struct ConvOp : Op<T> {
     }
     const auto* argmax = static_cast<const std::int32_t*>(saved);
     backward_by_chunks(b, dst, [&](idx n0, idx nn, T* gy) {
-      thread_local std::vector<T> gm;
       Pool2d pc = pool;
       pc.N = nn;
       const T* gp = b.grad[this->out] + n0 * pool_width();
-      if (act == Act::ReLU) {  // ReLU's mask on the pooled gradient (see above)
-        const idx m = nn * pool_width();
-        const T* v = b.val[this->out] + n0 * pool_width();
-        if (gm.size() < (size_t)m) gm.resize((size_t)m);
-        activation_backward(Act::ReLU, gm.data(), gp, v, T(0), m);  // gp · relu_grad(v)
-        gp = gm.data();
-      }
-      maxpool2d_backward(gy, gp, argmax + n0 * pool_width(), pc);
+      const std::int32_t* am = argmax + n0 * pool_width();
+      if (act == Act::ReLU)  // ReLU's mask on the pooled gradient (see above), in the same pass
+        maxpool2d_relu_backward(gy, gp, b.val[this->out] + n0 * pool_width(), am, pc);
+      else
+        maxpool2d_backward(gy, gp, am, pc);
     });
   }
   // conv2d_backward chunk by chunk, out_grad(n0, nn, gy) giving the gradient at the
