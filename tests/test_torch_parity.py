@@ -2,6 +2,8 @@
 same batches give the same losses and the same weights after 20 steps of each optimizer, on
 both backends; schedules and clipping match torch's too. Skipped when torch is absent
 (.ci/run installs torch==2.13.0, so they run in CI)."""
+import copy
+
 import numpy as np
 import pytest
 
@@ -73,20 +75,33 @@ def test_twenty_steps_match_pytorch(backend, arch, opt_name):
     sizes, act, kind = ARCHS[arch]
     f_cls, t_cls, kw = OPTIMS[opt_name]
     fm, tm = build(sizes, act)
-    fopt, topt = f_cls(fm.parameters(), **kw), t_cls(tm.parameters(), **kw)
+    t64 = copy.deepcopy(tm).double()  # the float64 truth both float32 runs are measured against
+    fopt, topt, t64opt = f_cls(fm.parameters(), **kw), t_cls(tm.parameters(), **kw), t_cls(t64.parameters(), **kw)
     floss, tloss = losses(kind)
     for x, y in batches(sizes, kind):
         lf = floss(fm(x), y)
         fopt.zero_grad()
         fm.backward(floss.backward())
         fopt.step()
-        topt.zero_grad()
-        lt = tloss(tm(torch.from_numpy(x)), torch.from_numpy(y))
-        lt.backward()
-        topt.step()
-        assert lf == pytest.approx(lt.item(), rel=2e-5, abs=1e-6)
+        for model, opt, dtype in ((tm, topt, torch.float32), (t64, t64opt, torch.float64)):
+            opt.zero_grad()
+            yt = torch.from_numpy(y) if kind == "ce" else torch.from_numpy(y).to(dtype)
+            lt = tloss(model(torch.from_numpy(x).to(dtype)), yt)
+            lt.backward()
+            opt.step()
+            if dtype == torch.float32:
+                assert lf == pytest.approx(lt.item(), rel=2e-5, abs=1e-6)
+    # Each weight within rtol 1e-4, atol 2e-5 of PyTorch's; where PyTorch's own float32 run
+    # strays further from the float64 one (RMSprop's first steps divide by the root of tiny
+    # squares, so rounding noise grows over the 20 steps), fastnn must be no further from
+    # float64 than three times PyTorch's distance.
     for k, v in tm.state_dict().items():
-        np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=1e-4, atol=2e-5, err_msg=k)
+        f, t, truth = fm.state_dict()[k], v.numpy(), t64.state_dict()[k].numpy()
+        torch_error = np.abs(t - truth).max()
+        if torch_error > 2e-5:
+            assert np.abs(f - truth).max() <= 3 * torch_error, (k, np.abs(f - truth).max(), torch_error)
+        else:
+            np.testing.assert_allclose(f, t, rtol=1e-4, atol=2e-5, err_msg=k)
 
 
 class TorchResidual(torch.nn.Module):
