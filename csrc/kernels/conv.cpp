@@ -550,7 +550,7 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
 
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
-                     bool accumulate, Act act, const T* y) {
+                     bool accumulate, Act act, const T* y, const ConvGradSource<T>* src) {
   const Geometry g = geometry_of(s);
   const idx P = s.OH * s.OW;
   const idx wsize = s.OC * g.K;  // weight elements
@@ -613,7 +613,8 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     T* pb = partial_b.data() + c * s.OC;
     const idx n0 = c * kChunk, nn = std::min(s.N, n0 + kChunk) - n0;
     const bool sparse = sparse_ok && g_sparse_max_density >= 0 &&
-                        (double)count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P) <= g_sparse_max_density * (double)(nn * s.OC * P) &&
+                        (double)(src ? src->nonzeros(n0, nn) : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P)) <=
+                            g_sparse_max_density * (double)(nn * s.OC * P) &&
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
     T* sp = sparse ? scratch(spbuf, wsize) : nullptr;
     for (idx n = n0; n < n0 + nn; ++n) {
@@ -629,10 +630,19 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           if (!fast) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
-        // the gradient at the output (rows ldg apart), ReLU's mask applied when fused, zero in
-        // wide columns; with the vector kernels and an input gradient to make, written straight
-        // into the zero-led rows that the input gradient's kernel reads (DataTaps)
-        const T* gr = dout + og;
+        // the gradient at the output (channels ldg apart), ReLU's mask applied when fused, zero
+        // in wide columns; with the vector kernels and an input gradient to make, written
+        // straight into the zero-led rows that the input gradient's kernel reads (DataTaps).
+        // From src: written there by it (rows `stride` apart), then the wide columns zeroed.
+        const idx stride = g.path == Path::Wide ? g.Wp : s.OW;
+        auto make = [&](T* dst, idx ld) {
+          if (!src) return widen(dst, ld, dout + og, y ? y + og : nullptr, act, s, g, fast ? fast->rows : (ConvRows) nullptr);
+          src->write(n, gi * g.OCg, g.OCg, dst, ld, stride);
+          if (stride > s.OW)
+            for (idx o = 0; o < g.OCg; ++o)
+              for (idx r = 0; r < s.OH; ++r) std::fill(dst + o * ld + r * stride + s.OW, dst + o * ld + (r + 1) * stride, T(0));
+        };
+        const T* gr = src ? nullptr : dout + og;
         idx ldg = g.cols;
         T* gp = nullptr;
         if (fast && dx) {
@@ -644,11 +654,10 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
             std::fill(r, r + dt->lead, T(0));
             std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
           }
-          widen(gp + dt->lead, ldg, dout + og, y ? y + og : nullptr, act, s, g, fast->rows);
+          make(gp + dt->lead, ldg);
           gr = gp + dt->lead;
-        } else if (act != Act::None || g.path == Path::Wide) {
-          widen(scratch(gbuf, g.OCg * g.cols), ldg, dout + og, y ? y + og : nullptr, act, s, g,
-                fast ? fast->rows : (ConvRows) nullptr);
+        } else if (src || act != Act::None || g.path == Path::Wide) {
+          make(scratch(gbuf, g.OCg * g.cols), ldg);
           gr = gbuf.data();
         }
         // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
@@ -795,7 +804,7 @@ void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, cons
   template void conv2d_maxpool_forward<T>(T*, std::int32_t*, T*, const T*, const T*, const T*, const Conv2d&, Act, \
                                           const Pool2d&);                                                \
   template void conv2d_backward<T>(T*, T*, T*, const T*, const T*, const T*, const Conv2d&, bool, Act, \
-                                   const T*);
+                                   const T*, const ConvGradSource<T>*);
 FASTNN_INSTANTIATE(float)
 FASTNN_INSTANTIATE(double)
 

@@ -33,18 +33,33 @@ struct Conv2d {
 // out = act(conv(x, weight) + bias (OC)) [bias may be null; act None or ReLU]
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act);
+// The gradient at a convolution's output written where conv2d_backward reads it, instead of
+// read from dout: the plan's conv2d+maxpool2d backward scatters the pool's gradient straight
+// there (no dense copy made and then copied again into the kernels' layout).
+template <class T>
+struct ConvGradSource {
+  virtual ~ConvGradSource() = default;
+  // Sample n's channels o0 .. o0 + oc (n counts from the call's first sample): channel o's OH
+  // rows of OW values at g + (o − o0)·ld + r·row.
+  virtual void write(idx n, idx o0, idx oc, T* g, idx ld, idx row) const = 0;
+  // At least the number of nonzero values in samples n0 .. n0 + nn's gradient (it chooses the
+  // sparse weight gradient, whose bits are the dense one's).
+  virtual idx nonzeros(idx n0, idx nn) const = 0;
+};
 // dx (N,C,H,W) written [may be null]; dweight (OC,C/G,KH,KW) and dbias (OC) [may be null]
 // added (accumulate) or written. The weight gradient is summed per chunk of kConvChunk
-// samples, then the chunks in order (a caller running it chunk by chunk gets the same bits). With act ReLU, dout is the gradient at the ReLU's output y
-// (forward's out), and is multiplied by relu_grad(y) first.
+// samples, then the chunks in order (a caller running it chunk by chunk gets the same bits).
+// With act ReLU, dout is the gradient at the ReLU's output y (forward's out), and is
+// multiplied by relu_grad(y) first. With src, the gradient at the output comes from it (dout
+// and y unused, act None).
 constexpr idx kConvChunk = 8;
+template <class T>
+void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
+                     bool accumulate, Act act, const T* y, const ConvGradSource<T>* src = nullptr);
 // Testing knob: the weight gradient takes the sparse kernel in the chunks where at most this
 // fraction of dout is nonzero (default 0.5; < 0: never, 1: whenever it can). Returns the old
 // value. Either way the same bits: the tests compare the two.
 double set_conv_sparse_max_density(double d);
-template <class T>
-void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
-                     bool accumulate, Act act, const T* y);
 
 // x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
 // max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).
@@ -58,11 +73,14 @@ void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s
 // dx written: zero, plus each dout at its argmax
 template <class T>
 void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s);
-// maxpool2d_backward of dout · relu_grad(out), out the pool's output: a ReLU before the pool
-// backpropagated with it in one pass (the plan's conv2d+relu+maxpool2d), the same values as
+// maxpool2d_backward of dout · relu_grad(out) (out the pool's output; null: of dout) into
+// planes ld apart with rows `row` apart (W values each; what lies between is left alone): a
+// ReLU before the pool backpropagated with it in one pass, written where the convolution
+// before them reads it (the plan's conv2d+relu+maxpool2d, ConvGradSource); the same values as
 // relu_backward on the pooled gradient then maxpool2d_backward.
 template <class T>
-void maxpool2d_relu_backward(T* dx, const T* dout, const T* out, const std::int32_t* argmax, const Pool2d& s);
+void maxpool2d_relu_backward(T* dx, idx ld, idx row, const T* dout, const T* out, const std::int32_t* argmax,
+                             const Pool2d& s);
 // conv2d_forward into y (N, OC, OH, OW), then maxpool2d_forward of y (p: C = OC, H × W =
 // OH × OW) into out and argmax: the plan's conv2d+maxpool2d op, with the two calls' bits. With
 // fewer samples than threads, each thread pools the channels it has just convolved.

@@ -158,37 +158,38 @@ void maxpool2d_forward(T* out, std::int32_t* argmax, const T* x, const Pool2d& s
 
 namespace {
 
-// maxpool2d_backward, of dout · relu_grad(vr) when vr (the pool's output) is given
+// maxpool2d_backward, of dout · relu_grad(vr) when vr (the pool's output) is given, into planes
+// `ld` apart whose rows are `row` apart (W values each; what lies between is left alone)
 template <class T>
-void max_backward(T* dx, const T* dout, const T* vr, const std::int32_t* argmax, const Pool2d& s) {
+void max_backward(T* dx, idx ld, idx row, const T* dout, const T* vr, const std::int32_t* argmax, const Pool2d& s) {
   const bool tiled = s.KH == 2 && s.KW == 2 && s.SH == 2 && s.SW == 2 && s.PH == 0 && s.PW == 0;
   const MaxPool2x2* fast = vector_2x2<T>();
   over_planes(s, [&](idx p) {
-    T* d = dx + p * s.H * s.W;
+    T* d = dx + p * ld;
     const T* g = dout + p * s.OH * s.OW;
     const T* v = vr ? vr + p * s.OH * s.OW : nullptr;
     const std::int32_t* a = argmax + p * s.OH * s.OW;
     if (tiled) {  // row pairs written whole; an odd last row and column get zeros
       bool inside = true;
       if (fast) {
-        inside = fast->backward(reinterpret_cast<float*>(d), reinterpret_cast<const float*>(g),
+        inside = fast->backward(reinterpret_cast<float*>(d), row, reinterpret_cast<const float*>(g),
                                 reinterpret_cast<const float*>(v), a, s.OH, s.OW, s.W);
       } else {
         for (idx oh = 0; oh < s.OH && inside; ++oh) {
-          T* d0 = d + 2 * oh * s.W;
-          inside = max_back_row_2x2(d0, d0 + s.W, g + oh * s.OW, v ? v + oh * s.OW : nullptr, a + oh * s.OW, s.OW,
+          T* d0 = d + 2 * oh * row;
+          inside = max_back_row_2x2(d0, d0 + row, g + oh * s.OW, v ? v + oh * s.OW : nullptr, a + oh * s.OW, s.OW,
                                     (std::int32_t)(2 * oh * s.W), (std::int32_t)s.W);
         }
       }
       if (inside) {
         if (s.W > 2 * s.OW)
-          for (idx h = 0; h < 2 * s.OH; ++h) d[h * s.W + s.W - 1] = T(0);
-        std::fill(d + 2 * s.OH * s.W, d + s.H * s.W, T(0));
+          for (idx h = 0; h < 2 * s.OH; ++h) d[h * row + s.W - 1] = T(0);
+        for (idx h = 2 * s.OH; h < s.H; ++h) std::fill(d + h * row, d + h * row + s.W, T(0));
         return;
       }
     }
-    std::fill(d, d + s.H * s.W, T(0));
-    for (idx i = 0; i < s.OH * s.OW; ++i) d[a[i]] += v ? g[i] * relu_grad(v[i]) : g[i];
+    for (idx h = 0; h < s.H; ++h) std::fill(d + h * row, d + h * row + s.W, T(0));
+    for (idx i = 0; i < s.OH * s.OW; ++i) d[a[i] / s.W * row + a[i] % s.W] += v ? g[i] * relu_grad(v[i]) : g[i];
   });
 }
 
@@ -196,12 +197,13 @@ void max_backward(T* dx, const T* dout, const T* vr, const std::int32_t* argmax,
 
 template <class T>
 void maxpool2d_backward(T* dx, const T* dout, const std::int32_t* argmax, const Pool2d& s) {
-  max_backward(dx, dout, (const T*)nullptr, argmax, s);
+  max_backward(dx, s.H * s.W, s.W, dout, (const T*)nullptr, argmax, s);
 }
 
 template <class T>
-void maxpool2d_relu_backward(T* dx, const T* dout, const T* out, const std::int32_t* argmax, const Pool2d& s) {
-  max_backward(dx, dout, out, argmax, s);
+void maxpool2d_relu_backward(T* dx, idx ld, idx row, const T* dout, const T* out, const std::int32_t* argmax,
+                             const Pool2d& s) {
+  max_backward(dx, ld, row, dout, out, argmax, s);
 }
 
 // count_include_pad: every window divides by KH·KW, padding counting as zeros.
@@ -242,7 +244,7 @@ void avgpool2d_backward(T* dx, const T* dout, const Pool2d& s) {
 #define FASTNN_INSTANTIATE(T)                                                                   \
   template void maxpool2d_forward<T>(T*, std::int32_t*, const T*, const Pool2d&);              \
   template void maxpool2d_backward<T>(T*, const T*, const std::int32_t*, const Pool2d&);       \
-  template void maxpool2d_relu_backward<T>(T*, const T*, const T*, const std::int32_t*, const Pool2d&); \
+  template void maxpool2d_relu_backward<T>(T*, idx, idx, const T*, const T*, const std::int32_t*, const Pool2d&); \
   template void avgpool2d_forward<T>(T*, const T*, const Pool2d&);                             \
   template void avgpool2d_backward<T>(T*, const T*, const Pool2d&);
 FASTNN_INSTANTIATE(float)

@@ -58,15 +58,15 @@ void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in,
   }
 }
 
-bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const float* relu_of, const std::int32_t* argmax,
-                                       std::int64_t OH, std::int64_t OW, std::int64_t W) {
+bool maxpool_2x2_plane_backward_avx512(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
+                                       const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W) {
   const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   const __m512i lo_idx = _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23);
   const __m512i hi_idx = _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31);
   const __m512i one = _mm512_set1_epi32(1), w0 = _mm512_set1_epi32((int)W), w1 = _mm512_set1_epi32((int)W + 1);
   for (std::int64_t oh = 0; oh < OH; ++oh) {
-    float* d0 = dx + 2 * oh * W;
-    float* d1 = d0 + W;
+    float* d0 = dx + 2 * oh * ldx;
+    float* d1 = d0 + ldx;
     for (std::int64_t ow = 0; ow < OW; ow += 16) {
       const std::int64_t n = OW - ow < 16 ? OW - ow : 16;
       const __mmask16 m = lanes(n), mlo = lanes(2 * n), mhi = lanes(2 * n - 16);

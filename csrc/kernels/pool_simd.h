@@ -10,13 +10,13 @@ struct MaxPool2x2 {
   // out, argmax (OH, OW) from the plane `in` with rows of W values
   void (*forward)(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
                   std::int64_t W);
-  // Writes rows 0 .. 2·OH of dx (W wide; an odd last column is left to the caller): each dout
-  // at its argmax, zeros elsewhere; with relu_of (the pool's output), dout · relu_grad(relu_of)
-  // (a ReLU before the pool, its mask taken from the pooled values). False, with dx partly
-  // written, if an argmax lies outside its window (the caller then scatters the plane the
-  // general way).
-  bool (*backward)(float* dx, const float* dout, const float* relu_of, const std::int32_t* argmax, std::int64_t OH,
-                   std::int64_t OW, std::int64_t W);
+  // Writes rows 0 .. 2·OH of dx (W values each, rows ldx apart; an odd last column is left to
+  // the caller): each dout at its argmax, zeros elsewhere; with relu_of (the pool's output),
+  // dout · relu_grad(relu_of) (a ReLU before the pool, its mask taken from the pooled values).
+  // False, with dx partly written, if an argmax lies outside its window (the caller then
+  // scatters the plane the general way).
+  bool (*backward)(float* dx, std::int64_t ldx, const float* dout, const float* relu_of, const std::int32_t* argmax,
+                   std::int64_t OH, std::int64_t OW, std::int64_t W);
 };
 
 // For the SIMD path in use; null where there is no vector build (the scalar code runs).
@@ -25,8 +25,8 @@ const MaxPool2x2* maxpool_2x2_f32();
 #ifdef FASTNN_X86_KERNELS
 void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
                               std::int64_t W);
-bool maxpool_2x2_plane_backward_avx512(float* dx, const float* dout, const float* relu_of, const std::int32_t* argmax,
-                                       std::int64_t OH, std::int64_t OW, std::int64_t W);
+bool maxpool_2x2_plane_backward_avx512(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
+                                       const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W);
 #endif
 
 }  // namespace fastnn

@@ -239,46 +239,61 @@ struct ConvOp : Op<T> {
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
     if (norm)  // the gradient at the output: the BatchNorm's input gradient, made per chunk
-      return backward_by_chunks(b, dst, [&](idx n0, idx nn, T* gy) { norm->input_grad(b, n0, nn, gy); });
+      return backward_by_chunks(b, dst, [&](idx n0, idx nn, const Conv2d& sc, T* pw, T* pb, T* dxc, const T* xc) {
+        thread_local std::vector<T> gy;
+        if (gy.size() < (size_t)(nn * conv_width())) gy.resize((size_t)(nn * conv_width()));
+        norm->input_grad(b, n0, nn, gy.data());
+        conv2d_backward(dxc, pw, pb, gy.data(), xc, b.params + w_off, sc, /*accumulate=*/false, Act::None, (const T*)nullptr);
+      });
     if (!pooled) {
       Conv2d s = g;
       s.N = b.rows;
       return conv2d_backward(dst[0], b.grads + w_off, b_off >= 0 ? b.grads + b_off : nullptr, b.grad[this->out],
                              b.val[this->in[0]], b.params + w_off, s, /*accumulate=*/false, act, b.val[this->out]);
     }
+    // the pool's gradient (with ReLU's mask) scattered straight where conv2d_backward reads it
     const auto* argmax = static_cast<const std::int32_t*>(saved);
-    backward_by_chunks(b, dst, [&](idx n0, idx nn, T* gy) {
-      Pool2d pc = pool;
-      pc.N = nn;
-      const T* gp = b.grad[this->out] + n0 * pool_width();
-      const std::int32_t* am = argmax + n0 * pool_width();
-      if (act == Act::ReLU)  // ReLU's mask on the pooled gradient (see above), in the same pass
-        maxpool2d_relu_backward(gy, gp, b.val[this->out] + n0 * pool_width(), am, pc);
-      else
-        maxpool2d_backward(gy, gp, am, pc);
+    backward_by_chunks(b, dst, [&](idx n0, idx, const Conv2d& sc, T* pw, T* pb, T* dxc, const T* xc) {
+      const idx at = n0 * pool_width();
+      const PoolGrad src(pool, b.grad[this->out] + at, act == Act::ReLU ? b.val[this->out] + at : nullptr, argmax + at);
+      conv2d_backward(dxc, pw, pb, (const T*)nullptr, xc, b.params + w_off, sc, /*accumulate=*/false, Act::None,
+                      (const T*)nullptr, &src);
     });
   }
-  // conv2d_backward chunk by chunk, out_grad(n0, nn, gy) giving the gradient at the
-  // convolution's output for samples n0 .. n0 + nn; the chunks' weight gradients summed in
+  // The gradient at the convolution's output from the fused pool's (ConvGradSource): the pool's
+  // backward with ReLU's mask on the pooled gradient (see above) for the channels asked.
+  struct PoolGrad : ConvGradSource<T> {
+    Pool2d pool;
+    const T *gp, *v;  // the pooled gradient and (ReLU fused) the pooled values, from the first sample
+    const std::int32_t* argmax;
+    PoolGrad(const Pool2d& p, const T* gp_, const T* v_, const std::int32_t* a) : pool(p), gp(gp_), v(v_), argmax(a) {}
+    void write(idx n, idx o0, idx oc, T* dst, idx ld, idx row) const override {
+      Pool2d pc = pool;
+      pc.N = 1, pc.C = oc;
+      const idx at = (n * pool.C + o0) * pool.OH * pool.OW;
+      maxpool2d_relu_backward(dst, ld, row, gp + at, v ? v + at : nullptr, argmax + at, pc);
+    }
+    idx nonzeros(idx n0, idx nn) const override {  // (each pooled value lands on one input value)
+      const idx w = pool.C * pool.OH * pool.OW;
+      return (idx)std::count_if(gp + n0 * w, gp + (n0 + nn) * w, [](T x) { return x != T(0); });
+    }
+  };
+  // conv2d_backward chunk by chunk: chunk(n0, nn, geometry, weight and bias gradient partials,
+  // input gradient, input) for samples n0 .. n0 + nn; the chunks' weight gradients summed in
   // order, as conv2d_backward sums them.
   template <class F>
-  void backward_by_chunks(const Batch<T>& b, T* const* dst, F out_grad) {
+  void backward_by_chunks(const Batch<T>& b, T* const* dst, F chunk) {
     const bool has_bias = b_off >= 0;
     T* dbias = has_bias ? b.grads + b_off : nullptr;
     const idx wsize = g.OC * (g.C / g.G) * g.KH * g.KW, per = wsize + g.OC;
     const idx nchunks = (b.rows + kConvChunk - 1) / kConvChunk;
     if (partial.size() < (size_t)(nchunks * per)) partial.resize((size_t)(nchunks * per));
     over_chunks(b.rows, [&](idx c, idx n0, idx nn) {
-      thread_local std::vector<T> gy;
-      const size_t n = (size_t)(nn * conv_width());
-      if (gy.size() < n) gy.resize(n);
       Conv2d sc = g;
       sc.N = nn;
-      out_grad(n0, nn, gy.data());
       T* pw = partial.data() + c * per;
-      conv2d_backward(dst[0] ? dst[0] + n0 * in_width() : nullptr, pw, has_bias ? pw + wsize : nullptr, gy.data(),
-                      b.val[this->in[0]] + n0 * in_width(), b.params + w_off, sc, /*accumulate=*/false, Act::None,
-                      (const T*)nullptr);
+      chunk(n0, nn, sc, pw, has_bias ? pw + wsize : nullptr, dst[0] ? dst[0] + n0 * in_width() : nullptr,
+            b.val[this->in[0]] + n0 * in_width());
     });
     // the chunks in order, as conv2d_backward sums them (zero for an empty batch)
     const idx total = has_bias ? per : wsize;
