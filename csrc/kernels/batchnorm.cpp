@@ -44,6 +44,13 @@ void row_sum_pair(idx n, F f, H h, double* sf, double* sh) {
   *sf = a, *sh = b;
 }
 
+// f(std::true_type) with a ReLU fused, else f(std::false_type): the loops built for each
+template <class F>
+void with_relu(bool relu, F f) {
+  if (relu) f(std::true_type{});
+  else f(std::false_type{});
+}
+
 // Runs f(c) for every channel, several channels per task when they are small.
 template <class F>
 void over_channels(idx N, idx C, idx L, F f) {
@@ -142,21 +149,29 @@ void batchnorm_stats(T* mean, T* var, const T* x, idx N, idx C, idx L) {
 
 namespace {
 
-template <class T>
+// One row normalized, and with Relu ReLU's output of it (relu() of the same value: the bits
+// of the two layers)
+template <class T, bool Relu>
 FASTNN_ELEMENTWISE_CLONES
 void normalize_row(T* __restrict o, const T* __restrict x, idx L, T m, T scale, T b) {
-  for (idx l = 0; l < L; ++l) o[l] = (x[l] - m) * scale + b;
+  for (idx l = 0; l < L; ++l) {
+    const T v = (x[l] - m) * scale + b;
+    o[l] = Relu ? relu(v) : v;
+  }
 }
 
 }  // namespace
 
 template <class T>
 void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T* gamma, const T* beta, idx N,
-                       idx C, idx L, double eps) {
-  over_channels(N, C, L, [&](idx c) {
-    const T invstd = T(1) / std::sqrt(var[c] + T(eps));
-    const T scale = invstd * gamma[c];
-    for (idx n = 0; n < N; ++n) normalize_row(out + (n * C + c) * L, x + (n * C + c) * L, L, mean[c], scale, beta[c]);
+                       idx C, idx L, double eps, bool relu) {
+  with_relu(relu, [&](auto r) {
+    over_channels(N, C, L, [&](idx c) {
+      const T invstd = T(1) / std::sqrt(var[c] + T(eps));
+      const T scale = invstd * gamma[c];
+      for (idx n = 0; n < N; ++n)
+        normalize_row<T, decltype(r)::value>(out + (n * C + c) * L, x + (n * C + c) * L, L, mean[c], scale, beta[c]);
+    });
   });
 }
 
@@ -170,13 +185,6 @@ struct OutGrad {
   T m, scale, b;
   T operator()(idx l) const { return Relu ? g[l] * relu_grad((x[l] - m) * scale + b) : g[l]; }
 };
-
-// f(std::true_type) with a ReLU fused, else f(std::false_type): the loops built for each
-template <class F>
-void with_relu(bool relu, F f) {
-  if (relu) f(std::true_type{});
-  else f(std::false_type{});
-}
 
 template <class T>
 T invstd_of(const T* var, idx c, double eps) {
@@ -290,7 +298,7 @@ void batchnorm_update(T* running_mean, T* running_var, const T* mean, const T* v
   template void batchnorm_row_moments<T>(double*, const T*, idx, idx);                                       \
   template void batchnorm_stats_of_rows<T>(T*, T*, const double*, idx, idx, idx);                            \
   template void batchnorm_forward<T>(T*, const T*, const T*, const T*, const T*, const T*, idx, idx, idx,   \
-                                     double);                                                              \
+                                     double, bool);                                                        \
   template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, idx,    \
                                       idx, idx, double, bool, bool);                                       \
   template void batchnorm_update<T>(T*, T*, const T*, const T*, idx, idx, double);                          \

@@ -107,10 +107,10 @@ void batchnorm_row_moments(double* moments, const T* x, idx rows, idx L);
 template <class T>
 void batchnorm_stats_of_rows(T* mean, T* var, const double* moments, idx N, idx C, idx L);
 // out = (x − mean) · invstd · gamma + beta with invstd = 1 / sqrt(var + eps): the batch's
-// statistics in training, the running ones in eval mode
+// statistics in training, the running ones in eval mode; with relu, ReLU's output of it
 template <class T>
 void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T* gamma, const T* beta, idx N,
-                       idx C, idx L, double eps);
+                       idx C, idx L, double eps, bool relu = false);
 // dx written; dgamma, dbeta added (accumulate) or written. batch_stats: mean and var were
 // this batch's (training), so they too depend on x; else they are constants (eval).
 template <class T>

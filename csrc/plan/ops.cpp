@@ -406,8 +406,7 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
           if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
           y = buf.data();
         }
-        batchnorm_forward(y, x + n0 * C * L, mean, var, gamma, beta, nn, C, L, eps);
-        if (act != Act::None) activation_forward(act, y, y, T(0), nn * C * L);
+        batchnorm_forward(y, x + n0 * C * L, mean, var, gamma, beta, nn, C, L, eps, act == Act::ReLU);
         if (pooled) {
           Pool2d pc = pool;
           pc.N = nn;
