@@ -453,6 +453,18 @@ def test_fused_cnn_ops_give_the_layers_bits_on_every_simd_path(name, simd):
     fit_both(build, OPTS["adam"], X, y, epochs=1, batch_size=10)
 
 
+def test_a_relu_after_a_residual_block_runs_inside_its_add():
+    # (its bits: test_plan_cnn_equals_layer_by_layer and the SIMD-path test above, "resnet-block")
+    fnn.manual_seed(0)
+    m = CNN_MODELS["resnet-block"]()
+    X, y = images(n=8, size=12)
+    for compiled in (plan.training(m, fnn.CrossEntropyLoss(), fnn.Adam(m.parameters()), X, y, None).compiled,
+                     plan.inference(m.eval(), X)):
+        compiled.core.set_profiling(True)
+        names = [t[0] for t in compiled.core.op_times()]
+        assert names.count("add+relu") == 2 and "add" not in names and "relu" not in names, names
+
+
 def test_cnn_predict_of_one_image_is_thread_count_independent():
     # One image on two threads: each convolution (with its ReLU and pool) gives each thread
     # whole blocks of output channels. Its bits are those of one thread and of the layers, and

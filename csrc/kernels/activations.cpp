@@ -64,8 +64,22 @@ template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, 
   map1(n, [&](idx i) { out[i] = x[i] * (u[i] >= pt ? scale : T(0)); });
 }
 
-template <class T> void add_forward(T* out, const T* a, const T* b, idx n) {
-  map1(n, [&](idx i) { out[i] = a[i] + b[i]; });
+template <class T> void add_forward(T* out, const T* a, const T* b, idx n, bool relu_after) {
+  if (relu_after) map1(n, [&](idx i) { out[i] = relu(a[i] + b[i]); });
+  else map1(n, [&](idx i) { out[i] = a[i] + b[i]; });
+}
+template <class T> void relu_backward_to_two(T* d0, T* d1, const T* dout, const T* y, idx n) {
+  map1(n, [&](idx i) {
+    const T g = dout[i] * relu_grad(y[i]);
+    if (d0) d0[i] = g;
+    if (d1) d1[i] = g;
+  });
+}
+template <class T> void copy_to_two(T* d0, T* d1, const T* src, idx n) {
+  parallel_chunks(n, kElementwiseChunk, [&](idx b, idx e) {
+    if (d0) std::copy(src + b, src + e, d0 + b);
+    if (d1) std::copy(src + b, src + e, d1 + b);
+  });
 }
 
 template <class T> void softmax_forward(T* out, const T* x, idx N, idx C) {
@@ -137,7 +151,9 @@ template <class T> void activation_backward(Act act, T* dx, const T* dout, const
   template void gelu_backward<T>(T*, const T*, const T*, idx);                     \
   template void step_forward<T>(T*, const T*, T, idx);                             \
   template void dropout_apply<T>(T*, const T*, const T*, double, idx);             \
-  template void add_forward<T>(T*, const T*, const T*, idx);                       \
+  template void add_forward<T>(T*, const T*, const T*, idx, bool);                 \
+  template void relu_backward_to_two<T>(T*, T*, const T*, const T*, idx);          \
+  template void copy_to_two<T>(T*, T*, const T*, idx);                             \
   template void softmax_forward<T>(T*, const T*, idx, idx);                        \
   template void softmax_backward<T>(T*, const T*, const T*, idx, idx);
 FASTNN_INSTANTIATE(float)

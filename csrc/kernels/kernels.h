@@ -156,8 +156,14 @@ template <class T> void step_forward(T* out, const T* x, T threshold, idx n);
 // it is not defined for entries without a backward (Step).
 template <class T> void activation_forward(Act act, T* out, const T* x, T param, idx n);
 template <class T> void activation_backward(Act act, T* dx, const T* dout, const T* saved, T param, idx n);
-// out = a + b elementwise (a residual block's sum; in place allowed).
-template <class T> void add_forward(T* out, const T* a, const T* b, idx n);
+// out = a + b elementwise (a residual block's sum; in place allowed); with relu_after,
+// relu(a + b) (the ReLU after a block, fused into the plan's add op).
+template <class T> void add_forward(T* out, const T* a, const T* b, idx n, bool relu_after = false);
+// d0 and d1 (either may be null) = dout · relu_grad(y) (y: relu's output, whose mask is its
+// input's), in one pass: the plan's add+relu backward, whose gradient goes to both inputs.
+template <class T> void relu_backward_to_two(T* d0, T* d1, const T* dout, const T* y, idx n);
+// d0 and d1 (either may be null) = src, on all threads.
+template <class T> void copy_to_two(T* d0, T* d1, const T* src, idx n);
 // Inverted dropout with its mask given as uniforms u in [0, 1): out = x · [u ≥ p] / (1 − p).
 // The same call is the forward (x the input) and the backward (x the gradient, same u).
 template <class T> void dropout_apply(T* out, const T* x, const T* u, double p, idx n);

@@ -6,7 +6,8 @@
 //                                               and a following MaxPool2d's, fused per chunk)
 //   SoftmaxOp     fastnn/layers/activations.py  softmax_forward / softmax_backward
 //   DropoutOp     fastnn/layers/shape.py        pcg64_uniform, then dropout_apply both ways
-//   AddOp         fastnn/layers/residual.py     add_forward; its gradient goes to both inputs
+//   AddOp         fastnn/layers/residual.py     add_forward; its gradient goes to both inputs (a
+//                                               ReLU after it fused: relu_backward_to_two)
 //   BranchOp      fastnn/layers/residual.py     none forward (its slot aliases the input); backward
 //                                               hands the path's gradient to the input
 //   ConvOp        fastnn/layers/conv.py         conv2d_forward / conv2d_backward (and a following
@@ -17,7 +18,6 @@
 // (Flatten and eval-mode Dropout are no ops at all: fastnn/plan.py lets them reuse their input's
 // slot.)
 #include <algorithm>
-#include <cstring>
 #include "plan/plan.h"
 
 namespace fastnn {
@@ -140,15 +140,19 @@ struct DropoutOp : Op<T> {
 
 template <class T>
 struct AddOp : Op<T> {
-  const char* name() const override { return "add"; }
+  const char* name() const override { return relu ? "add+relu" : "add"; }
   idx width;
+  bool relu = false;  // the ReLU after a residual block, fused: its mask from the output
+  bool fuse(Act a) override {
+    if (a != Act::ReLU || relu) return false;
+    return relu = true;
+  }
   void forward(const Batch<T>& b, void*) override {
-    add_forward(b.val[this->out], b.val[this->in[0]], b.val[this->in[1]], b.rows * width);
+    add_forward(b.val[this->out], b.val[this->in[0]], b.val[this->in[1]], b.rows * width, relu);
   }
   void backward(const Batch<T>& b, void*, T* const* dst) override {
-    const size_t bytes = sizeof(T) * (size_t)(b.rows * width);
-    for (int k = 0; k < 2; ++k)
-      if (dst[k]) std::memcpy(dst[k], b.grad[this->out], bytes);
+    if (relu) relu_backward_to_two(dst[0], dst[1], b.grad[this->out], b.val[this->out], b.rows * width);
+    else copy_to_two(dst[0], dst[1], b.grad[this->out], b.rows * width);
   }
 };
 
@@ -158,7 +162,7 @@ struct BranchOp : Op<T> {
   idx width;
   void forward(const Batch<T>&, void*) override {}  // the output slot shows the input's values
   void backward(const Batch<T>& b, void*, T* const* dst) override {
-    std::memcpy(dst[0], b.grad[this->out], sizeof(T) * (size_t)(b.rows * width));
+    copy_to_two(dst[0], (T*)nullptr, b.grad[this->out], b.rows * width);
   }
 };
 
