@@ -50,6 +50,12 @@ void pack_transposed(const T* src, idx rs, idx rows, idx kc, int mr, T* d) {
 
 // Packs rows [0, mc) × cols [0, kc) of a matrix whose element (i, p) is src[i*rs + p*cs], as
 // MR-row slivers: dst[s*MR*kc + p*MR + i]. Only slivers [s0, s1) are written (for threading).
+// kc steps of R contiguous values, cs apart, to d (mr apart)
+template <int R, class T>
+void copy_steps(const T* base, idx cs, idx kc, int mr, T* d) {
+  for (idx p = 0; p < kc; ++p) std::memcpy(d + p * mr, base + p * cs, R * sizeof(T));
+}
+
 template <class T>
 void pack_panel(const T* src, idx rs, idx cs, idx mc, idx kc, int mr, idx s0, idx s1, T* dst) {
   for (idx s = s0; s < s1; ++s) {
@@ -62,14 +68,17 @@ void pack_panel(const T* src, idx rs, idx cs, idx mc, idx kc, int mr, idx s0, id
     if (cs == 1) {
       pack_transposed(base, rs, rows, kc, mr, d);
     } else if (rs == 1) {  // walk k outer: each step copies `rows` contiguous values
-      // (a copy of a constant 32 or 16 values compiles to vector moves; a variable one to a
-      // memmove call per step, 15% of a Linear layer's 128 × 128 · 128 × 3136 weight gradient)
-      if (rows == 32) {
-        for (idx p = 0; p < kc; ++p) std::memcpy(d + p * mr, base + p * cs, 32 * sizeof(T));
-      } else if (rows == 16) {
-        for (idx p = 0; p < kc; ++p) std::memcpy(d + p * mr, base + p * cs, 16 * sizeof(T));
-      } else {
-        for (idx p = 0; p < kc; ++p) std::copy(base + p * cs, base + p * cs + rows, d + p * mr);
+      // (a copy of a constant size compiles to vector moves, a variable one to a memmove call
+      // per step: 15% of a Linear layer's 128 × 128 · 128 × 3136 weight gradient)
+      switch (rows) {
+        case 32: copy_steps<32>(base, cs, kc, mr, d); break;
+        case 16: copy_steps<16>(base, cs, kc, mr, d); break;
+        case 12: copy_steps<12>(base, cs, kc, mr, d); break;
+        case 8: copy_steps<8>(base, cs, kc, mr, d); break;
+        case 6: copy_steps<6>(base, cs, kc, mr, d); break;
+        case 4: copy_steps<4>(base, cs, kc, mr, d); break;
+        default:
+          for (idx p = 0; p < kc; ++p) std::copy(base + p * cs, base + p * cs + rows, d + p * mr);
       }
     } else {
       for (idx p = 0; p < kc; ++p)
