@@ -14,7 +14,7 @@ import time
 import numpy as np
 
 import fastnn as fnn
-from fastnn import cnn_models, plan
+from fastnn import _core, cnn_models, plan
 
 
 def flops(model, batch: int) -> dict:
@@ -38,9 +38,10 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--model", choices=cnn_models.NAMES, default="cnn")
     p.add_argument("--batchnorm", action="store_true", help="the same as --model cnn-bn")
-    p.add_argument("--fma-gflops", type=float, default=212.0,
-                   help="one core's FMA limit (measured here, 12 independent AVX-512 FMA chains on each core "
-                        "at once: 6.6–6.8 G FMAs/s)")
+    p.add_argument("--fma-gflops", type=float, default=None,
+                   help="one core's FMA limit in GFLOP/s (default: measured, fastnn._core.fma_peak_gflops: "
+                        "12 independent FMA chains; ~212 on the Intel cores and ~118 on the AMD Zen 4 cores seen "
+                        "here, which run one 512-bit FMA per cycle where Intel's run two)")
     a = p.parse_args(argv)
     fnn.set_num_threads(a.threads)
     try:
@@ -62,7 +63,7 @@ def main(argv=None) -> None:
     runner.run(order, a.batch_size, 0, a.batches)
     wall = (time.perf_counter() - t0) / a.batches
     rows, work = core.op_times(), iter(flops(model, a.batch_size) if name != "resnet" else [])
-    peak = a.fma_gflops * a.threads
+    peak = (a.fma_gflops or _core.fma_peak_gflops(0.1)) * a.threads
     print(f"{a.batches} batches of {a.batch_size}, {a.threads} thread(s); per batch, in ms:")
     print(f"{'op':22s} {'forward':>8s} {'backward':>9s}   GFLOP/s fwd / bwd (FMA limit {peak:.0f})")
     total = 0.0

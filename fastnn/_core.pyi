@@ -6,7 +6,7 @@ fastnn's C++ kernels and plan. Use them through fastnn.backends; see csrc/README
 from __future__ import annotations
 import collections.abc
 import typing
-__all__: list[str] = ['Plan', 'PlanStep', 'adam_step', 'add_forward', 'argmax_correct', 'avgpool2d_backward', 'avgpool2d_forward', 'batchnorm_backward', 'batchnorm_forward', 'batchnorm_stats', 'batchnorm_update', 'bce_forward', 'bce_with_logits_forward', 'build_info', 'conv2d_backward', 'conv2d_forward', 'cross_entropy_forward', 'dropout_apply', 'first_nonfinite', 'forked_child', 'gelu_backward', 'gelu_forward', 'gemm', 'gemm_reference', 'get_num_threads', 'leaky_relu_backward', 'leaky_relu_forward', 'linear_backward', 'linear_forward', 'maxpool2d_backward', 'maxpool2d_forward', 'mse_forward', 'pcg64_jump', 'pcg64_uniform', 'plan_adam', 'plan_rmsprop', 'plan_sgd', 'relu_backward', 'relu_forward', 'rmsprop_step', 'set_num_threads', 'set_simd_path', 'sgd_step', 'sigmoid_backward', 'sigmoid_forward', 'simd_available', 'simd_path', 'softmax_backward', 'softmax_forward', 'step_forward', 'tanh_backward', 'tanh_forward', 'threshold_correct']
+__all__: list[str] = ['Plan', 'PlanStep', 'adam_step', 'add_forward', 'argmax_correct', 'avgpool2d_backward', 'avgpool2d_forward', 'batchnorm_backward', 'batchnorm_forward', 'batchnorm_stats', 'batchnorm_update', 'bce_forward', 'bce_with_logits_forward', 'build_info', 'conv2d_backward', 'conv2d_forward', 'cross_entropy_forward', 'dropout_apply', 'first_nonfinite', 'fma_peak_gflops', 'forked_child', 'gelu_backward', 'gelu_forward', 'gemm', 'gemm_reference', 'get_num_threads', 'leaky_relu_backward', 'leaky_relu_forward', 'linear_backward', 'linear_forward', 'maxpool2d_backward', 'maxpool2d_forward', 'mse_forward', 'pcg64_jump', 'pcg64_uniform', 'plan_adam', 'plan_rmsprop', 'plan_sgd', 'relu_backward', 'relu_forward', 'rmsprop_step', 'set_num_threads', 'set_simd_path', 'sgd_step', 'sigmoid_backward', 'sigmoid_forward', 'simd_available', 'simd_path', 'softmax_backward', 'softmax_forward', 'step_forward', 'tanh_backward', 'tanh_forward', 'threshold_correct']
 class PlanStep:
     """
     One optimizer update over a span of a plan's flat buffers (see Plan.train)
@@ -147,6 +147,10 @@ def dropout_apply(out: typing.Any, x: typing.Any, u: typing.Any, p: typing.Suppo
 def first_nonfinite(x: typing.Any) -> int:
     """
     Flat (C-order) index of the first NaN or infinity in x, or -1
+    """
+def fma_peak_gflops(seconds: typing.SupportsFloat | typing.SupportsIndex = 0.05) -> float:
+    """
+    One core's FMA limit in GFLOP/s on the SIMD path in use (12 independent FMA chains, the best of runs over about `seconds`): what the benchmarks' GFLOP/s are measured against.
     """
 def forked_child() -> bool:
     """

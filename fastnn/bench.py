@@ -95,10 +95,24 @@ def _ratio(other, mine):
     return "—" if other is None or mine is None else f"{other / mine:.2f}×"
 
 
+def _cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo; elsewhere what the platform module says)."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    import platform
+    return platform.processor() or platform.machine() or "unknown"
+
+
 def run(threads: int, repeats: int, quick: bool) -> None:
     import numpy as np
 
     import fastnn as fnn
+    from fastnn import _core
     torch: Any
     try:
         import torch
@@ -119,6 +133,9 @@ def run(threads: int, repeats: int, quick: bool) -> None:
 
     print(f"fastnn {fnn.__version__}, simd={fnn.build_info()['simd']}, {threads} thread(s) for every "
           f"library, median of {repeats}" + (", quick (10,000 training rows)" if quick else ""))
+    # The same SIMD path runs at different FMA rates on different CPUs (one 512-bit FMA per cycle
+    # on AMD Zen 4, two on Intel's server cores), and fastnn's convolutions and GEMMs run near it.
+    print(f"CPU: {_cpu_name()}; one core's FMA limit {_core.fma_peak_gflops(0.1):.0f} GFLOP/s")
     print("| group | what | fastnn | NumPy twin | PyTorch | scikit-learn | × twin | × torch | target × torch |")
     print("|---|---|---|---|---|---|---|---|---|")
 
@@ -214,7 +231,6 @@ def run(threads: int, repeats: int, quick: bool) -> None:
     cnn_rows(row, X, y, threads, repeats, quick, torch)
 
     # ---- GEMM
-    from fastnn import _core
     from fastnn.backends import numpy_ref
     rng = np.random.default_rng(0)
     for M, K, N, ta, tb, label in GEMM_SHAPES:

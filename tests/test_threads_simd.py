@@ -177,6 +177,18 @@ def test_set_num_threads_validates():
     assert fastnn.get_num_threads() == 3
 
 
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_fma_probe_gives_a_core_s_limit_on_every_path(path):
+    # what `fastnn bench` and bench/cnn_profile.py divide by: chains optimised away would give an
+    # absurd rate (no core does 10 TFLOP/s), a broken timer zero
+    _core.set_simd_path(path)
+    rate = _core.fma_peak_gflops(0.01)
+    assert 1 < rate < 10_000, (path, rate)
+    for bad in (0, -1, float("nan"), 11):
+        with pytest.raises(ValueError, match="seconds must be in"):
+            _core.fma_peak_gflops(bad)
+
+
 def _run(env_extra, code, env=None):
     # Run from a neutral directory: from the repository root, `import fastnn` would find the
     # source tree (without the compiled _core) instead of the installed package.

@@ -60,7 +60,15 @@ using PackT = void (*)(std::int64_t rows, std::int64_t kc, const float* src, std
                        int mr, float* d);
 PackT pack_transposed_f32();
 
+// The FMA limit of one core on the path in use, in GFLOP/s (2 per multiply-add and lane): the best
+// of runs of 12 independent FMA chains, timed for about `seconds` in all. The benchmarks divide
+// by it, since it differs between CPUs with the same SIMD path (one 512-bit FMA per cycle on AMD
+// Zen 4, two on Intel's server cores).
+double fma_probe_gflops(double seconds);
+
 #ifdef FASTNN_X86_KERNELS
+float fma_chains_avx512(std::int64_t n);  // (their sum, so the chains are not optimised away)
+float fma_chains_avx2(std::int64_t n);
 void pack_transposed_avx2(std::int64_t rows, std::int64_t kc, const float* src, std::int64_t rs,
                           int mr, float* d);
 // Defined in their own files, compiled with -mavx2 -mfma / -mavx512f -mfma.

@@ -150,4 +150,19 @@ void pack_transposed_avx2(std::int64_t rows, std::int64_t kc, const float* src, 
     for (std::int64_t i = 0; i < rows; ++i) d[p * mr + i] = src[i * rs + p];
 }
 
+// The FMA limit of one core (fma_probe in ukernel.h): 12 independent chains of 256-bit FMAs.
+float fma_chains_avx2(std::int64_t n) {
+  __m256 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm256_set1_ps((float)i);
+  const __m256 a = _mm256_set1_ps(0.5f), b = _mm256_set1_ps(1.0f);  // x -> x/2 + 1: stays finite
+  for (std::int64_t p = 0; p < n; ++p)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm256_fmadd_ps(acc[i], a, b);
+  __m256 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm256_add_ps(s, acc[i]);
+  float out[8];
+  _mm256_storeu_ps(out, s);
+  return out[0] + out[1] + out[2] + out[3] + out[4] + out[5] + out[6] + out[7];
+}
+
 }  // namespace fastnn

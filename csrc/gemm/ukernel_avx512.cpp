@@ -202,4 +202,18 @@ void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t l
   _mm256_storeu_ps(out, r);
 }
 
+// The FMA limit of one core (fma_probe in ukernel.h): 12 independent chains of 512-bit FMAs,
+// as many as the micro-kernels keep in flight, n steps each.
+float fma_chains_avx512(std::int64_t n) {
+  __m512 acc[12];
+  for (int i = 0; i < 12; ++i) acc[i] = _mm512_set1_ps((float)i);
+  const __m512 a = _mm512_set1_ps(0.5f), b = _mm512_set1_ps(1.0f);  // x -> x/2 + 1: stays finite
+  for (std::int64_t p = 0; p < n; ++p)
+#pragma GCC unroll 12
+    for (int i = 0; i < 12; ++i) acc[i] = _mm512_fmadd_ps(acc[i], a, b);
+  __m512 s = acc[0];
+  for (int i = 1; i < 12; ++i) s = _mm512_add_ps(s, acc[i]);
+  return _mm512_reduce_add_ps(s);
+}
+
 }  // namespace fastnn

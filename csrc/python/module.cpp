@@ -57,6 +57,13 @@ PYBIND11_MODULE(_core, m) {
   m.def("get_num_threads", &num_threads);
   m.def("forked_child", &forked_child, "Whether this process was forked after fastnn loaded (it then runs on one thread)");
   m.def("simd_path", [] { return std::string(simd_name(simd_path())); });
+  m.def("fma_peak_gflops", [](double seconds) {
+    if (!(seconds > 0 && seconds <= 10)) throw py::value_error(cat("fma_peak_gflops: seconds must be in (0, 10], got ", seconds));
+    py::gil_scoped_release release;
+    return fma_probe_gflops(seconds);
+  }, py::arg("seconds") = 0.05,
+        "One core's FMA limit in GFLOP/s on the SIMD path in use (12 independent FMA chains, the "
+        "best of runs over about `seconds`): what the benchmarks' GFLOP/s are measured against.");
   m.def("simd_available", [] {
     py::list l;
     for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
