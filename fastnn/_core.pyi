@@ -78,7 +78,7 @@ class Plan:
         """
 def _set_conv_sparse_max_density(d: typing.SupportsFloat | typing.SupportsIndex) -> float:
     """
-    Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this fraction of dout is nonzero (default 0.5; < 0: never, 1: always); returns the old value.
+    Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at most 0.6 times it is (on CPUs with half-rate 512-bit FMAs; elsewhere only at 1: always); returns the old value.
     """
 def _set_gemm_sup_max_macs(n: typing.SupportsInt | typing.SupportsIndex) -> int:
     """

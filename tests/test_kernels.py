@@ -275,11 +275,13 @@ def test_maxpool_2x2_gradient_bits_and_hand_made_argmax(path, dtype):
 
 
 @pytest.mark.parametrize("path", SIMD_PATHS)
-def test_conv_weight_gradient_sparse_kernel_keeps_the_dense_bits(path):
+def test_conv_sparse_gradient_kernels_keep_the_dense_bits(path):
     # Below a max pool most of a convolution's output gradient is zero; the weight gradient
-    # then sums only its nonzero terms (AVX-512, 3 × 3, input channels in 16s). A zero term
-    # changes no finite sum, so the sparse and the dense kernel give the same bits, on 1 and 2
-    # threads, and the twin's values; an infinite input makes the dense kernel run.
+    # then sums only its nonzero terms, and the input gradient is scattered from them (AVX-512,
+    # 3 × 3, input channels in 16s). A zero term changes no finite sum, so the sparse and the
+    # dense kernels give the same bits (the scatter must keep each value's order of terms: the
+    # output pixels in descending order within each output channel), on 1 and 2 threads, and
+    # the twin's values; an infinite input makes the dense weight gradient run.
     _core.set_simd_path(path)
     rng = np.random.default_rng(5)
     shapes = [  # N, C, OC, H, W, groups, dilation, density, activation
@@ -324,6 +326,32 @@ def test_conv_weight_gradient_sparse_kernel_keeps_the_dense_bits(path):
                                   dil, groups, False, act, y.astype(np.float64))
         for got, ref in zip((dx, dw, db), want):
             np.testing.assert_allclose(got, ref, rtol=1e-4, atol=1e-3 * np.sqrt(max(N, 1) * OH * OW))
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_input_gradient_of_an_infinite_weight_is_the_dense_kernels(path):
+    # A zero gradient times an infinite weight is a NaN term of the dense input gradient, which
+    # the sparse scatter would skip: with a weight that is not finite the dense kernel runs.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((9, 32, 14, 14)).astype(np.float32)
+    w = rng.standard_normal((64, 32, 3, 3)).astype(np.float32)
+    w[5, 3, 1, 1] = np.inf
+    dout = (rng.standard_normal((9, 64, 14, 14)) * (rng.random((9, 64, 14, 14)) < 0.2)).astype(np.float32)
+    results = []
+    try:
+        for knob in (-1.0, 1.0):
+            _core._set_conv_sparse_max_density(knob)
+            dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(64, np.float32)
+            _core.conv2d_backward(dx, dw, db, dout, x, w, 1, 1, 1, 1, False, "none", None)
+            results.append(dx)
+    finally:
+        _core._set_conv_sparse_max_density(0.5)
+    # every pixel of channel 3 meets the weight's tap: ±inf where the gradient there is not 0, NaN
+    # where it is 0 (the terms the scatter would skip)
+    dense = results[0][:, 3]
+    assert not np.isfinite(dense).any() and np.isnan(dense).sum() > dense.size // 2
+    assert np.array_equal(results[0], results[1], equal_nan=True)
 
 
 @pytest.mark.parametrize("L", [1, 5, 32, 49, 196, 784])

@@ -65,6 +65,11 @@ PackT pack_transposed_f32();
 // by it, since it differs between CPUs with the same SIMD path (one 512-bit FMA per cycle on AMD
 // Zen 4, two on Intel's server cores).
 double fma_probe_gflops(double seconds);
+// Whether this CPU's 512-bit FMAs carry about twice the 256-bit ones' FLOPs (two 512-bit FMA
+// units, Intel's server cores), rather than the same (AMD Zen 4 runs a 512-bit FMA as two
+// halves): measured once, on first use (~1 ms). False without AVX-512. Kernels that trade
+// FMAs for loads and stores (the sparse input gradient, conv.cpp) pay only where it is false.
+bool fma512_full_rate();
 
 #ifdef FASTNN_X86_KERNELS
 float fma_chains_avx512(std::int64_t n);  // (their sum, so the chains are not optimised away)

@@ -107,7 +107,7 @@ const MaxPool2x2* maxpool_2x2_f32() {
 const ConvTaps* conv_taps_f32() {
 #ifdef FASTNN_X86_KERNELS
   static const ConvTaps avx512{conv_taps_tile_avx512, conv_taps_tile64_avx512, conv_taps_dot_avx512, conv_transpose_avx512, conv_rows_avx512,
-                                      conv_oc_tile_avx512, conv_sparse_dw_avx512};
+                                      conv_oc_tile_avx512, conv_sparse_dw_avx512, conv_sparse_dx_avx512};
   if (g_path == Simd::AVX512) return &avx512;
 #endif
   return nullptr;
@@ -146,6 +146,29 @@ static float fma_chains_portable(std::int64_t n) {
   for (int i = 0; i < 12; ++i)
     for (int l = 0; l < 4; ++l) s += acc[i][l];
   return s;
+}
+
+bool fma512_full_rate() {
+  static const bool full = [] {
+#ifdef FASTNN_X86_KERNELS
+    if (!cpu_has(Simd::AVX512)) return false;
+    using clock = std::chrono::steady_clock;
+    const std::int64_t n = 1 << 14;  // ~50-100 µs a run
+    double best[2] = {0, 0};         // FLOP/s of 512- and 256-bit chains, the best of 5 runs each
+    volatile float sink = 0;
+    for (int r = 0; r < 5; ++r)
+      for (int wide = 0; wide < 2; ++wide) {
+        const auto t0 = clock::now();
+        sink = sink + (wide ? fma_chains_avx2(n) : fma_chains_avx512(n));
+        const double t = std::chrono::duration<double>(clock::now() - t0).count();
+        if (t > 0) best[wide] = std::max(best[wide], (wide ? 8.0 : 16.0) * 12 * (double)n / t);
+      }
+    return best[0] > 1.5 * best[1];
+#else
+    return false;
+#endif
+  }();
+  return full;
 }
 
 double fma_probe_gflops(double seconds) {

@@ -62,6 +62,7 @@
 #include <vector>
 #include "core/buffer.h"
 #include "gemm/gemm.h"
+#include "gemm/ukernel.h"
 #include "kernels/conv_simd.h"
 #include "kernels/kernels.h"
 
@@ -604,18 +605,37 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // chunks where at most half of dout is nonzero and the input is finite: the same bits (a
   // zero term changes no finite sum), with only the nonzero terms computed. The chunk's sums
   // go to spbuf as (o, tap, c), and into its partial when it ends.
+  // The input gradient too, scattered from the nonzero values (ConvSparseDx) into a
+  // channel-last copy of the padded input's grid, in the chunks where at most half of dout is
+  // nonzero, when the weight is finite (a zero times an infinite weight is a NaN term): each
+  // value's FMA chain is the dense kernel's without its zero terms, the same bits again.
   const bool sparse_ok = transposed && fast->sparse_dw && s.KH * s.KW == 9 && g.Cg % 16 == 0;
+  // Its threshold is lower (0.3 by default): it trades each kept FMA for a load and a store,
+  // which pays only where FMAs are the dearer. With one 512-bit FMA per cycle (AMD Zen 4), 128
+  // samples of 32 -> 64 channels on 14 × 14, the input gradient alone: 1 thread dense 8.6 ms,
+  // sparse 5.7 / 6.6 / 7.4 ms at 20 / 25 / 30% nonzero; 2 threads dense 4.3, sparse 3.0 / 3.4 /
+  // 3.8; the CNN's second convolution's backward 7.0-7.2 -> 5.6-5.8 ms. Where a core runs two
+  // 512-bit FMAs per cycle the dense kernel was as fast at 15% nonzero (an earlier version of
+  // this scatter), so there it runs only when the testing knob forces it (>= 1).
+  const double dx_max_density = g_sparse_max_density >= 1 ? g_sparse_max_density
+                                : fma512_full_rate()     ? -1.0
+                                                         : 0.6 * g_sparse_max_density;
+  const bool sparse_dx_ok = dx_nv && fast->sparse_dx && s.KH * s.KW == 9 && dx_max_density >= 0 &&
+                            first_nonfinite(weight, wsize) < 0;
   std::vector<idx> toff;
-  for (idx t = 0; sparse_ok && t < 9; ++t) toff.push_back(t / 3 * s.DH * g.Wp + t % 3 * s.DW);
+  for (idx t = 0; (sparse_ok || sparse_dx_ok) && t < 9; ++t) toff.push_back(t / 3 * s.DH * g.Wp + t % 3 * s.DW);
   over_items(nchunks, [&](idx c) {
-    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf, spbuf, xhbuf;
+    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf, spbuf, xhbuf, dxhbuf;
     T* pw = partial.data() + c * wsize;
     T* pb = partial_b.data() + c * s.OC;
     const idx n0 = c * kChunk, nn = std::min(s.N, n0 + kChunk) - n0;
-    const bool sparse = sparse_ok && g_sparse_max_density >= 0 &&
-                        (double)(src ? src->nonzeros(n0, nn) : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P)) <=
-                            g_sparse_max_density * (double)(nn * s.OC * P) &&
+    const double nonzero = (sparse_ok && g_sparse_max_density >= 0) || sparse_dx_ok
+                               ? (double)(src ? src->nonzeros(n0, nn) : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P)) /
+                                     (double)std::max<idx>(1, nn * s.OC * P)
+                               : 1.0;
+    const bool sparse = sparse_ok && g_sparse_max_density >= 0 && nonzero <= g_sparse_max_density &&
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
+    const bool sparse_dx = sparse_dx_ok && nonzero <= dx_max_density;
     T* sp = sparse ? scratch(spbuf, wsize) : nullptr;
     for (idx n = n0; n < n0 + nn; ++n) {
       for (idx gi = 0; gi < s.G; ++gi) {
@@ -709,6 +729,22 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
         if (fast) {
           // dxp's image rows by the kernel, from gw in its zero-led rows
+          if (sparse_dx) {
+            if constexpr (std::is_same_v<T, float>) {
+              // 16 channels at a time: their grid (16 KB for 14 × 14 images) stays in L1 with
+              // the gradient being read (32 channels' 32 KB filled a Zen 4 core's L1: 20-40% slower)
+              const idx grid = g.Hp * g.Wp;
+              T* dh = scratch(dxhbuf, grid * 16);
+              for (idx c0 = 0; c0 < g.Cg; c0 += 16) {
+                std::fill(dh, dh + grid * 16, T(0));
+                fast->sparse_dx(g.cols, gr, ldg, (int)g.OCg, toff.data(), wt[(size_t)gi].data() + c0, g.Cg, 1, dh, 16);
+                for (idx h = 0; h < s.H; ++h)  // the image's pixels, channel-last, into planes
+                  fast->transpose(dh + ((s.PH + h) * g.Wp + s.PW) * 16, s.W, 16, 16, dxg + c0 * s.H * s.W + h * s.W,
+                                  s.H * s.W);
+              }
+            }
+            continue;
+          }
           if (dx_nv) {
             if constexpr (std::is_same_v<T, float>) {
               const idx cb = g.Cg / (16 * dx_nv), rs = (s.W + dx_pixels - 1) / dx_pixels, HW = s.H * s.W;

@@ -66,6 +66,17 @@ using ConvSparseDw = void (*)(std::int64_t n, const float* g, std::int64_t ldg, 
                               const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo,
                               std::int64_t ldt, bool add);
 
+// The input gradient of a 3 × 3, stride-1 convolution from a sparse output gradient, scattered:
+// for the channels c < 16·cv, every o < rows in order, its nonzero g[o·ldg + j] (j < n) from
+// the highest j down, and the 9 taps t,
+//   dxh[(j + toff[t])·ldx + c] = fma(g[o·ldg + j], w[(o·9 + t)·ldw + c], dxh[(j + toff[t])·ldx + c])
+// dxh holds the input gradient channel-last on the padded grid (zeroed by the caller; j is an
+// output pixel's wide column oh·Wp + ow, j + toff[t] the input pixel it reaches through tap t).
+// Each value then gets the dense kernel's FMA chain over (o, kh, kw) (in which the output
+// pixels come in descending order) without its zero terms: the same bits for a finite weight.
+using ConvSparseDx = void (*)(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                              const float* w, std::int64_t ldw, int cv, float* dxh, std::int64_t ldx);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTaps64 tile64;
@@ -74,6 +85,7 @@ struct ConvTaps {
   ConvRows rows;
   ConvOcTile oc_tile;
   ConvSparseDw sparse_dw;
+  ConvSparseDx sparse_dx;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -96,6 +108,8 @@ void conv_rows_avx512(float* dst, std::int64_t ldd, const float* src, std::int64
 void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                            const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo, std::int64_t ldt,
                            bool add);
+void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                           const float* w, std::int64_t ldw, int cv, float* dxh, std::int64_t ldx);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif

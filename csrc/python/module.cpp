@@ -75,7 +75,9 @@ PYBIND11_MODULE(_core, m) {
         "limit. n < 0 restores the default, 0 packs every shape.");
   m.def("_set_conv_sparse_max_density", [](double d) { return set_conv_sparse_max_density(d); }, py::arg("d"),
         "Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this "
-        "fraction of dout is nonzero (default 0.5; < 0: never, 1: always); returns the old value.");
+        "fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at "
+        "most 0.6 times it is (on CPUs with half-rate 512-bit FMAs; elsewhere only at 1: always); "
+        "returns the old value.");
   m.def("set_simd_path", [](const std::string& name) {
     for (Simd s : {Simd::Portable, Simd::AVX2, Simd::AVX512})
       if (name == simd_name(s)) {
