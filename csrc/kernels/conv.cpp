@@ -605,13 +605,13 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // chunks where at most half of dout is nonzero and the input is finite: the same bits (a
   // zero term changes no finite sum), with only the nonzero terms computed. The chunk's sums
   // go to spbuf as (o, tap, c), and into its partial when it ends.
-  // The input gradient too, scattered from the nonzero values (ConvSparseDx) into a
-  // channel-last copy of the padded input's grid, in the chunks where at most half of dout is
-  // nonzero, when the weight is finite (a zero times an infinite weight is a NaN term): each
-  // value's FMA chain is the dense kernel's without its zero terms, the same bits again.
   const bool sparse_ok = transposed && fast->sparse_dw && s.KH * s.KW == 9 && g.Cg % 16 == 0;
-  // Its threshold is lower (0.3 by default): it trades each kept FMA for a load and a store,
-  // which pays only where FMAs are the dearer. With one 512-bit FMA per cycle (AMD Zen 4), 128
+  // The input gradient too is scattered from the nonzero values (ConvSparseDx), 16 channels at
+  // a time, into a channel-last copy of the padded input's grid, when the weight is finite (a
+  // zero times an infinite weight is a NaN term): each value's FMA chain is the dense kernel's
+  // without its zero terms, the same bits again. Its threshold is lower (0.3 by default): it
+  // trades each kept FMA for a load and a store, which pays only where FMAs are the dearer.
+  // With one 512-bit FMA per cycle (AMD Zen 4), 128
   // samples of 32 -> 64 channels on 14 × 14, the input gradient alone: 1 thread dense 8.6 ms,
   // sparse 5.7 / 6.6 / 7.4 ms at 20 / 25 / 30% nonzero; 2 threads dense 4.3, sparse 3.0 / 3.4 /
   // 3.8; the CNN's second convolution's backward 7.0-7.2 -> 5.6-5.8 ms. Where a core runs two
@@ -737,7 +737,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
               T* dh = scratch(dxhbuf, grid * 16);
               for (idx c0 = 0; c0 < g.Cg; c0 += 16) {
                 std::fill(dh, dh + grid * 16, T(0));
-                fast->sparse_dx(g.cols, gr, ldg, (int)g.OCg, toff.data(), wt[(size_t)gi].data() + c0, g.Cg, 1, dh, 16);
+                fast->sparse_dx(g.cols, gr, ldg, (int)g.OCg, toff.data(), wt[(size_t)gi].data() + c0, g.Cg, dh);
                 for (idx h = 0; h < s.H; ++h)  // the image's pixels, channel-last, into planes
                   fast->transpose(dh + ((s.PH + h) * g.Wp + s.PW) * 16, s.W, 16, 16, dxg + c0 * s.H * s.W + h * s.W,
                                   s.H * s.W);

@@ -385,24 +385,22 @@ void sparse_dw(std::int64_t n, const float* g, std::int64_t ldg, int rows, const
   }
 }
 
-// ConvSparseDx for 16·CV channels: the 9·CV weight vectors of one output channel o stay in
-// registers while its nonzero gradient values are found 16 at a time (a compare, then the set
-// bits from the highest down) and each is scattered through the 9 taps into the channel-last
-// input gradient: a load, an FMA and a store per vector, against 1/density FMAs per kept one
-// in the dense kernel. LDX > 0: as in sparse_dw, the taps a 3 × 3 block of rows LDX apart.
-template <int CV, int LDX>
+// ConvSparseDx: the 9 weight vectors of one output channel o stay in registers while its
+// nonzero gradient values are found 16 at a time (a compare, then the set bits from the
+// highest down) and each is scattered through the 9 taps into the channel-last input gradient:
+// a load, an FMA and a store per tap, where the dense kernel spends 1/density FMAs per kept
+// one. BLOCK: the taps a 3 × 3 block (toff[t] = t / 3 · toff[3] + t % 3), so a tap is one of
+// three row pointers plus a constant (as in sparse_dw).
+template <bool BLOCK>
 void sparse_dx(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff, const float* w,
-               std::int64_t ldw, float* dxh, std::int64_t ldx) {
+               std::int64_t ldw, float* dxh) {
   const __m512 zero = _mm512_setzero_ps();
-  const std::int64_t row = LDX ? toff[3] * LDX : 0;
-  std::int64_t off[9];
-  for (int t = 0; t < 9; ++t) off[t] = toff[t] * ldx;
+  const std::int64_t row = 16 * toff[3];  // the next kernel row, in floats (BLOCK)
   const std::int64_t last = (n - 1) / 16 * 16;  // the last block of 16 values
   for (int o = 0; o < rows; ++o) {
     const float* go = g + o * ldg;
-    __m512 wv[9][CV];
-    for (int t = 0; t < 9; ++t)
-      for (int v = 0; v < CV; ++v) wv[t][v] = _mm512_loadu_ps(w + (o * 9 + t) * ldw + 16 * v);
+    __m512 wv[9];
+    for (int t = 0; t < 9; ++t) wv[t] = _mm512_loadu_ps(w + (o * 9 + t) * ldw);
     for (std::int64_t j0 = last; j0 >= 0; j0 -= 16) {
       // NaN compares unequal: it is a term, as in the dense sum
       unsigned bits = _mm512_mask_cmp_ps_mask(upto(n - j0), _mm512_maskz_loadu_ps(upto(n - j0), go + j0), zero,
@@ -411,23 +409,20 @@ void sparse_dx(std::int64_t n, const float* g, std::int64_t ldg, int rows, const
         const int l = 31 - __builtin_clz(bits);
         bits &= ~(1u << l);
         const __m512 gv = _mm512_set1_ps(go[j0 + l]);
-        if constexpr (LDX > 0) {
-          float* r0 = dxh + (j0 + l) * LDX;
-          float *r1 = r0 + row, *r2 = r1 + row;
-          for (int kw = 0; kw < 3; ++kw)
-            for (int v = 0; v < CV; ++v) {
-              float *p0 = r0 + kw * LDX + 16 * v, *p1 = r1 + kw * LDX + 16 * v, *p2 = r2 + kw * LDX + 16 * v;
-              _mm512_storeu_ps(p0, _mm512_fmadd_ps(gv, wv[kw][v], _mm512_loadu_ps(p0)));
-              _mm512_storeu_ps(p1, _mm512_fmadd_ps(gv, wv[3 + kw][v], _mm512_loadu_ps(p1)));
-              _mm512_storeu_ps(p2, _mm512_fmadd_ps(gv, wv[6 + kw][v], _mm512_loadu_ps(p2)));
-            }
+        float* px = dxh + (j0 + l) * 16;
+        if constexpr (BLOCK) {
+          float *r1 = px + row, *r2 = r1 + row;
+          for (int kw = 0; kw < 3; ++kw) {
+            float *p0 = px + 16 * kw, *p1 = r1 + 16 * kw, *p2 = r2 + 16 * kw;
+            _mm512_storeu_ps(p0, _mm512_fmadd_ps(gv, wv[kw], _mm512_loadu_ps(p0)));
+            _mm512_storeu_ps(p1, _mm512_fmadd_ps(gv, wv[3 + kw], _mm512_loadu_ps(p1)));
+            _mm512_storeu_ps(p2, _mm512_fmadd_ps(gv, wv[6 + kw], _mm512_loadu_ps(p2)));
+          }
         } else {
-          float* px = dxh + (j0 + l) * ldx;
-          for (int t = 0; t < 9; ++t)
-            for (int v = 0; v < CV; ++v) {
-              float* p = px + off[t] + 16 * v;
-              _mm512_storeu_ps(p, _mm512_fmadd_ps(gv, wv[t][v], _mm512_loadu_ps(p)));
-            }
+          for (int t = 0; t < 9; ++t) {
+            float* p = px + 16 * toff[t];
+            _mm512_storeu_ps(p, _mm512_fmadd_ps(gv, wv[t], _mm512_loadu_ps(p)));
+          }
         }
       }
     }
@@ -438,15 +433,12 @@ void sparse_dx(std::int64_t n, const float* g, std::int64_t ldg, int rows, const
 
 // ConvSparseDx (conv_simd.h)
 void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
-                           const float* w, std::int64_t ldw, int cv, float* dxh, std::int64_t ldx) {
+                           const float* w, std::int64_t ldw, float* dxh) {
   if (n <= 0) return;
   const bool block = toff[1] == 1 && toff[2] == 2 && toff[4] == toff[3] + 1 && toff[5] == toff[3] + 2 &&
                      toff[6] == 2 * toff[3] && toff[7] == 2 * toff[3] + 1 && toff[8] == 2 * toff[3] + 2;
-  if (block && cv == 2 && ldx == 32) return sparse_dx<2, 32>(n, g, ldg, rows, toff, w, ldw, dxh, ldx);
-  if (block && cv == 2 && ldx == 64) return sparse_dx<2, 64>(n, g, ldg, rows, toff, w, ldw, dxh, ldx);
-  if (block && cv == 1 && ldx == 16) return sparse_dx<1, 16>(n, g, ldg, rows, toff, w, ldw, dxh, ldx);
-  if (cv == 2) sparse_dx<2, 0>(n, g, ldg, rows, toff, w, ldw, dxh, ldx);
-  else sparse_dx<1, 0>(n, g, ldg, rows, toff, w, ldw, dxh, ldx);
+  if (block) sparse_dx<true>(n, g, ldg, rows, toff, w, ldw, dxh);
+  else sparse_dx<false>(n, g, ldg, rows, toff, w, ldw, dxh);
 }
 
 // ConvSparseDw (conv_simd.h)

@@ -67,15 +67,16 @@ using ConvSparseDw = void (*)(std::int64_t n, const float* g, std::int64_t ldg, 
                               std::int64_t ldt, bool add);
 
 // The input gradient of a 3 × 3, stride-1 convolution from a sparse output gradient, scattered:
-// for the channels c < 16·cv, every o < rows in order, its nonzero g[o·ldg + j] (j < n) from
-// the highest j down, and the 9 taps t,
-//   dxh[(j + toff[t])·ldx + c] = fma(g[o·ldg + j], w[(o·9 + t)·ldw + c], dxh[(j + toff[t])·ldx + c])
-// dxh holds the input gradient channel-last on the padded grid (zeroed by the caller; j is an
-// output pixel's wide column oh·Wp + ow, j + toff[t] the input pixel it reaches through tap t).
-// Each value then gets the dense kernel's FMA chain over (o, kh, kw) (in which the output
-// pixels come in descending order) without its zero terms: the same bits for a finite weight.
+// for 16 channels c, every o < rows in order, its nonzero g[o·ldg + j] (j < n) from the highest
+// j down, and the 9 taps t,
+//   dxh[(j + toff[t])·16 + c] = fma(g[o·ldg + j], w[(o·9 + t)·ldw + c], dxh[(j + toff[t])·16 + c])
+// dxh holds the 16 channels' input gradient channel-last on the padded grid (zeroed by the
+// caller; j is an output pixel's wide column oh·Wp + ow, j + toff[t] the input pixel it reaches
+// through tap t). Each value then gets the dense kernel's FMA chain over (o, kh, kw) (in which
+// the output pixels come in descending order) without its zero terms: the same bits for a
+// finite weight.
 using ConvSparseDx = void (*)(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
-                              const float* w, std::int64_t ldw, int cv, float* dxh, std::int64_t ldx);
+                              const float* w, std::int64_t ldw, float* dxh);
 
 struct ConvTaps {
   ConvTapsTile tile;
@@ -109,7 +110,7 @@ void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
                            const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo, std::int64_t ldt,
                            bool add);
 void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
-                           const float* w, std::int64_t ldw, int cv, float* dxh, std::int64_t ldx);
+                           const float* w, std::int64_t ldw, float* dxh);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif
