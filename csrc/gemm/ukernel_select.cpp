@@ -148,22 +148,25 @@ static float fma_chains_portable(std::int64_t n) {
   return s;
 }
 
+// GFLOP/s of one timed run of n steps of 12 FMA chains of `lanes` lanes
+static double chains_gflops(float (*chains)(std::int64_t), int lanes, std::int64_t n) {
+  static volatile float sink = 0;  // (the sums, so the chains are not optimised away)
+  const auto t0 = std::chrono::steady_clock::now();
+  sink = sink + chains(n);
+  const double t = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  return t > 0 ? 2.0 * lanes * 12 * (double)n / t / 1e9 : 0.0;
+}
+
 bool fma512_full_rate() {
   static const bool full = [] {
 #ifdef FASTNN_X86_KERNELS
     if (!cpu_has(Simd::AVX512)) return false;
-    using clock = std::chrono::steady_clock;
-    const std::int64_t n = 1 << 14;  // ~50-100 µs a run
-    double best[2] = {0, 0};         // FLOP/s of 512- and 256-bit chains, the best of 5 runs each
-    volatile float sink = 0;
-    for (int r = 0; r < 5; ++r)
-      for (int wide = 0; wide < 2; ++wide) {
-        const auto t0 = clock::now();
-        sink = sink + (wide ? fma_chains_avx2(n) : fma_chains_avx512(n));
-        const double t = std::chrono::duration<double>(clock::now() - t0).count();
-        if (t > 0) best[wide] = std::max(best[wide], (wide ? 8.0 : 16.0) * 12 * (double)n / t);
-      }
-    return best[0] > 1.5 * best[1];
+    double wide = 0, narrow = 0;  // the best of 5 runs of ~50-100 µs each, in turns
+    for (int r = 0; r < 5; ++r) {
+      wide = std::max(wide, chains_gflops(fma_chains_avx512, 16, 1 << 14));
+      narrow = std::max(narrow, chains_gflops(fma_chains_avx2, 8, 1 << 14));
+    }
+    return wide > 1.5 * narrow;
 #else
     return false;
 #endif
@@ -178,16 +181,12 @@ double fma_probe_gflops(double seconds) {
   if (g_path == Simd::AVX512) chains = fma_chains_avx512, lanes = 16;
   else if (g_path == Simd::AVX2) chains = fma_chains_avx2, lanes = 8;
 #endif
-  using clock = std::chrono::steady_clock;
   const std::int64_t n = 1 << 18;  // ~1 ms per run at the AVX-512 limit of a 3 GHz core
   double best = 0, spent = 0;
-  volatile float sink = 0;
   do {
-    const auto t0 = clock::now();
-    sink = sink + chains(n);
-    const double t = std::chrono::duration<double>(clock::now() - t0).count();
-    spent += t;
-    if (t > 0) best = std::max(best, 2.0 * lanes * 12 * (double)n / t / 1e9);
+    const auto t0 = std::chrono::steady_clock::now();
+    best = std::max(best, chains_gflops(chains, lanes, n));
+    spent += std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   } while (spent < seconds);
   return best;
 }

@@ -385,6 +385,14 @@ void sparse_dw(std::int64_t n, const float* g, std::int64_t ldg, int rows, const
   }
 }
 
+// Whether the 9 taps' offsets are a 3 × 3 block, toff[t] = t / 3 · toff[3] + t % 3 (no
+// dilation): the sparse kernels then reach a tap through one of three row pointers.
+bool taps_3x3_block(const std::int64_t* toff) {
+  for (int t = 0; t < 9; ++t)
+    if (toff[t] != t / 3 * toff[3] + t % 3) return false;
+  return true;
+}
+
 // ConvSparseDx: the 9 weight vectors of one output channel o stay in registers while its
 // nonzero gradient values are found 16 at a time (a compare, then the set bits from the
 // highest down) and each is scattered through the 9 taps into the channel-last input gradient:
@@ -435,8 +443,7 @@ void sparse_dx(std::int64_t n, const float* g, std::int64_t ldg, int rows, const
 void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                            const float* w, std::int64_t ldw, float* dxh) {
   if (n <= 0) return;
-  const bool block = toff[1] == 1 && toff[2] == 2 && toff[4] == toff[3] + 1 && toff[5] == toff[3] + 2 &&
-                     toff[6] == 2 * toff[3] && toff[7] == 2 * toff[3] + 1 && toff[8] == 2 * toff[3] + 2;
+  const bool block = taps_3x3_block(toff);
   if (block) sparse_dx<true>(n, g, ldg, rows, toff, w, ldw, dxh);
   else sparse_dx<false>(n, g, ldg, rows, toff, w, ldw, dxh);
 }
@@ -445,8 +452,7 @@ void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
 void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                            const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo, std::int64_t ldt,
                            bool add) {
-  const bool block = toff[1] == 1 && toff[2] == 2 && toff[4] == toff[3] + 1 && toff[5] == toff[3] + 2 &&
-                     toff[6] == 2 * toff[3] && toff[7] == 2 * toff[3] + 1 && toff[8] == 2 * toff[3] + 2;
+  const bool block = taps_3x3_block(toff);
   if (block && cv == 2 && ldx == 32) return sparse_dw<2, 32>(n, g, ldg, rows, toff, xh, ldx, out, ldo, ldt, add);
   if (block && cv == 2 && ldx == 64) return sparse_dw<2, 64>(n, g, ldg, rows, toff, xh, ldx, out, ldo, ldt, add);
   if (block && cv == 1 && ldx == 16) return sparse_dw<1, 16>(n, g, ldg, rows, toff, xh, ldx, out, ldo, ldt, add);
