@@ -80,6 +80,10 @@ def _set_conv_sparse_max_density(d: typing.SupportsFloat | typing.SupportsIndex)
     """
     Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at most 0.6 times it is (on CPUs with half-rate 512-bit FMAs; elsewhere only at 1: always); returns the old value.
     """
+def _set_conv_winograd(on: bool) -> bool:
+    """
+    Testing knob: whether float 3x3 stride-1 convolutions with channels in 16s take Winograd F(2x2, 3x3) on the AVX-512 path (default True); returns the old setting.
+    """
 def _set_gemm_sup_max_macs(n: typing.SupportsInt | typing.SupportsIndex) -> int:
     """
     Testing knob: float GEMMs of at most n multiply-adds skip packing; returns the old limit. n < 0 restores the default, 0 packs every shape.

@@ -354,6 +354,79 @@ def test_conv_input_gradient_of_an_infinite_weight_is_the_dense_kernels(path):
     assert np.array_equal(results[0], results[1], equal_nan=True)
 
 
+WINOGRAD_SHAPES = [  # N, C, OC, H, W, padding (top, bottom, left, right), activation, bias
+    (8, 32, 64, 14, 14, (1, 1, 1, 1), "relu", True), (3, 16, 16, 7, 7, (1, 1, 1, 1), "none", True),
+    (2, 16, 32, 13, 11, (0, 0, 0, 0), "none", False), (5, 48, 16, 5, 9, (2, 2, 2, 2), "relu", True),
+    (3, 16, 48, 9, 30, (1, 1, 1, 1), "none", True), (2, 32, 32, 6, 7, (0, 1, 1, 0), "relu", True),
+    (1, 16, 16, 1, 1, (1, 1, 1, 1), "none", True), (0, 16, 32, 5, 5, (1, 1, 1, 1), "none", True)]
+
+
+def _conv_winograd(x, w, b, pad, act, winograd):
+    previous = _core._set_conv_winograd(winograd)
+    try:
+        out = np.full((x.shape[0], w.shape[0], x.shape[2] + pad[0] + pad[1] - 2, x.shape[3] + pad[2] + pad[3] - 2),
+                      np.nan, np.float32)
+        _core.conv2d_forward(out, x, w, b, 1, pad, 1, 1, act)
+        return out
+    finally:
+        _core._set_conv_winograd(previous)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_winograd_is_right_and_its_bits_depend_on_no_thread_count_or_batch(path):
+    # 3 × 3, stride-1 convolutions with channels in 16s take Winograd F(2×2, 3×3) on the AVX-512
+    # path: its own rounding (not the direct kernel's bits), as close to float64 as the direct
+    # kernel, and one fixed order of operations per value, so the same bits on 1 and 2 threads,
+    # and for a sample alone (batch 1: output channels split between the threads) or in a batch.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(8)
+    for N, C, OC, H, W, pad, act, bias in WINOGRAD_SHAPES:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((OC, C, 3, 3)) / np.sqrt(9 * C)).astype(np.float32)
+        b = rng.standard_normal(OC).astype(np.float32) if bias else None
+        outs = []
+        try:
+            for threads in (2, 1):
+                _core.set_num_threads(threads)
+                outs.append(_conv_winograd(x, w, b, pad, act, True))
+                outs.append(np.concatenate([_conv_winograd(x[i:i + 1], w, b, pad, act, True) for i in range(N)])
+                            if N else outs[-1])
+        finally:
+            _core.set_num_threads(2)
+        for other in outs[1:]:
+            assert np.array_equal(outs[0], other), (N, C, OC, H, W, pad, act)
+        direct = _conv_winograd(x, w, b, pad, act, False)
+        want = np.empty(direct.shape)
+        numpy_ref.conv2d_forward(want, x.astype(np.float64), w.astype(np.float64),
+                                 None if b is None else b.astype(np.float64), 1, pad, 1, 1, act)
+        err, direct_err = np.abs(outs[0] - want).max(initial=0), np.abs(direct - want).max(initial=0)
+        assert err <= 2e-6 * np.sqrt(9 * C) and direct_err <= 2e-6 * np.sqrt(9 * C), (N, C, OC, H, W, err, direct_err)
+        if path == "avx512" and N and H * W > 1:  # (elsewhere the direct kernel runs either way)
+            assert not np.array_equal(outs[0], direct), (N, C, OC, H, W)
+        else:
+            assert np.array_equal(outs[0], direct) or path == "avx512", (N, C, OC, H, W)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_winograd_keeps_a_non_finite_input_in_the_outputs_that_read_it(path):
+    # The transforms add and subtract the values of a tile's 4 × 4 patch, but each input value
+    # reaches only the transformed values of the outputs whose 3 × 3 window covers it: an
+    # infinite input makes exactly the outputs that read it non-finite (NaN where two of its
+    # terms cancel, where the direct sum gives ±inf), and leaves every other output finite.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(9)
+    x = rng.standard_normal((2, 16, 8, 8)).astype(np.float32)
+    w = rng.standard_normal((32, 16, 3, 3)).astype(np.float32)
+    for at in ((0, 3, 0, 0), (0, 5, 3, 4), (1, 0, 7, 7), (1, 15, 2, 5)):
+        xi = x.copy()
+        xi[at] = np.inf
+        got, direct = (_conv_winograd(xi, w, None, (1, 1, 1, 1), "none", on) for on in (True, False))
+        assert np.array_equal(np.isfinite(got), np.isfinite(direct)), at
+        reads = np.zeros(got.shape, bool)
+        reads[at[0], :, max(at[2] - 1, 0):at[2] + 2, max(at[3] - 1, 0):at[3] + 2] = True
+        assert np.array_equal(~np.isfinite(got), reads), at
+
+
 @pytest.mark.parametrize("L", [1, 5, 32, 49, 196, 784])
 def test_batchnorm_stats_of_offset_data_match_float64(L):
     # The statistics add every row's moments about its own rounded mean (Chan's update): data

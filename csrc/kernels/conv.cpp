@@ -469,11 +469,68 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
   return nv && s.N < num_threads() && g.OCg / 16 >= num_threads() ? fast : nullptr;
 }
 
+// Winograd F(2×2, 3×3) (winograd_avx512.cpp) for float 3×3, stride-1, undilated convolutions
+// with input and output channels in 16s on the AVX-512 path: 16 multiplies per 2×2 output
+// pixels and channel pair where the direct kernel takes 36. Per sample: the input zero-padded
+// to a grid of whole tiles and transposed channel-last, the tiles' transforms, the 16 GEMMs and
+// the output transform (+ bias, ReLU) channel-last, transposed into planes. Its own rounding
+// (not the direct kernel's bits): every value is one FMA chain per ξ over the input channels
+// in order and fixed sums around it, so the same bits for any thread count, batch size or
+// blocking, and on every AVX-512 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
+// threads, Zen 4): see docs/performance.md.
+bool g_winograd = true;
+constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
+
+bool winograd_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast, Act act) {
+  return g_winograd && fast && fast->wino && (act == Act::None || act == Act::ReLU) && s.KH == 3 && s.KW == 3 &&
+         s.SH == 1 && s.SW == 1 && s.DH == 1 && s.DW == 1 && g.Cg % 16 == 0 && g.OCg % 16 == 0 && s.OH > 0 &&
+         s.OW > 0;
+}
+
+void winograd_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
+                      const Geometry& g, const ConvTaps& fast, Act act) {
+  const idx P = s.OH * s.OW, usize = 16 * g.Cg * g.OCg;
+  Geometry q = g;  // the grid the tiles read: 2·TH + 2 rows of 2·TW + 2 (the image at PH, PW)
+  q.Hp = 2 * ((s.OH + 1) / 2) + 2, q.Wp = 2 * ((s.OW + 1) / 2) + 2, q.slack = 0;
+  thread_local Buf<float> ubuf, wtbuf;  // (the calling thread's; the others only read U)
+  float* U = scratch(ubuf, s.G * usize);
+  float* wt = scratch(wtbuf, g.K * g.OCg);
+  for (idx gi = 0; gi < s.G; ++gi) {
+    fast.transpose(weight + gi * g.OCg * g.K, g.OCg, g.K, g.K, wt, g.OCg);
+    fast.wino_weights(wt, g.Cg, g.OCg, U + gi * usize);
+  }
+  // fewer samples than threads (batch 1): each thread takes a block of output channels
+  const int nt = num_threads();
+  const idx blocks = s.N < nt && g.OCg % (16 * nt) == 0 ? nt : 1, noc = g.OCg / blocks;
+  parallel_chunks(s.N * s.G * blocks, 1, [&](idx u0, idx u1) {
+    thread_local Buf<float> xq, xh, vbuf, mbuf, ybuf;
+    float* h = scratch(xh, q.Hp * q.Wp * g.Cg);
+    float* y = scratch(ybuf, P * noc);
+    float* V = scratch(vbuf, 16 * kWinoBlock * g.Cg);
+    float* M = scratch(mbuf, 16 * kWinoBlock * noc);
+    idx have = -1;  // the sample and group in h
+    for (idx u = u0; u < u1; ++u) {
+      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, o0 = u % blocks * noc;
+      if (have != ng) {
+        float* p = scratch(xq, g.Cg * q.Hp * q.Wp);
+        pad_planes(p, x + (n * s.C + gi * g.Cg) * s.H * s.W, s, q, fast.rows);
+        fast.transpose(p, g.Cg, q.Hp * q.Wp, q.Hp * q.Wp, h, g.Cg);
+        have = ng;
+      }
+      fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + gi * usize + o0, g.OCg, noc, bias ? bias + gi * g.OCg + o0 : nullptr,
+                act == Act::ReLU, y, V, M, kWinoBlock);
+      fast.transpose(y, P, noc, noc, out + (n * s.OC + gi * g.OCg + o0) * P, P);
+    }
+  });
+}
+
 }  // namespace
 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act) {
   const Geometry g = geometry_of(s);
+  if constexpr (std::is_same_v<T, float>)
+    if (winograd_ok(s, g, taps_kernel<T>(g), act)) return winograd_forward(out, x, weight, bias, s, g, *conv_taps_f32(), act);
   const idx P = s.OH * s.OW;
   const ConvTaps* fast = taps_kernel<T>(g);
   const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
@@ -816,6 +873,12 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     }
 }
 
+bool set_conv_winograd(bool on) {
+  const bool old = g_winograd;
+  g_winograd = on;
+  return old;
+}
+
 double set_conv_sparse_max_density(double d) {
   const double old = g_sparse_max_density;
   g_sparse_max_density = d;
@@ -827,7 +890,8 @@ void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, cons
                             const Conv2d& s, Act act, const Pool2d& p) {
   const Geometry g = geometry_of(s);
   int pixels, nv;
-  if (const ConvTaps* fast = by_channels<T>(s, g, pixels, nv)) {
+  if (winograd_ok(s, g, taps_kernel<T>(g), act)) {  // (its own kernel by channels for batch 1)
+  } else if (const ConvTaps* fast = by_channels<T>(s, g, pixels, nv)) {
     if constexpr (std::is_same_v<T, float>)
       return direct_by_channels(y, x, weight, bias, s, g, *fast, pixels, nv, act, &p, out, argmax);
   }

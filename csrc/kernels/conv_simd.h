@@ -78,6 +78,17 @@ using ConvSparseDw = void (*)(std::int64_t n, const float* g, std::int64_t ldg, 
 using ConvSparseDx = void (*)(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                               const float* w, std::int64_t ldw, float* dxh);
 
+// Winograd F(2×2, 3×3) (winograd_avx512.cpp): the weight transformed, from the weight transposed
+// (wt[(c·9 + kh·3 + kw)·OC + o]) into U[(ξ·C + c)·OC + o] for the 16 positions ξ; then one
+// sample's convolution from its input channel-last on the zero-padded grid (Wq columns, C
+// channels per pixel) to y[(oh·OW + ow)·noc + o] = act(conv + bias[o]) channel-last, for the
+// output channels of U's columns [0, noc) (U's rows ldu apart), tiles in blocks of `block`
+// through the scratch V (16·block·C floats) and M (16·block·noc). C and noc multiples of 16.
+using ConvWinoWeights = void (*)(const float* wt, std::int64_t C, std::int64_t OC, float* U);
+using ConvWino = void (*)(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
+                          const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
+                          float* V, float* M, std::int64_t block);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTaps64 tile64;
@@ -87,6 +98,8 @@ struct ConvTaps {
   ConvOcTile oc_tile;
   ConvSparseDw sparse_dw;
   ConvSparseDx sparse_dx;
+  ConvWinoWeights wino_weights;
+  ConvWino wino;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -111,6 +124,10 @@ void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
                            bool add);
 void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                            const float* w, std::int64_t ldw, float* dxh);
+void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, float* U);
+void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
+                      const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
+                      float* V, float* M, std::int64_t block);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif

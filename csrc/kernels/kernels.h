@@ -60,6 +60,9 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
 // fraction of dout is nonzero (default 0.5; < 0: never, 1: whenever it can). Returns the old
 // value. Either way the same bits: the tests compare the two.
 double set_conv_sparse_max_density(double d);
+// Whether float 3×3 stride-1 convolutions take Winograd F(2×2, 3×3) where the AVX-512 path
+// allows (default on; tests switch it off to reach the direct kernels); returns the old value.
+bool set_conv_winograd(bool on);
 
 // x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
 // max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).

@@ -73,6 +73,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_gemm_sup_max_macs", [](std::int64_t n) { return set_gemm_sup_max_macs(n); }, py::arg("n"),
         "Testing knob: float GEMMs of at most n multiply-adds skip packing; returns the old "
         "limit. n < 0 restores the default, 0 packs every shape.");
+  m.def("_set_conv_winograd", [](bool on) { return set_conv_winograd(on); }, py::arg("on"),
+        "Testing knob: whether float 3x3 stride-1 convolutions with channels in 16s take Winograd "
+        "F(2x2, 3x3) on the AVX-512 path (default True); returns the old setting.");
   m.def("_set_conv_sparse_max_density", [](double d) { return set_conv_sparse_max_density(d); }, py::arg("d"),
         "Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this "
         "fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at "

@@ -1,0 +1,169 @@
+// AVX-512F kernels of the Winograd F(2×2, 3×3) convolution (conv.cpp, winograd_forward): a 3×3,
+// stride-1 convolution computed 2×2 output pixels (a tile) at a time from the 4×4 input patch
+// under them, with 16 multiplies per input and output channel pair where the direct sum takes
+// 36 (Lavin and Gray, "Fast Algorithms for Convolutional Neural Networks", 2015):
+//   Y = Aᵀ [ Σ_c (G g_(o,c) Gᵀ) ⊙ (Bᵀ d_c B) ] A
+//        Bᵀ = | 1  0 -1  0 |     G = | 1    0    0  |     Aᵀ = | 1  1  1  0 |
+//             | 0  1  1  0 |         | 1/2  1/2  1/2 |          | 0  1 -1 -1 |
+//             | 0 -1  1  0 |         | 1/2 -1/2  1/2 |
+//             | 0  1  0 -1 |         | 0    0    1  |
+// The 16 positions ξ of the transformed tiles are 16 independent GEMMs over the input
+// channels: M[ξ](tiles × OC) = V[ξ](tiles × C) · U[ξ](C × OC). Everything here runs with
+// vectors over 16 channels: the input channel-last (a pixel's channels side by side), V with a
+// tile's channels side by side (the GEMM broadcasts them), U and M with the output channels
+// side by side (the GEMM's vectors), and the output channel-last (conv.cpp transposes it into
+// planes). Each output value is one FMA chain over the input channels in order per ξ, then the
+// fixed sums of the output transform: no bit depends on how tiles or channels are blocked, on
+// the thread count or on the batch. Compiled with -mavx512f -mfma; includes only intrinsics.
+#include <immintrin.h>
+#include <cstdint>
+
+namespace fastnn {
+namespace {
+
+// M[i](row i of a block of MR tiles) for 16·NV output channels at one ξ:
+//   m[i·ldm + o] = Σ_(c < C, in order) v[i·C + c] · u[c·ldu + o]
+template <int MR, int NV>
+void gemm_tile(std::int64_t C, const float* v, const float* u, std::int64_t ldu, float* m, std::int64_t ldm) {
+  __m512 acc[MR][NV];
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
+  for (std::int64_t c = 0; c < C; ++c) {
+    __m512 uv[NV];
+    for (int j = 0; j < NV; ++j) uv[j] = _mm512_loadu_ps(u + c * ldu + 16 * j);
+    for (int i = 0; i < MR; ++i) {
+      const __m512 a = _mm512_set1_ps(v[i * C + c]);
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(a, uv[j], acc[i][j]);
+    }
+  }
+  for (int i = 0; i < MR; ++i)
+    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(m + i * ldm + 16 * j, acc[i][j]);
+}
+
+template <int NV>
+void gemm_rows(int rows, std::int64_t C, const float* v, const float* u, std::int64_t ldu, float* m, std::int64_t ldm) {
+  switch (rows) {
+    case 1: return gemm_tile<1, NV>(C, v, u, ldu, m, ldm);
+    case 2: return gemm_tile<2, NV>(C, v, u, ldu, m, ldm);
+    case 3: return gemm_tile<3, NV>(C, v, u, ldu, m, ldm);
+    case 4: return gemm_tile<4, NV>(C, v, u, ldu, m, ldm);
+    case 5: return gemm_tile<5, NV>(C, v, u, ldu, m, ldm);
+    case 6: return gemm_tile<6, NV>(C, v, u, ldu, m, ldm);
+    default: return gemm_tile<7, NV>(C, v, u, ldu, m, ldm);
+  }
+}
+
+// Bᵀ d B for one tile and 16 channels: d[r][k] the input at patch row r, column k.
+inline void input_tile(const __m512 (&d)[4][4], __m512 (&out)[16]) {
+  __m512 e[4][4];
+  for (int k = 0; k < 4; ++k) {
+    e[0][k] = _mm512_sub_ps(d[0][k], d[2][k]);
+    e[1][k] = _mm512_add_ps(d[1][k], d[2][k]);
+    e[2][k] = _mm512_sub_ps(d[2][k], d[1][k]);
+    e[3][k] = _mm512_sub_ps(d[1][k], d[3][k]);
+  }
+  for (int i = 0; i < 4; ++i) {
+    out[4 * i + 0] = _mm512_sub_ps(e[i][0], e[i][2]);
+    out[4 * i + 1] = _mm512_add_ps(e[i][1], e[i][2]);
+    out[4 * i + 2] = _mm512_sub_ps(e[i][2], e[i][1]);
+    out[4 * i + 3] = _mm512_sub_ps(e[i][1], e[i][3]);
+  }
+}
+
+}  // namespace
+
+// U[(ξ·C + c)·OC + o] = (G g Gᵀ)[ξ] of the 3×3 kernel g of output channel o and input channel c,
+// from the weight transposed: wt[(c·9 + kh·3 + kw)·OC + o]. OC a multiple of 16.
+void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, float* U) {
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (std::int64_t c = 0; c < C; ++c)
+    for (std::int64_t o = 0; o < OC; o += 16) {
+      __m512 g[3][3], t[4][3];
+      for (int r = 0; r < 3; ++r)
+        for (int k = 0; k < 3; ++k) g[r][k] = _mm512_loadu_ps(wt + (c * 9 + r * 3 + k) * OC + o);
+      for (int k = 0; k < 3; ++k) {  // t = G g
+        t[0][k] = g[0][k];
+        t[1][k] = _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(g[0][k], g[1][k]), g[2][k]), half);
+        t[2][k] = _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(g[0][k], g[1][k]), g[2][k]), half);
+        t[3][k] = g[2][k];
+      }
+      for (int i = 0; i < 4; ++i) {  // U = t Gᵀ
+        const __m512 u[4] = {t[i][0], _mm512_mul_ps(_mm512_add_ps(_mm512_add_ps(t[i][0], t[i][1]), t[i][2]), half),
+                             _mm512_mul_ps(_mm512_add_ps(_mm512_sub_ps(t[i][0], t[i][1]), t[i][2]), half), t[i][2]};
+        for (int j = 0; j < 4; ++j) _mm512_storeu_ps(U + ((4 * i + j) * C + c) * OC + o, u[j]);
+      }
+    }
+}
+
+// One sample's convolution for the output channels [0, noc) of U's columns: the input xh
+// channel-last on a zero-padded grid of Wq columns (C channels per pixel; the tile (ti, tj)
+// reads rows 2ti .. 2ti + 3 and columns 2tj .. 2tj + 3), U[(ξ·C + c)·ldu + o], then
+// y[(oh·OW + ow)·noc + o] = act(Y + bias[o]) channel-last. Tiles go in blocks of `block`
+// (flattened, row by row): V (16 × block × C) and M (16 × block × noc) are the caller's scratch.
+// C and noc multiples of 16.
+void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
+                      const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
+                      float* V, float* M, std::int64_t block) {
+  const std::int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
+  const __m512 zero = _mm512_setzero_ps();
+  const int nv = noc % 64 == 0 ? 4 : noc % 32 == 0 ? 2 : 1;
+  for (std::int64_t t0 = 0; t0 < tiles; t0 += block) {
+    const std::int64_t nt = tiles - t0 < block ? tiles - t0 : block;
+    // V[(ξ·nt + t)·C + c] = (Bᵀ d B)[ξ] of tile t0 + t, channel c
+    for (std::int64_t t = 0; t < nt; ++t) {
+      const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
+      const float* at = xh + (2 * ti * Wq + 2 * tj) * C;
+      for (std::int64_t c = 0; c < C; c += 16) {
+        __m512 d[4][4], v[16];
+        for (int r = 0; r < 4; ++r)
+          for (int k = 0; k < 4; ++k) d[r][k] = _mm512_loadu_ps(at + (r * Wq + k) * C + c);
+        input_tile(d, v);
+        for (int x = 0; x < 16; ++x) _mm512_storeu_ps(V + (x * nt + t) * C + c, v[x]);
+      }
+    }
+    // M[(ξ·nt + t)·noc + o] = Σ_c V[ξ][t][c] · U[ξ][c][o]
+    for (int x = 0; x < 16; ++x)
+      for (std::int64_t t = 0; t < nt; t += 7) {
+        const int rows = nt - t < 7 ? (int)(nt - t) : 7;
+        const float* v = V + (x * nt + t) * C;
+        for (std::int64_t o = 0; o < noc; o += 16 * nv) {
+          const float* u = U + x * C * ldu + o;
+          float* m = M + (x * nt + t) * noc + o;
+          if (nv == 4) gemm_rows<4>(rows, C, v, u, ldu, m, noc);
+          else if (nv == 2) gemm_rows<2>(rows, C, v, u, ldu, m, noc);
+          else gemm_rows<1>(rows, C, v, u, ldu, m, noc);
+        }
+      }
+    // y = act(Aᵀ M A + bias) for the tile's pixels inside the output
+    for (std::int64_t t = 0; t < nt; ++t) {
+      const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
+      const bool down = 2 * ti + 1 < OH, right = 2 * tj + 1 < OW;
+      float* out = y + (2 * ti * OW + 2 * tj) * noc;
+      for (std::int64_t o = 0; o < noc; o += 16) {
+        __m512 m[16], s[2][4], r[4];
+        for (int x = 0; x < 16; ++x) m[x] = _mm512_loadu_ps(M + (x * nt + t) * noc + o);
+        for (int k = 0; k < 4; ++k) {  // Aᵀ M
+          s[0][k] = _mm512_add_ps(_mm512_add_ps(m[k], m[4 + k]), m[8 + k]);
+          s[1][k] = _mm512_sub_ps(_mm512_sub_ps(m[4 + k], m[8 + k]), m[12 + k]);
+        }
+        for (int i = 0; i < 2; ++i) {  // (Aᵀ M) A
+          r[2 * i] = _mm512_add_ps(_mm512_add_ps(s[i][0], s[i][1]), s[i][2]);
+          r[2 * i + 1] = _mm512_sub_ps(_mm512_sub_ps(s[i][1], s[i][2]), s[i][3]);
+        }
+        const __m512 b = bias ? _mm512_loadu_ps(bias + o) : zero;
+        for (int q = 0; q < 4; ++q) {
+          if (bias) r[q] = _mm512_add_ps(r[q], b);
+          if (relu) r[q] = _mm512_mask_mov_ps(r[q], _mm512_cmp_ps_mask(r[q], zero, _CMP_LT_OQ), zero);
+        }
+        _mm512_storeu_ps(out + o, r[0]);
+        if (right) _mm512_storeu_ps(out + noc + o, r[1]);
+        if (down) {
+          _mm512_storeu_ps(out + OW * noc + o, r[2]);
+          if (right) _mm512_storeu_ps(out + (OW + 1) * noc + o, r[3]);
+        }
+      }
+    }
+  }
+}
+
+}  // namespace fastnn
