@@ -300,6 +300,7 @@ def test_conv_sparse_gradient_kernels_keep_the_dense_bits(path):
         if N > 2:
             x[2, 0, 0, 0] = np.inf  # this chunk's sums would differ if it skipped its zero terms
         results = []
+        winograd = _core._set_conv_winograd(False)  # (above 30% nonzero it makes the input gradient)
         try:
             for knob, threads in ((-1.0, 1), (1.0, 1), (1.0, 2), (-1.0, 2)):
                 _core._set_conv_sparse_max_density(knob)
@@ -309,6 +310,7 @@ def test_conv_sparse_gradient_kernels_keep_the_dense_bits(path):
                 results.append((dx, dw, db))
         finally:
             _core._set_conv_sparse_max_density(0.5)
+            _core._set_conv_winograd(winograd)
             _core.set_num_threads(2)
         for other in results[1:]:
             for a, b in zip(results[0], other):
@@ -339,6 +341,7 @@ def test_conv_input_gradient_of_an_infinite_weight_is_the_dense_kernels(path):
     w[5, 3, 1, 1] = np.inf
     dout = (rng.standard_normal((9, 64, 14, 14)) * (rng.random((9, 64, 14, 14)) < 0.2)).astype(np.float32)
     results = []
+    winograd = _core._set_conv_winograd(False)
     try:
         for knob in (-1.0, 1.0):
             _core._set_conv_sparse_max_density(knob)
@@ -347,6 +350,7 @@ def test_conv_input_gradient_of_an_infinite_weight_is_the_dense_kernels(path):
             results.append(dx)
     finally:
         _core._set_conv_sparse_max_density(0.5)
+        _core._set_conv_winograd(winograd)
     # every pixel of channel 3 meets the weight's tap: ±inf where the gradient there is not 0, NaN
     # where it is 0 (the terms the scatter would skip)
     dense = results[0][:, 3]
@@ -405,6 +409,56 @@ def test_conv_winograd_is_right_and_its_bits_depend_on_no_thread_count_or_batch(
             assert not np.array_equal(outs[0], direct), (N, C, OC, H, W)
         else:
             assert np.array_equal(outs[0], direct) or path == "avx512", (N, C, OC, H, W)
+
+
+def _conv_dx_winograd(dout, x, w, pad, winograd):
+    previous = _core._set_conv_winograd(winograd)
+    try:
+        dx, dw, db = np.full_like(x, np.nan), np.empty_like(w), np.empty(w.shape[0], np.float32)
+        _core.conv2d_backward(dx, dw, db, dout, x, w, 1, pad, 1, 1, False, "none", None)
+        return dx, dw, db
+    finally:
+        _core._set_conv_winograd(previous)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_input_gradient_by_winograd_is_right_and_thread_count_independent(path):
+    # The input gradient of a 3 × 3, stride-1 convolution is the convolution of the output
+    # gradient with the kernels turned by 180° (padding 2 − padding): Winograd makes it where
+    # more than 30% of a chunk's output gradient is nonzero (a BatchNorm's input gradient), the
+    # same bits on 1 and 2 threads, as close to float64 as the direct kernel; the weight and
+    # bias gradients keep their kernels' bits. Below 30% nonzero the sparse or direct kernels
+    # run, whichever the CPU favours, with the same bits: no bit depends on the CPU.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(10)
+    shapes = [(19, 32, 64, 14, 14, (1, 1, 1, 1), 1.0), (3, 16, 16, 7, 7, (1, 1, 1, 1), 0.5),
+              (2, 16, 32, 13, 11, (0, 0, 0, 0), 1.0), (5, 48, 16, 5, 9, (2, 2, 2, 2), 0.8),
+              (2, 32, 32, 6, 7, (0, 1, 1, 0), 1.0), (9, 32, 64, 14, 14, (1, 1, 1, 1), 0.2),
+              (1, 16, 32, 1, 1, (1, 1, 1, 1), 1.0), (0, 16, 16, 4, 4, (1, 1, 1, 1), 1.0)]
+    for N, C, OC, H, W, pad, density in shapes:
+        OH, OW = H + pad[0] + pad[1] - 2, W + pad[2] + pad[3] - 2
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((OC, C, 3, 3)) / np.sqrt(9 * OC)).astype(np.float32)
+        dout = (rng.standard_normal((N, OC, OH, OW)) * (rng.random((N, OC, OH, OW)) < density)).astype(np.float32)
+        outs = []
+        try:
+            for threads in (2, 1):
+                _core.set_num_threads(threads)
+                outs.append(_conv_dx_winograd(dout, x, w, pad, True))
+        finally:
+            _core.set_num_threads(2)
+        direct = _conv_dx_winograd(dout, x, w, pad, False)
+        for a, b in zip(outs[0], outs[1]):
+            assert np.array_equal(a, b), (N, C, OC, H, W, pad, density)
+        for a, b in zip(outs[0][1:], direct[1:]):
+            assert np.array_equal(a, b), (N, C, OC, H, W, pad, density)
+        want = [np.empty(x.shape), np.empty(w.shape), np.empty(OC)]
+        numpy_ref.conv2d_backward(*want, dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), 1, pad,
+                                  1, 1, False, "none", None)
+        err, direct_err = np.abs(outs[0][0] - want[0]).max(initial=0), np.abs(direct[0] - want[0]).max(initial=0)
+        assert err <= 2e-6 * np.sqrt(9 * OC) and direct_err <= 2e-6 * np.sqrt(9 * OC), (N, C, OC, H, W, err)
+        winograd_ran = path == "avx512" and N and density > 0.3 and np.count_nonzero(dout) > 0.3 * dout.size
+        assert np.array_equal(outs[0][0], direct[0]) != bool(winograd_ran), (N, C, OC, H, W, pad, density)
 
 
 @pytest.mark.parametrize("path", SIMD_PATHS)

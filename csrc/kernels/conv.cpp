@@ -479,7 +479,8 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
 // blocking, and on every AVX-512 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
 // threads, Zen 4): see docs/performance.md.
 bool g_winograd = true;
-constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
+constexpr idx kWinoBlock = 14;
+constexpr double kWinoDxMinDensity = 0.3;  // (conv2d_backward)  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
 
 bool winograd_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast, Act act) {
   return g_winograd && fast && fast->wino && (act == Act::None || act == Act::ReLU) && s.KH == 3 && s.KW == 3 &&
@@ -487,41 +488,88 @@ bool winograd_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast, Act a
          s.OW > 0;
 }
 
+// The grid a Winograd convolution's tiles read: 2·TH + 2 rows of 2·TW + 2 (TH × TW tiles of
+// 2 × 2 output pixels), the image at (PH, PW), zeros around it.
+Geometry wino_grid(const Conv2d& s, const Geometry& g) {
+  Geometry q = g;
+  q.Hp = 2 * ((s.OH + 1) / 2) + 2, q.Wp = 2 * ((s.OW + 1) / 2) + 2, q.slack = 0;
+  return q;
+}
+
+// U of each group (16·Cg·OCg floats apart) from its weight transposed, wt(gi) giving
+// (c·9 + tap, o) in rows of OCg.
+template <class F>
+float* wino_weights(const Conv2d& s, const Geometry& g, const ConvTaps& fast, F wt) {
+  thread_local Buf<float> ubuf;  // (the calling thread's; the others only read it)
+  const idx usize = 16 * g.Cg * g.OCg;
+  float* U = scratch(ubuf, s.G * usize);
+  for (idx gi = 0; gi < s.G; ++gi) fast.wino_weights(wt(gi), g.Cg, g.OCg, U + gi * usize);
+  return U;
+}
+
+// One sample and group's Winograd convolution, for output channels o0 .. o0 + noc: the input
+// (Cg planes ldc apart, rows ldr apart) onto the grid q and channel-last (unless `same_input`:
+// still there from the last call), the tiles, the result transposed into out's planes.
+struct WinoScratch {
+  Buf<float> grid, xh, v, m, y;
+};
+void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input, const Conv2d& s, const Geometry& g,
+                 const Geometry& q, const float* U, idx o0, idx noc, const float* bias, Act act, const ConvTaps& fast,
+                 WinoScratch& w) {
+  const idx P = s.OH * s.OW, cells = q.Hp * q.Wp;
+  float* h = scratch(w.xh, cells * g.Cg);
+  if (!same_input) {
+    float* grid = scratch(w.grid, g.Cg * cells);
+    for (idx c = 0; c < g.Cg; ++c) {
+      float* plane = grid + c * cells;
+      std::fill(plane, plane + s.PH * q.Wp, 0.0f);
+      fast.rows(plane + s.PH * q.Wp, q.Wp, in + c * ldc, ldr, nullptr, s.H, s.PW, s.W, q.Wp);
+      std::fill(plane + (s.PH + s.H) * q.Wp, plane + cells, 0.0f);
+    }
+    fast.transpose(grid, g.Cg, cells, cells, h, g.Cg);
+  }
+  float* y = scratch(w.y, P * noc);
+  fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y,
+            scratch(w.v, 16 * kWinoBlock * g.Cg), scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
+  fast.transpose(y, P, noc, noc, out + o0 * P, P);
+}
+
 void winograd_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
                       const Geometry& g, const ConvTaps& fast, Act act) {
   const idx P = s.OH * s.OW, usize = 16 * g.Cg * g.OCg;
-  Geometry q = g;  // the grid the tiles read: 2·TH + 2 rows of 2·TW + 2 (the image at PH, PW)
-  q.Hp = 2 * ((s.OH + 1) / 2) + 2, q.Wp = 2 * ((s.OW + 1) / 2) + 2, q.slack = 0;
-  thread_local Buf<float> ubuf, wtbuf;  // (the calling thread's; the others only read U)
-  float* U = scratch(ubuf, s.G * usize);
+  const Geometry q = wino_grid(s, g);
+  thread_local Buf<float> wtbuf;
   float* wt = scratch(wtbuf, g.K * g.OCg);
-  for (idx gi = 0; gi < s.G; ++gi) {
+  const float* U = wino_weights(s, g, fast, [&](idx gi) {
     fast.transpose(weight + gi * g.OCg * g.K, g.OCg, g.K, g.K, wt, g.OCg);
-    fast.wino_weights(wt, g.Cg, g.OCg, U + gi * usize);
-  }
+    return wt;
+  });
   // fewer samples than threads (batch 1): each thread takes a block of output channels
   const int nt = num_threads();
   const idx blocks = s.N < nt && g.OCg % (16 * nt) == 0 ? nt : 1, noc = g.OCg / blocks;
   parallel_chunks(s.N * s.G * blocks, 1, [&](idx u0, idx u1) {
-    thread_local Buf<float> xq, xh, vbuf, mbuf, ybuf;
-    float* h = scratch(xh, q.Hp * q.Wp * g.Cg);
-    float* y = scratch(ybuf, P * noc);
-    float* V = scratch(vbuf, 16 * kWinoBlock * g.Cg);
-    float* M = scratch(mbuf, 16 * kWinoBlock * noc);
-    idx have = -1;  // the sample and group in h
+    thread_local WinoScratch w;
     for (idx u = u0; u < u1; ++u) {
-      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, o0 = u % blocks * noc;
-      if (have != ng) {
-        float* p = scratch(xq, g.Cg * q.Hp * q.Wp);
-        pad_planes(p, x + (n * s.C + gi * g.Cg) * s.H * s.W, s, q, fast.rows);
-        fast.transpose(p, g.Cg, q.Hp * q.Wp, q.Hp * q.Wp, h, g.Cg);
-        have = ng;
-      }
-      fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + gi * usize + o0, g.OCg, noc, bias ? bias + gi * g.OCg + o0 : nullptr,
-                act == Act::ReLU, y, V, M, kWinoBlock);
-      fast.transpose(y, P, noc, noc, out + (n * s.OC + gi * g.OCg + o0) * P, P);
+      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G;
+      wino_sample(out + (n * s.OC + gi * g.OCg) * P, x + (n * s.C + gi * g.Cg) * s.H * s.W, s.H * s.W, s.W,
+                  u > u0 && (u - 1) / blocks == ng, s, g, q, U + gi * usize, u % blocks * noc, noc,
+                  bias ? bias + gi * g.OCg : nullptr, act, fast, w);
     }
   });
+}
+
+// The input gradient of a 3 × 3, stride-1 convolution s is the convolution of the output
+// gradient (OC channels of OH × OW) with the kernels turned by 180° and the channels swapped,
+// padded by 2 − PH (2 − PW) before, to the input's H × W: that convolution's geometry.
+Conv2d transposed_conv(const Conv2d& s) {
+  Conv2d b = s;
+  b.C = s.OC, b.OC = s.C, b.H = s.OH, b.W = s.OW, b.OH = s.H, b.OW = s.W, b.PH = 2 - s.PH, b.PW = 2 - s.PW;
+  return b;
+}
+// Whether the input gradient of s can take Winograd: s's padding at most 2 on every side (the
+// transposed convolution's is 2 minus it).
+bool winograd_dx_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast) {
+  return winograd_ok(s, g, fast, Act::None) && s.PH <= 2 && s.PW <= 2 && s.H + s.PH >= s.OH && s.W + s.PW >= s.OW;
 }
 
 }  // namespace
@@ -679,20 +727,41 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                                                          : 0.6 * g_sparse_max_density;
   const bool sparse_dx_ok = dx_nv && fast->sparse_dx && s.KH * s.KW == 9 && dx_max_density >= 0 &&
                             first_nonfinite(weight, wsize) < 0;
+  // The dense input gradient by Winograd (transposed_conv), in chunks where more than 30% of
+  // the output gradient is nonzero: at most that, the sparse scatter or the direct kernel runs
+  // (by CPU, with the same bits), so which kernel makes a chunk's bits depends on its data only.
+  const bool wino_dx_ok = dx_nv && winograd_dx_ok(s, g, fast);
+  const Conv2d sb = transposed_conv(s);
+  const Geometry gb = geometry_of(sb), qb = wino_grid(sb, gb);
+  const float* Ub = nullptr;
+  std::vector<float> wtb;
+  if constexpr (std::is_same_v<T, float>)
+    if (wino_dx_ok) {  // (o·9 + tap, c): the kernels turned by 180°, from wt's (o·9 + tap, c)
+      wtb.resize((size_t)(gb.K * gb.OCg));
+      Ub = wino_weights(sb, gb, *fast, [&](idx gi) {
+        for (idx r = 0; r < g.OCg * KK; ++r) {
+          const float* from = wt[(size_t)gi].data() + (r / KK * KK + KK - 1 - r % KK) * g.Cg;
+          std::copy(from, from + g.Cg, wtb.data() + r * g.Cg);
+        }
+        return wtb.data();
+      });
+    }
   std::vector<idx> toff;
   for (idx t = 0; (sparse_ok || sparse_dx_ok) && t < 9; ++t) toff.push_back(t / 3 * s.DH * g.Wp + t % 3 * s.DW);
   over_items(nchunks, [&](idx c) {
     thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf, spbuf, xhbuf, dxhbuf;
+    thread_local WinoScratch ws;
     T* pw = partial.data() + c * wsize;
     T* pb = partial_b.data() + c * s.OC;
     const idx n0 = c * kChunk, nn = std::min(s.N, n0 + kChunk) - n0;
-    const double nonzero = (sparse_ok && g_sparse_max_density >= 0) || sparse_dx_ok
+    const double nonzero = (sparse_ok && g_sparse_max_density >= 0) || sparse_dx_ok || wino_dx_ok
                                ? (double)(src ? src->nonzeros(n0, nn) : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P)) /
                                      (double)std::max<idx>(1, nn * s.OC * P)
                                : 1.0;
     const bool sparse = sparse_ok && g_sparse_max_density >= 0 && nonzero <= g_sparse_max_density &&
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
     const bool sparse_dx = sparse_dx_ok && nonzero <= dx_max_density;
+    const bool wino_dx = wino_dx_ok && !sparse_dx && nonzero > kWinoDxMinDensity;
     T* sp = sparse ? scratch(spbuf, wsize) : nullptr;
     for (idx n = n0; n < n0 + nn; ++n) {
       for (idx gi = 0; gi < s.G; ++gi) {
@@ -786,6 +855,12 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
         if (fast) {
           // dxp's image rows by the kernel, from gw in its zero-led rows
+          if (wino_dx) {  // (gw's rows Wp apart, its image columns first)
+            if constexpr (std::is_same_v<T, float>)
+              wino_sample(dxg, gr, ldg, g.Wp, false, sb, gb, qb, Ub + gi * 16 * gb.Cg * gb.OCg, 0, gb.OCg, nullptr,
+                          Act::None, *fast, ws);
+            continue;
+          }
           if (sparse_dx) {
             if constexpr (std::is_same_v<T, float>) {
               // 16 channels at a time: their grid (16 KB for 14 × 14 images) stays in L1 with

@@ -40,6 +40,8 @@ void gemm_tile(std::int64_t C, const float* v, const float* u, std::int64_t ldu,
     for (int j = 0; j < NV; ++j) _mm512_storeu_ps(m + i * ldm + 16 * j, acc[i][j]);
 }
 
+// Up to 14 rows (with NV <= 2: 28 accumulators, the U vectors and a broadcast fill the 32
+// registers; 7 × 4 spills).
 template <int NV>
 void gemm_rows(int rows, std::int64_t C, const float* v, const float* u, std::int64_t ldu, float* m, std::int64_t ldm) {
   switch (rows) {
@@ -49,7 +51,14 @@ void gemm_rows(int rows, std::int64_t C, const float* v, const float* u, std::in
     case 4: return gemm_tile<4, NV>(C, v, u, ldu, m, ldm);
     case 5: return gemm_tile<5, NV>(C, v, u, ldu, m, ldm);
     case 6: return gemm_tile<6, NV>(C, v, u, ldu, m, ldm);
-    default: return gemm_tile<7, NV>(C, v, u, ldu, m, ldm);
+    case 7: return gemm_tile<7, NV>(C, v, u, ldu, m, ldm);
+    case 8: return gemm_tile<8, NV>(C, v, u, ldu, m, ldm);
+    case 9: return gemm_tile<9, NV>(C, v, u, ldu, m, ldm);
+    case 10: return gemm_tile<10, NV>(C, v, u, ldu, m, ldm);
+    case 11: return gemm_tile<11, NV>(C, v, u, ldu, m, ldm);
+    case 12: return gemm_tile<12, NV>(C, v, u, ldu, m, ldm);
+    case 13: return gemm_tile<13, NV>(C, v, u, ldu, m, ldm);
+    default: return gemm_tile<14, NV>(C, v, u, ldu, m, ldm);
   }
 }
 
@@ -106,7 +115,7 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
                       float* V, float* M, std::int64_t block) {
   const std::int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
   const __m512 zero = _mm512_setzero_ps();
-  const int nv = noc % 64 == 0 ? 4 : noc % 32 == 0 ? 2 : 1;
+  const int nv = noc % 32 == 0 ? 2 : 1;
   for (std::int64_t t0 = 0; t0 < tiles; t0 += block) {
     const std::int64_t nt = tiles - t0 < block ? tiles - t0 : block;
     // V[(ξ·nt + t)·C + c] = (Bᵀ d B)[ξ] of tile t0 + t, channel c
@@ -123,14 +132,13 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
     }
     // M[(ξ·nt + t)·noc + o] = Σ_c V[ξ][t][c] · U[ξ][c][o]
     for (int x = 0; x < 16; ++x)
-      for (std::int64_t t = 0; t < nt; t += 7) {
-        const int rows = nt - t < 7 ? (int)(nt - t) : 7;
+      for (std::int64_t t = 0; t < nt; t += 14) {
+        const int rows = nt - t < 14 ? (int)(nt - t) : 14;
         const float* v = V + (x * nt + t) * C;
         for (std::int64_t o = 0; o < noc; o += 16 * nv) {
           const float* u = U + x * C * ldu + o;
           float* m = M + (x * nt + t) * noc + o;
-          if (nv == 4) gemm_rows<4>(rows, C, v, u, ldu, m, noc);
-          else if (nv == 2) gemm_rows<2>(rows, C, v, u, ldu, m, noc);
+          if (nv == 2) gemm_rows<2>(rows, C, v, u, ldu, m, noc);
           else gemm_rows<1>(rows, C, v, u, ldu, m, noc);
         }
       }
