@@ -511,23 +511,29 @@ float* wino_weights(const Conv2d& s, const Geometry& g, const ConvTaps& fast, F 
 // (Cg planes ldc apart, rows ldr apart) onto the grid q and channel-last (unless `same_input`:
 // still there from the last call), the tiles, the result transposed into out's planes.
 struct WinoScratch {
-  Buf<float> grid, xh, v, m, y;
+  Buf<float> grid, xh, v, m, y, gh, gt, dwm;  // (dwm: the weight gradient's sums over a chunk)
 };
+
+// h (cells × C, channel-last) = C planes (ldc apart, rows of W values ldr apart) on a zero grid
+// of Hq × Wq at (top, left), through `grid` (planes) and a transpose.
+void onto_grid(float* h, const float* in, idx C, idx ldc, idx ldr, idx H, idx W, idx top, idx left, idx Hq, idx Wq,
+               const ConvTaps& fast, Buf<float>& grid) {
+  const idx cells = Hq * Wq;
+  float* p = scratch(grid, C * cells);
+  for (idx c = 0; c < C; ++c) {
+    float* plane = p + c * cells;
+    std::fill(plane, plane + top * Wq, 0.0f);
+    fast.rows(plane + top * Wq, Wq, in + c * ldc, ldr, nullptr, H, left, W, Wq);
+    std::fill(plane + (top + H) * Wq, plane + cells, 0.0f);
+  }
+  fast.transpose(p, C, cells, cells, h, C);
+}
 void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input, const Conv2d& s, const Geometry& g,
                  const Geometry& q, const float* U, idx o0, idx noc, const float* bias, Act act, const ConvTaps& fast,
                  WinoScratch& w) {
-  const idx P = s.OH * s.OW, cells = q.Hp * q.Wp;
-  float* h = scratch(w.xh, cells * g.Cg);
-  if (!same_input) {
-    float* grid = scratch(w.grid, g.Cg * cells);
-    for (idx c = 0; c < g.Cg; ++c) {
-      float* plane = grid + c * cells;
-      std::fill(plane, plane + s.PH * q.Wp, 0.0f);
-      fast.rows(plane + s.PH * q.Wp, q.Wp, in + c * ldc, ldr, nullptr, s.H, s.PW, s.W, q.Wp);
-      std::fill(plane + (s.PH + s.H) * q.Wp, plane + cells, 0.0f);
-    }
-    fast.transpose(grid, g.Cg, cells, cells, h, g.Cg);
-  }
+  const idx P = s.OH * s.OW;
+  float* h = scratch(w.xh, q.Hp * q.Wp * g.Cg);
+  if (!same_input) onto_grid(h, in, g.Cg, ldc, ldr, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, fast, w.grid);
   float* y = scratch(w.y, P * noc);
   fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y,
             scratch(w.v, 16 * kWinoBlock * g.Cg), scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
@@ -746,6 +752,11 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         return wtb.data();
       });
     }
+  // The dense weight gradient by Winograd too (ConvWinoDw: the output gradient's 2 × 2 tiles
+  // as the filters of the input's 4 × 4 patches, summed over a chunk's tiles in the transformed
+  // domain, then turned into the 3 × 3 taps), where the sparse kernel does not run.
+  const bool wino_dw_ok = transposed && winograd_ok(s, g, fast, Act::None);
+  const Geometry q = wino_grid(s, g);
   std::vector<idx> toff;
   for (idx t = 0; (sparse_ok || sparse_dx_ok) && t < 9; ++t) toff.push_back(t / 3 * s.DH * g.Wp + t % 3 * s.DW);
   over_items(nchunks, [&](idx c) {
@@ -762,7 +773,9 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
     const bool sparse_dx = sparse_dx_ok && nonzero <= dx_max_density;
     const bool wino_dx = wino_dx_ok && !sparse_dx && nonzero > kWinoDxMinDensity;
-    T* sp = sparse ? scratch(spbuf, wsize) : nullptr;
+    const bool wino_dw = wino_dw_ok && !sparse;
+    T* sp = sparse || wino_dw ? scratch(spbuf, wsize) : nullptr;
+    float* wm = wino_dw ? scratch(ws.dwm, s.G * 16 * g.Cg * g.OCg) : nullptr;  // each group's M
     for (idx n = n0; n < n0 + nn; ++n) {
       for (idx gi = 0; gi < s.G; ++gi) {
         const T* xg = x + (n * s.C + gi * g.Cg) * s.H * s.W;
@@ -819,6 +832,17 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
             for (idx c0 = 0; c0 < g.Cg; c0 += 32)
               fast->sparse_dw(g.cols, gr, ldg, (int)g.OCg, toff.data(), xh + c0, g.Cg, (int)std::min<idx>(2, (g.Cg - c0) / 16),
                               sp + gi * g.OCg * g.K + c0, g.K, g.Cg, !first);
+          }
+        } else if (wino_dw) {
+          if constexpr (std::is_same_v<T, float>) {
+            const idx TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2;
+            float* gh = scratch(ws.gh, 4 * TH * TW * g.OCg);
+            onto_grid(gh, gr, g.OCg, ldg, g.Wp, s.OH, s.OW, 0, 0, 2 * TH, 2 * TW, *fast, ws.grid);
+            float* xh = scratch(ws.xh, q.Hp * q.Wp * g.Cg);
+            onto_grid(xh, xg, g.Cg, s.H * s.W, s.W, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, *fast, ws.grid);
+            fast->wino_dw(gh, xh, q.Wp, g.Cg, g.OCg, s.OH, s.OW, wm + gi * 16 * g.Cg * g.OCg, first,
+                          scratch(ws.v, 16 * kWinoBlock * g.Cg), scratch(ws.gt, 16 * kWinoBlock * g.OCg), kWinoBlock);
+            if (n == n0 + nn - 1) fast->wino_dw_finish(wm + gi * 16 * g.Cg * g.OCg, g.Cg, g.OCg, sp + gi * g.OCg * g.K, g.K, g.Cg);
           }
         } else if (transposed) {
           if constexpr (std::is_same_v<T, float>) {
@@ -906,7 +930,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         unpad_planes(dxg, dxp, s, g);
       }
     }
-    if (sparse) {  // (o, tap, c) -> the transposed partial's (k, o), k = c·9 + tap: transposed, rows moved
+    if (sparse || wino_dw) {  // (o, tap, c) -> the transposed partial's (k, o), k = c·9 + tap: transposed, rows moved
       if constexpr (std::is_same_v<T, float>)
         for (idx gi = 0; gi < s.G; ++gi) {
           T* st = scratch(gtbuf, g.K * g.OCg);  // (tap, c) × o

@@ -89,6 +89,17 @@ using ConvWino = void (*)(const float* xh, std::int64_t Wq, std::int64_t C, std:
                           const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
                           float* V, float* M, std::int64_t block);
 
+// The weight gradient by Winograd: per sample, the transformed sums
+//   M[(ξ·OC + o)·C + c] (+)= Σ_tiles (A g Aᵀ)[ξ](o) · (Bᵀ d B)[ξ](c)
+// (from zero when `first`; gh the output gradient channel-last on a grid of 2·TW columns, zeros
+// past OH × OW; xh the input as for ConvWino; V, Gt scratch of 16·block·C and 16·block·OC), then
+// out[o·ldo + tap·ldt + c] = (Gᵀ M[o][c] G)[tap]. C in 16s, OC in 2s.
+using ConvWinoDw = void (*)(const float* gh, const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OC,
+                            std::int64_t OH, std::int64_t OW, float* M, bool first, float* V, float* Gt,
+                            std::int64_t block);
+using ConvWinoDwFinish = void (*)(const float* M, std::int64_t C, std::int64_t OC, float* out, std::int64_t ldo,
+                                  std::int64_t ldt);
+
 struct ConvTaps {
   ConvTapsTile tile;
   ConvTaps64 tile64;
@@ -100,6 +111,8 @@ struct ConvTaps {
   ConvSparseDx sparse_dx;
   ConvWinoWeights wino_weights;
   ConvWino wino;
+  ConvWinoDw wino_dw;
+  ConvWinoDwFinish wino_dw_finish;
 };
 // For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
@@ -128,6 +141,11 @@ void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, 
 void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
                       const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
                       float* V, float* M, std::int64_t block);
+void conv_wino_dw_avx512(const float* gh, const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OC,
+                         std::int64_t OH, std::int64_t OW, float* M, bool first, float* V, float* Gt,
+                         std::int64_t block);
+void conv_wino_dw_finish_avx512(const float* M, std::int64_t C, std::int64_t OC, float* out, std::int64_t ldo,
+                                std::int64_t ldt);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif

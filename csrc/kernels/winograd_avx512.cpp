@@ -79,6 +79,57 @@ inline void input_tile(const __m512 (&d)[4][4], __m512 (&out)[16]) {
   }
 }
 
+// V[(ξ·nt + t)·C + c] = (Bᵀ d B)[ξ] of tile t0 + t (of TW per row), channel c, from the input
+// channel-last on a grid of Wq columns (the tile (ti, tj) at row 2ti, column 2tj).
+void input_tiles(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t TW, std::int64_t t0, std::int64_t nt,
+                 float* V) {
+  for (std::int64_t t = 0; t < nt; ++t) {
+    const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
+    const float* at = xh + (2 * ti * Wq + 2 * tj) * C;
+    for (std::int64_t c = 0; c < C; c += 16) {
+      __m512 d[4][4], v[16];
+      for (int r = 0; r < 4; ++r)
+        for (int k = 0; k < 4; ++k) d[r][k] = _mm512_loadu_ps(at + (r * Wq + k) * C + c);
+      input_tile(d, v);
+      for (int x = 0; x < 16; ++x) _mm512_storeu_ps(V + (x * nt + t) * C + c, v[x]);
+    }
+  }
+}
+
+// The weight gradient's products, 14 output channels × 16·CV input channels at one ξ:
+//   m[o·C + c] (+)= Σ_(t < nt, in order) gt[t·ldg + o] · v[t·C + c]
+// (from zero when `first`, else onto m).
+template <int MO, int CV>
+void dw_tile(std::int64_t nt, const float* gt, std::int64_t ldg, const float* v, std::int64_t C, float* m, bool first) {
+  __m512 acc[MO][CV];
+  for (int o = 0; o < MO; ++o)
+    for (int j = 0; j < CV; ++j) acc[o][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(m + o * C + 16 * j);
+  for (std::int64_t t = 0; t < nt; ++t) {
+    __m512 vv[CV];
+    for (int j = 0; j < CV; ++j) vv[j] = _mm512_loadu_ps(v + t * C + 16 * j);
+    for (int o = 0; o < MO; ++o) {
+      const __m512 a = _mm512_set1_ps(gt[t * ldg + o]);
+      for (int j = 0; j < CV; ++j) acc[o][j] = _mm512_fmadd_ps(a, vv[j], acc[o][j]);
+    }
+  }
+  for (int o = 0; o < MO; ++o)
+    for (int j = 0; j < CV; ++j) _mm512_storeu_ps(m + o * C + 16 * j, acc[o][j]);
+}
+
+template <int CV>
+void dw_rows(int rows, std::int64_t nt, const float* gt, std::int64_t ldg, const float* v, std::int64_t C, float* m,
+             bool first) {
+  switch (rows) {
+    case 2: return dw_tile<2, CV>(nt, gt, ldg, v, C, m, first);
+    case 4: return dw_tile<4, CV>(nt, gt, ldg, v, C, m, first);
+    case 6: return dw_tile<6, CV>(nt, gt, ldg, v, C, m, first);
+    case 8: return dw_tile<8, CV>(nt, gt, ldg, v, C, m, first);
+    case 10: return dw_tile<10, CV>(nt, gt, ldg, v, C, m, first);
+    case 12: return dw_tile<12, CV>(nt, gt, ldg, v, C, m, first);
+    default: return dw_tile<14, CV>(nt, gt, ldg, v, C, m, first);
+  }
+}
+
 }  // namespace
 
 // U[(ξ·C + c)·OC + o] = (G g Gᵀ)[ξ] of the 3×3 kernel g of output channel o and input channel c,
@@ -118,18 +169,7 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
   const int nv = noc % 32 == 0 ? 2 : 1;
   for (std::int64_t t0 = 0; t0 < tiles; t0 += block) {
     const std::int64_t nt = tiles - t0 < block ? tiles - t0 : block;
-    // V[(ξ·nt + t)·C + c] = (Bᵀ d B)[ξ] of tile t0 + t, channel c
-    for (std::int64_t t = 0; t < nt; ++t) {
-      const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
-      const float* at = xh + (2 * ti * Wq + 2 * tj) * C;
-      for (std::int64_t c = 0; c < C; c += 16) {
-        __m512 d[4][4], v[16];
-        for (int r = 0; r < 4; ++r)
-          for (int k = 0; k < 4; ++k) d[r][k] = _mm512_loadu_ps(at + (r * Wq + k) * C + c);
-        input_tile(d, v);
-        for (int x = 0; x < 16; ++x) _mm512_storeu_ps(V + (x * nt + t) * C + c, v[x]);
-      }
-    }
+    input_tiles(xh, Wq, C, TW, t0, nt, V);
     // M[(ξ·nt + t)·noc + o] = Σ_c V[ξ][t][c] · U[ξ][c][o]
     for (int x = 0; x < 16; ++x)
       for (std::int64_t t = 0; t < nt; t += 14) {
@@ -172,6 +212,80 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
       }
     }
   }
+}
+
+// The weight gradient's transformed sums for one sample: with the output gradient channel-last
+// on a grid of 2·TW columns (zeros past OH × OW; gh[(r·2TW + col)·OC + o]) and the input as for
+// conv_wino_avx512,
+//   M[(ξ·OC + o)·C + c] (+)= Σ_tiles (A g Aᵀ)[ξ](o) · (Bᵀ d B)[ξ](c)
+// tiles in order, from zero when `first`. V (16·block·C) and Gt (16·block·OC) are scratch. C in
+// 16s, OC in 2s.
+void conv_wino_dw_avx512(const float* gh, const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OC,
+                         std::int64_t OH, std::int64_t OW, float* M, bool first, float* V, float* Gt,
+                         std::int64_t block) {
+  const std::int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW, Wg = 2 * TW;
+  for (std::int64_t t0 = 0; t0 < tiles; t0 += block) {
+    const std::int64_t nt = tiles - t0 < block ? tiles - t0 : block;
+    input_tiles(xh, Wq, C, TW, t0, nt, V);
+    // Gt[(ξ·nt + t)·OC + o] = (A g Aᵀ)[ξ], g the tile's 2 × 2 gradient of channel o
+    for (std::int64_t t = 0; t < nt; ++t) {
+      const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
+      const float* at = gh + (2 * ti * Wg + 2 * tj) * OC;
+      for (std::int64_t o = 0; o < OC; o += 16) {
+        const __mmask16 m = OC - o >= 16 ? __mmask16(0xFFFF) : __mmask16((1u << (OC - o)) - 1);
+        __m512 g[2][2], u[4][2];
+        for (int r = 0; r < 2; ++r)
+          for (int k = 0; k < 2; ++k) g[r][k] = _mm512_maskz_loadu_ps(m, at + (r * Wg + k) * OC + o);
+        for (int k = 0; k < 2; ++k) {  // A g
+          u[0][k] = g[0][k];
+          u[1][k] = _mm512_add_ps(g[0][k], g[1][k]);
+          u[2][k] = _mm512_sub_ps(g[0][k], g[1][k]);
+          u[3][k] = _mm512_sub_ps(_mm512_setzero_ps(), g[1][k]);
+        }
+        for (int i = 0; i < 4; ++i) {  // (A g) Aᵀ
+          const __m512 w[4] = {u[i][0], _mm512_add_ps(u[i][0], u[i][1]), _mm512_sub_ps(u[i][0], u[i][1]),
+                               _mm512_sub_ps(_mm512_setzero_ps(), u[i][1])};
+          for (int j = 0; j < 4; ++j) _mm512_mask_storeu_ps(Gt + ((4 * i + j) * nt + t) * OC + o, m, w[j]);
+        }
+      }
+    }
+    const bool from_zero = first && t0 == 0;
+    for (int x = 0; x < 16; ++x)
+      for (std::int64_t o = 0; o < OC; o += 14) {
+        const int rows = OC - o < 14 ? (int)(OC - o) : 14;
+        const float* gt = Gt + x * nt * OC + o;
+        const float* v = V + x * nt * C;
+        for (std::int64_t c = 0; c < C; c += 32) {
+          float* m = M + (x * OC + o) * C + c;
+          if (C - c >= 32) dw_rows<2>(rows, nt, gt, OC, v + c, C, m, from_zero);
+          else dw_rows<1>(rows, nt, gt, OC, v + c, C, m, from_zero);
+        }
+      }
+  }
+}
+
+// The weight gradient from the transformed sums: out[o·ldo + tap·ldt + c] = (Gᵀ M[o][c] G)[tap],
+// the 3 × 3 taps in rows, for o < OC and c < C (in 16s).
+void conv_wino_dw_finish_avx512(const float* M, std::int64_t C, std::int64_t OC, float* out, std::int64_t ldo,
+                                std::int64_t ldt) {
+  const __m512 half = _mm512_set1_ps(0.5f);
+  for (std::int64_t o = 0; o < OC; ++o)
+    for (std::int64_t c = 0; c < C; c += 16) {
+      __m512 m[16], z[3][4];
+      for (int x = 0; x < 16; ++x) m[x] = _mm512_loadu_ps(M + (x * OC + o) * C + c);
+      for (int k = 0; k < 4; ++k) {  // Gᵀ M
+        const __m512 sum = _mm512_mul_ps(_mm512_add_ps(m[4 + k], m[8 + k]), half);
+        z[0][k] = _mm512_add_ps(m[k], sum);
+        z[1][k] = _mm512_mul_ps(_mm512_sub_ps(m[4 + k], m[8 + k]), half);
+        z[2][k] = _mm512_add_ps(sum, m[12 + k]);
+      }
+      for (int r = 0; r < 3; ++r) {  // (Gᵀ M) G
+        const __m512 sum = _mm512_mul_ps(_mm512_add_ps(z[r][1], z[r][2]), half);
+        const __m512 w[3] = {_mm512_add_ps(z[r][0], sum), _mm512_mul_ps(_mm512_sub_ps(z[r][1], z[r][2]), half),
+                             _mm512_add_ps(sum, z[r][3])};
+        for (int k = 0; k < 3; ++k) _mm512_storeu_ps(out + o * ldo + (3 * r + k) * ldt + c, w[k]);
+      }
+    }
 }
 
 }  // namespace fastnn
