@@ -479,8 +479,9 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
 // blocking, and on every AVX-512 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
 // threads, Zen 4): see docs/performance.md.
 bool g_winograd = true;
-constexpr idx kWinoBlock = 14;
-constexpr double kWinoDxMinDensity = 0.3;  // (conv2d_backward)  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
+constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
+constexpr idx kWinoDwBlock = 64;  // (the weight gradient: its sums loaded and stored once per block)
+constexpr double kWinoDxMinDensity = 0.3;  // (conv2d_backward)
 
 bool winograd_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast, Act act) {
   return g_winograd && fast && fast->wino && (act == Act::None || act == Act::ReLU) && s.KH == 3 && s.KW == 3 &&
@@ -511,29 +512,30 @@ float* wino_weights(const Conv2d& s, const Geometry& g, const ConvTaps& fast, F 
 // (Cg planes ldc apart, rows ldr apart) onto the grid q and channel-last (unless `same_input`:
 // still there from the last call), the tiles, the result transposed into out's planes.
 struct WinoScratch {
-  Buf<float> grid, xh, v, m, y, gh, gt, dwm;  // (dwm: the weight gradient's sums over a chunk)
+  Buf<float> xh, v, m, y, gh, gt, dwm;  // (dwm: the weight gradient's sums over a chunk)
 };
 
-// h (cells × C, channel-last) = C planes (ldc apart, rows of W values ldr apart) on a zero grid
-// of Hq × Wq at (top, left), through `grid` (planes) and a transpose.
+// h (Hq·Wq cells × C, channel-last) = C planes (ldc apart, rows of W values ldr apart) on a zero
+// grid of Hq × Wq at (top, left): each image row transposed straight into its cells (16 × 16
+// blocks in registers), only the cells around the image zeroed.
 void onto_grid(float* h, const float* in, idx C, idx ldc, idx ldr, idx H, idx W, idx top, idx left, idx Hq, idx Wq,
-               const ConvTaps& fast, Buf<float>& grid) {
-  const idx cells = Hq * Wq;
-  float* p = scratch(grid, C * cells);
-  for (idx c = 0; c < C; ++c) {
-    float* plane = p + c * cells;
-    std::fill(plane, plane + top * Wq, 0.0f);
-    fast.rows(plane + top * Wq, Wq, in + c * ldc, ldr, nullptr, H, left, W, Wq);
-    std::fill(plane + (top + H) * Wq, plane + cells, 0.0f);
+               const ConvTaps& fast) {
+  std::fill(h, h + top * Wq * C, 0.0f);
+  for (idx r = 0; r < H; ++r) {
+    float* row = h + (top + r) * Wq * C;
+    std::fill(row, row + left * C, 0.0f);
+    fast.transpose(in + r * ldr, C, W, ldc, row + left * C, C);
+    std::fill(row + (left + W) * C, row + Wq * C, 0.0f);
   }
-  fast.transpose(p, C, cells, cells, h, C);
+  std::fill(h + (top + H) * Wq * C, h + Hq * Wq * C, 0.0f);
 }
+
 void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input, const Conv2d& s, const Geometry& g,
                  const Geometry& q, const float* U, idx o0, idx noc, const float* bias, Act act, const ConvTaps& fast,
                  WinoScratch& w) {
   const idx P = s.OH * s.OW;
   float* h = scratch(w.xh, q.Hp * q.Wp * g.Cg);
-  if (!same_input) onto_grid(h, in, g.Cg, ldc, ldr, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, fast, w.grid);
+  if (!same_input) onto_grid(h, in, g.Cg, ldc, ldr, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, fast);
   float* y = scratch(w.y, P * noc);
   fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y,
             scratch(w.v, 16 * kWinoBlock * g.Cg), scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
@@ -837,11 +839,11 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           if constexpr (std::is_same_v<T, float>) {
             const idx TH = (s.OH + 1) / 2, TW = (s.OW + 1) / 2;
             float* gh = scratch(ws.gh, 4 * TH * TW * g.OCg);
-            onto_grid(gh, gr, g.OCg, ldg, g.Wp, s.OH, s.OW, 0, 0, 2 * TH, 2 * TW, *fast, ws.grid);
+            onto_grid(gh, gr, g.OCg, ldg, g.Wp, s.OH, s.OW, 0, 0, 2 * TH, 2 * TW, *fast);
             float* xh = scratch(ws.xh, q.Hp * q.Wp * g.Cg);
-            onto_grid(xh, xg, g.Cg, s.H * s.W, s.W, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, *fast, ws.grid);
+            onto_grid(xh, xg, g.Cg, s.H * s.W, s.W, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, *fast);
             fast->wino_dw(gh, xh, q.Wp, g.Cg, g.OCg, s.OH, s.OW, wm + gi * 16 * g.Cg * g.OCg, first,
-                          scratch(ws.v, 16 * kWinoBlock * g.Cg), scratch(ws.gt, 16 * kWinoBlock * g.OCg), kWinoBlock);
+                          scratch(ws.v, 16 * kWinoDwBlock * g.Cg), scratch(ws.gt, 16 * kWinoDwBlock * g.OCg), kWinoDwBlock);
             if (n == n0 + nn - 1) fast->wino_dw_finish(wm + gi * 16 * g.Cg * g.OCg, g.Cg, g.OCg, sp + gi * g.OCg * g.K, g.K, g.Cg);
           }
         } else if (transposed) {
