@@ -360,6 +360,38 @@ def test_plan_cnn_equals_layer_by_layer(name, dtype):
     np.testing.assert_array_equal(m.predict(X, batch_size=7), np.concatenate([m.forward(X[i:i + 7]) for i in range(0, 48, 7)]))
 
 
+WINOGRAD_MODELS = {
+    # channels in 16s: 3 × 3 stride-1 convolutions take Winograd on the AVX-512 path; a 2 × 2 pool
+    # after one is made in its output transform (an odd 5 × 5 output: the last row and column
+    # of tiles are not pooled)
+    "pooled": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 16, 3, padding=1), fnn.ReLU(), fnn.Conv2d(16, 32, 3), fnn.ReLU(), fnn.MaxPool2d(2),
+        fnn.Conv2d(32, 16, 3, padding=1), fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(64, 4)),
+    # BatchNorm's dense input gradient: the input and weight gradients by Winograd too
+    "batchnorm": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 16, 3, padding=1), fnn.BatchNorm2d(16), fnn.ReLU(), fnn.Conv2d(16, 32, 3, padding=1),
+        fnn.BatchNorm2d(32), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(1152, 4)),
+}
+
+
+@pytest.mark.parametrize("name", WINOGRAD_MODELS)
+def test_plan_winograd_convolutions_give_the_layers_bits(name):
+    X, y = images(size=12)
+
+    def build():
+        fnn.manual_seed(0)
+        return WINOGRAD_MODELS[name]()
+    (m, _, _), _ = fit_both(build, OPTS["adam"], X, y, epochs=2, batch_size=10)
+    m.eval()
+    X[3] = 0.0  # ties: every window's values equal
+    for bs in (1, 7, 48):  # (batch 1: the output channels split between the threads)
+        want = np.concatenate([m.forward(X[i:i + bs]) for i in range(0, len(X), bs)])
+        np.testing.assert_array_equal(m.predict(X, batch_size=bs), want)
+    # the features before the Linear layer: a sample's bits alone or in a batch
+    features = m[:-1]
+    np.testing.assert_array_equal(np.concatenate([features.forward(X[i:i + 1]) for i in range(5)]), features.forward(X[:5]))
+
+
 def assert_same_on_1_and_2_threads(name, X, y, make_opt, batch_size):
     """Trains CNN_MODELS[name] for 2 epochs on 1 and on 2 threads: the weights, the history and
     predict (of all of X and of its first row) must be the same bits. Returns the last model."""

@@ -508,13 +508,6 @@ float* wino_weights(const Conv2d& s, const Geometry& g, const ConvTaps& fast, F 
   return U;
 }
 
-// One sample and group's Winograd convolution, for output channels o0 .. o0 + noc: the input
-// (Cg planes ldc apart, rows ldr apart) onto the grid q and channel-last (unless `same_input`:
-// still there from the last call), the tiles, the result transposed into out's planes.
-struct WinoScratch {
-  Buf<float> xh, v, m, y, gh, gt, dwm;  // (dwm: the weight gradient's sums over a chunk)
-};
-
 // h (Hq·Wq cells × C, channel-last) = C planes (ldc apart, rows of W values ldr apart) on a zero
 // grid of Hq × Wq at (top, left): each image row transposed straight into its cells (16 × 16
 // blocks in registers), only the cells around the image zeroed.
@@ -530,21 +523,45 @@ void onto_grid(float* h, const float* in, idx C, idx ldc, idx ldr, idx H, idx W,
   std::fill(h + (top + H) * Wq * C, h + Hq * Wq * C, 0.0f);
 }
 
+// One sample and group's Winograd convolution, for output channels o0 .. o0 + noc: the input
+// (Cg planes ldc apart, rows ldr apart) onto the grid q channel-last (unless `same_input`:
+// still there from the last call), the tiles, the result transposed into out's planes (unless
+// out is null). With a 2 × 2 max pool (`pool`), its output and argmax too, into the planes of
+// pout and pa (OHp × OWp).
+struct WinoScratch {
+  Buf<float> xh, v, m, y, gh, gt, dwm, py;  // (dwm: the weight gradient's sums over a chunk)
+  Buf<std::int32_t> pa;
+};
+struct WinoPool {
+  float* out;
+  std::int32_t* argmax;
+  idx OH, OW;
+};
 void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input, const Conv2d& s, const Geometry& g,
                  const Geometry& q, const float* U, idx o0, idx noc, const float* bias, Act act, const ConvTaps& fast,
-                 WinoScratch& w) {
-  const idx P = s.OH * s.OW;
+                 WinoScratch& w, const WinoPool* pool = nullptr) {
+  const idx P = s.OH * s.OW, Pp = pool ? pool->OH * pool->OW : 0;
   float* h = scratch(w.xh, q.Hp * q.Wp * g.Cg);
   if (!same_input) onto_grid(h, in, g.Cg, ldc, ldr, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, fast);
-  float* y = scratch(w.y, P * noc);
-  fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y,
-            scratch(w.v, 16 * kWinoBlock * g.Cg), scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
-  fast.transpose(y, P, noc, noc, out + o0 * P, P);
+  float* y = out ? scratch(w.y, P * noc) : nullptr;
+  float* py = pool ? scratch(w.py, Pp * noc) : nullptr;
+  std::int32_t* pa = pool ? scratch(w.pa, Pp * noc) : nullptr;
+  fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y, py, pa,
+            Pp ? pool->OH : 0, Pp ? pool->OW : 0, scratch(w.v, 16 * kWinoBlock * g.Cg),
+            scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
+  if (out) fast.transpose(y, P, noc, noc, out + o0 * P, P);
+  if (pool) {  // (the argmax's bits moved as floats' by the same transpose)
+    fast.transpose(py, Pp, noc, noc, pool->out + o0 * Pp, Pp);
+    fast.transpose(reinterpret_cast<const float*>(pa), Pp, noc, noc, reinterpret_cast<float*>(pool->argmax + o0 * Pp), Pp);
+  }
 }
 
+// With `p` (a 2 × 2, stride-2 max pool without padding of the output), its output and argmax go
+// to pout and argmax and out (the unpooled output) may be null.
 void winograd_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
-                      const Geometry& g, const ConvTaps& fast, Act act) {
-  const idx P = s.OH * s.OW, usize = 16 * g.Cg * g.OCg;
+                      const Geometry& g, const ConvTaps& fast, Act act, const Pool2d* p = nullptr,
+                      float* pout = nullptr, std::int32_t* argmax = nullptr) {
+  const idx P = s.OH * s.OW, usize = 16 * g.Cg * g.OCg, Pp = p ? p->OH * p->OW : 0;
   const Geometry q = wino_grid(s, g);
   thread_local Buf<float> wtbuf;
   float* wt = scratch(wtbuf, g.K * g.OCg);
@@ -558,10 +575,11 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
   parallel_chunks(s.N * s.G * blocks, 1, [&](idx u0, idx u1) {
     thread_local WinoScratch w;
     for (idx u = u0; u < u1; ++u) {
-      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G;
-      wino_sample(out + (n * s.OC + gi * g.OCg) * P, x + (n * s.C + gi * g.Cg) * s.H * s.W, s.H * s.W, s.W,
+      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, at = n * s.OC + gi * g.OCg;
+      const WinoPool wp{p ? pout + at * Pp : nullptr, p ? argmax + at * Pp : nullptr, p ? p->OH : 0, p ? p->OW : 0};
+      wino_sample(out ? out + at * P : nullptr, x + (n * s.C + gi * g.Cg) * s.H * s.W, s.H * s.W, s.W,
                   u > u0 && (u - 1) / blocks == ng, s, g, q, U + gi * usize, u % blocks * noc, noc,
-                  bias ? bias + gi * g.OCg : nullptr, act, fast, w);
+                  bias ? bias + gi * g.OCg : nullptr, act, fast, w, p ? &wp : nullptr);
     }
   });
 }
@@ -991,7 +1009,12 @@ void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, cons
                             const Conv2d& s, Act act, const Pool2d& p) {
   const Geometry g = geometry_of(s);
   int pixels, nv;
-  if (winograd_ok(s, g, taps_kernel<T>(g), act)) {  // (its own kernel by channels for batch 1)
+  if (winograd_ok(s, g, taps_kernel<T>(g), act)) {
+    // a 2 × 2, stride-2 pool of whole tiles: pooled in the output transform, y never made
+    if constexpr (std::is_same_v<T, float>)
+      if (p.KH == 2 && p.KW == 2 && p.SH == 2 && p.SW == 2 && p.PH == 0 && p.PW == 0 && p.OH == s.OH / 2 &&
+          p.OW == s.OW / 2)
+        return winograd_forward(nullptr, x, weight, bias, s, g, *conv_taps_f32(), act, &p, out, argmax);
   } else if (const ConvTaps* fast = by_channels<T>(s, g, pixels, nv)) {
     if constexpr (std::is_same_v<T, float>)
       return direct_by_channels(y, x, weight, bias, s, g, *fast, pixels, nv, act, &p, out, argmax);

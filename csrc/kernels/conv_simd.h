@@ -83,11 +83,14 @@ using ConvSparseDx = void (*)(std::int64_t n, const float* g, std::int64_t ldg, 
 // sample's convolution from its input channel-last on the zero-padded grid (Wq columns, C
 // channels per pixel) to y[(oh·OW + ow)·noc + o] = act(conv + bias[o]) channel-last, for the
 // output channels of U's columns [0, noc) (U's rows ldu apart), tiles in blocks of `block`
-// through the scratch V (16·block·C floats) and M (16·block·noc). C and noc multiples of 16.
+// through the scratch V (16·block·C floats) and M (16·block·noc); y may be null, and with
+// `pooled` the 2 × 2 max pool of each whole tile goes to pooled and argmax (channel-last, OHp ×
+// OWp), as maxpool2d_forward makes them. C and noc multiples of 16.
 using ConvWinoWeights = void (*)(const float* wt, std::int64_t C, std::int64_t OC, float* U);
 using ConvWino = void (*)(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
                           const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
-                          float* V, float* M, std::int64_t block);
+                          float* pooled, std::int32_t* argmax, std::int64_t OHp, std::int64_t OWp, float* V, float* M,
+                          std::int64_t block);
 
 // The weight gradient by Winograd: per sample, the transformed sums
 //   M[(ξ·OC + o)·C + c] (+)= Σ_tiles (A g Aᵀ)[ξ](o) · (Bᵀ d B)[ξ](c)
@@ -140,7 +143,8 @@ void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
 void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, float* U);
 void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
                       const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
-                      float* V, float* M, std::int64_t block);
+                      float* pooled, std::int32_t* argmax, std::int64_t OHp, std::int64_t OWp, float* V, float* M,
+                      std::int64_t block);
 void conv_wino_dw_avx512(const float* gh, const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OC,
                          std::int64_t OH, std::int64_t OW, float* M, bool first, float* V, float* Gt,
                          std::int64_t block);

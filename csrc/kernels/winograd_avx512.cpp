@@ -160,10 +160,13 @@ void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, 
 // reads rows 2ti .. 2ti + 3 and columns 2tj .. 2tj + 3), U[(ξ·C + c)·ldu + o], then
 // y[(oh·OW + ow)·noc + o] = act(Y + bias[o]) channel-last. Tiles go in blocks of `block`
 // (flattened, row by row): V (16 × block × C) and M (16 × block × noc) are the caller's scratch.
-// C and noc multiples of 16.
+// y may be null (not stored). With `pooled`, each tile that is a whole 2 × 2 window of the max
+// pool (ti < OHp, tj < OWp) also gives pooled[(ti·OWp + tj)·noc + o] and its argmax in the
+// output plane (2ti + i)·OW + 2tj + j, as maxpool2d_forward finds them. C and noc in 16s.
 void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
                       const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
-                      float* V, float* M, std::int64_t block) {
+                      float* pooled, std::int32_t* argmax, std::int64_t OHp, std::int64_t OWp, float* V, float* M,
+                      std::int64_t block) {
   const std::int64_t TH = (OH + 1) / 2, TW = (OW + 1) / 2, tiles = TH * TW;
   const __m512 zero = _mm512_setzero_ps();
   const int nv = noc % 32 == 0 ? 2 : 1;
@@ -185,8 +188,8 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
     // y = act(Aᵀ M A + bias) for the tile's pixels inside the output
     for (std::int64_t t = 0; t < nt; ++t) {
       const std::int64_t ti = (t0 + t) / TW, tj = (t0 + t) % TW;
-      const bool down = 2 * ti + 1 < OH, right = 2 * tj + 1 < OW;
-      float* out = y + (2 * ti * OW + 2 * tj) * noc;
+      const bool down = 2 * ti + 1 < OH, right = 2 * tj + 1 < OW, pool = pooled && ti < OHp && tj < OWp;
+      float* out = y ? y + (2 * ti * OW + 2 * tj) * noc : nullptr;
       for (std::int64_t o = 0; o < noc; o += 16) {
         __m512 m[16], s[2][4], r[4];
         for (int x = 0; x < 16; ++x) m[x] = _mm512_loadu_ps(M + (x * nt + t) * noc + o);
@@ -203,11 +206,25 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
           if (bias) r[q] = _mm512_add_ps(r[q], b);
           if (relu) r[q] = _mm512_mask_mov_ps(r[q], _mm512_cmp_ps_mask(r[q], zero, _CMP_LT_OQ), zero);
         }
-        _mm512_storeu_ps(out + o, r[0]);
-        if (right) _mm512_storeu_ps(out + noc + o, r[1]);
-        if (down) {
-          _mm512_storeu_ps(out + OW * noc + o, r[2]);
-          if (right) _mm512_storeu_ps(out + (OW + 1) * noc + o, r[3]);
+        if (y) {
+          _mm512_storeu_ps(out + o, r[0]);
+          if (right) _mm512_storeu_ps(out + noc + o, r[1]);
+          if (down) {
+            _mm512_storeu_ps(out + OW * noc + o, r[2]);
+            if (right) _mm512_storeu_ps(out + (OW + 1) * noc + o, r[3]);
+          }
+        }
+        if (pool) {  // the 2 × 2 window is the tile: maxpool_2x2_plane_avx512's comparisons, in its order
+          __m512 best = r[0];
+          __m512i at = _mm512_setzero_si512();
+          for (int q = 1; q < 4; ++q) {
+            const __mmask16 take = _mm512_cmp_ps_mask(r[q], best, _CMP_GT_OQ) | _mm512_cmp_ps_mask(r[q], r[q], _CMP_UNORD_Q);
+            best = _mm512_mask_mov_ps(best, take, r[q]);
+            at = _mm512_mask_mov_epi32(at, take, _mm512_set1_epi32((int)((q >> 1) * OW + (q & 1))));
+          }
+          at = _mm512_add_epi32(at, _mm512_set1_epi32((int)(2 * ti * OW + 2 * tj)));
+          _mm512_storeu_ps(pooled + (ti * OWp + tj) * noc + o, best);
+          _mm512_storeu_si512(argmax + (ti * OWp + tj) * noc + o, at);
         }
       }
     }
