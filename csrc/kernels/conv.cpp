@@ -44,6 +44,11 @@
 // convolution over input channels in 16s sums only the nonzero terms of its weight gradient
 // (ConvSparseDw, the input channel-last): the dense kernel's bits, 2–3× faster at 15–25%.
 //
+// Before all of these, 3 × 3 stride-1 convolutions with channels in 16s take Winograd
+// F(2×2, 3×3) on the AVX-512 path (winograd_avx512.cpp; winograd_forward below): the forward
+// pass (a following 2 × 2 max pool made in its output transform), the dense input gradient (the
+// transposed convolution) and the dense weight gradient, with their own rounding.
+//
 // ReLU can be fused (a compiled plan's Conv2d → ReLU): the output gets relu(), and backward
 // multiplies dout by relu_grad(y) from that output, which equals relu_grad(x) of the layers'
 // separate ReLU for every x (NaN and ±0 included), so the results are the same bits.
@@ -477,7 +482,7 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
 // (not the direct kernel's bits): every value is one FMA chain per ξ over the input channels
 // in order and fixed sums around it, so the same bits for any thread count, batch size or
 // blocking, and on every AVX-512 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
-// threads, Zen 4): see docs/performance.md.
+// threads, Zen 4): forward 4.8–5.0 → 2.6–2.9 ms; more in docs/performance.md.
 bool g_winograd = true;
 constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
 constexpr idx kWinoDwBlock = 64;  // (the weight gradient: its sums loaded and stored once per block)
@@ -523,7 +528,8 @@ void onto_grid(float* h, const float* in, idx C, idx ldc, idx ldr, idx H, idx W,
   std::fill(h + (top + H) * Wq * C, h + Hq * Wq * C, 0.0f);
 }
 
-// One sample and group's Winograd convolution, for output channels o0 .. o0 + noc: the input
+// One sample and group's Winograd convolution, for output channels o0 .. o0 + noc (U from their
+// column on, rows ldu apart): the input
 // (Cg planes ldc apart, rows ldr apart) onto the grid q channel-last (unless `same_input`:
 // still there from the last call), the tiles, the result transposed into out's planes (unless
 // out is null). With a 2 × 2 max pool (`pool`), its output and argmax too, into the planes of
@@ -538,15 +544,15 @@ struct WinoPool {
   idx OH, OW;
 };
 void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input, const Conv2d& s, const Geometry& g,
-                 const Geometry& q, const float* U, idx o0, idx noc, const float* bias, Act act, const ConvTaps& fast,
-                 WinoScratch& w, const WinoPool* pool = nullptr) {
+                 const Geometry& q, const float* U, idx ldu, idx o0, idx noc, const float* bias, Act act,
+                 const ConvTaps& fast, WinoScratch& w, const WinoPool* pool = nullptr) {
   const idx P = s.OH * s.OW, Pp = pool ? pool->OH * pool->OW : 0;
   float* h = scratch(w.xh, q.Hp * q.Wp * g.Cg);
   if (!same_input) onto_grid(h, in, g.Cg, ldc, ldr, s.H, s.W, s.PH, s.PW, q.Hp, q.Wp, fast);
   float* y = out ? scratch(w.y, P * noc) : nullptr;
   float* py = pool ? scratch(w.py, Pp * noc) : nullptr;
   std::int32_t* pa = pool ? scratch(w.pa, Pp * noc) : nullptr;
-  fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U + o0, g.OCg, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y, py, pa,
+  fast.wino(h, q.Wp, g.Cg, s.OH, s.OW, U, ldu, noc, bias ? bias + o0 : nullptr, act == Act::ReLU, y, py, pa,
             Pp ? pool->OH : 0, Pp ? pool->OW : 0, scratch(w.v, 16 * kWinoBlock * g.Cg),
             scratch(w.m, 16 * kWinoBlock * noc), kWinoBlock);
   if (out) fast.transpose(y, P, noc, noc, out + o0 * P, P);
@@ -563,22 +569,35 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
                       float* pout = nullptr, std::int32_t* argmax = nullptr) {
   const idx P = s.OH * s.OW, usize = 16 * g.Cg * g.OCg, Pp = p ? p->OH * p->OW : 0;
   const Geometry q = wino_grid(s, g);
-  thread_local Buf<float> wtbuf;
-  float* wt = scratch(wtbuf, g.K * g.OCg);
-  const float* U = wino_weights(s, g, fast, [&](idx gi) {
-    fast.transpose(weight + gi * g.OCg * g.K, g.OCg, g.K, g.K, wt, g.OCg);
-    return wt;
-  });
-  // fewer samples than threads (batch 1): each thread takes a block of output channels
+  // fewer samples than threads (batch 1): each thread takes a block of output channels and
+  // transforms their weight itself (one U made by one thread and read by both: the CNN's
+  // predict of one image 57-59 against 51-54 µs, the U's cache lines moving between the cores)
   const int nt = num_threads();
   const idx blocks = s.N < nt && g.OCg % (16 * nt) == 0 ? nt : 1, noc = g.OCg / blocks;
+  thread_local Buf<float> wtbuf;
+  const float* U = nullptr;
+  if (blocks == 1) {
+    float* wt = scratch(wtbuf, g.K * g.OCg);
+    U = wino_weights(s, g, fast, [&](idx gi) {
+      fast.transpose(weight + gi * g.OCg * g.K, g.OCg, g.K, g.K, wt, g.OCg);
+      return wt;
+    });
+  }
   parallel_chunks(s.N * s.G * blocks, 1, [&](idx u0, idx u1) {
     thread_local WinoScratch w;
+    thread_local Buf<float> wtl, ul;
     for (idx u = u0; u < u1; ++u) {
-      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, at = n * s.OC + gi * g.OCg;
+      const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, at = n * s.OC + gi * g.OCg, o0 = u % blocks * noc;
+      const float* Ug = U ? U + gi * usize + o0 : nullptr;
+      if (!U) {  // (the same values as the whole U's columns: each is its own transform)
+        float* wt = scratch(wtl, g.K * noc);
+        fast.transpose(weight + (gi * g.OCg + o0) * g.K, noc, g.K, g.K, wt, noc);
+        fast.wino_weights(wt, g.Cg, noc, scratch(ul, 16 * g.Cg * noc));
+        Ug = ul.data();
+      }
       const WinoPool wp{p ? pout + at * Pp : nullptr, p ? argmax + at * Pp : nullptr, p ? p->OH : 0, p ? p->OW : 0};
       wino_sample(out ? out + at * P : nullptr, x + (n * s.C + gi * g.Cg) * s.H * s.W, s.H * s.W, s.W,
-                  u > u0 && (u - 1) / blocks == ng, s, g, q, U + gi * usize, u % blocks * noc, noc,
+                  u > u0 && (u - 1) / blocks == ng, s, g, q, Ug, U ? g.OCg : noc, o0, noc,
                   bias ? bias + gi * g.OCg : nullptr, act, fast, w, p ? &wp : nullptr);
     }
   });
@@ -901,7 +920,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           // dxp's image rows by the kernel, from gw in its zero-led rows
           if (wino_dx) {  // (gw's rows Wp apart, its image columns first)
             if constexpr (std::is_same_v<T, float>)
-              wino_sample(dxg, gr, ldg, g.Wp, false, sb, gb, qb, Ub + gi * 16 * gb.Cg * gb.OCg, 0, gb.OCg, nullptr,
+              wino_sample(dxg, gr, ldg, g.Wp, false, sb, gb, qb, Ub + gi * 16 * gb.Cg * gb.OCg, gb.OCg, 0, gb.OCg, nullptr,
                           Act::None, *fast, ws);
             continue;
           }
