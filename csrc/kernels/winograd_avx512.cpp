@@ -21,44 +21,49 @@
 namespace fastnn {
 namespace {
 
-// M[i](row i of a block of MR tiles) for 16·NV output channels at one ξ:
-//   m[i·ldm + o] = Σ_(c < C, in order) v[i·C + c] · u[c·ldu + o]
+// The GEMMs at one ξ, MR rows × 16·NV columns: with A's element (i, p) at a[i·ai + p·ap],
+//   c[i·ldc + col] (+)= Σ_(p < k, in order) a[i·ai + p·ap] · b[p·ldb + col]
+// one FMA chain per value, from zero (or, when `add`, from c). The forward's M (rows: tiles, p:
+// input channels, A = V) and the weight gradient's (rows: output channels, p: tiles, A = the
+// transformed gradient read down its columns).
 template <int MR, int NV>
-void gemm_tile(std::int64_t C, const float* v, const float* u, std::int64_t ldu, float* m, std::int64_t ldm) {
+void tile(std::int64_t k, const float* a, std::int64_t ai, std::int64_t ap, const float* b, std::int64_t ldb, float* c,
+          std::int64_t ldc, bool add) {
   __m512 acc[MR][NV];
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_setzero_ps();
-  for (std::int64_t c = 0; c < C; ++c) {
-    __m512 uv[NV];
-    for (int j = 0; j < NV; ++j) uv[j] = _mm512_loadu_ps(u + c * ldu + 16 * j);
+    for (int j = 0; j < NV; ++j) acc[i][j] = add ? _mm512_loadu_ps(c + i * ldc + 16 * j) : _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < k; ++p) {
+    __m512 bv[NV];
+    for (int j = 0; j < NV; ++j) bv[j] = _mm512_loadu_ps(b + p * ldb + 16 * j);
     for (int i = 0; i < MR; ++i) {
-      const __m512 a = _mm512_set1_ps(v[i * C + c]);
-      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(a, uv[j], acc[i][j]);
+      const __m512 x = _mm512_set1_ps(a[i * ai + p * ap]);
+      for (int j = 0; j < NV; ++j) acc[i][j] = _mm512_fmadd_ps(x, bv[j], acc[i][j]);
     }
   }
   for (int i = 0; i < MR; ++i)
-    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(m + i * ldm + 16 * j, acc[i][j]);
+    for (int j = 0; j < NV; ++j) _mm512_storeu_ps(c + i * ldc + 16 * j, acc[i][j]);
 }
 
-// Up to 14 rows (with NV <= 2: 28 accumulators, the U vectors and a broadcast fill the 32
+// Up to 14 rows (with NV <= 2: 28 accumulators, the B vectors and a broadcast fill the 32
 // registers; 7 × 4 spills).
 template <int NV>
-void gemm_rows(int rows, std::int64_t C, const float* v, const float* u, std::int64_t ldu, float* m, std::int64_t ldm) {
+void tile_rows(int rows, std::int64_t k, const float* a, std::int64_t ai, std::int64_t ap, const float* b,
+               std::int64_t ldb, float* c, std::int64_t ldc, bool add) {
   switch (rows) {
-    case 1: return gemm_tile<1, NV>(C, v, u, ldu, m, ldm);
-    case 2: return gemm_tile<2, NV>(C, v, u, ldu, m, ldm);
-    case 3: return gemm_tile<3, NV>(C, v, u, ldu, m, ldm);
-    case 4: return gemm_tile<4, NV>(C, v, u, ldu, m, ldm);
-    case 5: return gemm_tile<5, NV>(C, v, u, ldu, m, ldm);
-    case 6: return gemm_tile<6, NV>(C, v, u, ldu, m, ldm);
-    case 7: return gemm_tile<7, NV>(C, v, u, ldu, m, ldm);
-    case 8: return gemm_tile<8, NV>(C, v, u, ldu, m, ldm);
-    case 9: return gemm_tile<9, NV>(C, v, u, ldu, m, ldm);
-    case 10: return gemm_tile<10, NV>(C, v, u, ldu, m, ldm);
-    case 11: return gemm_tile<11, NV>(C, v, u, ldu, m, ldm);
-    case 12: return gemm_tile<12, NV>(C, v, u, ldu, m, ldm);
-    case 13: return gemm_tile<13, NV>(C, v, u, ldu, m, ldm);
-    default: return gemm_tile<14, NV>(C, v, u, ldu, m, ldm);
+    case 1: return tile<1, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 2: return tile<2, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 3: return tile<3, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 4: return tile<4, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 5: return tile<5, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 6: return tile<6, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 7: return tile<7, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 8: return tile<8, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 9: return tile<9, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 10: return tile<10, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 11: return tile<11, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 12: return tile<12, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    case 13: return tile<13, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
+    default: return tile<14, NV>(k, a, ai, ap, b, ldb, c, ldc, add);
   }
 }
 
@@ -93,40 +98,6 @@ void input_tiles(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t 
       input_tile(d, v);
       for (int x = 0; x < 16; ++x) _mm512_storeu_ps(V + (x * nt + t) * C + c, v[x]);
     }
-  }
-}
-
-// The weight gradient's products, 14 output channels × 16·CV input channels at one ξ:
-//   m[o·C + c] (+)= Σ_(t < nt, in order) gt[t·ldg + o] · v[t·C + c]
-// (from zero when `first`, else onto m).
-template <int MO, int CV>
-void dw_tile(std::int64_t nt, const float* gt, std::int64_t ldg, const float* v, std::int64_t C, float* m, bool first) {
-  __m512 acc[MO][CV];
-  for (int o = 0; o < MO; ++o)
-    for (int j = 0; j < CV; ++j) acc[o][j] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(m + o * C + 16 * j);
-  for (std::int64_t t = 0; t < nt; ++t) {
-    __m512 vv[CV];
-    for (int j = 0; j < CV; ++j) vv[j] = _mm512_loadu_ps(v + t * C + 16 * j);
-    for (int o = 0; o < MO; ++o) {
-      const __m512 a = _mm512_set1_ps(gt[t * ldg + o]);
-      for (int j = 0; j < CV; ++j) acc[o][j] = _mm512_fmadd_ps(a, vv[j], acc[o][j]);
-    }
-  }
-  for (int o = 0; o < MO; ++o)
-    for (int j = 0; j < CV; ++j) _mm512_storeu_ps(m + o * C + 16 * j, acc[o][j]);
-}
-
-template <int CV>
-void dw_rows(int rows, std::int64_t nt, const float* gt, std::int64_t ldg, const float* v, std::int64_t C, float* m,
-             bool first) {
-  switch (rows) {
-    case 2: return dw_tile<2, CV>(nt, gt, ldg, v, C, m, first);
-    case 4: return dw_tile<4, CV>(nt, gt, ldg, v, C, m, first);
-    case 6: return dw_tile<6, CV>(nt, gt, ldg, v, C, m, first);
-    case 8: return dw_tile<8, CV>(nt, gt, ldg, v, C, m, first);
-    case 10: return dw_tile<10, CV>(nt, gt, ldg, v, C, m, first);
-    case 12: return dw_tile<12, CV>(nt, gt, ldg, v, C, m, first);
-    default: return dw_tile<14, CV>(nt, gt, ldg, v, C, m, first);
   }
 }
 
@@ -181,8 +152,8 @@ void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int
         for (std::int64_t o = 0; o < noc; o += 16 * nv) {
           const float* u = U + x * C * ldu + o;
           float* m = M + (x * nt + t) * noc + o;
-          if (nv == 2) gemm_rows<2>(rows, C, v, u, ldu, m, noc);
-          else gemm_rows<1>(rows, C, v, u, ldu, m, noc);
+          if (nv == 2) tile_rows<2>(rows, C, v, C, 1, u, ldu, m, noc, false);
+          else tile_rows<1>(rows, C, v, C, 1, u, ldu, m, noc, false);
         }
       }
     // y = act(Aᵀ M A + bias) for the tile's pixels inside the output
@@ -274,8 +245,8 @@ void conv_wino_dw_avx512(const float* gh, const float* xh, std::int64_t Wq, std:
         const float* v = V + x * nt * C;
         for (std::int64_t c = 0; c < C; c += 32) {
           float* m = M + (x * OC + o) * C + c;
-          if (C - c >= 32) dw_rows<2>(rows, nt, gt, OC, v + c, C, m, from_zero);
-          else dw_rows<1>(rows, nt, gt, OC, v + c, C, m, from_zero);
+          if (C - c >= 32) tile_rows<2>(rows, nt, gt, 1, OC, v + c, C, m, C, !from_zero);
+          else tile_rows<1>(rows, nt, gt, 1, OC, v + c, C, m, C, !from_zero);
         }
       }
   }
