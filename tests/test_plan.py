@@ -361,7 +361,7 @@ def test_plan_cnn_equals_layer_by_layer(name, dtype):
 
 
 WINOGRAD_MODELS = {
-    # channels in 16s: 3 × 3 stride-1 convolutions take Winograd on the AVX-512 path; a 2 × 2 pool
+    # channels in 16s: 3 × 3 stride-1 convolutions take Winograd on the vector paths; a 2 × 2 pool
     # after one is made in its output transform (an odd 5 × 5 output: the last row and column
     # of tiles are not pooled)
     "pooled": lambda: fnn.Sequential(

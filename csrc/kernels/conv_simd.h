@@ -117,7 +117,8 @@ struct ConvTaps {
   ConvWinoDw wino_dw;
   ConvWinoDwFinish wino_dw_finish;
 };
-// For the SIMD path in use; null where there is none (conv.cpp then builds im2col for the GEMM).
+// For the SIMD path in use (AVX-512 or AVX2: the same bits); null on the portable path (conv.cpp
+// then builds im2col for the GEMM).
 const ConvTaps* conv_taps_f32();
 
 #ifdef FASTNN_X86_KERNELS
@@ -151,6 +152,38 @@ void conv_wino_dw_avx512(const float* gh, const float* xh, std::int64_t Wq, std:
 void conv_wino_dw_finish_avx512(const float* M, std::int64_t C, std::int64_t OC, float* out, std::int64_t ldo,
                                 std::int64_t ldt);
 void conv_taps_dot_avx512(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
+                          float* c, std::int64_t ldc, int rows, int cols, bool add);
+// the AVX2 + FMA builds (conv_avx2.cpp, winograd_avx2.cpp): the same contracts and bits
+void conv_taps_tile_avx2(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                           const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                           std::int64_t ldc, int rows, int cols, std::uint32_t valid, bool add, const float* bias,
+                           bool relu);
+void conv_transpose_avx2(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
+                           std::int64_t ldd);
+void conv_oc_tile_avx2(std::int64_t k, const float* w, std::int64_t ldw, int pixels, int nv,
+                         const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
+                         const float* bias, bool relu);
+void conv_taps_tile64_avx2(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
+                             const std::int64_t* arow, const std::int64_t* taps, const float* src, float* c,
+                             std::int64_t ldc, int rows, bool add);
+void conv_rows_avx2(float* dst, std::int64_t ldd, const float* src, std::int64_t lds, const float* mask,
+                      std::int64_t rows, std::int64_t lead, std::int64_t n, std::int64_t width);
+void conv_sparse_dw_avx2(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                           const float* xh, std::int64_t ldx, int cv, float* out, std::int64_t ldo, std::int64_t ldt,
+                           bool add);
+void conv_sparse_dx_avx2(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
+                           const float* w, std::int64_t ldw, float* dxh);
+void conv_wino_weights_avx2(const float* wt, std::int64_t C, std::int64_t OC, float* U);
+void conv_wino_avx2(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
+                      const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
+                      float* pooled, std::int32_t* argmax, std::int64_t OHp, std::int64_t OWp, float* V, float* M,
+                      std::int64_t block);
+void conv_wino_dw_avx2(const float* gh, const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OC,
+                         std::int64_t OH, std::int64_t OW, float* M, bool first, float* V, float* Gt,
+                         std::int64_t block);
+void conv_wino_dw_finish_avx2(const float* M, std::int64_t C, std::int64_t OC, float* out, std::int64_t ldo,
+                                std::int64_t ldt);
+void conv_taps_dot_avx2(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
 #endif
 
