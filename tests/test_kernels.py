@@ -300,7 +300,7 @@ def test_conv_sparse_gradient_kernels_keep_the_dense_bits(path):
         if N > 2:
             x[2, 0, 0, 0] = np.inf  # this chunk's sums would differ if it skipped its zero terms
         results = []
-        winograd = _core._set_conv_winograd(False)  # (above 30% nonzero it makes the input gradient)
+        winograd = _core._set_conv_winograd(False)  # (above 10% nonzero it makes the input gradient)
         try:
             for knob, threads in ((-1.0, 1), (1.0, 1), (1.0, 2), (-1.0, 2)):
                 _core._set_conv_sparse_max_density(knob)
@@ -425,8 +425,8 @@ def _conv_dx_winograd(dout, x, w, pad, winograd):
 def test_conv_gradients_by_winograd_are_right_and_thread_count_independent(path):
     # The input gradient of a 3 × 3, stride-1 convolution is the convolution of the output
     # gradient with the kernels turned by 180° (padding 2 − padding): Winograd makes it where
-    # more than 30% of a chunk's output gradient is nonzero (a BatchNorm's input gradient);
-    # below that the sparse or direct kernels run, whichever the CPU favours, with the same
+    # more than 10% of a chunk's output gradient is nonzero (a BatchNorm's input gradient, a
+    # max pool's: ~20%); below that the sparse or direct kernels run, whichever the CPU favours, with the same
     # bits, so no bit depends on the CPU. The weight gradient takes Winograd where its sparse
     # kernel does not run (more than half nonzero) and the direct one would run transposed
     # (output channels over 16): the output gradient's 2 × 2 tiles as the filters of the
@@ -438,6 +438,7 @@ def test_conv_gradients_by_winograd_are_right_and_thread_count_independent(path)
     shapes = [(19, 32, 64, 14, 14, (1, 1, 1, 1), 1.0), (3, 16, 16, 7, 7, (1, 1, 1, 1), 0.5),
               (2, 16, 32, 13, 11, (0, 0, 0, 0), 1.0), (5, 48, 16, 5, 9, (2, 2, 2, 2), 0.8),
               (2, 32, 32, 6, 7, (0, 1, 1, 0), 1.0), (9, 32, 64, 14, 14, (1, 1, 1, 1), 0.2),
+              (9, 32, 64, 14, 14, (1, 1, 1, 1), 0.05),
               (4, 16, 48, 9, 12, (1, 1, 1, 1), 0.4), (1, 16, 32, 1, 1, (1, 1, 1, 1), 1.0),
               (0, 16, 16, 4, 4, (1, 1, 1, 1), 1.0)]
     for N, C, OC, H, W, pad, density in shapes:
@@ -464,7 +465,7 @@ def test_conv_gradients_by_winograd_are_right_and_thread_count_independent(path)
             bound = 2e-6 * np.abs(ref).max(initial=1) * np.sqrt(9 * max(OC, N * OH * OW))
             assert err <= bound and direct_err <= bound and err <= 5 * direct_err + 1e-6, (N, C, OC, H, W, err, direct_err)
         nonzero = np.count_nonzero(dout) / max(dout.size, 1)
-        dx_winograd = path != "portable" and N > 0 and nonzero > 0.3
+        dx_winograd = path != "portable" and N > 0 and nonzero > 0.1
         dw_winograd = path != "portable" and N > 0 and nonzero > 0.5 and OC > 16
         for got, other, ran in ((outs[0][0], direct[0], dx_winograd), (outs[0][1], direct[1], dw_winograd)):
             if not ran:  # the direct or sparse kernels either way

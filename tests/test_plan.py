@@ -367,6 +367,12 @@ WINOGRAD_MODELS = {
     "pooled": lambda: fnn.Sequential(
         fnn.Conv2d(1, 16, 3, padding=1), fnn.ReLU(), fnn.Conv2d(16, 32, 3), fnn.ReLU(), fnn.MaxPool2d(2),
         fnn.Conv2d(32, 16, 3, padding=1), fnn.MaxPool2d(2), fnn.Flatten(), fnn.Linear(64, 4)),
+    # an overlapping pool fused after one: the input gradient's kernel chosen by its exact
+    # density (two windows' values may land on one pixel)
+    "overlapping-pool": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 16, 3, padding=1), fnn.ReLU(), fnn.Conv2d(16, 16, 3, padding=1), fnn.ReLU(),
+        fnn.MaxPool2d(3, stride=2, padding=1), fnn.Conv2d(16, 16, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(3, stride=1),
+        fnn.Flatten(), fnn.Linear(256, 4)),
     # BatchNorm's dense input gradient: the input and weight gradients by Winograd too
     "batchnorm": lambda: fnn.Sequential(
         fnn.Conv2d(1, 16, 3, padding=1), fnn.BatchNorm2d(16), fnn.ReLU(), fnn.Conv2d(16, 32, 3, padding=1),

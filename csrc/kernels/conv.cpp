@@ -486,7 +486,7 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
 bool g_winograd = true;
 constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
 constexpr idx kWinoDwBlock = 64;  // (the weight gradient: its sums loaded and stored once per block)
-constexpr double kWinoDxMinDensity = 0.3;  // (conv2d_backward)
+constexpr double kWinoDxMinDensity = 0.1;  // (conv2d_backward)
 
 bool winograd_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast, Act act) {
   return g_winograd && fast && fast->wino && (act == Act::None || act == Act::ReLU) && s.KH == 3 && s.KW == 3 &&
@@ -772,9 +772,13 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                                                          : 0.6 * g_sparse_max_density;
   const bool sparse_dx_ok = dx_nv && fast->sparse_dx && s.KH * s.KW == 9 && dx_max_density >= 0 &&
                             first_nonfinite(weight, wsize) < 0;
-  // The dense input gradient by Winograd (transposed_conv), in chunks where more than 30% of
-  // the output gradient is nonzero: at most that, the sparse scatter or the direct kernel runs
-  // (by CPU, with the same bits), so which kernel makes a chunk's bits depends on its data only.
+  // The input gradient by Winograd (transposed_conv), in chunks where more than 10% of the
+  // output gradient is nonzero: at most that, the sparse scatter or the direct kernel runs (by
+  // CPU, with the same bits), so which kernel makes a chunk's bits depends on its data only.
+  // Winograd's cost does not fall with the density, the scatter's does: 128 samples of 32 -> 64
+  // channels on 14 × 14, one thread, AMD Zen 3 (AVX2): Winograd 7.1-8.0 ms at any density,
+  // the scatter 6.4 / 8.7 / 10.2 / 12.0 / 13.3 ms at 6 / 10 / 14 / 18 / 22% nonzero (a max
+  // pool's gradient: ~20%); Zen 4 (AVX-512) at 22%: Winograd 5.4-5.6, the scatter 5.6-6.5.
   const bool wino_dx_ok = dx_nv && winograd_dx_ok(s, g, fast);
   const Conv2d sb = transposed_conv(s);
   const Geometry gb = geometry_of(sb), qb = wino_grid(sb, gb);
@@ -810,8 +814,8 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                                : 1.0;
     const bool sparse = sparse_ok && g_sparse_max_density >= 0 && nonzero <= g_sparse_max_density &&
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
-    const bool sparse_dx = sparse_dx_ok && nonzero <= dx_max_density;
-    const bool wino_dx = wino_dx_ok && !sparse_dx && nonzero > kWinoDxMinDensity;
+    const bool wino_dx = wino_dx_ok && nonzero > kWinoDxMinDensity;
+    const bool sparse_dx = sparse_dx_ok && !wino_dx && nonzero <= dx_max_density;
     const bool wino_dw = wino_dw_ok && !sparse;
     T* sp = sparse || wino_dw ? scratch(spbuf, wsize) : nullptr;
     float* wm = wino_dw ? scratch(ws.dwm, s.G * 16 * g.Cg * g.OCg) : nullptr;  // each group's M

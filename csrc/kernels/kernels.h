@@ -42,8 +42,8 @@ struct ConvGradSource {
   // Sample n's channels o0 .. o0 + oc (n counts from the call's first sample): channel o's OH
   // rows of OW values at g + (o − o0)·ld + r·row.
   virtual void write(idx n, idx o0, idx oc, T* g, idx ld, idx row) const = 0;
-  // At least the number of nonzero values in samples n0 .. n0 + nn's gradient (it chooses the
-  // sparse weight gradient, whose bits are the dense one's).
+  // The number of nonzero values in samples n0 .. n0 + nn's gradient, exactly as write() makes
+  // it (a NaN counts): it chooses the kernels, and Winograd's input gradient has bits of its own.
   virtual idx nonzeros(idx n0, idx nn) const = 0;
 };
 // dx (N,C,H,W) written [may be null]; dweight (OC,C/G,KH,KW) and dbias (OC) [may be null]

@@ -1,5 +1,5 @@
-// The vector builds of the 2×2, stride-2 max pool over one float image plane (pool_avx512.cpp),
-// chosen at run time with the SIMD path (gemm/ukernel_select.cpp). pool.cpp holds the scalar
+// The vector builds of the 2×2, stride-2 max pool over one float image plane (pool_avx512.cpp,
+// pool_avx2.cpp), chosen at run time with the SIMD path (gemm/ukernel_select.cpp). pool.cpp holds the scalar
 // code they must match bit for bit, and the rest of pooling.
 #pragma once
 #include <cstdint>
@@ -27,6 +27,11 @@ void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in,
                               std::int64_t W);
 bool maxpool_2x2_plane_backward_avx512(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
                                        const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W);
+// the AVX2 build (pool_avx2.cpp): the same bits
+void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                            std::int64_t W);
+bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
+                                     const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W);
 #endif
 
 }  // namespace fastnn

@@ -277,9 +277,25 @@ struct ConvOp : Op<T> {
       const idx at = (n * pool.C + o0) * pool.OH * pool.OW;
       maxpool2d_relu_backward(dst, ld, row, gp + at, v ? v + at : nullptr, argmax + at, pc);
     }
-    idx nonzeros(idx n0, idx nn) const override {  // (each pooled value lands on one input value)
+    // Windows that do not overlap: each pooled value lands on an input value of its own, so the
+    // count is the pooled gradient's with ReLU's mask applied, as write() applies it (a NaN or
+    // an infinity times a zero mask is a NaN: counted). Overlapping ones: the written gradient's.
+    idx nonzeros(idx n0, idx nn) const override {
       const idx w = pool.C * pool.OH * pool.OW;
-      return (idx)std::count_if(gp + n0 * w, gp + (n0 + nn) * w, [](T x) { return x != T(0); });
+      if (pool.SH < pool.KH || pool.SW < pool.KW) {
+        thread_local std::vector<T> dense;
+        const idx plane = pool.H * pool.W;
+        if (dense.size() < (size_t)(pool.C * plane)) dense.resize((size_t)(pool.C * plane));
+        idx count = 0;
+        for (idx n = n0; n < n0 + nn; ++n) {
+          write(n, 0, pool.C, dense.data(), plane, pool.W);
+          count += (idx)std::count_if(dense.begin(), dense.begin() + pool.C * plane, [](T x) { return x != T(0); });
+        }
+        return count;
+      }
+      idx count = 0;
+      for (idx i = n0 * w; i < (n0 + nn) * w; ++i) count += (v ? gp[i] * (v[i] <= T(0) ? T(0) : T(1)) : gp[i]) != T(0);
+      return count;
     }
   };
   // conv2d_backward chunk by chunk: chunk(n0, nn, geometry, weight and bias gradient partials,
