@@ -27,6 +27,20 @@ inline __m256 takes(__m256 v, __m256 best) {
   return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 inline __m256 ints(int v) { return _mm256_castsi256_ps(_mm256_set1_epi32(v)); }
+// the first n (<= 8) lanes of v (not vmaskmovps: a masked store costs ~10× a plain one on AMD
+// Zen 2/3, where it took a quarter of the pool's time)
+inline void store_n(float* p, __m256 v, std::int64_t n) {
+  if (n >= 8) return _mm256_storeu_ps(p, v);
+  alignas(32) float t[8];
+  _mm256_store_ps(t, v);
+  for (std::int64_t i = 0; i < n; ++i) p[i] = t[i];
+}
+inline void store_n(std::int32_t* p, __m256i v, std::int64_t n) {
+  if (n >= 8) return _mm256_storeu_si256(reinterpret_cast<__m256i*>(p), v);
+  alignas(32) std::int32_t t[8];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(t), v);
+  for (std::int64_t i = 0; i < n; ++i) p[i] = t[i];
+}
 
 }  // namespace
 
@@ -38,7 +52,7 @@ void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, s
     const float* r1 = r0 + W;
     for (std::int64_t ow = 0; ow < OW; ow += 8) {
       const std::int64_t n = OW - ow < 8 ? OW - ow : 8;
-      const __m256i mlo = below(2 * n), mhi = below(2 * n - 8), m = below(n);
+      const __m256i mlo = below(2 * n), mhi = below(2 * n - 8);
       const __m256 a_lo = _mm256_maskload_ps(r0 + 2 * ow, mlo), a_hi = _mm256_maskload_ps(r0 + 2 * ow + 8, mhi);
       const __m256 b_lo = _mm256_maskload_ps(r1 + 2 * ow, mlo), b_hi = _mm256_maskload_ps(r1 + 2 * ow + 8, mhi);
       const __m256 v1 = odd(a_lo, a_hi), v2 = even(b_lo, b_hi), v3 = odd(b_lo, b_hi);
@@ -52,8 +66,8 @@ void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, s
       // + the window's first index: 2·oh·W + 2·(ow + lane)
       const __m256i where = _mm256_add_epi32(_mm256_castps_si256(at),
                                              _mm256_add_epi32(lane2, _mm256_set1_epi32((int)(2 * oh * W + 2 * ow))));
-      _mm256_maskstore_ps(out + oh * OW + ow, m, best);
-      _mm256_maskstore_epi32(argmax + oh * OW + ow, m, where);
+      store_n(out + oh * OW + ow, best, n);
+      store_n(argmax + oh * OW + ow, where, n);
     }
   }
 }
@@ -68,7 +82,7 @@ bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* d
     float* d1 = d0 + ldx;
     for (std::int64_t ow = 0; ow < OW; ow += 8) {
       const std::int64_t n = OW - ow < 8 ? OW - ow : 8;
-      const __m256i m = below(n), mlo = below(2 * n), mhi = below(2 * n - 8);
+      const __m256i m = below(n);
       __m256 g = _mm256_maskload_ps(dout + oh * OW + ow, m);
       if (relu_of) {  // g · relu_grad(v): v <= 0 ? 0 : 1, as relu_grad (NaN gives 1)
         const __m256 off = _mm256_cmp_ps(_mm256_maskload_ps(relu_of + oh * OW + ow, m), zero, _CMP_LE_OQ);
@@ -87,10 +101,10 @@ bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* d
       // interleaved: e0 o0 e1 o1 ... (unpack within 128-bit lanes, then the lanes put in order)
       const __m256 l0 = _mm256_unpacklo_ps(e0, o0), h0 = _mm256_unpackhi_ps(e0, o0);
       const __m256 l1 = _mm256_unpacklo_ps(e1, o1), h1 = _mm256_unpackhi_ps(e1, o1);
-      _mm256_maskstore_ps(d0 + 2 * ow, mlo, _mm256_permute2f128_ps(l0, h0, 0x20));
-      _mm256_maskstore_ps(d0 + 2 * ow + 8, mhi, _mm256_permute2f128_ps(l0, h0, 0x31));
-      _mm256_maskstore_ps(d1 + 2 * ow, mlo, _mm256_permute2f128_ps(l1, h1, 0x20));
-      _mm256_maskstore_ps(d1 + 2 * ow + 8, mhi, _mm256_permute2f128_ps(l1, h1, 0x31));
+      store_n(d0 + 2 * ow, _mm256_permute2f128_ps(l0, h0, 0x20), 2 * n);
+      store_n(d0 + 2 * ow + 8, _mm256_permute2f128_ps(l0, h0, 0x31), 2 * n - 8);
+      store_n(d1 + 2 * ow, _mm256_permute2f128_ps(l1, h1, 0x20), 2 * n);
+      store_n(d1 + 2 * ow + 8, _mm256_permute2f128_ps(l1, h1, 0x31), 2 * n - 8);
     }
   }
   return true;

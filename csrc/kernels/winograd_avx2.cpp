@@ -195,7 +195,16 @@ void conv_wino_dw_avx2(const float* gh, const float* xh, std::int64_t Wq, std::i
         for (int i = 0; i < 4; ++i) {  // (A g) Aᵀ
           const __m256 w[4] = {u[i][0], _mm256_add_ps(u[i][0], u[i][1]), _mm256_sub_ps(u[i][0], u[i][1]),
                                _mm256_sub_ps(_mm256_setzero_ps(), u[i][1])};
-          for (int j = 0; j < 4; ++j) _mm256_maskstore_ps(Gt + ((4 * i + j) * nt + t) * OC + o, m, w[j]);
+          for (int j = 0; j < 4; ++j) {
+            float* to = Gt + ((4 * i + j) * nt + t) * OC + o;
+            if (OC - o >= 8) {
+              _mm256_storeu_ps(to, w[j]);
+            } else {  // (not vmaskmovps: slow on AMD)
+              alignas(32) float part[8];
+              _mm256_store_ps(part, w[j]);
+              for (std::int64_t l = 0; l < OC - o; ++l) to[l] = part[l];
+            }
+          }
         }
       }
     }
