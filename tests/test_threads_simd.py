@@ -343,3 +343,45 @@ def test_switching_threads_between_steps_changes_no_number(kind):
         fastnn.set_num_threads(old)
     np.testing.assert_array_equal(weights[0], weights[1])
     np.testing.assert_array_equal(weights[0], weights[2])
+
+
+# ---- The vector paths give one set of bits. The AVX2 kernels sum every value in the order
+# the AVX-512 ones do (conv_avx2.cpp, winograd_avx2.cpp, pool_avx2.cpp; the GEMM's FMA chains
+# over k in the same blocks), so a CNN trains to the same weights on either: the digests
+# below were taken on the AVX2 path (AMD Zen 2, 2026-12-02) and hold on every vector path this
+# CPU has. (The portable path rounds the convolutions differently: its bits are its own.)
+VECTOR_PATHS = [p for p in SIMD_PATHS if p != "portable"]
+CNN_DIGESTS = {"cnn": "22404ad58606c4cb", "mixed": "76ed0bcbbd086993"}
+
+
+def _cnn_digest(name):
+    import hashlib
+    from fastnn import cnn_models
+    rng = np.random.default_rng(11)
+    size = 28 if name == "cnn" else 16
+    X, y = rng.standard_normal((48, 1, size, size)).astype(np.float32), rng.integers(0, 10, 48)
+    fastnn.manual_seed(0)
+    if name == "cnn":  # fastnn.cnn_models' CNN: Winograd with its pool fused, sparse gradients
+        model = cnn_models.build("cnn")
+    else:  # BatchNorm, dilation, depthwise, 1 × 1, odd sizes, a global average pool
+        model = fastnn.Sequential(
+            fastnn.Conv2d(1, 16, 3, padding=1), fastnn.BatchNorm2d(16), fastnn.ReLU(), fastnn.MaxPool2d(2),
+            fastnn.Conv2d(16, 32, 3, padding=1), fastnn.ReLU(),
+            fastnn.Conv2d(32, 32, 3, padding=2, dilation=2), fastnn.ReLU(), fastnn.MaxPool2d(3, stride=2),
+            fastnn.Conv2d(32, 32, 3, stride=2, padding=1, groups=32), fastnn.Conv2d(32, 48, 1), fastnn.ReLU(),
+            fastnn.Conv2d(48, 16, 2), fastnn.AdaptiveAvgPool2d(1), fastnn.Flatten(), fastnn.Linear(16, 10))
+    model.fit(X, y, optimizer=fastnn.Adam(model.parameters(), lr=1e-2), epochs=2, batch_size=16, verbose=0)
+    model.eval()
+    h = hashlib.sha256()
+    for v in model.state_dict().values():
+        h.update(np.ascontiguousarray(v).tobytes())
+    h.update(model.predict(X).tobytes())
+    h.update(model.predict(X[:1]).tobytes())
+    return h.hexdigest()[:16]
+
+
+@pytest.mark.parametrize("name", CNN_DIGESTS)
+@pytest.mark.parametrize("simd", VECTOR_PATHS)
+def test_every_vector_path_trains_a_cnn_to_the_same_bits(simd, name):
+    _core.set_simd_path(simd)
+    assert _cnn_digest(name) == CNN_DIGESTS[name]

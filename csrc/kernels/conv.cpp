@@ -22,8 +22,8 @@
 //           columns costs a whole one), but for dweight's (+12%).
 //   general any stride: rows of OW values from the padded image.
 //
-// On the AVX-512 path, float convolutions of the wide geometry build no col at all
-// (conv_avx512.cpp, conv_simd.h). With output channels in 16s, a direct kernel computes tiles
+// On the vector paths (AVX-512 and AVX2: the same bits), float convolutions of the wide
+// geometry build no col at all (conv_avx512.cpp, conv_avx2.cpp, conv_simd.h). With output channels in 16s, a direct kernel computes tiles
 // of 7 or 14 pixels of one output row × 16–64 channels, vectors over the channels and each
 // input value broadcast (the weight transposed to (K, OC)): no wide columns computed, the
 // channels transposed into planes in its stores. Else a tile kernel reads B's row (c, kh, kw)
@@ -45,7 +45,7 @@
 // (ConvSparseDw, the input channel-last): the dense kernel's bits, 2–3× faster at 15–25%.
 //
 // Before all of these, 3 × 3 stride-1 convolutions with channels in 16s take Winograd
-// F(2×2, 3×3) on the AVX-512 path (winograd_avx512.cpp; winograd_forward below): the forward
+// F(2×2, 3×3) on the vector paths (winograd_avx512.cpp, winograd_avx2.cpp; winograd_forward below): the forward
 // pass (a following 2 × 2 max pool made in its output transform), the dense input gradient (the
 // transposed convolution) and the dense weight gradient, with their own rounding.
 //
@@ -474,14 +474,14 @@ const ConvTaps* by_channels(const Conv2d& s, const Geometry& g, int& pixels, int
   return nv && s.N < num_threads() && g.OCg / 16 >= num_threads() ? fast : nullptr;
 }
 
-// Winograd F(2×2, 3×3) (winograd_avx512.cpp) for float 3×3, stride-1, undilated convolutions
-// with input and output channels in 16s on the AVX-512 path: 16 multiplies per 2×2 output
+// Winograd F(2×2, 3×3) (winograd_avx512.cpp, winograd_avx2.cpp) for float 3×3, stride-1,
+// undilated convolutions with input and output channels in 16s on the vector paths: 16 multiplies per 2×2 output
 // pixels and channel pair where the direct kernel takes 36. Per sample: the input zero-padded
 // to a grid of whole tiles and transposed channel-last, the tiles' transforms, the 16 GEMMs and
 // the output transform (+ bias, ReLU) channel-last, transposed into planes. Its own rounding
 // (not the direct kernel's bits): every value is one FMA chain per ξ over the input channels
 // in order and fixed sums around it, so the same bits for any thread count, batch size or
-// blocking, and on every AVX-512 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
+// blocking, and on every AVX-512 or AVX2 CPU. Measured (32 → 64 channels on 14×14, 128 samples, 2
 // threads, Zen 4): forward 4.8–5.0 → 2.6–2.9 ms; more in docs/performance.md.
 bool g_winograd = true;
 constexpr idx kWinoBlock = 14;  // tiles per block: V and M stay in L1/L2 (14 × 16 × 64 floats)
@@ -708,7 +708,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
   // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
   std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
-  // The vector kernels (AVX-512, float, stride 1). The input gradient: below (DataTaps). The
+  // The vector kernels (AVX-512 or AVX2, float, stride 1). The input gradient: below (DataTaps). The
   // weight gradient without im2col: with few taps (K < 32, an image net's first layer) or few
   // output channels (<= 16), as dots of the output gradient's rows with the padded planes at
   // the forward taps; else transposed, dwᵀ (K, OCg) = colᵀ · gᵀ, the tile kernel reading A's

@@ -3,8 +3,8 @@
 // and tiled for 16 ymm registers. Every value is summed as the AVX-512 kernel sums it — one FMA
 // chain over p in order, or (the dots) the same 16 lane sums and the same tree — so the two
 // paths give the same bits; only how values are grouped into tiles differs, which changes none.
-// Edges are masked loads (vmaskmovps: masked-off lanes are not read) and stores through a
-// buffer on the stack.
+// Edges are masked loads (vmaskmovps: masked-off lanes are not read) and plain 4-, 2- and 1-lane
+// stores (a masked store is slow on AMD).
 // Compiled with -mavx2 -mfma; includes only intrinsics.
 #include <immintrin.h>
 #include <cstdint>
@@ -24,9 +24,16 @@ inline __m256 load_n(const float* p, std::int64_t n) {
 // (not vmaskmovps: a masked store costs ~10× a plain one on AMD Zen 2/3)
 inline void store_n(float* p, __m256 v, std::int64_t n) {
   if (n >= 8) return _mm256_storeu_ps(p, v);
-  alignas(32) float t[8];
-  _mm256_store_ps(t, v);
-  for (std::int64_t i = 0; i < n; ++i) p[i] = t[i];
+  __m128 x = _mm256_castps256_ps128(v);  // 4, 2 and 1 lanes by plain stores
+  if (n >= 4) {
+    _mm_storeu_ps(p, x);
+    x = _mm256_extractf128_ps(v, 1), p += 4, n -= 4;
+  }
+  if (n >= 2) {
+    _mm_storel_pi(reinterpret_cast<__m64*>(p), x);
+    x = _mm_movehl_ps(x, x), p += 2, n -= 2;
+  }
+  if (n >= 1) _mm_store_ss(p, x);
 }
 // x < 0 ? 0 : x, as relu() (NaN and -0 pass)
 inline __m256 relu8(__m256 x) {
