@@ -3,38 +3,16 @@
 // and tiled for 16 ymm registers. Every value is summed as the AVX-512 kernel sums it — one FMA
 // chain over p in order, or (the dots) the same 16 lane sums and the same tree — so the two
 // paths give the same bits; only how values are grouped into tiles differs, which changes none.
-// Edges are masked loads (vmaskmovps: masked-off lanes are not read) and plain 4-, 2- and 1-lane
-// stores (a masked store is slow on AMD).
+// Edges are partial loads and stores (avx2_lanes.h).
 // Compiled with -mavx2 -mfma; includes only intrinsics.
 #include <immintrin.h>
 #include <cstdint>
+#include "kernels/avx2_lanes.h"
 #include "kernels/conv_simd.h"
 
 namespace fastnn {
 namespace {
 
-// lanes l < n (n clamped to 0 .. 8) set
-inline __m256i below(std::int64_t n) {
-  const int m = n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-inline __m256 load_n(const float* p, std::int64_t n) {
-  return n >= 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, below(n));
-}
-// (not vmaskmovps: a masked store costs ~10× a plain one on AMD Zen 2/3)
-inline void store_n(float* p, __m256 v, std::int64_t n) {
-  if (n >= 8) return _mm256_storeu_ps(p, v);
-  __m128 x = _mm256_castps256_ps128(v);  // 4, 2 and 1 lanes by plain stores
-  if (n >= 4) {
-    _mm_storeu_ps(p, x);
-    x = _mm256_extractf128_ps(v, 1), p += 4, n -= 4;
-  }
-  if (n >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(p), x);
-    x = _mm_movehl_ps(x, x), p += 2, n -= 2;
-  }
-  if (n >= 1) _mm_store_ss(p, x);
-}
 // x < 0 ? 0 : x, as relu() (NaN and -0 pass)
 inline __m256 relu8(__m256 x) {
   const __m256 zero = _mm256_setzero_ps();

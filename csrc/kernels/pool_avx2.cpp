@@ -4,15 +4,11 @@
 // permute. The same comparisons in the same order as the scalar code, so the same bits.
 #include <immintrin.h>
 #include <cstdint>
+#include "kernels/avx2_lanes.h"
 #include "kernels/pool_simd.h"
 
 namespace fastnn {
 namespace {
-
-inline __m256i below(std::int64_t n) {
-  const int m = n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // columns 2i (even) or 2i + 1 (odd) of the 16 values lo:hi
 inline __m256 even(__m256 lo, __m256 hi) {
@@ -27,25 +23,6 @@ inline __m256 takes(__m256 v, __m256 best) {
   return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 inline __m256 ints(int v) { return _mm256_castsi256_ps(_mm256_set1_epi32(v)); }
-// the first n (<= 8) lanes of v (not vmaskmovps: a masked store costs ~10× a plain one on AMD
-// Zen 2/3, where it took a quarter of the pool's time)
-inline void store_n(float* p, __m256 v, std::int64_t n) {
-  if (n >= 8) return _mm256_storeu_ps(p, v);
-  __m128 x = _mm256_castps256_ps128(v);  // 4, 2 and 1 lanes by plain stores
-  if (n >= 4) {
-    _mm_storeu_ps(p, x);
-    x = _mm256_extractf128_ps(v, 1), p += 4, n -= 4;
-  }
-  if (n >= 2) {
-    _mm_storel_pi(reinterpret_cast<__m64*>(p), x);
-    x = _mm_movehl_ps(x, x), p += 2, n -= 2;
-  }
-  if (n >= 1) _mm_store_ss(p, x);
-}
-inline void store_n(std::int32_t* p, __m256i v, std::int64_t n) {  // (the bits moved as floats')
-  store_n(reinterpret_cast<float*>(p), _mm256_castsi256_ps(v), n);
-}
-
 }  // namespace
 
 void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,

@@ -6,14 +6,10 @@
 // bits. Compiled with -mavx2 -mfma; includes only intrinsics.
 #include <immintrin.h>
 #include <cstdint>
+#include "kernels/avx2_lanes.h"
 
 namespace fastnn {
 namespace {
-
-inline __m256i below(std::int64_t n) {
-  const int m = n <= 0 ? 0 : n >= 8 ? 8 : (int)n;
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(m), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
 
 // The GEMMs at one ξ, MR rows × 16 columns: with A's element (i, p) at a[i·ai + p·ap],
 //   c[i·ldc + col] (+)= Σ_(p < k, in order) a[i·ai + p·ap] · b[p·ldb + col]
