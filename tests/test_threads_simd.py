@@ -1,5 +1,6 @@
 """Results do not depend on the thread count (bitwise) and every SIMD path can be forced."""
 import contextlib
+import hashlib
 import os
 import subprocess
 import sys
@@ -355,7 +356,6 @@ CNN_DIGESTS = {"cnn": "22404ad58606c4cb", "mixed": "76ed0bcbbd086993"}
 
 
 def _cnn_digest(name):
-    import hashlib
     from fastnn import cnn_models
     rng = np.random.default_rng(11)
     size = 28 if name == "cnn" else 16
