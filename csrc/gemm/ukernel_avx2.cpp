@@ -1,8 +1,10 @@
 // AVX2+FMA float micro-kernel, 6×16: 12 ymm accumulators, 2 loads of B and 6 broadcasts of A
 // per k. Compiled with -mavx2 -mfma and only called after a CPUID check (ukernel_select.cpp).
-// Includes nothing but intrinsics so no shared inline code gets compiled with AVX2 flags.
+// Includes nothing but intrinsics (and avx2_lanes.h, whose helpers have internal linkage) so no
+// shared inline code gets compiled with AVX2 flags.
 #include <immintrin.h>
 #include <cstdint>
+#include "kernels/avx2_lanes.h"
 
 namespace fastnn {
 
@@ -80,10 +82,6 @@ namespace fastnn {
 // Unpacked ("sup") 6×16 kernel for small GEMMs; the contract is in ukernel_avx512.cpp's twin.
 namespace {
 
-inline __m256i lanes_upto(int n) {
-  return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
-}
-
 template <bool kRowsContig>
 inline void sup_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int64_t csa,
                      const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
@@ -115,17 +113,10 @@ inline void sup_6x16(std::int64_t k, const float* a, std::int64_t rsa, std::int6
     for (int h = 0; h < 2; ++h) {
       const int n = cols - 8 * h;
       if (n <= 0) break;
-      const __m256i m = lanes_upto(n);
       float* ci = c + i * ldc + 8 * h;
       __m256 r = _mm256_mul_ps(va, acc[i][h]);
-      if (beta != 0.0f) r = _mm256_add_ps(r, _mm256_mul_ps(vb, _mm256_maskload_ps(ci, m)));
-      if (n >= 8) {
-        _mm256_storeu_ps(ci, r);
-      } else {  // (through a buffer: vmaskmovps stores cost ~10× a plain one on AMD Zen 2/3)
-        alignas(32) float t[8];
-        _mm256_store_ps(t, r);
-        for (int l = 0; l < n; ++l) ci[l] = t[l];
-      }
+      if (beta != 0.0f) r = _mm256_add_ps(r, _mm256_mul_ps(vb, load_n(ci, n)));
+      store_n(ci, r, n);
     }
   }
 }

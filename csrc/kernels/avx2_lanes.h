@@ -1,8 +1,9 @@
-// Partial vectors for the AVX2 kernels (conv_avx2.cpp, winograd_avx2.cpp, pool_avx2.cpp): the
-// first n of 8 lanes loaded (vmaskmovps: masked-off lanes are not read) or stored. Stores are
-// plain 4-, 2- and 1-lane ones, not vmaskmovps: a masked store costs ~10× a plain one on AMD
-// Zen 2/3 (it took a quarter of the pool's time there). Include only from files compiled with
-// -mavx2 -mfma; everything here has internal linkage, so no AVX2 code leaks into other files.
+// Partial vectors for the AVX2 kernels (conv_avx2.cpp, winograd_avx2.cpp, pool_avx2.cpp and
+// the GEMM's gemm/ukernel_avx2.cpp): the first n of 8 lanes loaded (vmaskmovps: masked-off lanes
+// are not read) or stored. Stores are plain 4-, 2- and 1-lane ones, not vmaskmovps: a masked
+// store costs ~10× a plain one on AMD Zen 2/3 (it took a quarter of the pool's time there).
+// Include only from files compiled with -mavx2 -mfma; everything here has internal linkage, so
+// no AVX2 code leaks into other files.
 #pragma once
 #include <immintrin.h>
 #include <cstdint>
