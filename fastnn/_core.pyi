@@ -76,6 +76,10 @@ class Plan:
         """
         Bytes of workspace the plan keeps between calls
         """
+def _set_conv_plane(on: bool) -> bool:
+    """
+    Testing knob: whether float stride-1 convolutions of one input channel per group take the plane kernel on the vector paths (default True; the direct kernels' bits); returns the old setting.
+    """
 def _set_conv_sparse_max_density(d: typing.SupportsFloat | typing.SupportsIndex) -> float:
     """
     Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at most 0.6 times it is (on CPUs with half-rate 512-bit FMAs; elsewhere only at 1: always); returns the old value.

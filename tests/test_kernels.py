@@ -358,6 +358,52 @@ def test_conv_input_gradient_of_an_infinite_weight_is_the_dense_kernels(path):
     assert np.array_equal(results[0], results[1], equal_nan=True)
 
 
+PLANE_SHAPES = [  # N, C, OC, groups, H, W, (KH, KW), padding, dilation, activation, bias
+    (9, 1, 32, 1, 28, 28, (3, 3), 1, 1, "relu", True), (3, 1, 32, 1, 28, 28, (3, 3), 1, 1, "none", True),
+    (1, 1, 32, 1, 28, 28, (3, 3), 1, 1, "relu", True), (2, 1, 7, 1, 9, 13, (3, 3), 1, 1, "none", False),
+    (2, 1, 5, 1, 1, 1, (1, 1), (1, 1), 1, "none", True), (2, 1, 13, 1, 5, 40, (5, 5), 2, 1, "relu", True),
+    (2, 8, 8, 8, 14, 14, (3, 3), 1, 1, "relu", True), (1, 16, 32, 16, 7, 7, (3, 3), 1, 1, "none", True),
+    (2, 4, 12, 4, 10, 33, (3, 3), 2, 2, "relu", False), (0, 1, 32, 1, 28, 28, (3, 3), 1, 1, "none", True),
+    (3, 3, 6, 3, 8, 8, (1, 3), (0, 1), 1, "relu", True), (1, 1, 16, 1, 3, 3, (3, 3), 0, 1, "none", True),
+    (4, 2, 2, 2, 5, 70, (3, 3), 1, 1, "none", True), (2, 1, 4, 1, 6, 8, (3, 3), 1, 1, "none", True),
+    (2, 1, 25, 1, 12, 17, (2, 2), (0, 1), 1, "relu", True)]
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_plane_kernel_gives_the_direct_kernels_bits(path):
+    # A convolution with one input channel per group (an image net's first layer, a depthwise
+    # one) takes the plane kernel on the vector paths: vectors over output pixels, each value
+    # the same FMA chain over the taps as the direct and tile kernels it replaces, so the same
+    # bits, on 1 and 2 threads (batch 1 splits an image's rows between them), for rows of any
+    # width (a last vector overlapping the one before it, or a partial one below 8 pixels), and
+    # near the twin. The fused max pool after it (a compiled plan's) is checked in test_plan.py.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(9)
+    for N, C, OC, G, H, W, (KH, KW), pad, dil, act, bias in PLANE_SHAPES:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = rng.standard_normal((OC, C // G, KH, KW)).astype(np.float32)
+        b = rng.standard_normal(OC).astype(np.float32) if bias else None
+        ph, pw = (pad, pad) if isinstance(pad, int) else pad
+        out_shape = (N, OC, H + 2 * ph - dil * (KH - 1), W + 2 * pw - dil * (KW - 1))
+        outs = []
+        try:
+            for threads, plane in ((2, True), (1, True), (2, False)):
+                _core.set_num_threads(threads)
+                previous = _core._set_conv_plane(plane)
+                out = np.full(out_shape, np.nan, np.float32)
+                _core.conv2d_forward(out, x, w, b, 1, pad, dil, G, act)
+                _core._set_conv_plane(previous)
+                outs.append(out)
+        finally:
+            _core.set_num_threads(2)
+            _core._set_conv_plane(True)
+        for other in outs[1:]:
+            np.testing.assert_array_equal(outs[0].view(np.uint32), other.view(np.uint32))
+        ref = np.empty(out_shape, np.float32)
+        numpy_ref.conv2d_forward(ref, x, w, b, 1, pad, dil, G, act)
+        np.testing.assert_allclose(outs[0], ref, rtol=1e-5, atol=1e-5 * KH * KW)
+
+
 WINOGRAD_SHAPES = [  # N, C, OC, H, W, padding (top, bottom, left, right), activation, bias
     (8, 32, 64, 14, 14, (1, 1, 1, 1), "relu", True), (3, 16, 16, 7, 7, (1, 1, 1, 1), "none", True),
     (2, 16, 32, 13, 11, (0, 0, 0, 0), "none", False), (5, 48, 16, 5, 9, (2, 2, 2, 2), "relu", True),

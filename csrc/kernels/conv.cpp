@@ -44,6 +44,9 @@
 // convolution over input channels in 16s sums only the nonzero terms of its weight gradient
 // (ConvSparseDw, the input channel-last): the dense kernel's bits, 2–3× faster at 15–25%.
 //
+// With one input channel per group (an image net's first layer, a depthwise convolution), the
+// forward pass takes the plane kernel instead (plane_forward): vectors over output pixels.
+//
 // Before all of these, 3 × 3 stride-1 convolutions with channels in 16s take Winograd
 // F(2×2, 3×3) on the vector paths (winograd_avx512.cpp, winograd_avx2.cpp; winograd_forward below): the forward
 // pass (a following 2 × 2 max pool made in its output transform), the dense input gradient (the
@@ -464,6 +467,64 @@ void direct_by_channels(float* out, const float* x, const float* weight, const f
   });
 }
 
+// One input channel per group (an image net's first layer, a depthwise convolution), stride 1:
+// the plane kernel (ConvPlane), vectors over each output row's pixels and the weights
+// broadcast, its stores along the output planes' rows. The same FMA chains as the direct and
+// tile kernels (the same bits); those store 8–16 planes' pixels at once, which cost most of
+// their time at 1 -> 32 channels of 28 × 28 (measured in docs/performance.md). Items: a
+// sample's group, or at batch 1 a block of its output channels (each thread pads the plane
+// it reads: one channel, ~1 µs). With `pool`, an item's planes are max-pooled into pout and
+// argmax as soon as they are made, while they are in cache (conv2d_maxpool_forward).
+bool g_plane = true;
+
+bool plane_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast) {
+  return g_plane && fast && fast->plane && g.Cg == 1 && g.path == Path::Wide && s.OH > 0 && s.OW > 0;
+}
+
+void plane_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
+                   const Geometry& g, const ConvTaps& fast, Act act, const Pool2d* pool = nullptr,
+                   float* pout = nullptr, std::int32_t* argmax = nullptr) {
+  const std::vector<idx> taps = forward_taps(s, g);
+  const idx P = s.OH * s.OW, items = s.N * s.G;
+  // fewer samples and groups than threads: each split into a block of output channels per
+  // thread (as direct_by_channels splits them)
+  const idx nt = num_threads();
+  if (items == 0) return;
+  const idx cb = items >= nt ? 1 : std::min(g.OCg, (nt + items - 1) / items);
+  const idx per = (g.OCg + cb - 1) / cb;
+  // item t: output channels [c0, c1) of sample n's group gi; `padded` the group whose plane xp holds
+  auto one = [&](idx t, float* xp, idx& padded) {
+    const idx ng = t / cb, n = ng / s.G, gi = ng % s.G, c0 = t % cb * per, c1 = std::min(g.OCg, c0 + per);
+    if (c0 >= c1) return;
+    if (padded != ng) {
+      pad_planes(xp, x + (n * s.C + gi) * s.H * s.W, s, g, fast.rows);
+      std::fill(xp + padded_size(g), xp + padded_size(g) + 16, 0.0f);
+      padded = ng;
+    }
+    const idx o0 = n * s.OC + gi * g.OCg + c0;  // the item's first output plane
+    fast.plane(g.K, weight + (gi * g.OCg + c0) * g.K, c1 - c0, taps.data(), xp, g.Wp, s.OH, s.OW, out + o0 * P, P,
+               bias ? bias + gi * g.OCg + c0 : nullptr, act == Act::ReLU);
+    if (pool) {
+      SerialScope serial;
+      Pool2d pc = *pool;
+      pc.N = 1, pc.C = c1 - c0;
+      const idx at = o0 * pool->OH * pool->OW;
+      maxpool2d_forward(pout + at, argmax + at, out + o0 * P, pc);
+    }
+  };
+  thread_local Buf<float> xbuf;  // (rows are read in whole vectors: 16 zeros after the plane)
+  if (cb == 1)
+    return parallel_items(items, [&](idx t) {
+      idx padded = -1;
+      one(t, scratch(xbuf, padded_size(g) + 16), padded);
+    });
+  parallel_chunks(items * cb, 1, [&](idx t0, idx t1) {
+    idx padded = -1;
+    float* xp = scratch(xbuf, padded_size(g) + 16);
+    for (idx t = t0; t < t1; ++t) one(t, xp, padded);
+  });
+}
+
 // The direct kernel's tile shape for s, and whether conv2d_forward runs direct_by_channels
 // (then returns the vector kernels; float only).
 template <class T>
@@ -626,6 +687,8 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
     if (winograd_ok(s, g, taps_kernel<T>(g), act)) return winograd_forward(out, x, weight, bias, s, g, *conv_taps_f32(), act);
   const idx P = s.OH * s.OW;
   const ConvTaps* fast = taps_kernel<T>(g);
+  if constexpr (std::is_same_v<T, float>)
+    if (plane_ok(s, g, fast)) return plane_forward(out, x, weight, bias, s, g, *fast, act);
   const std::vector<idx> taps = fast ? forward_taps(s, g) : std::vector<idx>();
   // each group's weight packed for the tile kernel, when enough samples repay packing it (at
   // batch 1 the packing of 64 × 288 weights cost ~10 of the ~50 µs: read through rows there)
@@ -1015,6 +1078,12 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     }
 }
 
+bool set_conv_plane(bool on) {
+  const bool old = g_plane;
+  g_plane = on;
+  return old;
+}
+
 bool set_conv_winograd(bool on) {
   const bool old = g_winograd;
   g_winograd = on;
@@ -1038,6 +1107,9 @@ void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, cons
       if (p.KH == 2 && p.KW == 2 && p.SH == 2 && p.SW == 2 && p.PH == 0 && p.PW == 0 && p.OH == s.OH / 2 &&
           p.OW == s.OW / 2)
         return winograd_forward(nullptr, x, weight, bias, s, g, *conv_taps_f32(), act, &p, out, argmax);
+  } else if (plane_ok(s, g, taps_kernel<T>(g))) {
+    if constexpr (std::is_same_v<T, float>)
+      return plane_forward(y, x, weight, bias, s, g, *conv_taps_f32(), act, &p, out, argmax);
   } else if (const ConvTaps* fast = by_channels<T>(s, g, pixels, nv)) {
     if constexpr (std::is_same_v<T, float>)
       return direct_by_channels(y, x, weight, bias, s, g, *fast, pixels, nv, act, &p, out, argmax);

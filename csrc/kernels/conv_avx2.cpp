@@ -261,6 +261,107 @@ void conv_oc_tile_avx2(std::int64_t k, const float* w, std::int64_t ldw, int pix
 
 namespace {
 
+// MO output channels × MV vectors of one row's pixels of ConvPlane: per tap, the smaller of the
+// two sets in registers (MO weights broadcast, or MV vectors of input) and the other streamed
+// against it. MO·MV accumulators: 12 where registers allow, as each chain of k FMAs is short
+// (9 taps: at 8 accumulators a core waits on the FMAs' latency; 12 measured 1.3× faster), and
+// at most 16 registers in all (at 17 GCC stored one to the stack after every FMA). The
+// vectors start at 8·v but the last, at `last`, which stores nl lanes (plane_row).
+template <int MO, int MV>
+void plane_block(std::int64_t k, const float* w, const std::int64_t* taps, const float* src, float* out,
+                 std::int64_t ldo, std::int64_t last, std::int64_t nl, const float* bias, bool relu) {
+  static_assert(MO * MV + (MO < MV ? MO : MV) + 1 <= 16, "more registers than AVX2 has");
+  __m256 acc[MO][MV];
+#pragma GCC unroll 12
+  for (int o = 0; o < MO; ++o)
+#pragma GCC unroll 4
+    for (int v = 0; v < MV; ++v) acc[o][v] = _mm256_setzero_ps();
+  for (std::int64_t p = 0; p < k; ++p) {
+    const float* b = src + taps[p];
+    if constexpr (MO < MV) {
+      __m256 wv[MO];
+#pragma GCC unroll 12
+      for (int o = 0; o < MO; ++o) wv[o] = _mm256_broadcast_ss(w + o * k + p);
+#pragma GCC unroll 4
+      for (int v = 0; v < MV; ++v) {
+        const __m256 x = _mm256_loadu_ps(b + (v < MV - 1 ? 8 * v : last));
+#pragma GCC unroll 12
+        for (int o = 0; o < MO; ++o) acc[o][v] = _mm256_fmadd_ps(x, wv[o], acc[o][v]);
+      }
+    } else {
+      __m256 x[MV];
+#pragma GCC unroll 4
+      for (int v = 0; v < MV; ++v) x[v] = _mm256_loadu_ps(b + (v < MV - 1 ? 8 * v : last));
+#pragma GCC unroll 12
+      for (int o = 0; o < MO; ++o) {
+        const __m256 wv = _mm256_broadcast_ss(w + o * k + p);
+#pragma GCC unroll 4
+        for (int v = 0; v < MV; ++v) acc[o][v] = _mm256_fmadd_ps(x[v], wv, acc[o][v]);
+      }
+    }
+  }
+#pragma GCC unroll 12
+  for (int o = 0; o < MO; ++o) {
+    const __m256 bi = bias ? _mm256_set1_ps(bias[o]) : _mm256_setzero_ps();
+#pragma GCC unroll 4
+    for (int v = 0; v < MV; ++v) {
+      __m256 r = acc[o][v];
+      if (bias) r = _mm256_add_ps(r, bi);
+      if (relu) r = relu8(r);
+      if (v < MV - 1) _mm256_storeu_ps(out + o * ldo + 8 * v, r);
+      else store_n(out + o * ldo + last, r, nl);
+    }
+  }
+}
+
+// The last r < MO channels of a row as one block of r
+template <int R, int MV>
+void plane_rest(std::int64_t r, std::int64_t k, const float* w, const std::int64_t* taps, const float* src,
+                float* out, std::int64_t ldo, std::int64_t last, std::int64_t nl, const float* bias, bool relu) {
+  if constexpr (R > 0) {
+    if (r == R) return plane_block<R, MV>(k, w, taps, src, out, ldo, last, nl, bias, relu);
+    plane_rest<R - 1, MV>(r, k, w, taps, src, out, ldo, last, nl, bias, relu);
+  }
+}
+
+// n pixels of one row from ow on (MV = ⌈n/8⌉ vectors), every channel: blocks of MO, then the
+// rest in one. Where the row has 8 pixels before the run's end (ow + n >= 8), its last vector
+// ends there, overlapping the one before it, and is stored whole: its overlapping lanes are
+// the same FMA chains again, so the same values (a partial store of 4 lanes cost ~15% more).
+template <int MO, int MV>
+void plane_row(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+               float* out, std::int64_t ldo, std::int64_t ow, std::int64_t n, const float* bias, bool relu) {
+  const std::int64_t last = ow + n >= 8 ? n - 8 : 8 * (MV - 1), nl = ow + n >= 8 ? 8 : n - last;
+  std::int64_t o = 0;
+  for (; o + MO <= noc; o += MO)
+    plane_block<MO, MV>(k, w + o * k, taps, src, out + o * ldo, ldo, last, nl, bias ? bias + o : nullptr, relu);
+  plane_rest<MO - 1, MV>(noc - o, k, w + o * k, taps, src, out + o * ldo, ldo, last, nl, bias ? bias + o : nullptr,
+                         relu);
+}
+
+}  // namespace
+
+// ConvPlane (conv_simd.h): row by row, its pixels in runs of up to 4 vectors (32 pixels), 3
+// channels at a time beside 4 vectors, more beside fewer (plane_block).
+void conv_plane_avx2(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+                     std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo, const float* bias,
+                     bool relu) {
+  for (std::int64_t oh = 0; oh < OH; ++oh)
+    for (std::int64_t ow = 0; ow < OW; ow += 32) {
+      const std::int64_t n = OW - ow < 32 ? OW - ow : 32;
+      const float* s = src + oh * Wp + ow;
+      float* o = out + oh * OW + ow;
+      switch ((n + 7) / 8) {
+        case 4: plane_row<3, 4>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu); break;
+        case 3: plane_row<4, 3>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu); break;
+        case 2: plane_row<6, 2>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu); break;
+        default: plane_row<12, 1>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu); break;
+      }
+    }
+}
+
+namespace {
+
 // ConvSparseDw for 8 of the channels (the AVX-512 kernel's 16·CV, one ymm of them at a time: 9
 // accumulators): per output channel o, its nonzero gradient values found 8 at a time (a compare,
 // then the set bits in ascending order), each broadcast against its pixel's 9 taps. LDX > 0: the

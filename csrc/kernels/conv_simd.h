@@ -49,6 +49,18 @@ using ConvOcTile = void (*)(std::int64_t k, const float* w, std::int64_t ldw, in
                             const std::int64_t* taps, const float* src, float* out, std::int64_t ldo, int px,
                             const float* bias, bool relu);
 
+// A direct convolution of one input plane (a group of one input channel: an image net's first
+// layer, a depthwise convolution), vectors over an output row's pixels: for o < noc, output
+// rows oh < OH and pixels ow < OW,
+//   out[o·ldo + oh·OW + ow] = act(Σ_p w[o·k + p] · src[taps[p] + oh·Wp + ow] + bias[o])
+// one FMA chain over p in order, then + bias (unless null), ReLU (if relu): the bits of
+// ConvOcTile's and ConvTapsTile's. Each row's pixels are read in whole vectors of 8 (up to 7
+// past OW: the padded plane's slack). Its stores run along the planes' rows, where ConvOcTile's
+// go to 8–16 planes at once and transpose in registers first.
+using ConvPlane = void (*)(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+                           std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo,
+                           const float* bias, bool relu);
+
 // As ConvTapsTile over rows <= 6 (through arow) and 64 columns, every one kept, C added to when
 // `add`, no bias or ReLU: the weight gradient's tiles when the output channels come in 64s.
 using ConvTaps64 = void (*)(std::int64_t k, std::int64_t seg, std::int64_t stride, const float* a,
@@ -110,6 +122,7 @@ struct ConvTaps {
   ConvTranspose transpose;
   ConvRows rows;
   ConvOcTile oc_tile;
+  ConvPlane plane;
   ConvSparseDw sparse_dw;
   ConvSparseDx sparse_dx;
   ConvWinoWeights wino_weights;
@@ -185,6 +198,10 @@ void conv_wino_dw_finish_avx2(const float* M, std::int64_t C, std::int64_t OC, f
                                 std::int64_t ldt);
 void conv_taps_dot_avx2(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
+// (on both vector paths: its stores, not its FMAs, bound it)
+void conv_plane_avx2(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+                     std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo, const float* bias,
+                     bool relu);
 #endif
 
 }  // namespace fastnn

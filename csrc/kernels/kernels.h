@@ -63,6 +63,10 @@ double set_conv_sparse_max_density(double d);
 // Whether float 3×3 stride-1 convolutions take Winograd F(2×2, 3×3) where the AVX-512 path
 // allows (default on; tests switch it off to reach the direct kernels); returns the old value.
 bool set_conv_winograd(bool on);
+// Whether convolutions of one input channel per group take the plane kernel on the vector
+// paths (default on; the same bits as the direct kernels, which the tests compare it with);
+// returns the old value.
+bool set_conv_plane(bool on);
 
 // x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
 // max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).

@@ -76,6 +76,9 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_conv_winograd", [](bool on) { return set_conv_winograd(on); }, py::arg("on"),
         "Testing knob: whether float 3x3 stride-1 convolutions with channels in 16s take Winograd "
         "F(2x2, 3x3) on the AVX-512 path (default True); returns the old setting.");
+  m.def("_set_conv_plane", [](bool on) { return set_conv_plane(on); }, py::arg("on"),
+        "Testing knob: whether float stride-1 convolutions of one input channel per group take the "
+        "plane kernel on the vector paths (default True; the direct kernels' bits); returns the old setting.");
   m.def("_set_conv_sparse_max_density", [](double d) { return set_conv_sparse_max_density(d); }, py::arg("d"),
         "Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this "
         "fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at "
