@@ -183,9 +183,26 @@ void conv_taps_dot_avx2(std::int64_t n, const float* a, std::int64_t lda, const 
   }
 }
 
-// ConvTranspose (conv_simd.h): 8 × 8 blocks in registers, edges masked
+// ConvTranspose (conv_simd.h): 8 × 8 blocks in registers. With 8 rows and columns or more, the
+// last block of each run is moved back to end at the edge, overlapping the one before it
+// (whose values it writes again, the same): plain loads and stores only, where rows of 14
+// pixels took a masked load per row and partial stores in every other block. Fewer: the
+// edges masked.
 void conv_transpose_avx2(const float* src, std::int64_t rows, std::int64_t cols, std::int64_t lds, float* dst,
                          std::int64_t ldd) {
+  if (rows >= 8 && cols >= 8) {
+    for (std::int64_t i0 = 0; i0 < rows; i0 += 8) {
+      const std::int64_t i = i0 < rows - 8 ? i0 : rows - 8;
+      for (std::int64_t j0 = 0; j0 < cols; j0 += 8) {
+        const std::int64_t j = j0 < cols - 8 ? j0 : cols - 8;
+        __m256 r[8];
+        for (int k = 0; k < 8; ++k) r[k] = _mm256_loadu_ps(src + (i + k) * lds + j);
+        transpose8(r);
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(dst + (j + k) * ldd + i, r[k]);
+      }
+    }
+    return;
+  }
   for (std::int64_t i0 = 0; i0 < rows; i0 += 8)
     for (std::int64_t j0 = 0; j0 < cols; j0 += 8) {
       __m256 r[8];
