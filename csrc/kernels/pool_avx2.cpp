@@ -23,6 +23,16 @@ inline __m256 takes(__m256 v, __m256 best) {
   return _mm256_or_ps(_mm256_cmp_ps(v, best, _CMP_GT_OQ), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 inline __m256 ints(int v) { return _mm256_castsi256_ps(_mm256_set1_epi32(v)); }
+
+// Where the 8 outputs from ow0 start: a row's last 8 end at its end, overlapping the 8 before
+// them (their values written again, the same), so that every load and store is whole when a
+// row has 8 outputs or more. Forward only: rows of 14 outputs, one image of 32 channels of
+// 28 × 28, 6.7 → 5.2 µs on Zen 3 (in a C++ loop, the two alternating; 11.4 → 8.8 in a slower
+// hour); the backward, whose
+// edge stores were plain partial ones already, was 3% slower so.
+inline std::int64_t last_step(std::int64_t ow0, std::int64_t OW) {
+  return ow0 + 8 > OW && OW >= 8 ? OW - 8 : ow0;
+}
 }  // namespace
 
 void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
@@ -31,11 +41,10 @@ void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, s
   for (std::int64_t oh = 0; oh < OH; ++oh) {
     const float* r0 = in + 2 * oh * W;
     const float* r1 = r0 + W;
-    for (std::int64_t ow = 0; ow < OW; ow += 8) {
-      const std::int64_t n = OW - ow < 8 ? OW - ow : 8;
-      const __m256i mlo = below(2 * n), mhi = below(2 * n - 8);
-      const __m256 a_lo = _mm256_maskload_ps(r0 + 2 * ow, mlo), a_hi = _mm256_maskload_ps(r0 + 2 * ow + 8, mhi);
-      const __m256 b_lo = _mm256_maskload_ps(r1 + 2 * ow, mlo), b_hi = _mm256_maskload_ps(r1 + 2 * ow + 8, mhi);
+    for (std::int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
+      const std::int64_t ow = last_step(ow0, OW), n = OW - ow < 8 ? OW - ow : 8;
+      const __m256 a_lo = load_n(r0 + 2 * ow, 2 * n), a_hi = load_n(r0 + 2 * ow + 8, 2 * n - 8);
+      const __m256 b_lo = load_n(r1 + 2 * ow, 2 * n), b_hi = load_n(r1 + 2 * ow + 8, 2 * n - 8);
       const __m256 v1 = odd(a_lo, a_hi), v2 = even(b_lo, b_hi), v3 = odd(b_lo, b_hi);
       __m256 best = even(a_lo, a_hi), at = ints(0);
       __m256 t = takes(v1, best);
