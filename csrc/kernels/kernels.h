@@ -91,8 +91,9 @@ void maxpool2d_relu_backward(T* dx, idx ld, idx row, const T* dout, const T* out
 // conv2d_forward into y (N, OC, OH, OW), then maxpool2d_forward of y (p: C = OC, H × W =
 // OH × OW) into out and argmax: the plan's conv2d+maxpool2d op, with the two calls' bits. With
 // fewer samples than threads, each thread pools the channels it has just convolved. Under
-// Winograd with a 2 × 2, stride-2 pool, each tile is pooled as it is made and y is not written
-// (y is the caller's scratch).
+// Winograd with a 2 × 2, stride-2 pool, each tile is pooled as it is made, and the plane
+// kernel (one input channel per group) pools each sample's planes from a buffer of its own:
+// neither writes y (the caller's scratch).
 template <class T>
 void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, const T* weight, const T* bias,
                             const Conv2d& s, Act act, const Pool2d& p);
