@@ -50,9 +50,20 @@ inline typename V::reg vexp(typename V::reg x_in) {
 // one Newton step, r + r (1 - d r): within 3 ulp at a fraction of a division's cost. d = 1 + e^-x >= 1, so nothing cancels. Below x = -87 the
 // result (< 1.7e-38) is flushed to exactly 0, as vexp flushes: forming it would take subnormal
 // arithmetic (a microcode assist each) and inf * 0 in the Newton step.
+//
+// e^-x here needs no more than 1 + e^-x keeps: -x is clamped to [-80, 88] (below, e^-x < 2^-24
+// and 1 + e^-x rounds to 1 either way; above, x < -87 gives 0 below), so 2^n is one normal
+// float and p · 2^n one exact multiply: vexp's two-factor scaling and its flush (7 of the ~50
+// operations) are not needed, and every value comes out as before. Measured as above: 20.9 →
+// 14.8 cycles per 8 floats.
 template <class V>
 inline typename V::reg vsigmoid(typename V::reg x) {
-  const auto d = V::add(V::set1(1.0f), vexp<V>(V::sub(V::set1(0.0f), x)));
+  using R = typename V::reg;
+  const R t = V::min(V::set1(88.0f), V::max(V::set1(-80.0f), V::sub(V::set1(0.0f), x)));  // NaN passes
+  R n;
+  const R rt = reduce_ln2<V>(t, n);
+  const R e = V::mul(V::fmadd(expm1_over_r<V>(rt), rt, V::set1(1.0f)), V::pow2(n));  // n in [-116, 127]
+  const auto d = V::add(V::set1(1.0f), e);
   const auto r = V::rcp(d);
   const auto y = V::fmadd(r, V::fnmadd(d, r, V::set1(1.0f)), r);  // r + r (1 - d r)
   return V::select_lt(x, V::set1(-87.0f), V::set1(0.0f), y);  // NaN: the compare fails
@@ -77,9 +88,19 @@ inline typename V::reg vtanh(typename V::reg x) {
   return V::copysign(V::mul(d, V::fmadd(rs, V::fnmadd(s, rs, V::set1(1.0f)), rs)), x);
 }
 
+// out = f(x), four vectors a step: each f is one long chain of dependent operations, and four
+// side by side in the loop's body let the core overlap them (AVX2, Zen 3, 4096 floats in L1,
+// the fastest of 300 rounds alternating: sigmoid 14.8 → 13.9 cycles per 8 floats, tanh 18.1 →
+// 16.5; the medians 5–10% apart). The same operations on every value: the same results.
 template <class V, class F>
 inline void vmap(float* out, const float* x, long long n, F f) {
   long long i = 0;
+  for (; i + 4 * V::W <= n; i += 4 * V::W) {
+    const auto y0 = f(V::load(x + i)), y1 = f(V::load(x + i + V::W));
+    const auto y2 = f(V::load(x + i + 2 * V::W)), y3 = f(V::load(x + i + 3 * V::W));
+    V::store(out + i, y0), V::store(out + i + V::W, y1);
+    V::store(out + i + 2 * V::W, y2), V::store(out + i + 3 * V::W, y3);
+  }
   for (; i + V::W <= n; i += V::W) V::store(out + i, f(V::load(x + i)));
   if (i < n) V::store_tail(out + i, f(V::load_tail(x + i, (int)(n - i), 0.0f)), (int)(n - i));
 }
