@@ -2,6 +2,7 @@
 // only called after a CPUID check (vmath_f32() in gemm/ukernel_select.cpp).
 #include <immintrin.h>
 #include <cstdint>
+#include "kernels/avx2_lanes.h"
 
 namespace fastnn {
 namespace {
@@ -19,7 +20,9 @@ struct V {
     return _mm256_blendv_ps(_mm256_set1_ps(fill), _mm256_maskload_ps(p, m), _mm256_castsi256_ps(m));
   }
   static void store(float* p, reg v) { _mm256_storeu_ps(p, v); }
-  static void store_tail(float* p, reg v, int n) { _mm256_maskstore_ps(p, lanes(n), v); }
+  // n < 8 lanes by plain 4-, 2- and 1-lane stores: a masked store (vmaskmovps) costs about ten
+  // plain ones on AMD Zen 2/3 (avx2_lanes.h)
+  static void store_tail(float* p, reg v, int n) { store_n(p, v, n); }
   static reg add(reg a, reg b) { return _mm256_add_ps(a, b); }
   static reg sub(reg a, reg b) { return _mm256_sub_ps(a, b); }
   static reg mul(reg a, reg b) { return _mm256_mul_ps(a, b); }
