@@ -30,15 +30,21 @@ inline typename V::reg expm1_over_r(typename V::reg r) {
   return V::fmadd(q, r, V::set1(1.0f));
 }
 
+// e^x for x clamped to [lo, hi] (NaN passes: min/max return their second operand on NaN) as
+// p · 2^n, p = e^r: vexp, vexp_nonpos and vsigmoid scale p each as their range allows.
+template <class V>
+inline typename V::reg exp_parts(typename V::reg x_in, float lo, float hi, typename V::reg& n) {
+  const auto x = V::min(V::set1(hi), V::max(V::set1(lo), x_in));
+  const auto r = reduce_ln2<V>(x, n);
+  return V::fmadd(expm1_over_r<V>(r), r, V::set1(1.0f));  // e^r
+}
+
 // Inputs are clamped to [-87, 89] first: e^89 overflows to inf as std::exp does; NaN passes
-// through the clamp (min/max return their second operand on NaN) and the final select.
+// through the clamp and the final select.
 template <class V>
 inline typename V::reg vexp(typename V::reg x_in) {
-  using R = typename V::reg;
-  const R x = V::min(V::set1(89.0f), V::max(V::set1(-87.0f), x_in));
-  R n;
-  const R r = reduce_ln2<V>(x, n);
-  const R p = V::fmadd(expm1_over_r<V>(r), r, V::set1(1.0f));  // e^r
+  typename V::reg n;
+  const auto p = exp_parts<V>(x_in, -87.0f, 89.0f, n);
   // p * 2^n (overflowing to inf as IEEE does). Results below 1.7e-38 (x < -87) are flushed to
   // exactly 0: the input was clamped at -87 so that no subnormal is ever formed, since each one
   // costs a microcode assist of ~100 cycles (measured: softmax rows of 10, whose padding lanes
@@ -51,11 +57,8 @@ inline typename V::reg vexp(typename V::reg x_in) {
 // with 5 fewer operations. NaN passes; below -87 the result is flushed to 0, as vexp flushes.
 template <class V>
 inline typename V::reg vexp_nonpos(typename V::reg x_in) {
-  using R = typename V::reg;
-  const R x = V::min(V::set1(0.0f), V::max(V::set1(-87.0f), x_in));
-  R n;
-  const R r = reduce_ln2<V>(x, n);
-  const R p = V::fmadd(expm1_over_r<V>(r), r, V::set1(1.0f));  // e^r
+  typename V::reg n;
+  const auto p = exp_parts<V>(x_in, -87.0f, 0.0f, n);
   return V::select_lt(x_in, V::set1(-87.0f), V::set1(0.0f), V::mul(p, V::pow2(n)));
 }
 
@@ -71,12 +74,9 @@ inline typename V::reg vexp_nonpos(typename V::reg x_in) {
 // 14.8 cycles per 8 floats.
 template <class V>
 inline typename V::reg vsigmoid(typename V::reg x) {
-  using R = typename V::reg;
-  const R t = V::min(V::set1(88.0f), V::max(V::set1(-80.0f), V::sub(V::set1(0.0f), x)));  // NaN passes
-  R n;
-  const R rt = reduce_ln2<V>(t, n);
-  const R e = V::mul(V::fmadd(expm1_over_r<V>(rt), rt, V::set1(1.0f)), V::pow2(n));  // n in [-116, 127]
-  const auto d = V::add(V::set1(1.0f), e);
+  typename V::reg n;
+  const auto p = exp_parts<V>(V::sub(V::set1(0.0f), x), -80.0f, 88.0f, n);
+  const auto d = V::add(V::set1(1.0f), V::mul(p, V::pow2(n)));  // n in [-116, 127]
   const auto r = V::rcp(d);
   const auto y = V::fmadd(r, V::fnmadd(d, r, V::set1(1.0f)), r);  // r + r (1 - d r)
   return V::select_lt(x, V::set1(-87.0f), V::set1(0.0f), y);  // NaN: the compare fails
