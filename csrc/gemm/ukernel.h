@@ -49,8 +49,8 @@ SupKernel sup_kernel_f32(std::int64_t N);
 // Dot product of two float rows for the path in use (gemm_small_m); null for the portable path.
 using SDot = float (*)(std::int64_t k, const float* a, const float* b);
 SDot sdot_f32();
-// Eight dot products of one row a against rows b, b + ldb, ..., b + 7*ldb into out[0:8]; null
-// unless the AVX-512 path is in use.
+// Eight dot products of one row a against rows b, b + ldb, ..., b + 7*ldb into out[0:8], with
+// the same bits on the AVX-512 and AVX2 paths; null on the portable path.
 using SDot8 = void (*)(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
 SDot8 sdot8_f32();
 
@@ -92,6 +92,7 @@ void sgemm_sup_avx512(std::int64_t k, const float* a, std::int64_t rsa, std::int
                       const float* b, std::int64_t ldb, float* c, std::int64_t ldc, float alpha,
                       float beta, int rows, int cols);
 void sdot8_avx512(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
+void sdot8_avx2(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out);
 float sdot_avx2(std::int64_t k, const float* a, const float* b);
 #endif
 

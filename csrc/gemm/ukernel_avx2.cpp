@@ -79,6 +79,45 @@ float sdot_avx2(std::int64_t k, const float* a, const float* b) {
 
 namespace fastnn {
 
+// Eight dot products at once, as sdot8_avx512 forms them, so gemm_small_m (inference at
+// batch 1, a depthwise convolution's weight gradient through the GEMM) gives the same bits on
+// either vector path: per output 16 lane sums (lanes 0-7 and 8-15 in two ymm, the last chunk
+// zero-filled), folded lo + hi, then three rounds of horizontal adds. Four outputs a pass: eight
+// would need 16 accumulators and the two halves of `a`, more than the 16 ymm registers.
+void sdot8_avx2(std::int64_t k, const float* a, const float* b, std::int64_t ldb, float* out) {
+  for (int half = 0; half < 2; ++half) {
+    const float* b0 = b + (4 * half) * ldb;
+    const float* b1 = b0 + ldb;
+    const float* b2 = b1 + ldb;
+    const float* b3 = b2 + ldb;
+    __m256 c0l = _mm256_setzero_ps(), c0h = c0l, c1l = c0l, c1h = c0l, c2l = c0l, c2h = c0l, c3l = c0l, c3h = c0l;
+    std::int64_t p = 0;
+    for (; p + 16 <= k; p += 16) {
+      const __m256 al = _mm256_loadu_ps(a + p), ah = _mm256_loadu_ps(a + p + 8);
+      c0l = _mm256_fmadd_ps(al, _mm256_loadu_ps(b0 + p), c0l), c0h = _mm256_fmadd_ps(ah, _mm256_loadu_ps(b0 + p + 8), c0h);
+      c1l = _mm256_fmadd_ps(al, _mm256_loadu_ps(b1 + p), c1l), c1h = _mm256_fmadd_ps(ah, _mm256_loadu_ps(b1 + p + 8), c1h);
+      c2l = _mm256_fmadd_ps(al, _mm256_loadu_ps(b2 + p), c2l), c2h = _mm256_fmadd_ps(ah, _mm256_loadu_ps(b2 + p + 8), c2h);
+      c3l = _mm256_fmadd_ps(al, _mm256_loadu_ps(b3 + p), c3l), c3h = _mm256_fmadd_ps(ah, _mm256_loadu_ps(b3 + p + 8), c3h);
+    }
+    if (p < k) {  // (masked-off lanes read as zeros and add 0 · 0, as the AVX-512 kernel's do)
+      const __m256i ml = below(k - p), mh = below(k - p - 8);
+      const __m256 al = _mm256_maskload_ps(a + p, ml), ah = _mm256_maskload_ps(a + p + 8, mh);
+      c0l = _mm256_fmadd_ps(al, _mm256_maskload_ps(b0 + p, ml), c0l);
+      c0h = _mm256_fmadd_ps(ah, _mm256_maskload_ps(b0 + p + 8, mh), c0h);
+      c1l = _mm256_fmadd_ps(al, _mm256_maskload_ps(b1 + p, ml), c1l);
+      c1h = _mm256_fmadd_ps(ah, _mm256_maskload_ps(b1 + p + 8, mh), c1h);
+      c2l = _mm256_fmadd_ps(al, _mm256_maskload_ps(b2 + p, ml), c2l);
+      c2h = _mm256_fmadd_ps(ah, _mm256_maskload_ps(b2 + p + 8, mh), c2h);
+      c3l = _mm256_fmadd_ps(al, _mm256_maskload_ps(b3 + p, ml), c3l);
+      c3h = _mm256_fmadd_ps(ah, _mm256_maskload_ps(b3 + p + 8, mh), c3h);
+    }
+    const __m256 t0 = _mm256_hadd_ps(_mm256_add_ps(c0l, c0h), _mm256_add_ps(c1l, c1h));
+    const __m256 t1 = _mm256_hadd_ps(_mm256_add_ps(c2l, c2h), _mm256_add_ps(c3l, c3h));
+    const __m256 s = _mm256_hadd_ps(t0, t1);  // [sums 0-3 of lanes 0-3 | sums 0-3 of lanes 4-7]
+    _mm_storeu_ps(out + 4 * half, _mm_add_ps(_mm256_castps256_ps128(s), _mm256_extractf128_ps(s, 1)));
+  }
+}
+
 // Unpacked ("sup") 6×16 kernel for small GEMMs; the contract is in ukernel_avx512.cpp's twin.
 namespace {
 

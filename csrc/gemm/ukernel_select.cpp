@@ -124,6 +124,7 @@ const ConvTaps* conv_taps_f32() {
 SDot8 sdot8_f32() {
 #ifdef FASTNN_X86_KERNELS
   if (simd_path() == Simd::AVX512) return sdot8_avx512;
+  if (simd_path() == Simd::AVX2) return sdot8_avx2;  // (the same bits)
 #endif
   return nullptr;
 }
