@@ -398,6 +398,29 @@ def test_plan_winograd_convolutions_give_the_layers_bits(name):
     np.testing.assert_array_equal(np.concatenate([features.forward(X[i:i + 1]) for i in range(5)]), features.forward(X[:5]))
 
 
+def test_predict_of_one_image_follows_weights_changed_in_place():
+    # At batch 1 each thread keeps the Winograd transform of its half of a convolution's
+    # weight between calls (conv.cpp, block_u): a weight changed in place (same array, new
+    # values), by a user or a training step, must give the new result, not the kept one.
+    fnn.set_num_threads(2)
+    X, y = images(n=8, size=12)
+    fnn.manual_seed(0)
+    m = WINOGRAD_MODELS["pooled"]().eval()
+    conv = m[2]
+    first = m.predict(X[:1])
+    conv.weight.data[5] *= -0.5           # output channel 5: in the first thread's half
+    conv.weight.data[-1, -1, -1, -1] = 3.0  # the last value of the second thread's half
+    fnn.manual_seed(0)
+    fresh = WINOGRAD_MODELS["pooled"]().eval()
+    fresh.load_state_dict(m.state_dict())
+    after = m.predict(X[:1])
+    assert not np.array_equal(after, first)
+    np.testing.assert_array_equal(after, fresh.predict(X[:1]))
+    m.fit(X, y, optimizer=fnn.SGD(m.parameters(), lr=0.1), epochs=1, batch_size=4, verbose=0)
+    fresh.load_state_dict(m.state_dict())
+    np.testing.assert_array_equal(m.eval().predict(X[:1]), fresh.predict(X[:1]))
+
+
 def assert_same_on_1_and_2_threads(name, X, y, make_opt, batch_size):
     """Trains CNN_MODELS[name] for 2 epochs on 1 and on 2 threads: the weights, the history and
     predict (of all of X and of its first row) must be the same bits. Returns the last model."""

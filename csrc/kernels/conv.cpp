@@ -627,6 +627,40 @@ void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input,
   }
 }
 
+// The U of a block of noc output channels (their weight: noc rows of Cg·9, `w`) for a thread
+// that takes only that block (fewer samples than threads: predict of one image). Kept per
+// thread with a copy of the weight it came from, for the last few blocks seen: while the
+// weight holds the same bytes (an inference plan's predict after predict), the transform is
+// not made again (the same values: each U is a function of those bytes). Comparing the 36 KB
+// weight of half the CNN's second convolution costs less than a quarter of transposing and
+// transforming it.
+const float* block_u(const float* w, idx Cg, idx noc, const ConvTaps& fast) {
+  struct Entry {
+    const float* at = nullptr;
+    const ConvTaps* fast = nullptr;
+    idx Cg = 0, noc = 0;
+    std::vector<float> w, u;
+  };
+  thread_local Entry cache[4];
+  thread_local unsigned next = 0;
+  thread_local Buf<float> wt;
+  const idx n = 9 * Cg * noc;
+  for (Entry& e : cache)
+    if (e.at == w && e.fast == &fast && e.Cg == Cg && e.noc == noc && std::memcmp(e.w.data(), w, n * sizeof(float)) == 0)
+      return e.u.data();
+  Entry* e = nullptr;
+  for (Entry& c : cache)  // (the entry of this weight, else the next in turn)
+    if (c.at == w) e = &c;
+  if (!e) e = &cache[next++ % 4];
+  e->at = w, e->fast = &fast, e->Cg = Cg, e->noc = noc;
+  e->w.assign(w, w + n);
+  e->u.resize((size_t)(16 * Cg * noc));
+  float* t = scratch(wt, n);
+  fast.transpose(w, noc, 9 * Cg, 9 * Cg, t, noc);
+  fast.wino_weights(t, Cg, noc, e->u.data());
+  return e->u.data();
+}
+
 // With `p` (a 2 × 2, stride-2 max pool without padding of the output), its output and argmax go
 // to pout and argmax and out (the unpooled output) may be null.
 void winograd_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
@@ -650,16 +684,10 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
   }
   parallel_chunks(s.N * s.G * blocks, 1, [&](idx u0, idx u1) {
     thread_local WinoScratch w;
-    thread_local Buf<float> wtl, ul;
     for (idx u = u0; u < u1; ++u) {
       const idx ng = u / blocks, n = ng / s.G, gi = ng % s.G, at = n * s.OC + gi * g.OCg, o0 = u % blocks * noc;
       const float* Ug = U ? U + gi * usize + o0 : nullptr;
-      if (!U) {  // (the same values as the whole U's columns: each is its own transform)
-        float* wt = scratch(wtl, g.K * noc);
-        fast.transpose(weight + (gi * g.OCg + o0) * g.K, noc, g.K, g.K, wt, noc);
-        fast.wino_weights(wt, g.Cg, noc, scratch(ul, 16 * g.Cg * noc));
-        Ug = ul.data();
-      }
+      if (!U) Ug = block_u(weight + (gi * g.OCg + o0) * g.K, g.Cg, noc, fast);
       const WinoPool wp{p ? pout + at * Pp : nullptr, p ? argmax + at * Pp : nullptr, p ? p->OH : 0, p ? p->OW : 0};
       wino_sample(out ? out + at * P : nullptr, x + (n * s.C + gi * g.Cg) * s.H * s.W, s.H * s.W, s.W,
                   u > u0 && (u - 1) / blocks == ng, s, g, q, Ug, U ? g.OCg : noc, o0, noc,
