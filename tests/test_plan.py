@@ -360,6 +360,28 @@ def test_plan_cnn_equals_layer_by_layer(name, dtype):
     np.testing.assert_array_equal(m.predict(X, batch_size=7), np.concatenate([m.forward(X[i:i + 7]) for i in range(0, 48, 7)]))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.float64])
+def test_plan_batchnorm_with_a_pool_in_groups_of_planes_gives_the_layers_bits(dtype):
+    # BatchNorm with ReLU and a max pool fused runs its passes a few planes at a time (at most
+    # 8192 values: 14 planes of 24 × 24, so 20 channels go as 14 + 6, each group's channels
+    # taking their own statistics and parameters); a 3 × 3 pool of 5 × 5 planes after the
+    # second BatchNorm (an overlapping pool, odd sizes)
+    X, y = images(n=24, size=24, dtype=dtype)
+
+    def build():
+        fnn.manual_seed(0)
+        m = fnn.Sequential(
+            fnn.Conv2d(1, 20, 3, padding=1), fnn.BatchNorm2d(20), fnn.ReLU(), fnn.MaxPool2d(2),
+            fnn.Conv2d(20, 6, 3, padding=1, stride=2), fnn.BatchNorm2d(6), fnn.MaxPool2d(3, stride=2, padding=1),
+            fnn.Flatten(), fnn.Linear(54, 4))
+        return m if dtype == np.float32 else _as_dtype(m, dtype)
+    (m, _, _), (lm, _, _) = fit_both(build, OPTS["adam"], X, y, epochs=2, batch_size=10)
+    for k, v in lm.state_dict().items():
+        np.testing.assert_array_equal(m.state_dict()[k], v, err_msg=k)
+    m.eval()
+    np.testing.assert_array_equal(m.predict(X, batch_size=7), np.concatenate([m.forward(X[i:i + 7]) for i in range(0, 24, 7)]))
+
+
 WINOGRAD_MODELS = {
     # channels in 16s: 3 × 3 stride-1 convolutions take Winograd on the vector paths; a 2 × 2 pool
     # after one is made in its output transform (an odd 5 × 5 output: the last row and column

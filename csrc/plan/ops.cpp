@@ -354,11 +354,12 @@ struct PoolOp : Op<T> {
 // The same kernel calls as BatchNorm1d/2d.forward: statistics, normalization, running update
 // and the counter in training; normalization by the running statistics in eval.
 // A ReLU right after it can run inside it (fuse), and then a max pool after that (fuse_pool),
-// chunk by chunk of kConvChunk samples as after a convolution: forward, batchnorm_forward,
-// relu and maxpool2d_forward per chunk (the statistics over the whole batch first), the
-// normalized values only in a per-thread scratch; backward, batchnorm_backward's pieces with
-// the gradient at its output made per chunk (the pool's backward, then ReLU's mask from the
-// output recomputed from x), twice: once for every row's sums, once for the input gradient.
+// chunk by chunk of kConvChunk samples as after a convolution, and with the pool a few planes
+// at a time within a chunk (for_plane_groups): forward, batchnorm_forward, relu and
+// maxpool2d_forward (the statistics over the whole batch first), the normalized values only
+// in a per-thread scratch; backward, batchnorm_backward's pieces with the gradient at its
+// output made as they go (the pool's backward, then ReLU's mask from the output recomputed
+// from x), twice: once for every row's sums, once for the input gradient.
 // The same values and the same sums in the same order as the layers, so the same bits.
 // Linked to the convolution before it (training; LinkedNorm in plan.h), it takes the
 // statistics from the row moments the convolution wrote, and its backward stops after the
@@ -420,18 +421,17 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
     } else {
       std::int32_t* argmax = pooled ? argmax_of(saved) : nullptr;
       over_chunks(b.rows, [&](idx, idx n0, idx nn) {
+        if (!pooled)
+          return batchnorm_forward(b.val[this->out] + n0 * C * L, x + n0 * C * L, mean, var, gamma, beta, nn, C, L,
+                                   eps, act == Act::ReLU);
+        // a few planes at a time (PlaneGroups): normalized into a buffer and pooled from L1
         thread_local std::vector<T> buf;
-        T* y = b.val[this->out] + n0 * C * L;
-        if (pooled) {
-          if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
-          y = buf.data();
-        }
-        batchnorm_forward(y, x + n0 * C * L, mean, var, gamma, beta, nn, C, L, eps, act == Act::ReLU);
-        if (pooled) {
-          Pool2d pc = pool;
-          pc.N = nn;
-          maxpool2d_forward(b.val[this->out] + n0 * pool_width(), argmax + n0 * pool_width(), y, pc);
-        }
+        const idx OL = pool.OH * pool.OW;
+        for_plane_groups(n0, nn, [&](idx r, idx c, idx k) {
+          T* y = scratch_of(buf, k * L);
+          batchnorm_forward(y, x + r * L, mean + c, var + c, gamma + c, beta + c, 1, k, L, eps, act == Act::ReLU);
+          maxpool2d_forward(b.val[this->out] + r * OL, argmax + r * OL, y, pool_of(k));
+        });
       });
     }
     if (batch_stats && b.stats) std::copy(mean, mean + 2 * C, b.stats + this->stats_off);
@@ -444,15 +444,35 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
   }
   const T* mean_of(const void* saved) const { return batch_stats ? static_cast<const T*>(saved) : running_mean; }
   const T* var_of(const void* saved) const { return batch_stats ? static_cast<const T*>(saved) + C : running_var; }
-  // The gradient at BatchNorm's output (before ReLU's mask) for samples n0 .. n0 + nn: the
-  // op's output gradient, or with a pool fused its backward into buf.
-  const T* out_grad(const Batch<T>& b, const void* saved, idx n0, idx nn, std::vector<T>& buf) const {
-    if (!pooled) return b.grad[this->out] + n0 * C * L;
-    if (buf.size() < (size_t)(nn * C * L)) buf.resize((size_t)(nn * C * L));
-    Pool2d pc = pool;
-    pc.N = nn;
-    maxpool2d_backward(buf.data(), b.grad[this->out] + n0 * pool_width(), argmax_of(saved) + n0 * pool_width(), pc);
+  // With a pool fused, the passes go over samples n0 .. n0 + nn a group of planes at a time:
+  // f(r, c, k) for planes r .. r + k (r = n·C + c, channels c .. c + k of one sample), k
+  // planes making at most 32 KB (10 of 28 × 28), so that the normalized values or the pool's
+  // expanded gradient are read back from L1 (a whole chunk's, 800 KB for 8 samples of 32 × 28
+  // × 28, went through L2: the first BatchNorm's passes ~10-15% slower).
+  template <class F>
+  void for_plane_groups(idx n0, idx nn, F f) const {
+    const idx per = std::max<idx>(1, idx(8192) / std::max<idx>(L, 1));
+    for (idx r = n0 * C; r < (n0 + nn) * C;) {
+      const idx c = r % C, k = std::min(per, C - c);
+      f(r, c, k);
+      r += k;
+    }
+  }
+  static T* scratch_of(std::vector<T>& buf, idx n) {
+    if (buf.size() < (size_t)n) buf.resize((size_t)n);
     return buf.data();
+  }
+  Pool2d pool_of(idx k) const {  // the fused pool over one sample's k planes
+    Pool2d pc = pool;
+    pc.N = 1, pc.C = k;
+    return pc;
+  }
+  // The gradient at BatchNorm's output (before ReLU's mask) for planes r .. r + k (pooled).
+  const T* planes_grad(const Batch<T>& b, const void* saved, idx r, idx k, std::vector<T>& buf) const {
+    const idx OL = pool.OH * pool.OW;
+    T* g = scratch_of(buf, k * L);
+    maxpool2d_backward(g, b.grad[this->out] + r * OL, argmax_of(saved) + r * OL, pool_of(k));
+    return g;
   }
   void backward(const Batch<T>& b, void* saved, T* const* dst) override {
     const T *mean = mean_of(saved), *var = var_of(saved);
@@ -466,8 +486,13 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
     double *sg = sums.data(), *sgx = sums.data() + rows;
     over_chunks(b.rows, [&](idx, idx n0, idx nn) {
       thread_local std::vector<T> buf;
-      batchnorm_row_sums(sg + n0 * C, sgx + n0 * C, out_grad(b, saved, n0, nn, buf), x + n0 * C * L, mean, var, gamma,
-                         beta, nn, C, L, eps, act == Act::ReLU);
+      if (!pooled)
+        return batchnorm_row_sums(sg + n0 * C, sgx + n0 * C, b.grad[this->out] + n0 * C * L, x + n0 * C * L, mean, var,
+                                  gamma, beta, nn, C, L, eps, act == Act::ReLU);
+      for_plane_groups(n0, nn, [&](idx r, idx c, idx k) {
+        batchnorm_row_sums(sg + r, sgx + r, planes_grad(b, saved, r, k, buf), x + r * L, mean + c, var + c, gamma + c,
+                           beta + c, 1, k, L, eps, act == Act::ReLU);
+      });
     });
     batchnorm_channel_grads(b.grads + w_off, b.grads + b_off, means.data(), means.data() + C, sg, sgx, b.rows, C, L,
                             /*accumulate=*/false);
@@ -478,9 +503,15 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
   void input_grad(const Batch<T>& b, idx n0, idx nn, T* dx) override {
     thread_local std::vector<T> buf;
     const T *gamma = b.params + w_off, *beta = b.params + b_off;
-    batchnorm_dx(dx, out_grad(b, saved_now, n0, nn, buf), b.val[this->in[0]] + n0 * C * L, mean_of(saved_now),
-                 var_of(saved_now), gamma, beta, means.data(), means.data() + C, nn, C, L, eps, batch_stats,
-                 act == Act::ReLU);
+    const T *x = b.val[this->in[0]], *mean = mean_of(saved_now), *var = var_of(saved_now);
+    const T *mg = means.data(), *mgx = means.data() + C;
+    if (!pooled)
+      return batchnorm_dx(dx, b.grad[this->out] + n0 * C * L, x + n0 * C * L, mean, var, gamma, beta, mg, mgx, nn, C,
+                          L, eps, batch_stats, act == Act::ReLU);
+    for_plane_groups(n0, nn, [&](idx r, idx c, idx k) {
+      batchnorm_dx(dx + (r - n0 * C) * L, planes_grad(b, saved_now, r, k, buf), x + r * L, mean + c, var + c,
+                   gamma + c, beta + c, mg + c, mgx + c, 1, k, L, eps, batch_stats, act == Act::ReLU);
+    });
   }
 };
 
