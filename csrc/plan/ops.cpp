@@ -424,7 +424,7 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
         if (!pooled)
           return batchnorm_forward(b.val[this->out] + n0 * C * L, x + n0 * C * L, mean, var, gamma, beta, nn, C, L,
                                    eps, act == Act::ReLU);
-        // a few planes at a time (PlaneGroups): normalized into a buffer and pooled from L1
+        // a few planes at a time (for_plane_groups): normalized into a buffer, pooled from L1
         thread_local std::vector<T> buf;
         const idx OL = pool.OH * pool.OW;
         for_plane_groups(n0, nn, [&](idx r, idx c, idx k) {
