@@ -441,6 +441,14 @@ def test_predict_of_one_image_follows_weights_changed_in_place():
     m.fit(X, y, optimizer=fnn.SGD(m.parameters(), lr=0.1), epochs=1, batch_size=4, verbose=0)
     fresh.load_state_dict(m.state_dict())
     np.testing.assert_array_equal(m.eval().predict(X[:1]), fresh.predict(X[:1]))
+    # a convolution too wide to keep (each thread's half: 128 × 64 × 9 weights): transformed
+    # on every call, the same bits as at batch 2 (where one transform serves both threads)
+    fnn.manual_seed(0)
+    wide = fnn.Sequential(fnn.Conv2d(1, 64, 3, padding=1), fnn.ReLU(), fnn.Conv2d(64, 256, 3, padding=1),
+                          fnn.Flatten(), fnn.Linear(256 * 144, 4)).eval()
+    for _ in range(2):
+        np.testing.assert_array_equal(wide.predict(X[:1]), wide.predict(X[:2])[:1])
+        wide[2].weight.data[7] += 0.25
 
 
 def assert_same_on_1_and_2_threads(name, X, y, make_opt, batch_size):

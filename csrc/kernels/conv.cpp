@@ -633,7 +633,9 @@ void wino_sample(float* out, const float* in, idx ldc, idx ldr, bool same_input,
 // weight holds the same bytes (an inference plan's predict after predict), the transform is
 // not made again (the same values: each U is a function of those bytes). Comparing the 36 KB
 // weight of half the CNN's second convolution costs less than a quarter of transposing and
-// transforming it.
+// transforming it. Blocks of more than 64K weights (256 KB; their U 448 KB) are not kept: their
+// convolution's own work dwarfs the transform, and four of them per thread would hold memory
+// the user never asked for.
 const float* block_u(const float* w, idx Cg, idx noc, const ConvTaps& fast) {
   struct Entry {
     const float* at = nullptr;
@@ -643,22 +645,28 @@ const float* block_u(const float* w, idx Cg, idx noc, const ConvTaps& fast) {
   };
   thread_local Entry cache[4];
   thread_local unsigned next = 0;
-  thread_local Buf<float> wt;
+  thread_local Buf<float> wt, ubuf;
   const idx n = 9 * Cg * noc;
+  const bool keep = n <= (idx(1) << 16);
   for (Entry& e : cache)
-    if (e.at == w && e.fast == &fast && e.Cg == Cg && e.noc == noc && std::memcmp(e.w.data(), w, n * sizeof(float)) == 0)
+    if (keep && e.at == w && e.fast == &fast && e.Cg == Cg && e.noc == noc &&
+        std::memcmp(e.w.data(), w, n * sizeof(float)) == 0)
       return e.u.data();
-  Entry* e = nullptr;
-  for (Entry& c : cache)  // (the entry of this weight, else the next in turn)
-    if (c.at == w) e = &c;
-  if (!e) e = &cache[next++ % 4];
-  e->at = w, e->fast = &fast, e->Cg = Cg, e->noc = noc;
-  e->w.assign(w, w + n);
-  e->u.resize((size_t)(16 * Cg * noc));
+  float* u = scratch(ubuf, 16 * Cg * noc);
+  if (keep) {
+    Entry* e = nullptr;
+    for (Entry& c : cache)  // (the entry of this weight, else the next in turn)
+      if (c.at == w) e = &c;
+    if (!e) e = &cache[next++ % 4];
+    e->at = w, e->fast = &fast, e->Cg = Cg, e->noc = noc;
+    e->w.assign(w, w + n);
+    e->u.resize((size_t)(16 * Cg * noc));
+    u = e->u.data();
+  }
   float* t = scratch(wt, n);
   fast.transpose(w, noc, 9 * Cg, 9 * Cg, t, noc);
-  fast.wino_weights(t, Cg, noc, e->u.data());
-  return e->u.data();
+  fast.wino_weights(t, Cg, noc, u);
+  return u;
 }
 
 // With `p` (a 2 × 2, stride-2 max pool without padding of the output), its output and argmax go
