@@ -652,8 +652,10 @@ const float* block_u(const float* w, idx Cg, idx noc, const ConvTaps& fast) {
     if (keep && e.at == w && e.fast == &fast && e.Cg == Cg && e.noc == noc &&
         std::memcmp(e.w.data(), w, n * sizeof(float)) == 0)
       return e.u.data();
-  float* u = scratch(ubuf, 16 * Cg * noc);
-  if (keep) {
+  float* u = nullptr;
+  if (!keep) {
+    u = scratch(ubuf, 16 * Cg * noc);
+  } else {
     Entry* e = nullptr;
     for (Entry& c : cache)  // (the entry of this weight, else the next in turn)
       if (c.at == w) e = &c;
