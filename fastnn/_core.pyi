@@ -76,6 +76,10 @@ class Plan:
         """
         Bytes of workspace the plan keeps between calls
         """
+def _set_conv_phase(on: bool) -> bool:
+    """
+    Testing knob: whether float strided convolutions take the vector kernels over the input split by stride phase on the vector paths (default True; else im2col and the GEMM); returns the old setting.
+    """
 def _set_conv_plane(on: bool) -> bool:
     """
     Testing knob: whether float stride-1 convolutions of one input channel per group take the plane kernel on the vector paths (default True; the direct kernels' bits); returns the old setting.

@@ -272,7 +272,9 @@ CONV_GEOMETRIES = {
     "3x3-same": dict(k=(3, 3), padding=1),
     "1x1": dict(k=(1, 1)),
     "3x2-stride2-pad(1,0)": dict(k=(3, 2), stride=2, padding=(1, 0)),
-    "2x2-stride3": dict(k=(2, 2), stride=3),
+    "2x2-stride3": dict(k=(2, 2), stride=3),  # (on the vector paths: 2 of 3 phases read, Phase)
+    "3x3-stride2-pad1": dict(k=(3, 3), stride=2, padding=1),  # (a ResNet's downsampling)
+    "3x3-stride2-dilation2": dict(k=(3, 3), stride=2, dilation=2, padding=2),  # (every tap in one phase)
     "3x3-dilation2": dict(k=(3, 3), dilation=2, padding=2),
     "3x3-groups2": dict(k=(3, 3), padding=1, groups=2),
     "3x3-depthwise": dict(k=(3, 3), padding=1, groups=6),

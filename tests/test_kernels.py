@@ -457,6 +457,70 @@ def test_conv_winograd_is_right_and_its_bits_depend_on_no_thread_count_or_batch(
             assert not np.array_equal(outs[0], direct), (N, C, OC, H, W)
 
 
+PHASE_SHAPES = [  # N, C, OC, groups, H, W, (KH, KW), stride, padding, dilation, activation
+    (4, 16, 32, 1, 28, 28, (3, 3), 2, 1, 1, "relu"), (3, 32, 64, 1, 14, 14, (3, 3), 2, 1, 1, "none"),
+    (2, 64, 64, 1, 13, 13, (3, 3), 2, 1, 1, "none"), (2, 5, 7, 1, 17, 15, (3, 3), (2, 3), (0, 2), (2, 1), "relu"),
+    (2, 4, 4, 4, 10, 7, (3, 3), 2, 1, 1, "none"), (1, 16, 16, 1, 9, 9, (5, 5), 3, 2, 1, "relu"),
+    (2, 3, 4, 1, 11, 11, (3, 3), 4, 1, 1, "none"), (2, 16, 16, 1, 1, 1, (3, 3), 2, 1, 1, "none"),
+    (0, 16, 32, 1, 8, 8, (3, 3), 2, 1, 1, "none"), (3, 16, 48, 1, 12, 9, (3, 3), 2, 2, 2, "relu")]
+
+
+def _conv_phase(x, w, b, stride, pad, dil, groups, act, dout, phase):
+    previous = _core._set_conv_phase(phase)
+    try:
+        N, OC = x.shape[0], w.shape[0]
+        (KH, KW), (SH, SW) = w.shape[2:], (stride, stride) if isinstance(stride, int) else stride
+        (PH, PW), (DH, DW) = (pad, pad) if isinstance(pad, int) else pad, (dil, dil) if isinstance(dil, int) else dil
+        OH, OW = (x.shape[2] + 2 * PH - DH * (KH - 1) - 1) // SH + 1, (x.shape[3] + 2 * PW - DW * (KW - 1) - 1) // SW + 1
+        out = np.full((N, OC, OH, OW), np.nan, np.float32)
+        _core.conv2d_forward(out, x, w, b, stride, pad, dil, groups, act)
+        dx, dw, db = np.full_like(x, np.nan), np.full_like(w, np.nan), np.full_like(b, np.nan)
+        _core.conv2d_backward(dx, dw, db, dout[:, :, :OH, :OW], x, w, stride, pad, dil, groups, False, act, out)
+        return out, dx, dw, db
+    finally:
+        _core._set_conv_phase(previous)
+
+
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_strided_by_phase_is_right_and_thread_count_independent(path):
+    # Strided convolutions on the vector paths split the padded input by stride phase (conv.cpp,
+    # Phase) so that the stride-1 kernels read their taps: forward, the input gradient phase by
+    # phase (of every kept phase, with phases no tap reads giving zeros) and the weight
+    # gradient. Their bits must not depend on the thread count, nor (output and input gradient)
+    # on a sample being alone or in a batch; every value near the float64 twin; and the
+    # GEMM path (the knob off) near them too.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(12)
+    for N, C, OC, G, H, W, k, stride, pad, dil, act in PHASE_SHAPES:
+        x = rng.standard_normal((N, C, H, W)).astype(np.float32)
+        w = (rng.standard_normal((OC, C // G, *k)) / np.sqrt(k[0] * k[1] * C // G)).astype(np.float32)
+        b = rng.standard_normal(OC).astype(np.float32)
+        dout = rng.standard_normal((N, OC, H, W)).astype(np.float32)
+        args = (stride, pad, dil, G, act)
+        try:
+            _core.set_num_threads(2)
+            got = _conv_phase(x, w, b, *args, dout, True)
+            _core.set_num_threads(1)
+            one = _conv_phase(x, w, b, *args, dout, True)
+            alone = [_conv_phase(x[i:i + 1], w, b, *args, dout[i:i + 1], True) for i in range(N)]
+        finally:
+            _core.set_num_threads(2)
+        for a, c in zip(got, one):
+            assert np.array_equal(a, c, equal_nan=True), (N, C, OC, H, W, k, stride)
+        for i, part in enumerate(alone):  # (a batch's weight gradient sums the samples: not compared)
+            assert np.array_equal(got[0][i], part[0][0]) and np.array_equal(got[1][i], part[1][0]), (N, C, OC, H, W)
+        gemm = _conv_phase(x, w, b, *args, dout, False)
+        want = [np.empty(a.shape) for a in got]
+        f64 = [a.astype(np.float64) for a in (x, w, b)]
+        numpy_ref.conv2d_forward(want[0], *f64, *args)
+        numpy_ref.conv2d_backward(*want[1:], dout[:, :, :got[0].shape[2], :got[0].shape[3]].astype(np.float64),
+                                  *f64[:2], *args[:4], accumulate=False, activation=act, y=want[0])
+        for a, g, ref in zip(got, gemm, want):
+            scale = 1 + np.abs(ref).max(initial=0)
+            assert np.abs(a - ref).max(initial=0) <= 1e-5 * scale, (N, C, OC, H, W, k, stride)
+            assert np.abs(g - ref).max(initial=0) <= 1e-5 * scale, (N, C, OC, H, W, k, stride)
+
+
 def _conv_dx_winograd(dout, x, w, pad, winograd):
     previous = _core._set_conv_winograd(winograd)
     try:

@@ -84,18 +84,25 @@ constexpr idx kChunk = kConvChunk;  // samples per partial weight gradient
 // Measured, batch 1, 2 threads: 1 → 32 channels 10.6 → 7.8 µs on one thread.
 constexpr idx kOcTileWork = 16384;
 
-enum class Path { Direct, Wide, General };
+enum class Path { Direct, Wide, Phase, General };
 
 // One sample's group, and where its patches come from.
 struct Geometry {
   Path path;
   idx Cg, OCg, K;  // in/out channels per group, patch size Cg·KH·KW
-  idx Hp, Wp;      // the zero-padded image (Wide, General)
-  idx cols;        // GEMM columns per sample: OH·Wp (Wide) or OH·OW
+  idx Hp, Wp;      // the zero-padded image (Wide, General); Phase: SH·SW·Hq rows of Wq per channel
+  idx Hq;          // Phase: the rows of each phase plane (Wp its columns)
+  idx PHn, PWn;    // Phase: the row and column phases some tap reads
+  int prow[8], pcol[8];  // Phase: a row (column) phase's rank among those, or -1 (none reads it)
+  idx cols;        // GEMM columns per sample: OH·Wp (Wide, Phase) or OH·OW
   idx slack;       // zeros after the padded planes: a wide row's last columns read past them
 };
 
-Geometry geometry_of(const Conv2d& s) {
+// Whether the output's rows are "wide" (Wp apart, the columns past OW dropped): Wide and Phase.
+bool wide(const Geometry& g) { return g.path == Path::Wide || g.path == Path::Phase; }
+
+// phase: a strided convolution with the vector kernels (float, AVX-512 or AVX2) takes Phase.
+Geometry geometry_of(const Conv2d& s, bool phase = false) {
   Geometry g{};
   g.Cg = s.C / s.G, g.OCg = s.OC / s.G, g.K = g.Cg * s.KH * s.KW;
   // rows and columns the kernel reaches below and right of the image, beyond PH/PW above/left
@@ -104,9 +111,30 @@ Geometry geometry_of(const Conv2d& s) {
   const bool unpadded = s.PH == 0 && s.PW == 0 && s.OH == s.H && s.OW == s.W;
   if (s.KH == 1 && s.KW == 1 && s.SH == 1 && s.SW == 1 && unpadded) g.path = Path::Direct;
   else if (s.SH == 1 && s.SW == 1) g.path = Path::Wide;
-  else g.path = Path::General;
-  g.cols = g.path == Path::Wide ? s.OH * g.Wp : s.OH * s.OW;
-  g.slack = g.path == Path::Wide ? (s.KW - 1) * s.DW : 0;
+  else g.path = phase && s.KH * s.KW > 1 && s.SH <= 8 && s.SW <= 8 ? Path::Phase : Path::General;
+  if (g.path == Path::Phase) {
+    // The padded image split by stride phase (space to depth): phase (ph, pw) of channel c
+    // holds the padded pixels (i·SH + ph, j·SW + pw) as a plane of Hq × Wq. Tap (kh, kw) of
+    // output pixel (oh, ow) then sits in phase ((kh·DH) % SH, (kw·DW) % SW) at
+    // (oh + kh·DH / SH, ow + kw·DW / SW): a stride-1 read, so the wide layout and the
+    // stride-1 kernels apply, over Wq-wide rows (of which the first OW are kept). Only the
+    // phases some tap reads are kept (a 3 × 3 kernel of stride 4: 9 of 16), in (row phase,
+    // column phase) order. A 1 × 1 kernel reads one phase, the image subsampled: it stays on
+    // General, whose GEMMs over that were faster (16 -> 32 channels of 28 × 28, stride 2, 128
+    // samples, 2 threads: backward 0.7–0.8 ms against 1.0–1.2 as Phase).
+    g.Hq = (g.Hp + s.SH - 1) / s.SH;
+    g.Wp = (g.Wp + s.SW - 1) / s.SW;
+    std::fill(g.prow, g.prow + 8, -1), std::fill(g.pcol, g.pcol + 8, -1);
+    for (idx kh = 0; kh < s.KH; ++kh) g.prow[kh * s.DH % s.SH] = 0;
+    for (idx kw = 0; kw < s.KW; ++kw) g.pcol[kw * s.DW % s.SW] = 0;
+    for (idx i = 0; i < 8; ++i) {
+      if (g.prow[i] >= 0) g.prow[i] = (int)g.PHn++;
+      if (g.pcol[i] >= 0) g.pcol[i] = (int)g.PWn++;
+    }
+    g.Hp = g.PHn * g.PWn * g.Hq;
+  }
+  g.cols = wide(g) ? s.OH * g.Wp : s.OH * s.OW;
+  g.slack = g.path == Path::Wide ? (s.KW - 1) * s.DW : g.path == Path::Phase ? (s.KW - 1) * s.DW / s.SW : 0;
   return g;
 }
 
@@ -114,8 +142,49 @@ idx padded_size(const Geometry& g) { return g.Cg * g.Hp * g.Wp + g.slack; }
 
 // The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
 // and `slack` zeros after the last plane. `rows`: the vector build of the image rows' copy.
+// Phase: the phase planes of each channel instead (Geometry), zeros where the padded image
+// has them and past its edges.
+// Each image row is dealt out to its column phases straight from x: a fixed stride of 2
+// vectorises (loads and shuffles). (Through a buffer of the whole padded row, the shuffles'
+// loads waited on the buffer's stores: a fifth of a stride-2 convolution's time.) Baseline ISA
+// only, as pad_planes: rows of 14 or 15 values.
+template <class T>
+void pad_phases(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g) {
+  const idx plane = g.Hq * g.Wp;
+  idx j0[8], j1[8];  // per column phase pw: the columns j whose image column j·SW + pw − PW is in [0, W)
+  for (idx pw = 0; pw < s.SW; ++pw) {
+    j0[pw] = std::min(g.Wp, std::max<idx>(0, (s.PW - pw + s.SW - 1) / s.SW));
+    j1[pw] = std::max(j0[pw], std::min(g.Wp, (s.W + s.PW - pw + s.SW - 1) / s.SW));
+  }
+  for (idx c = 0; c < g.Cg; ++c)
+    for (idx hp = 0; hp < g.Hq * s.SH; ++hp) {
+      const idx ph = hp % s.SH, i = hp / s.SH, h = hp - s.PH;
+      if (g.prow[ph] < 0) continue;
+      T* at = xp + c * g.Hp * g.Wp + g.prow[ph] * g.PWn * plane + i * g.Wp;  // + column phase · plane
+      if (h < 0 || h >= s.H) {
+        for (idx pw = 0; pw < g.PWn; ++pw) std::fill(at + pw * plane, at + pw * plane + g.Wp, T(0));
+        continue;
+      }
+      const T* row = x + (c * s.H + h) * s.W;
+      for (idx pw = 0; pw < s.SW; ++pw) {
+        if (g.pcol[pw] < 0) continue;
+        T* r = at + g.pcol[pw] * plane;
+        const T* in = row + pw - s.PW;  // (column j at in[j·SW], read only for j in [j0, j1))
+        const idx a = j0[pw], b = j1[pw];
+        for (idx j = 0; j < a; ++j) r[j] = T(0);
+        if (s.SW == 2)
+          for (idx j = a; j < b; ++j) r[j] = in[2 * j];
+        else
+          for (idx j = a; j < b; ++j) r[j] = in[j * s.SW];
+        for (idx j = b; j < g.Wp; ++j) r[j] = T(0);
+      }
+    }
+  std::fill(xp + g.Cg * g.Hp * g.Wp, xp + g.Cg * g.Hp * g.Wp + g.slack, T(0));
+}
+
 template <class T>
 void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g, ConvRows rows) {
+  if (g.path == Path::Phase) return pad_phases(xp, x, s, g);
   for (idx c = 0; c < g.Cg; ++c) {
     T* plane = xp + c * g.Hp * g.Wp;
     const T* in = x + c * s.H * s.W;
@@ -144,6 +213,10 @@ void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const 
 
 // The padded-image offset of kernel tap (c, kh, kw) for output pixel (0, 0).
 idx tap(const Conv2d& s, const Geometry& g, idx c, idx kh, idx kw) {
+  if (g.path == Path::Phase) {
+    const idx h = kh * s.DH, w = kw * s.DW, phase = g.prow[h % s.SH] * g.PWn + g.pcol[w % s.SW];
+    return c * g.Hp * g.Wp + phase * g.Hq * g.Wp + h / s.SH * g.Wp + w / s.SW;
+  }
   return c * g.Hp * g.Wp + kh * s.DH * g.Wp + kw * s.DW;
 }
 
@@ -198,7 +271,7 @@ void unpad_planes(T* dx, const T* dxp, const Conv2d& s, const Geometry& g) {
 // itself (not wide: the same layout), so no __restrict here.
 template <class T>
 void finish(T* out, const T* res, const T* bias, Act act, const Conv2d& s, const Geometry& g) {
-  const idx P = s.OH * s.OW, stride = g.path == Path::Wide ? g.Wp : s.OW;
+  const idx P = s.OH * s.OW, stride = wide(g) ? g.Wp : s.OW;
   for (idx o = 0; o < g.OCg; ++o)
     for (idx oh = 0; oh < s.OH; ++oh) {
       const T* r = res + o * g.cols + oh * stride;
@@ -216,7 +289,7 @@ void finish(T* out, const T* res, const T* bias, Act act, const Conv2d& s, const
 template <class T>
 void widen(T* __restrict gw, idx ldg, const T* __restrict dout, const T* __restrict y, Act act, const Conv2d& s,
            const Geometry& g, ConvRows rows) {
-  const idx P = s.OH * s.OW, stride = g.path == Path::Wide ? g.Wp : s.OW;
+  const idx P = s.OH * s.OW, stride = wide(g) ? g.Wp : s.OW;
   if constexpr (std::is_same_v<T, float>) {
     if (rows) {
       for (idx o = 0; o < g.OCg; ++o)
@@ -288,12 +361,21 @@ T* scratch(Buf<T>& b, idx n) {
   return b.data();
 }
 
+// Whether strided convolutions take Phase (testing knob set_conv_phase; default on): float on
+// the paths with the vector kernels.
+bool g_phase = true;
+template <class T>
+bool phase_ok() {
+  if constexpr (std::is_same_v<T, float>) return g_phase && conv_taps_f32() != nullptr;
+  return false;
+}
+
 // The vector kernel with the implicit im2col (conv_simd.h), for float on the paths that have
-// one and the wide geometry (stride 1), else null: im2col and the GEMM run.
+// one and the wide geometry (stride 1, or strided as phases), else null: im2col and the GEMM run.
 template <class T>
 const ConvTaps* taps_kernel(const Geometry& g) {
   if constexpr (std::is_same_v<T, float>)
-    if (g.path == Path::Wide) return conv_taps_f32();
+    if (wide(g)) return conv_taps_f32();
   return nullptr;
 }
 
@@ -422,6 +504,68 @@ struct DataTaps {
   }
 };
 
+// The input gradient of a Phase convolution, phase plane by phase plane: with gw the wide
+// output gradient (rows Wq apart, zero in the wide columns) after `lead` zeros in rows of
+// `row` as for DataTaps, phase plane φ of the padded input's gradient is
+//   dq_φ[c][i][j] = Σ_(o, kh, kw in φ) w[o][c][kh][kw] · gw[o][(i − a)·Wq + j − b],
+// a = kh·DH / SH, b = kw·DW / SW: a stride-1 transposed convolution over the taps of that
+// phase, summed in (o, kh, kw) order. Per kept phase φ (Geometry): taps[φ], the rows
+// [i0, i1) and columns [j0, j1) of its plane that hold image pixels (the others are padding,
+// never needed), and per group a[gi][φ]: the weight's rows (o, kh, kw) of φ, Cg values each
+// (the kernel with vectors over input channels), or those transposed and packed (the tile
+// kernel). rmap[h] + cmap[w]: where image pixel (h, w) sits in a channel's phase planes (-1:
+// a phase no tap reads; its gradient is zero).
+struct PhaseTaps {
+  idx lead = 0, row = 0;
+  std::vector<std::vector<idx>> taps;
+  std::vector<idx> i0, i1, j0, j1, rmap, cmap;
+  std::vector<std::vector<std::vector<float>>> a;
+  PhaseTaps(const Conv2d& s, const Geometry& g, const float* weight, bool by_channels) {
+    const idx phases = g.PHn * g.PWn, KK = s.KH * s.KW, plane = g.Hq * g.Wp;
+    lead = (s.KH - 1) * s.DH / s.SH * g.Wp + (s.KW - 1) * s.DW / s.SW;
+    row = lead + std::max(g.cols, g.Hq * g.Wp);
+    taps.resize((size_t)phases), i0.resize((size_t)phases), i1.resize((size_t)phases);
+    j0.resize((size_t)phases), j1.resize((size_t)phases);
+    for (idx ph = 0; ph < s.SH; ++ph)
+      for (idx pw = 0; pw < s.SW; ++pw) {
+        if (g.prow[ph] < 0 || g.pcol[pw] < 0) continue;
+        const size_t f = (size_t)(g.prow[ph] * g.PWn + g.pcol[pw]);
+        i0[f] = std::min(g.Hq, (s.PH - ph + s.SH - 1) / s.SH), i1[f] = std::min(g.Hq, (s.H + s.PH - ph + s.SH - 1) / s.SH);
+        j0[f] = std::min(g.Wp, (s.PW - pw + s.SW - 1) / s.SW), j1[f] = std::min(g.Wp, (s.W + s.PW - pw + s.SW - 1) / s.SW);
+      }
+    for (idx h = 0; h < s.H; ++h) {
+      const idx hp = h + s.PH, r = g.prow[hp % s.SH];
+      rmap.push_back(r < 0 ? -1 : r * g.PWn * plane + hp / s.SH * g.Wp);
+    }
+    for (idx w = 0; w < s.W; ++w) {
+      const idx wp = w + s.PW, r = g.pcol[wp % s.SW];
+      cmap.push_back(r < 0 ? -1 : r * plane + wp / s.SW);
+    }
+    std::vector<std::vector<idx>> ks((size_t)phases);  // each phase's (o, kh, kw) as o·KK + kh·KW + kw
+    for (idx o = 0; o < g.OCg; ++o)
+      for (idx kh = 0; kh < s.KH; ++kh)
+        for (idx kw = 0; kw < s.KW; ++kw) {
+          const idx h = kh * s.DH, w = kw * s.DW, ph = g.prow[h % s.SH] * g.PWn + g.pcol[w % s.SW];
+          taps[(size_t)ph].push_back(o * row + lead - h / s.SH * g.Wp - w / s.SW);
+          ks[(size_t)ph].push_back(o * KK + kh * s.KW + kw);
+        }
+    for (idx gi = 0; gi < s.G; ++gi) {
+      a.emplace_back();
+      for (idx ph = 0; ph < phases; ++ph) {
+        const std::vector<idx>& k = ks[(size_t)ph];
+        const idx n = (idx)k.size();
+        std::vector<float> m((size_t)(n * g.Cg));  // (r, c) by channels, else (c, r)
+        for (idx r = 0; r < n; ++r)
+          for (idx c = 0; c < g.Cg; ++c) {
+            const idx o = k[(size_t)r] / KK, t = k[(size_t)r] % KK;
+            m[(size_t)(by_channels ? r * g.Cg + c : c * n + r)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + t];
+          }
+        a.back().push_back(by_channels || n == 0 ? std::move(m) : pack_panels(m.data(), n, g.Cg, n));
+      }
+    }
+  }
+};
+
 // The direct kernel when there are fewer samples than threads (batch-1 latency): each thread
 // takes whole blocks of output channels of one sample and group, transposes their weight and
 // pads the input into buffers of its own, then runs their tiles. Nothing one core writes is
@@ -480,7 +624,7 @@ void direct_by_channels(float* out, const float* x, const float* weight, const f
 bool g_plane = true;
 
 bool plane_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast) {
-  return g_plane && fast && fast->plane && g.Cg == 1 && g.path == Path::Wide && s.OH > 0 && s.OW > 0;
+  return g_plane && fast && fast->plane && g.Cg == 1 && wide(g) && s.OH > 0 && s.OW > 0;
 }
 
 void plane_forward(float* out, const float* x, const float* weight, const float* bias, const Conv2d& s,
@@ -724,7 +868,7 @@ bool winograd_dx_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast) {
 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act) {
-  const Geometry g = geometry_of(s);
+  const Geometry g = geometry_of(s, phase_ok<T>());
   if constexpr (std::is_same_v<T, float>)
     if (winograd_ok(s, g, taps_kernel<T>(g), act)) return winograd_forward(out, x, weight, bias, s, g, *conv_taps_f32(), act);
   const idx P = s.OH * s.OW;
@@ -788,7 +932,7 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
         continue;
       }
       // wide columns go to scratch; otherwise the GEMM writes the output in place
-      T* res = g.path == Path::Wide ? scratch(resbuf, g.OCg * g.cols) : og;
+      T* res = wide(g) ? scratch(resbuf, g.OCg * g.cols) : og;
       {
         const T* col = xg;
         if (g.path != Path::Direct) {
@@ -807,7 +951,7 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
                      bool accumulate, Act act, const T* y, const ConvGradSource<T>* src) {
-  const Geometry g = geometry_of(s);
+  const Geometry g = geometry_of(s, phase_ok<T>());
   const idx P = s.OH * s.OW;
   const idx wsize = s.OC * g.K;  // weight elements
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
@@ -834,7 +978,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   // the input gradient by the kernel with vectors over (input) channels when they come in
   // 16s, the weight as (OCg·KH·KW, Cg) for it
   const int dx_pixels = s.W > 7 ? 14 : 7;
-  const int dx_nv = !fast || !dx || g.Cg % 16 ? 0
+  const int dx_nv = !fast || !dx || g.Cg % 16 || g.path == Path::Phase ? 0
                     : dx_pixels == 7 && g.Cg % 64 == 0 ? 4 : g.Cg % 32 == 0 ? 2 : 1;
   if (dx_nv) {
     dt = std::make_unique<DataTaps>(s, g);
@@ -845,7 +989,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
           fast->transpose(weight + (gi * g.OCg + o) * g.K, g.Cg, KK, KK, w.data() + o * KK * g.Cg, g.Cg);
         wt.push_back(std::move(w));
       }
-  } else if (fast && dx) {
+  } else if (fast && dx && g.path == Path::Wide) {
     dt = std::make_unique<DataTaps>(s, g);
     std::vector<T> w((size_t)g.K * g.OCg);
     for (idx gi = 0; gi < s.G; ++gi) {
@@ -855,12 +999,20 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
       wt.push_back(pack_panels(w.data(), g.OCg * KK, g.Cg, g.OCg * KK));
     }
   }
+  // A Phase convolution's input gradient, phase by phase (PhaseTaps): by the kernel with
+  // vectors over input channels when they come in 16s, else the tile kernel.
+  std::unique_ptr<PhaseTaps> pt;
+  const int pq_pixels = (s.W + s.SW - 1) / s.SW > 7 ? 14 : 7;  // (a plane's image columns)
+  const int pq_nv = g.Cg % 16 ? 0 : pq_pixels == 7 && g.Cg % 64 == 0 ? 4 : g.Cg % 32 == 0 ? 2 : 1;
+  if constexpr (std::is_same_v<T, float>)
+    if (fast && dx && g.path == Path::Phase) pt = std::make_unique<PhaseTaps>(s, g, weight, pq_nv > 0);
+  const idx lead = dt ? dt->lead : pt ? pt->lead : 0, grow = dt ? dt->row : pt ? pt->row : 0;
   // The weight gradient from a sparse output gradient (ConvSparseDw: below a 2 × 2 max pool
   // at most a quarter of it is nonzero) for 3 × 3 kernels over input channels in 16s, in the
   // chunks where at most half of dout is nonzero and the input is finite: the same bits (a
   // zero term changes no finite sum), with only the nonzero terms computed. The chunk's sums
   // go to spbuf as (o, tap, c), and into its partial when it ends.
-  const bool sparse_ok = transposed && fast->sparse_dw && s.KH * s.KW == 9 && g.Cg % 16 == 0;
+  const bool sparse_ok = transposed && fast->sparse_dw && s.KH * s.KW == 9 && g.Cg % 16 == 0 && g.path == Path::Wide;
   // The input gradient too is scattered from the nonzero values (ConvSparseDx), 16 channels at
   // a time, into a channel-last copy of the padded input's grid, when the weight is finite (a
   // zero times an infinite weight is a NaN term): each value's FMA chain is the dense kernel's
@@ -908,7 +1060,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   std::vector<idx> toff;
   for (idx t = 0; (sparse_ok || sparse_dx_ok) && t < 9; ++t) toff.push_back(t / 3 * s.DH * g.Wp + t % 3 * s.DW);
   over_items(nchunks, [&](idx c) {
-    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf, spbuf, xhbuf, dxhbuf;
+    thread_local Buf<T> colbuf, dcolbuf, padbuf, gbuf, gpadbuf, gtbuf, spbuf, xhbuf, dxhbuf, dqbuf;
     thread_local WinoScratch ws;
     T* pw = partial.data() + c * wsize;
     T* pb = partial_b.data() + c * s.OC;
@@ -941,7 +1093,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         // in wide columns; with the vector kernels and an input gradient to make, written
         // straight into the zero-led rows that the input gradient's kernel reads (DataTaps).
         // From src: written there by it (rows `stride` apart), then the wide columns zeroed.
-        const idx stride = g.path == Path::Wide ? g.Wp : s.OW;
+        const idx stride = wide(g) ? g.Wp : s.OW;
         auto make = [&](T* dst, idx ld) {
           if (!src) return widen(dst, ld, dout + og, y ? y + og : nullptr, act, s, g, fast ? fast->rows : (ConvRows) nullptr);
           src->write(n, gi * g.OCg, g.OCg, dst, ld, stride);
@@ -953,17 +1105,17 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         idx ldg = g.cols;
         T* gp = nullptr;
         if (fast && dx) {
-          gp = scratch(gpadbuf, g.OCg * dt->row + 16);  // (16 zeros after: read by whole tiles)
-          std::fill(gp + g.OCg * dt->row, gp + g.OCg * dt->row + 16, T(0));
-          ldg = dt->row;
+          gp = scratch(gpadbuf, g.OCg * grow + 16);  // (16 zeros after: read by whole tiles)
+          std::fill(gp + g.OCg * grow, gp + g.OCg * grow + 16, T(0));
+          ldg = grow;
           for (idx o = 0; o < g.OCg; ++o) {
-            T* r = gp + o * dt->row;
-            std::fill(r, r + dt->lead, T(0));
-            std::fill(r + dt->lead + g.cols, r + dt->row, T(0));
+            T* r = gp + o * grow;
+            std::fill(r, r + lead, T(0));
+            std::fill(r + lead + g.cols, r + grow, T(0));
           }
-          make(gp + dt->lead, ldg);
-          gr = gp + dt->lead;
-        } else if (src || act != Act::None || g.path == Path::Wide) {
+          make(gp + lead, ldg);
+          gr = gp + lead;
+        } else if (src || act != Act::None || wide(g)) {
           make(scratch(gbuf, g.OCg * g.cols), ldg);
           gr = gbuf.data();
         }
@@ -1027,6 +1179,56 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         T* dxg = dx + (n * s.C + gi * g.Cg) * s.H * s.W;
         if (fast) {
           // dxp's image rows by the kernel, from gw in its zero-led rows
+          if (pt) {  // each phase plane of dxp (dq: xp's layout), then the image's pixels from them
+            if constexpr (std::is_same_v<T, float>) {
+              T* dq = scratch(dqbuf, g.Cg * g.Hp * g.Wp);
+              const idx plane = g.Hq * g.Wp, ldq = g.Hp * g.Wp;
+              for (size_t ph = 0; ph < pt->taps.size(); ++ph) {
+                const std::vector<idx>& tp = pt->taps[ph];
+                const float* a = pt->a[(size_t)gi][ph].data();
+                T* out = dq + (idx)ph * plane;
+                const idx kq = (idx)tp.size();
+                if (pq_nv) {  // the plane's pixels of the image only
+                  const idx i0 = pt->i0[ph], rows = pt->i1[ph] - i0, j0 = pt->j0[ph], width = pt->j1[ph] - j0;
+                  const idx cb = g.Cg / (16 * pq_nv), rs = (width + pq_pixels - 1) / pq_pixels;
+                  const idx work = kq * pq_pixels * pq_nv;
+                  parallel_chunks(cb * rows * rs, std::max<idx>(1, kOcTileWork / work), [&](idx t0, idx t1) {
+                    for (idx t = t0; t < t1; ++t) {
+                      const idx c0 = t / (rows * rs) * 16 * pq_nv, i = i0 + t / rs % rows, j = j0 + t % rs * pq_pixels;
+                      fast->oc_tile(kq, a + c0, g.Cg, pq_pixels, pq_nv, tp.data(), gp + i * g.Wp + j,
+                                    out + c0 * ldq + i * g.Wp + j, ldq, (int)std::min<idx>(pq_pixels, j0 + width - j),
+                                    (const T*)nullptr, false);
+                    }
+                  });
+                } else {
+                  const TapsOut all(plane, g.Wp, 0, g.Wp);
+                  taps_gemm(fast->tile, g.Cg, plane, kq, a, (const idx*)nullptr, tp.data(), gp, out, ldq, all, false,
+                            (const T*)nullptr, Act::None);
+                }
+              }
+              const idx* cmap = pt->cmap.data();
+              for (idx c = 0; c < g.Cg; ++c)
+                for (idx h = 0; h < s.H; ++h) {
+                  T* to = dxg + (c * s.H + h) * s.W;
+                  const idx r = pt->rmap[(size_t)h];
+                  if (r < 0) {
+                    std::fill(to, to + s.W, T(0));
+                    continue;
+                  }
+                  const T* from = dq + c * ldq + r;
+                  if (s.SW == 2 && g.PWn == 2) {  // two phases' rows interleaved (vectorises)
+                    const T* even = from + cmap[0];
+                    const T* odd = s.W > 1 ? from + cmap[1] : even;
+                    for (idx k = 0; k < s.W / 2; ++k) to[2 * k] = even[k], to[2 * k + 1] = odd[k];
+                    if (s.W % 2) to[s.W - 1] = even[s.W / 2];
+                  } else if (g.PWn == s.SW) {  // (every column phase kept)
+                    for (idx w = 0; w < s.W; ++w) to[w] = from[cmap[w]];
+                  } else
+                    for (idx w = 0; w < s.W; ++w) to[w] = cmap[w] < 0 ? T(0) : from[cmap[w]];
+                }
+            }
+            continue;
+          }
           if (wino_dx) {  // (gw's rows Wp apart, its image columns first)
             if constexpr (std::is_same_v<T, float>)
               wino_sample(dxg, gr, ldg, g.Wp, false, sb, gb, qb, Ub + gi * 16 * gb.Cg * gb.OCg, gb.OCg, 0, gb.OCg, nullptr,
@@ -1120,6 +1322,12 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     }
 }
 
+bool set_conv_phase(bool on) {
+  const bool old = g_phase;
+  g_phase = on;
+  return old;
+}
+
 bool set_conv_plane(bool on) {
   const bool old = g_plane;
   g_plane = on;
@@ -1141,7 +1349,7 @@ double set_conv_sparse_max_density(double d) {
 template <class T>
 void conv2d_maxpool_forward(T* out, std::int32_t* argmax, T* y, const T* x, const T* weight, const T* bias,
                             const Conv2d& s, Act act, const Pool2d& p) {
-  const Geometry g = geometry_of(s);
+  const Geometry g = geometry_of(s, phase_ok<T>());
   int pixels, nv;
   if (winograd_ok(s, g, taps_kernel<T>(g), act)) {
     // a 2 × 2, stride-2 pool of whole tiles: pooled in the output transform, y never made

@@ -67,6 +67,10 @@ bool set_conv_winograd(bool on);
 // paths (default on; the same bits as the direct kernels, which the tests compare it with);
 // returns the old value.
 bool set_conv_plane(bool on);
+// Whether float strided convolutions take the vector kernels over the input split by stride
+// phase on the vector paths (default on; else im2col and the GEMM, other bits); returns the
+// old value.
+bool set_conv_phase(bool on);
 
 // x (N, C, H, W) -> out (N, C, OH, OW), a KH×KW window every SH×SW, PH×PW of padding (which
 // max pooling never picks and average pooling counts as zeros: PyTorch's count_include_pad).

@@ -79,6 +79,10 @@ PYBIND11_MODULE(_core, m) {
   m.def("_set_conv_plane", [](bool on) { return set_conv_plane(on); }, py::arg("on"),
         "Testing knob: whether float stride-1 convolutions of one input channel per group take the "
         "plane kernel on the vector paths (default True; the direct kernels' bits); returns the old setting.");
+  m.def("_set_conv_phase", [](bool on) { return set_conv_phase(on); }, py::arg("on"),
+        "Testing knob: whether float strided convolutions take the vector kernels over the input "
+        "split by stride phase on the vector paths (default True; else im2col and the GEMM); returns "
+        "the old setting.");
   m.def("_set_conv_sparse_max_density", [](double d) { return set_conv_sparse_max_density(d); }, py::arg("d"),
         "Testing knob: conv2d_backward's weight gradient takes the sparse kernel where at most this "
         "fraction of dout is nonzero (default 0.5; < 0: never, 1: always), its input gradient where at "
