@@ -604,6 +604,45 @@ def test_conv_winograd_keeps_a_non_finite_input_in_the_outputs_that_read_it(path
         assert np.array_equal(~np.isfinite(got), reads), at
 
 
+@pytest.mark.parametrize("path", SIMD_PATHS)
+def test_conv_gradients_of_non_finite_values_are_non_finite_where_the_twins_are(path):
+    # The stride-1 kernels sum over "wide" rows: the columns past OW read the next image row's
+    # first values, times a zero gradient. An infinite input there made 0 · inf = NaN terms
+    # in weight gradients that read it only through those columns (finite in the twin and in
+    # PyTorch); Winograd's (16 → 32 channels here) did the same through tiles past the output's
+    # edge. A chunk of samples with a non-finite input takes im2col and the GEMM over the
+    # output's own columns instead.
+    _core.set_simd_path(path)
+    rng = np.random.default_rng(13)
+    for C, OC, k, stride, pad in ((1, 4, 3, 1, 0), (2, 8, 3, 1, 0), (16, 16, 3, 1, 0), (16, 32, 3, 1, 0),
+                                  (1, 4, 3, 2, 0), (3, 5, 2, 1, 0), (16, 16, 3, 2, 1)):
+        x = rng.standard_normal((3, C, 9, 9)).astype(np.float32)
+        x[1, :, 3, 0] = np.inf
+        x[2, 0, 5, 8] = -np.inf
+        w = rng.standard_normal((OC, C, k, k)).astype(np.float32)
+        ph, pw = (pad, pad) if isinstance(pad, int) else pad
+        oh, ow = (9 + 2 * ph - k) // stride + 1, (9 + 2 * pw - k) // stride + 1
+        dout = rng.standard_normal((3, OC, oh, ow)).astype(np.float32)
+        dx, dw, db = np.empty_like(x), np.empty_like(w), np.empty(OC, np.float32)
+        _core.conv2d_backward(dx, dw, db, dout, x, w, stride, pad, 1, 1, False, "none", None)
+        want = [np.empty(a.shape) for a in (dx, dw, db)]
+        numpy_ref.conv2d_backward(*want, dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), stride,
+                                  pad, 1, 1, accumulate=False)
+        assert np.array_equal(np.isfinite(dw), np.isfinite(want[1])), (C, OC, k, stride, pad)
+        finite = np.isfinite(want[1])
+        assert 0 < finite.sum() < finite.size
+        np.testing.assert_allclose(dw[finite], want[1][finite], rtol=1e-4, atol=1e-4)
+        # and the input gradient of an infinite weight (the same zeros, read by the input
+        # gradient's kernels: the call runs im2col and the GEMM then)
+        x, w[1, 0, 0, 0] = np.nan_to_num(x), np.inf
+        _core.conv2d_backward(dx, dw, db, dout, x, w, stride, pad, 1, 1, False, "none", None)
+        numpy_ref.conv2d_backward(*want, dout.astype(np.float64), x.astype(np.float64), w.astype(np.float64), stride,
+                                  pad, 1, 1, accumulate=False)
+        finite = np.isfinite(want[0])
+        assert np.array_equal(np.isfinite(dx), finite) and 0 < finite.sum() < finite.size, (C, OC, k, stride, pad)
+        np.testing.assert_allclose(dx[finite], want[0][finite], rtol=1e-4, atol=1e-4)
+
+
 @pytest.mark.parametrize("L", [1, 5, 32, 49, 196, 784])
 def test_batchnorm_stats_of_offset_data_match_float64(L):
     # The statistics add every row's moments about its own rounded mean (Chan's update): data

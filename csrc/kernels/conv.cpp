@@ -140,6 +140,14 @@ Geometry geometry_of(const Conv2d& s, bool phase = false) {
 
 idx padded_size(const Geometry& g) { return g.Cg * g.Hp * g.Wp + g.slack; }
 
+// s's geometry without wide columns: General for what would be Wide or Phase (im2col reads
+// the output's own columns only).
+Geometry general_of(const Conv2d& s) {
+  Geometry g = geometry_of(s, false);
+  if (g.path == Path::Wide) g.path = Path::General, g.cols = s.OH * s.OW, g.slack = 0;
+  return g;
+}
+
 // The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
 // and `slack` zeros after the last plane. `rows`: the vector build of the image rows' copy.
 // Phase: the phase planes of each channel instead (Geometry), zeros where the padded image
@@ -951,9 +959,14 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
                      bool accumulate, Act act, const T* y, const ConvGradSource<T>* src) {
-  const Geometry g = geometry_of(s, phase_ok<T>());
+  // With a non-finite weight, the input gradient's kernels would multiply it by the zeros of
+  // the wide columns and of the output gradient's padding (0 · inf = NaN) where the twin
+  // adds no such term, and put NaN in finite values: then im2col and the GEMM over the
+  // output's own columns run instead (general_of; no vector kernels, the twin's terms).
+  const idx wsize = s.OC * (s.C / s.G) * s.KH * s.KW;  // weight elements
+  const bool weight_finite = first_nonfinite(weight, wsize) < 0;
+  const Geometry g = weight_finite ? geometry_of(s, phase_ok<T>()) : general_of(s);
   const idx P = s.OH * s.OW;
-  const idx wsize = s.OC * g.K;  // weight elements
   const idx nchunks = (s.N + kChunk - 1) / kChunk;
   // per chunk of samples, its weight and bias gradients; then the chunks are summed in order
   std::vector<T, CacheLineAlloc<T>> partial((size_t)(nchunks * wsize)), partial_b((size_t)(nchunks * s.OC));
@@ -1027,8 +1040,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
   const double dx_max_density = g_sparse_max_density >= 1 ? g_sparse_max_density
                                 : fma512_full_rate()     ? -1.0
                                                          : 0.6 * g_sparse_max_density;
-  const bool sparse_dx_ok = dx_nv && fast->sparse_dx && s.KH * s.KW == 9 && dx_max_density >= 0 &&
-                            first_nonfinite(weight, wsize) < 0;
+  const bool sparse_dx_ok = dx_nv && fast->sparse_dx && s.KH * s.KW == 9 && dx_max_density >= 0 && weight_finite;
   // The input gradient by Winograd (transposed_conv), in chunks where more than 10% of the
   // output gradient is nonzero: at most that, the sparse scatter or the direct kernel runs (by
   // CPU, with the same bits), so which kernel makes a chunk's bits depends on its data only.
@@ -1073,7 +1085,15 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
     const bool wino_dx = wino_dx_ok && nonzero > kWinoDxMinDensity;
     const bool sparse_dx = sparse_dx_ok && !wino_dx && nonzero <= dx_max_density;
-    const bool wino_dw = wino_dw_ok && !sparse;
+    // The dots (and the GEMM over wide im2col) sum the weight gradient over the wide columns
+    // too, where a zero gradient meets the next row's first values, and Winograd over whole
+    // tiles past the output's edge: a non-finite input there would add a NaN term (0 · inf) to
+    // a weight gradient that is finite. A chunk with a non-finite input takes im2col and the
+    // GEMM over the output's own columns instead (general_of): its own bits, for data that no
+    // longer trains anyway, but the twin's and PyTorch's finite values stay finite.
+    const bool exact_dw = (dots || (wino_dw_ok && !sparse) || (!fast && wide(g))) &&
+                          first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) >= 0;
+    const bool wino_dw = wino_dw_ok && !sparse && !exact_dw;
     T* sp = sparse || wino_dw ? scratch(spbuf, wsize) : nullptr;
     float* wm = wino_dw ? scratch(ws.dwm, s.G * 16 * g.Cg * g.OCg) : nullptr;  // each group's M
     for (idx n = n0; n < n0 + nn; ++n) {
@@ -1121,7 +1141,22 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         }
         // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
         const bool first = n == c * kChunk;
-        if (dots) {
+        if (exact_dw) {
+          const Geometry e = general_of(s);
+          T* xe = scratch(xhbuf, padded_size(e));
+          pad_planes(xe, xg, s, e, (ConvRows) nullptr);
+          T* ce = scratch(colbuf, e.K * e.cols);
+          im2col(ce, xe, s, e);
+          T* ge = scratch(dcolbuf, g.OCg * e.cols);  // the gradient without its wide columns
+          for (idx o = 0; o < g.OCg; ++o)
+            for (idx r = 0; r < s.OH; ++r) std::copy(gr + o * ldg + r * stride, gr + o * ldg + r * stride + s.OW, ge + (o * s.OH + r) * s.OW);
+          if (transposed)  // (the partial as (K, OCg))
+            gemm<T>(false, true, g.K, g.OCg, e.cols, T(1), ce, e.cols, ge, e.cols, first ? T(0) : T(1),
+                    pw + gi * g.OCg * g.K, g.OCg, nullptr, Act::None);
+          else
+            gemm<T>(false, true, g.OCg, g.K, e.cols, T(1), ge, e.cols, ce, e.cols, first ? T(0) : T(1),
+                    pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
+        } else if (dots) {
           taps_dot(fast->dot, g.OCg, g.K, g.cols, gr, ldg, taps.data(), (const T*)xp, pw + gi * g.OCg * g.K, g.K,
                    !first);
         } else if (sparse) {
