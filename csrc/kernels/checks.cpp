@@ -8,6 +8,15 @@ namespace fastnn {
 // (x - x is 0 for every finite x, NaN for NaN and ±inf); only a block that fails is searched
 // value by value. Chunks of blocks are split across threads, each records its own first failing
 // index, and the first chunk with one wins: the answer does not depend on the thread count.
+// (built for AVX-512 and AVX2 too: conv2d_backward scans each chunk of its input with it)
+template <class T>
+FASTNN_ELEMENTWISE_CLONES
+int any_nonfinite(const T* x, idx n) {
+  int bad = 0;
+  for (idx i = 0; i < n; ++i) bad |= !(x[i] - x[i] == T(0));
+  return bad;
+}
+
 template <class T>
 idx first_nonfinite(const T* x, idx n) {
   constexpr idx kBlock = 4096, kBlocksPerChunk = 16;
@@ -17,9 +26,7 @@ idx first_nonfinite(const T* x, idx n) {
   parallel_chunks(nblocks, kBlocksPerChunk, [&](idx b0, idx b1) {
     for (idx b = b0; b < b1; ++b) {
       const idx s = b * kBlock, e = std::min(n, s + kBlock);
-      int bad = 0;
-      for (idx i = s; i < e; ++i) bad |= !(x[i] - x[i] == T(0));
-      if (!bad) continue;
+      if (!any_nonfinite(x + s, e - s)) continue;
       idx i = s;
       while (x[i] - x[i] == T(0)) ++i;
       first[b0 / kBlocksPerChunk] = i;

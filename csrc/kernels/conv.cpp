@@ -1085,15 +1085,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
                         first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) < 0;
     const bool wino_dx = wino_dx_ok && nonzero > kWinoDxMinDensity;
     const bool sparse_dx = sparse_dx_ok && !wino_dx && nonzero <= dx_max_density;
-    // The dots (and the GEMM over wide im2col) sum the weight gradient over the wide columns
-    // too, where a zero gradient meets the next row's first values, and Winograd over whole
-    // tiles past the output's edge: a non-finite input there would add a NaN term (0 · inf) to
-    // a weight gradient that is finite. A chunk with a non-finite input takes im2col and the
-    // GEMM over the output's own columns instead (general_of): its own bits, for data that no
-    // longer trains anyway, but the twin's and PyTorch's finite values stay finite.
-    const bool exact_dw = (dots || (wino_dw_ok && !sparse) || (!fast && wide(g))) &&
-                          first_nonfinite(x + n0 * s.C * s.H * s.W, nn * s.C * s.H * s.W) >= 0;
-    const bool wino_dw = wino_dw_ok && !sparse && !exact_dw;
+    const bool wino_dw = wino_dw_ok && !sparse;
     T* sp = sparse || wino_dw ? scratch(spbuf, wsize) : nullptr;
     float* wm = wino_dw ? scratch(ws.dwm, s.G * 16 * g.Cg * g.OCg) : nullptr;  // each group's M
     for (idx n = n0; n < n0 + nn; ++n) {
@@ -1141,22 +1133,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         }
         // dweight_g (OCg, K) (+)= g (OCg, cols) · colᵀ (cols, K); the chunk's first sample sets it
         const bool first = n == c * kChunk;
-        if (exact_dw) {
-          const Geometry e = general_of(s);
-          T* xe = scratch(xhbuf, padded_size(e));
-          pad_planes(xe, xg, s, e, (ConvRows) nullptr);
-          T* ce = scratch(colbuf, e.K * e.cols);
-          im2col(ce, xe, s, e);
-          T* ge = scratch(dcolbuf, g.OCg * e.cols);  // the gradient without its wide columns
-          for (idx o = 0; o < g.OCg; ++o)
-            for (idx r = 0; r < s.OH; ++r) std::copy(gr + o * ldg + r * stride, gr + o * ldg + r * stride + s.OW, ge + (o * s.OH + r) * s.OW);
-          if (transposed)  // (the partial as (K, OCg))
-            gemm<T>(false, true, g.K, g.OCg, e.cols, T(1), ce, e.cols, ge, e.cols, first ? T(0) : T(1),
-                    pw + gi * g.OCg * g.K, g.OCg, nullptr, Act::None);
-          else
-            gemm<T>(false, true, g.OCg, g.K, e.cols, T(1), ge, e.cols, ce, e.cols, first ? T(0) : T(1),
-                    pw + gi * g.OCg * g.K, g.K, nullptr, Act::None);
-        } else if (dots) {
+        if (dots) {
           taps_dot(fast->dot, g.OCg, g.K, g.cols, gr, ldg, taps.data(), (const T*)xp, pw + gi * g.OCg * g.K, g.K,
                    !first);
         } else if (sparse) {
@@ -1324,6 +1301,34 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
             for (idx ch = 0; ch < g.Cg; ++ch)
               std::copy(st + (t * g.Cg + ch) * g.OCg, st + (t * g.Cg + ch + 1) * g.OCg,
                         pw + gi * g.OCg * g.K + (ch * 9 + t) * g.OCg);
+        }
+    }
+    // The dots (and the GEMM over wide im2col) sum the weight gradient over the wide columns
+    // too, where a zero gradient meets the next row's first values, and Winograd over whole
+    // tiles past the output's edge: a non-finite input there adds a NaN term (0 · inf) to a
+    // weight gradient that is finite. So a chunk whose weight gradient is not finite is made
+    // again by im2col and the GEMM over the output's own columns (general_of): its own bits,
+    // for data that no longer trains anyway, but the twin's (and PyTorch's) finite values
+    // stay finite. (A scan of the chunk's input first cost ~1% of a ResNet's step.)
+    if ((dots || wino_dw || (!fast && wide(g))) && first_nonfinite(pw, wsize) >= 0) {
+      const Geometry e = general_of(s);
+      for (idx n = n0; n < n0 + nn; ++n)
+        for (idx gi = 0; gi < s.G; ++gi) {
+          const T* xg = x + (n * s.C + gi * g.Cg) * s.H * s.W;
+          const idx og = (n * s.OC + gi * g.OCg) * P;
+          T* xe = scratch(xhbuf, padded_size(e));
+          pad_planes(xe, xg, s, e, (ConvRows) nullptr);
+          T* ce = scratch(colbuf, e.K * e.cols);
+          im2col(ce, xe, s, e);
+          T* ge = scratch(dcolbuf, g.OCg * e.cols);  // the output gradient, OH·OW columns
+          if (src) src->write(n, gi * g.OCg, g.OCg, ge, e.cols, s.OW);
+          else widen(ge, e.cols, dout + og, y ? y + og : nullptr, act, s, e, (ConvRows) nullptr);
+          const T beta = n == n0 ? T(0) : T(1);
+          T* pg = pw + gi * g.OCg * g.K;
+          if (transposed)  // (the partial as (K, OCg))
+            gemm<T>(false, true, g.K, g.OCg, e.cols, T(1), ce, e.cols, ge, e.cols, beta, pg, g.OCg, nullptr, Act::None);
+          else
+            gemm<T>(false, true, g.OCg, g.K, e.cols, T(1), ge, e.cols, ce, e.cols, beta, pg, g.K, nullptr, Act::None);
         }
     }
   });
