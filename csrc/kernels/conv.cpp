@@ -140,6 +140,12 @@ Geometry geometry_of(const Conv2d& s, bool phase = false) {
 
 idx padded_size(const Geometry& g) { return g.Cg * g.Hp * g.Wp + g.slack; }
 
+// General with no padding (a 1 × 1 shortcut of stride 2): the padded planes are the image
+// itself, so im2col reads x and col2im writes dx, with no copy between.
+bool unpadded(const Conv2d& s, const Geometry& g) {
+  return g.path == Path::General && s.PH == 0 && s.PW == 0 && g.Hp == s.H && g.Wp == s.W;
+}
+
 // s's geometry without wide columns: General for what would be Wide or Phase (im2col reads
 // the output's own columns only).
 Geometry general_of(const Conv2d& s) {
@@ -944,8 +950,12 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
       {
         const T* col = xg;
         if (g.path != Path::Direct) {
-          T* xp = scratch(padbuf, padded_size(g));
-          pad_planes(xp, xg, s, g, (ConvRows) nullptr);
+          const T* xp = xg;
+          if (!unpadded(s, g)) {
+            T* p = scratch(padbuf, padded_size(g));
+            pad_planes(p, xg, s, g, (ConvRows) nullptr);
+            xp = p;
+          }
           im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
           col = colbuf.data();
         }
@@ -1095,7 +1105,10 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         const T* wg = weight + gi * g.OCg * g.K;
         const T* col = xg;
         T* xp = nullptr;
-        if (g.path != Path::Direct) {
+        if (g.path != Path::Direct && !fast && unpadded(s, g)) {
+          im2col(scratch(colbuf, g.K * g.cols), xg, s, g);
+          col = colbuf.data();
+        } else if (g.path != Path::Direct) {
           xp = scratch(padbuf, padded_size(g));
           pad_planes(xp, xg, s, g, fast ? fast->rows : (ConvRows) nullptr);
           if (!fast) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
@@ -1286,6 +1299,11 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         T* dcol = g.path == Path::Direct ? dxg : scratch(dcolbuf, g.K * g.cols);
         gemm<T>(true, false, g.K, g.cols, g.OCg, T(1), wg, g.K, gr, ldg, T(0), dcol, g.cols, nullptr, Act::None);
         if (g.path == Path::Direct) continue;
+        if (unpadded(s, g)) {
+          std::fill(dxg, dxg + g.Cg * s.H * s.W, T(0));
+          col2im(dxg, dcol, s, g);
+          continue;
+        }
         T* dxp = scratch(padbuf, padded_size(g));  // x's padded copy is spent: reuse it
         std::fill(dxp, dxp + padded_size(g), T(0));
         col2im(dxp, dcol, s, g);
