@@ -90,7 +90,7 @@ enum class Path { Direct, Wide, Phase, General };
 struct Geometry {
   Path path;
   idx Cg, OCg, K;  // in/out channels per group, patch size Cg·KH·KW
-  idx Hp, Wp;      // the zero-padded image (Wide, General); Phase: SH·SW·Hq rows of Wq per channel
+  idx Hp, Wp;      // the zero-padded image (Wide, General); Phase: PHn·PWn·Hq rows of Wq per channel
   idx Hq;          // Phase: the rows of each phase plane (Wp its columns)
   idx PHn, PWn;    // Phase: the row and column phases some tap reads
   int prow[8], pcol[8];  // Phase: a row (column) phase's rank among those, or -1 (none reads it)
@@ -154,10 +154,8 @@ Geometry general_of(const Conv2d& s) {
   return g;
 }
 
-// The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
-// and `slack` zeros after the last plane. `rows`: the vector build of the image rows' copy.
-// Phase: the phase planes of each channel instead (Geometry), zeros where the padded image
-// has them and past its edges.
+// Phase's pad_planes: the kept phase planes of each channel (Geometry), zeros where the padded
+// image has them and past its edges, and `slack` zeros after the last plane.
 // Each image row is dealt out to its column phases straight from x: a fixed stride of 2
 // vectorises (loads and shuffles). (Through a buffer of the whole padded row, the shuffles'
 // loads waited on the buffer's stores: a fifth of a stride-2 convolution's time.) Baseline ISA
@@ -196,6 +194,9 @@ void pad_phases(T* __restrict xp, const T* __restrict x, const Conv2d& s, const 
   std::fill(xp + g.Cg * g.Hp * g.Wp, xp + g.Cg * g.Hp * g.Wp + g.slack, T(0));
 }
 
+// The Cg channels of one sample, zero-padded into planes of Hp×Wp with the image at (PH, PW),
+// and `slack` zeros after the last plane (Phase: its phase planes). `rows`: the vector build
+// of the image rows' copy.
 template <class T>
 void pad_planes(T* __restrict xp, const T* __restrict x, const Conv2d& s, const Geometry& g, ConvRows rows) {
   if (g.path == Path::Phase) return pad_phases(xp, x, s, g);
