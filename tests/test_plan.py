@@ -330,6 +330,13 @@ CNN_MODELS = {
         fnn.Conv2d(1, 4, 3, padding=1), fnn.BatchNorm2d(4), fnn.MaxPool2d(2),
         fnn.Conv2d(4, 6, 3, padding=1), fnn.BatchNorm2d(6), fnn.ReLU(), fnn.MaxPool2d(3, stride=2, padding=1),
         fnn.Tanh(), fnn.ReLU(), fnn.MaxPool2d(2, stride=1), fnn.Flatten(), fnn.Linear(24, 4)),
+    # strided convolutions over channels in 16s (the phase split's kernels with vectors over
+    # channels): one with a BatchNorm after it, one with a max pool fused (its gradient written
+    # by the pool into the phase split's wide rows)
+    "strided-16": lambda: fnn.Sequential(
+        fnn.Conv2d(1, 16, 3, padding=1), fnn.ReLU(), fnn.Conv2d(16, 32, 3, stride=2, padding=1, bias=False),
+        fnn.BatchNorm2d(32), fnn.ReLU(), fnn.Conv2d(32, 16, 3, stride=2, padding=1), fnn.ReLU(), fnn.MaxPool2d(3),
+        fnn.Flatten(), fnn.Linear(16, 4)),
     "groups-dilation-maxpool-pad": lambda: fnn.Sequential(
         fnn.Conv2d(1, 6, 3, padding=2, dilation=2), fnn.LeakyReLU(0.1), fnn.Conv2d(6, 6, 3, groups=3, padding=1),
         fnn.Sigmoid(), fnn.MaxPool2d(3, stride=2, padding=1), fnn.Conv2d(6, 6, 1, groups=6),
