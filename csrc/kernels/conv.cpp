@@ -20,6 +20,9 @@
 //           im2col of 4,032 rows of 14 values took 18 µs per sample, 288 copies of 224 take
 //           ~3 µs, and the GEMMs cost the same on 224 columns as on 196 (an edge tile of 4
 //           columns costs a whole one), but for dweight's (+12%).
+//   phase   any stride, on the vector paths (float, a kernel larger than 1 × 1): the padded
+//           image split by stride phase, so each tap is a stride-1 offset again and the wide
+//           layout applies over the phase planes' rows (Geometry, pad_phases, PhaseTaps).
 //   general any stride: rows of OW values from the padded image.
 //
 // On the vector paths (AVX-512 and AVX2: the same bits), float convolutions of the wide
