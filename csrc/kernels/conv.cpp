@@ -578,7 +578,7 @@ struct PhaseTaps {
             const idx o = k[(size_t)r] / KK, t = k[(size_t)r] % KK;
             m[(size_t)(by_channels ? r * g.Cg + c : c * n + r)] = weight[((gi * g.OCg + o) * g.Cg + c) * KK + t];
           }
-        a.back().push_back(by_channels || n == 0 ? std::move(m) : pack_panels(m.data(), n, g.Cg, n));
+        a.back().push_back(by_channels ? std::move(m) : pack_panels(m.data(), n, g.Cg, n));  // (n > 0: a kept phase has taps)
       }
     }
   }
