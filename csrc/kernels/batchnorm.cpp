@@ -13,6 +13,10 @@
 namespace fastnn {
 namespace {
 
+// The rows are read from memory (a batch's activations): each pass asks for the values this far
+// ahead of the ones it reads, which are the next rows' in the order the plan's passes go.
+constexpr idx kAhead = 1024;
+
 // Σ f(i) over a row of n values in 16 running sums of T (lanes i mod 16, added in a fixed
 // order), returned in double; a channel's rows are then added in double. Built for AVX-512
 // and AVX2 too (the lanes become one or two vectors).
@@ -33,11 +37,13 @@ double row_sum(idx n, F f) {
 // the same order as row_sum adds them (the same bits as two calls).
 template <class T, class F, class H>
 FASTNN_ELEMENTWISE_CLONES
-void row_sum_pair(idx n, F f, H h, double* sf, double* sh) {
+void row_sum_pair(idx n, F f, H h, double* sf, double* sh, const T* ahead) {
   T af[16] = {}, ah[16] = {};
   idx i = 0;
-  for (; i + 16 <= n; i += 16)
+  for (; i + 16 <= n; i += 16) {
+    __builtin_prefetch(ahead + i);
     for (int k = 0; k < 16; ++k) af[k] += f(i + k), ah[k] += h(i + k);
+  }
   double a = 0, b = 0;
   for (int k = 0; k < 16; ++k) a += (double)af[k], b += (double)ah[k];
   for (; i < n; ++i) a += (double)f(i), b += (double)h(i);
@@ -65,12 +71,19 @@ namespace {
 
 // K running sums in double, added pairwise (a fixed tree: k with k + K/2, then k + K/4, ...),
 // which the compiler can vectorize where a sequential sum would wait 4 cycles per lane.
+// (Each level a loop of constant length, which the compiler unrolls into vector adds; one loop
+// over the levels was left a loop of scalar moves, most of a 196-value row's time.)
+template <int W>
+inline void fold_lanes(double* t) {
+  for (int k = 0; k < W; ++k) t[k] += t[k + W];
+  if constexpr (W > 1) fold_lanes<W / 2>(t);
+}
+
 template <class T, int K>
 double lanes_total(const T (&acc)[K]) {
   double t[K];
   for (int k = 0; k < K; ++k) t[k] = (double)acc[k];
-  for (int w = K / 2; w >= 1; w /= 2)
-    for (int k = 0; k < w; ++k) t[k] += t[k + w];
+  fold_lanes<K / 2>(t);
   return t[0];
 }
 
@@ -154,9 +167,12 @@ namespace {
 template <class T, bool Relu>
 FASTNN_ELEMENTWISE_CLONES
 void normalize_row(T* __restrict o, const T* __restrict x, idx L, T m, T scale, T b) {
-  for (idx l = 0; l < L; ++l) {
-    const T v = (x[l] - m) * scale + b;
-    o[l] = Relu ? relu(v) : v;
+  for (idx l0 = 0; l0 < L; l0 += 16) {  // (16 values, one cache line: one prefetch)
+    __builtin_prefetch(x + kAhead + l0);
+    for (idx l = l0; l < std::min(L, l0 + 16); ++l) {
+      const T v = (x[l] - m) * scale + b;
+      o[l] = Relu ? relu(v) : v;
+    }
   }
 }
 
@@ -202,7 +218,7 @@ void channel_row_sums(double* sg, double* sgx, idx sn, const T* dout, const T* x
     const OutGrad<T, Relu> g{dout + (n * C + c) * L, xi, m, scale, b};
     row_sum_pair<T>(
         L, [&](idx l) { return g(l); }, [&](idx l) { return g(l) * ((xi[l] - m) * invstd); }, sg + n * sn,
-        sgx + n * sn);
+        sgx + n * sn, xi + kAhead);
   }
 }
 
@@ -228,10 +244,14 @@ void channel_dx(T* dx, const T* dout, const T* x, const T* mean, const T* var, c
     const T* __restrict gi = dout + (n * C + c) * L;
     T* __restrict d = dx + (n * C + c) * L;
     const auto g = [&](idx l) { return Relu ? gi[l] * relu_grad((xi[l] - m) * scale + b) : gi[l]; };
-    if (batch_stats)
-      for (idx l = 0; l < L; ++l) d[l] = k * (g(l) - a - (xi[l] - m) * invstd * ax);
-    else
-      for (idx l = 0; l < L; ++l) d[l] = g(l) * k;
+    for (idx l0 = 0; l0 < L; l0 += 16) {  // (16 values, one cache line: one prefetch)
+      __builtin_prefetch(xi + kAhead + l0);
+      const idx l1 = std::min(L, l0 + 16);
+      if (batch_stats)
+        for (idx l = l0; l < l1; ++l) d[l] = k * (g(l) - a - (xi[l] - m) * invstd * ax);
+      else
+        for (idx l = l0; l < l1; ++l) d[l] = g(l) * k;
+    }
   }
 }
 

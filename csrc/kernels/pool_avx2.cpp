@@ -69,6 +69,9 @@ bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* d
   for (std::int64_t oh = 0; oh < OH; ++oh) {
     float* d0 = dx + 2 * oh * ldx;
     float* d1 = d0 + ldx;
+    _mm_prefetch((const char*)(dout + oh * OW + kPoolAhead), _MM_HINT_T0);
+    _mm_prefetch((const char*)(argmax + oh * OW + kPoolAhead), _MM_HINT_T0);
+    if (relu_of) _mm_prefetch((const char*)(relu_of + oh * OW + kPoolAhead), _MM_HINT_T0);
     for (std::int64_t ow = 0; ow < OW; ow += 8) {
       const std::int64_t n = OW - ow < 8 ? OW - ow : 8;
       const __m256i m = below(n);
