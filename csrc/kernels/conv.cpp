@@ -1112,7 +1112,7 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
         if (g.path != Path::Direct && !fast && unpadded(s, g)) {
           im2col(scratch(colbuf, g.K * g.cols), xg, s, g);
           col = colbuf.data();
-        } else if (g.path != Path::Direct) {
+        } else if (g.path != Path::Direct && !wino_dw) {  // (Winograd's weight gradient reads xg)
           xp = scratch(padbuf, padded_size(g));
           pad_planes(xp, xg, s, g, fast ? fast->rows : (ConvRows) nullptr);
           if (!fast) im2col(scratch(colbuf, g.K * g.cols), xp, s, g);
