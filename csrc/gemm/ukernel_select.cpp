@@ -98,8 +98,9 @@ const VMath* vmath_f32() {
 
 const MaxPool2x2* maxpool_2x2_f32() {
 #ifdef FASTNN_X86_KERNELS
-  static const MaxPool2x2 avx512{maxpool_2x2_plane_avx512, maxpool_2x2_plane_backward_avx512};
-  static const MaxPool2x2 avx2{maxpool_2x2_plane_avx2, maxpool_2x2_plane_backward_avx2};
+  static const MaxPool2x2 avx512{maxpool_2x2_plane_avx512, maxpool_2x2_plane_backward_avx512,
+                                  maxpool_2x2_plane_affine_avx512};
+  static const MaxPool2x2 avx2{maxpool_2x2_plane_avx2, maxpool_2x2_plane_backward_avx2, maxpool_2x2_plane_affine_avx2};
   if (g_path == Simd::AVX512) return &avx512;
   if (g_path == Simd::AVX2) return &avx2;
 #endif

@@ -9,6 +9,7 @@
 #include <type_traits>
 #include <vector>
 #include "kernels/kernels.h"
+#include "kernels/pool_simd.h"
 
 namespace fastnn {
 namespace {
@@ -191,6 +192,25 @@ void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T*
   });
 }
 
+template <class T>
+void batchnorm_maxpool2d_forward(T* out, std::int32_t* argmax, T* buf, const T* x, const T* mean, const T* var,
+                                 const T* gamma, const T* beta, double eps, bool relu, const Pool2d& s) {
+  const idx L = s.H * s.W, OL = s.OH * s.OW;
+  if constexpr (std::is_same_v<T, float>) {
+    const MaxPool2x2* fast = maxpool_2x2_f32();
+    if (fast && s.KH == 2 && s.KW == 2 && s.SH == 2 && s.SW == 2 && s.PH == 0 && s.PW == 0) {
+      for (idx c = 0; c < s.C; ++c) {
+        const T invstd = T(1) / std::sqrt(var[c] + T(eps));  // (batchnorm_forward's)
+        fast->forward_affine(out + c * OL, argmax + c * OL, x + c * L, s.OH, s.OW, s.W, mean[c], invstd * gamma[c],
+                             beta[c], relu);
+      }
+      return;
+    }
+  }
+  batchnorm_forward(buf, x, mean, var, gamma, beta, 1, s.C, L, eps, relu);
+  maxpool2d_forward(out, argmax, buf, s);
+}
+
 namespace {
 
 // The gradient at BatchNorm's output for the pieces below: dout, or dout·relu_grad(y) with a
@@ -319,6 +339,8 @@ void batchnorm_update(T* running_mean, T* running_var, const T* mean, const T* v
   template void batchnorm_stats_of_rows<T>(T*, T*, const double*, idx, idx, idx);                            \
   template void batchnorm_forward<T>(T*, const T*, const T*, const T*, const T*, const T*, idx, idx, idx,   \
                                      double, bool);                                                        \
+  template void batchnorm_maxpool2d_forward<T>(T*, std::int32_t*, T*, const T*, const T*, const T*, const T*,  \
+                                               const T*, double, bool, const Pool2d&);                       \
   template void batchnorm_backward<T>(T*, T*, T*, const T*, const T*, const T*, const T*, const T*, idx,    \
                                       idx, idx, double, bool, bool);                                       \
   template void batchnorm_update<T>(T*, T*, const T*, const T*, idx, idx, double);                          \

@@ -125,6 +125,14 @@ void batchnorm_stats_of_rows(T* mean, T* var, const double* moments, idx N, idx 
 template <class T>
 void batchnorm_forward(T* out, const T* x, const T* mean, const T* var, const T* gamma, const T* beta, idx N,
                        idx C, idx L, double eps, bool relu = false);
+// batchnorm_forward (relu: with ReLU) over one sample's planes, then the max pool s over them
+// (s.N = 1, s.C planes of L = s.H·s.W values; mean .. beta from the planes' first channel): out
+// and argmax as maxpool2d_forward's. buf: room for s.C·L values, the normalized planes. In float
+// on a vector path, a 2×2 window of stride 2 without padding normalizes as it loads and leaves
+// buf alone (the same bits).
+template <class T>
+void batchnorm_maxpool2d_forward(T* out, std::int32_t* argmax, T* buf, const T* x, const T* mean, const T* var,
+                                 const T* gamma, const T* beta, double eps, bool relu, const Pool2d& s);
 // dx written; dgamma, dbeta added (accumulate) or written. batch_stats: mean and var were
 // this batch's (training), so they too depend on x; else they are constants (eval).
 template <class T>

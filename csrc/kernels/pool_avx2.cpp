@@ -34,16 +34,21 @@ inline std::int64_t last_step(std::int64_t ow0, std::int64_t OW) {
 }
 }  // namespace
 
-void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
-                            std::int64_t W) {
+namespace {
+
+// The plane's pool, each input vector as load(p, n) gives it (lanes past n never reach a
+// stored output)
+template <class Load>
+void pool_plane(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW, std::int64_t W,
+                Load load) {
   const __m256i lane2 = _mm256_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14);
   for (std::int64_t oh = 0; oh < OH; ++oh) {
     const float* r0 = in + 2 * oh * W;
     const float* r1 = r0 + W;
     for (std::int64_t ow0 = 0; ow0 < OW; ow0 += 8) {
       const std::int64_t ow = last_step(ow0, OW), n = OW - ow < 8 ? OW - ow : 8;
-      const __m256 a_lo = load_n(r0 + 2 * ow, 2 * n), a_hi = load_n(r0 + 2 * ow + 8, 2 * n - 8);
-      const __m256 b_lo = load_n(r1 + 2 * ow, 2 * n), b_hi = load_n(r1 + 2 * ow + 8, 2 * n - 8);
+      const __m256 a_lo = load(r0 + 2 * ow, 2 * n), a_hi = load(r0 + 2 * ow + 8, 2 * n - 8);
+      const __m256 b_lo = load(r1 + 2 * ow, 2 * n), b_hi = load(r1 + 2 * ow + 8, 2 * n - 8);
       const __m256 v1 = odd(a_lo, a_hi), v2 = even(b_lo, b_hi), v3 = odd(b_lo, b_hi);
       __m256 best = even(a_lo, a_hi), at = ints(0);
       __m256 t = takes(v1, best);
@@ -59,6 +64,28 @@ void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, s
       store_n(argmax + oh * OW + ow, where, n);
     }
   }
+}
+
+}  // namespace
+
+void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                            std::int64_t W) {
+  pool_plane(out, argmax, in, OH, OW, W, [](const float* p, std::int64_t n) { return load_n(p, n); });
+}
+
+// relu((v − m)·scale + b) of each value (pool_avx512.cpp)
+void maxpool_2x2_plane_affine_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                                   std::int64_t W, float m, float scale, float b, bool relu) {
+  const __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(scale), vb = _mm256_set1_ps(b), zero = _mm256_setzero_ps();
+  auto affine = [&](const float* p, std::int64_t n) {
+    return _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(load_n(p, n), vm), vs), vb);
+  };
+  if (relu)
+    return pool_plane(out, argmax, in, OH, OW, W, [&](const float* p, std::int64_t n) {
+      const __m256 v = affine(p, n);
+      return _mm256_blendv_ps(v, zero, _mm256_cmp_ps(v, zero, _CMP_LT_OQ));
+    });
+  pool_plane(out, argmax, in, OH, OW, W, affine);
 }
 
 bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,

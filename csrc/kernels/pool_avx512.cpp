@@ -30,8 +30,13 @@ inline __mmask16 takes(__m512 v, __m512 best) {
 
 }  // namespace
 
-void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
-                              std::int64_t W) {
+namespace {
+
+// The plane's pool, each input vector as load(p, mask) gives it (masked-off lanes never reach a
+// stored output)
+template <class Load>
+void pool_plane(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW, std::int64_t W,
+                Load load) {
   const __m512i lane2 = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28, 30);
   for (std::int64_t oh = 0; oh < OH; ++oh) {
     const float* r0 = in + 2 * oh * W;
@@ -39,8 +44,8 @@ void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in,
     for (std::int64_t ow = 0; ow < OW; ow += 16) {
       const std::int64_t n = OW - ow < 16 ? OW - ow : 16;
       const __mmask16 mlo = lanes(2 * n), mhi = lanes(2 * n - 16), m = lanes(n);
-      const __m512 a_lo = _mm512_maskz_loadu_ps(mlo, r0 + 2 * ow), a_hi = _mm512_maskz_loadu_ps(mhi, r0 + 2 * ow + 16);
-      const __m512 b_lo = _mm512_maskz_loadu_ps(mlo, r1 + 2 * ow), b_hi = _mm512_maskz_loadu_ps(mhi, r1 + 2 * ow + 16);
+      const __m512 a_lo = load(r0 + 2 * ow, mlo), a_hi = load(r0 + 2 * ow + 16, mhi);
+      const __m512 b_lo = load(r1 + 2 * ow, mlo), b_hi = load(r1 + 2 * ow + 16, mhi);
       const __m512 v1 = odd(a_lo, a_hi), v2 = even(b_lo, b_hi), v3 = odd(b_lo, b_hi);
       __m512 best = even(a_lo, a_hi);
       __m512i at = _mm512_setzero_si512();
@@ -56,6 +61,29 @@ void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in,
       _mm512_mask_storeu_epi32(argmax + oh * OW + ow, m, at);
     }
   }
+}
+
+}  // namespace
+
+void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                              std::int64_t W) {
+  pool_plane(out, argmax, in, OH, OW, W, [](const float* p, __mmask16 k) { return _mm512_maskz_loadu_ps(k, p); });
+}
+
+// relu((v − m)·scale + b) of each value, as normalize_row (batchnorm.cpp) computes it: a
+// subtraction, a product and a sum, rounded each (no FMA), and relu(x) = x < 0 ? 0 : x
+void maxpool_2x2_plane_affine_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH,
+                                     std::int64_t OW, std::int64_t W, float m, float scale, float b, bool relu) {
+  const __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale), vb = _mm512_set1_ps(b), zero = _mm512_setzero_ps();
+  auto affine = [&](const float* p, __mmask16 k) {
+    return _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(_mm512_maskz_loadu_ps(k, p), vm), vs), vb);
+  };
+  if (relu)
+    return pool_plane(out, argmax, in, OH, OW, W, [&](const float* p, __mmask16 k) {
+      const __m512 v = affine(p, k);
+      return _mm512_mask_blend_ps(_mm512_cmp_ps_mask(v, zero, _CMP_LT_OQ), v, zero);
+    });
+  pool_plane(out, argmax, in, OH, OW, W, affine);
 }
 
 bool maxpool_2x2_plane_backward_avx512(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,

@@ -17,6 +17,11 @@ struct MaxPool2x2 {
   // scatters the plane the general way).
   bool (*backward)(float* dx, std::int64_t ldx, const float* dout, const float* relu_of, const std::int32_t* argmax,
                    std::int64_t OH, std::int64_t OW, std::int64_t W);
+  // forward of the plane normalized on the fly: each value v pooled as relu((v − m)·scale + b)
+  // with `relu`, else (v − m)·scale + b, with batchnorm_forward's bits (the plan's
+  // batchnorm+relu+maxpool2d: no normalized copy written and read back)
+  void (*forward_affine)(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                         std::int64_t W, float m, float scale, float b, bool relu);
 };
 
 // The backward builds ask for the pooled gradient, argmax (and pooled values) this many values
@@ -32,11 +37,15 @@ const MaxPool2x2* maxpool_2x2_f32();
 #ifdef FASTNN_X86_KERNELS
 void maxpool_2x2_plane_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
                               std::int64_t W);
+void maxpool_2x2_plane_affine_avx512(float* out, std::int32_t* argmax, const float* in, std::int64_t OH,
+                                     std::int64_t OW, std::int64_t W, float m, float scale, float b, bool relu);
 bool maxpool_2x2_plane_backward_avx512(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
                                        const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W);
 // the AVX2 build (pool_avx2.cpp): the same bits
 void maxpool_2x2_plane_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
                             std::int64_t W);
+void maxpool_2x2_plane_affine_avx2(float* out, std::int32_t* argmax, const float* in, std::int64_t OH, std::int64_t OW,
+                                   std::int64_t W, float m, float scale, float b, bool relu);
 bool maxpool_2x2_plane_backward_avx2(float* dx, std::int64_t ldx, const float* dout, const float* relu_of,
                                      const std::int32_t* argmax, std::int64_t OH, std::int64_t OW, std::int64_t W);
 #endif

@@ -425,12 +425,12 @@ struct BatchNormOp : Op<T>, LinkedNorm<T> {
           return batchnorm_forward(b.val[this->out] + n0 * C * L, x + n0 * C * L, mean, var, gamma, beta, nn, C, L,
                                    eps, act == Act::ReLU);
         // a few planes at a time (for_plane_groups): normalized into a buffer, pooled from L1
+        // (or, for the vector 2×2 pool, normalized as the pool loads them)
         thread_local std::vector<T> buf;
         const idx OL = pool.OH * pool.OW;
         for_plane_groups(n0, nn, [&](idx r, idx c, idx k) {
-          T* y = scratch_of(buf, k * L);
-          batchnorm_forward(y, x + r * L, mean + c, var + c, gamma + c, beta + c, 1, k, L, eps, act == Act::ReLU);
-          maxpool2d_forward(b.val[this->out] + r * OL, argmax + r * OL, y, pool_of(k));
+          batchnorm_maxpool2d_forward(b.val[this->out] + r * OL, argmax + r * OL, scratch_of(buf, k * L), x + r * L,
+                                      mean + c, var + c, gamma + c, beta + c, eps, act == Act::ReLU, pool_of(k));
         });
       });
     }
