@@ -427,11 +427,13 @@ def test_plan_winograd_convolutions_give_the_layers_bits(name):
     np.testing.assert_array_equal(np.concatenate([features.forward(X[i:i + 1]) for i in range(5)]), features.forward(X[:5]))
 
 
-def test_predict_of_one_image_follows_weights_changed_in_place():
+@pytest.mark.parametrize("threads", [1, 2])
+def test_predict_of_one_image_follows_weights_changed_in_place(threads):
     # At batch 1 each thread keeps the Winograd transform of its half of a convolution's
-    # weight between calls (conv.cpp, block_u): a weight changed in place (same array, new
-    # values), by a user or a training step, must give the new result, not the kept one.
-    fnn.set_num_threads(2)
+    # weight between calls (conv.cpp, block_u; on one thread, of the whole weight): a weight
+    # changed in place (same array, new values), by a user or a training step, must give the
+    # new result, not the kept one.
+    fnn.set_num_threads(threads)
     X, y = images(n=8, size=12)
     fnn.manual_seed(0)
     m = WINOGRAD_MODELS["pooled"]().eval()

@@ -842,12 +842,14 @@ void winograd_forward(float* out, const float* x, const float* weight, const flo
   const Geometry q = wino_grid(s, g);
   // fewer samples than threads (batch 1): each thread takes a block of output channels and
   // transforms their weight itself (one U made by one thread and read by both: the CNN's
-  // predict of one image 57-59 against 51-54 µs, the U's cache lines moving between the cores)
+  // predict of one image 57-59 against 51-54 µs, the U's cache lines moving between the cores),
+  // or takes it from block_u's cache, as one thread does for one sample (on one thread the
+  // CNN's predict of one image spent ~11 of its ~94 µs transforming the same weight again)
   const int nt = num_threads();
   const idx blocks = s.N < nt && g.OCg % (16 * nt) == 0 ? nt : 1, noc = g.OCg / blocks;
   thread_local Buf<float> wtbuf;
   const float* U = nullptr;
-  if (blocks == 1) {
+  if (s.N >= std::max(nt, 2)) {
     float* wt = scratch(wtbuf, g.K * g.OCg);
     U = wino_weights(s, g, fast, [&](idx gi) {
       fast.transpose(weight + gi * g.OCg * g.K, g.OCg, g.K, g.K, wt, g.OCg);
