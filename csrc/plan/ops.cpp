@@ -160,6 +160,7 @@ template <class T>
 struct BranchOp : Op<T> {
   const char* name() const override { return "branch"; }
   idx width;
+  bool passes_grad() const override { return true; }
   void forward(const Batch<T>&, void*) override {}  // the output slot shows the input's values
   void backward(const Batch<T>& b, void*, T* const* dst) override {
     copy_to_two(dst[0], (T*)nullptr, b.grad[this->out], b.rows * width);

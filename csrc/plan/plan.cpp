@@ -185,6 +185,13 @@ void Plan<T>::backward(Workspace& w, const Batch<T>& b) {
   for (size_t i = ops_.size(); i-- > 0;) {
     const Op<T>& op = *ops_[i];
     if (!slots_[(size_t)op.out].needs_grad) continue;  // nothing before it holds a parameter
+    const auto t0 = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
+    if (op.passes_grad() && slots_[(size_t)op.in[0]].needs_grad && !first_writer_[i][0]) {
+      T* g = w.gradp[(size_t)op.in[0]];
+      add_forward(g, g, b.grad[op.out], b.rows * width(op.in[0]));
+      if (profiling_) times_[i].backward_s += seconds_since(t0);
+      continue;
+    }
     dst.assign(op.in.size(), nullptr);
     T* scratch = w.scratch.data();
     for (size_t k = 0; k < op.in.size(); ++k) {
@@ -197,7 +204,6 @@ void Plan<T>::backward(Workspace& w, const Batch<T>& b) {
         scratch += b.rows * width(s);
       }
     }
-    const auto t0 = profiling_ ? std::chrono::steady_clock::now() : std::chrono::steady_clock::time_point();
     ops_[i]->backward(b, w.saved[i].data(), dst.data());
     for (size_t k = 0; k < op.in.size(); ++k)
       if (dst[k] && !first_writer_[i][k]) {
