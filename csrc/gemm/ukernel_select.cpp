@@ -110,7 +110,7 @@ const MaxPool2x2* maxpool_2x2_f32() {
 const ConvTaps* conv_taps_f32() {
 #ifdef FASTNN_X86_KERNELS
   static const ConvTaps avx512{conv_taps_tile_avx512, conv_taps_tile64_avx512, conv_taps_dot_avx512, conv_transpose_avx512, conv_rows_avx512,
-                                      conv_oc_tile_avx512, conv_plane_avx2, conv_sparse_dw_avx512, conv_sparse_dx_avx512,
+                                      conv_oc_tile_avx512, conv_plane_avx512, conv_sparse_dw_avx512, conv_sparse_dx_avx512,
                                       conv_wino_weights_avx512, conv_wino_avx512, conv_wino_dw_avx512,
                                       conv_wino_dw_finish_avx512};
   static const ConvTaps avx2{conv_taps_tile_avx2, conv_taps_tile64_avx2, conv_taps_dot_avx2, conv_transpose_avx2,

@@ -461,3 +461,89 @@ void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
 }
 
 }  // namespace fastnn
+
+namespace fastnn {
+namespace {
+
+// ConvPlane's block of MO output channels × MV vectors of 16 pixels of one output row (the
+// AVX2 build's plane_block in zmm: the same FMA chain per value, so its bits). MO·MV
+// accumulators (8 × 2 = 16: the FMAs of one tap never wait on each other), MV loads and MO
+// broadcasts per tap. The vectors start at 16·v but the last, at `last`, which stores nl lanes.
+template <int MO, int MV>
+void plane_block(std::int64_t k, const float* w, const std::int64_t* taps, const float* src, float* out,
+                 std::int64_t ldo, std::int64_t last, std::int64_t nl, const float* bias, bool relu) {
+  __m512 acc[MO][MV];
+#pragma GCC unroll 12
+  for (int o = 0; o < MO; ++o)
+#pragma GCC unroll 2
+    for (int v = 0; v < MV; ++v) acc[o][v] = _mm512_setzero_ps();
+  for (std::int64_t p = 0; p < k; ++p) {
+    const float* b = src + taps[p];
+    __m512 x[MV];
+#pragma GCC unroll 2
+    for (int v = 0; v < MV; ++v) x[v] = _mm512_loadu_ps(b + (v < MV - 1 ? 16 * v : last));
+#pragma GCC unroll 12
+    for (int o = 0; o < MO; ++o) {
+      const __m512 wv = _mm512_set1_ps(w[o * k + p]);
+#pragma GCC unroll 2
+      for (int v = 0; v < MV; ++v) acc[o][v] = _mm512_fmadd_ps(x[v], wv, acc[o][v]);
+    }
+  }
+  const __m512 zero = _mm512_setzero_ps();
+#pragma GCC unroll 12
+  for (int o = 0; o < MO; ++o) {
+    const __m512 bi = bias ? _mm512_set1_ps(bias[o]) : zero;
+#pragma GCC unroll 2
+    for (int v = 0; v < MV; ++v) {
+      __m512 r = acc[o][v];
+      if (bias) r = _mm512_add_ps(r, bi);
+      if (relu) r = _mm512_mask_mov_ps(r, _mm512_cmp_ps_mask(r, zero, _CMP_LT_OQ), zero);  // (relu8's)
+      if (v < MV - 1) _mm512_storeu_ps(out + o * ldo + 16 * v, r);
+      else _mm512_mask_storeu_ps(out + o * ldo + last, upto(nl), r);
+    }
+  }
+}
+
+// the last r < R channels of a row in one block
+template <int R, int MV>
+void plane_rest(std::int64_t r, std::int64_t k, const float* w, const std::int64_t* taps, const float* src,
+                float* out, std::int64_t ldo, std::int64_t last, std::int64_t nl, const float* bias, bool relu) {
+  if constexpr (R > 0) {
+    if (r == R) return plane_block<R, MV>(k, w, taps, src, out, ldo, last, nl, bias, relu);
+    plane_rest<R - 1, MV>(r, k, w, taps, src, out, ldo, last, nl, bias, relu);
+  }
+}
+
+// n pixels of one row from ow on (MV = ⌈n/16⌉ vectors), every channel: blocks of MO, then the
+// rest in one. Where the row has 16 pixels before the run's end, its last vector ends there
+// (overlapping the one before it: the same FMA chains again) and is stored whole.
+template <int MO, int MV>
+void plane_row(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+               float* out, std::int64_t ldo, std::int64_t ow, std::int64_t n, const float* bias, bool relu) {
+  const std::int64_t last = ow + n >= 16 ? n - 16 : 16 * (MV - 1), nl = ow + n >= 16 ? 16 : n - last;
+  std::int64_t o = 0;
+  for (; o + MO <= noc; o += MO)
+    plane_block<MO, MV>(k, w + o * k, taps, src, out + o * ldo, ldo, last, nl, bias ? bias + o : nullptr, relu);
+  plane_rest<MO - 1, MV>(noc - o, k, w + o * k, taps, src, out + o * ldo, ldo, last, nl, bias ? bias + o : nullptr,
+                         relu);
+}
+
+}  // namespace
+
+// ConvPlane (conv_simd.h): row by row, its pixels in runs of up to 2 vectors (32 pixels), 8
+// channels at a time beside 2 vectors, 12 beside one. Each row's vectors read up to 15 values
+// past OW (the padded plane's slack).
+void conv_plane_avx512(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+                       std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo,
+                       const float* bias, bool relu) {
+  for (std::int64_t oh = 0; oh < OH; ++oh)
+    for (std::int64_t ow = 0; ow < OW; ow += 32) {
+      const std::int64_t n = OW - ow < 32 ? OW - ow : 32;
+      const float* s = src + oh * Wp + ow;
+      float* o = out + oh * OW + ow;
+      if (n > 16) plane_row<8, 2>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu);
+      else plane_row<12, 1>(k, w, noc, taps, s, o, ldo, ow, n, bias, relu);
+    }
+}
+
+}  // namespace fastnn

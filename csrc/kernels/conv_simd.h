@@ -54,8 +54,8 @@ using ConvOcTile = void (*)(std::int64_t k, const float* w, std::int64_t ldw, in
 // rows oh < OH and pixels ow < OW,
 //   out[o·ldo + oh·OW + ow] = act(Σ_p w[o·k + p] · src[taps[p] + oh·Wp + ow] + bias[o])
 // one FMA chain over p in order, then + bias (unless null), ReLU (if relu): the bits of
-// ConvOcTile's and ConvTapsTile's. Each row's pixels are read in whole vectors of 8 (up to 7
-// past OW: the padded plane's slack). Its stores run along the planes' rows, where ConvOcTile's
+// ConvOcTile's and ConvTapsTile's. Each row's pixels are read in whole vectors of 8 (AVX2) or
+// 16 (AVX-512): up to 15 past OW, the padded plane's slack. Its stores run along the planes' rows, where ConvOcTile's
 // go to 8–16 planes at once and transpose in registers first.
 using ConvPlane = void (*)(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
                            std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo,
@@ -154,6 +154,9 @@ void conv_sparse_dw_avx512(std::int64_t n, const float* g, std::int64_t ldg, int
                            bool add);
 void conv_sparse_dx_avx512(std::int64_t n, const float* g, std::int64_t ldg, int rows, const std::int64_t* toff,
                            const float* w, std::int64_t ldw, float* dxh);
+void conv_plane_avx512(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
+                       std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo,
+                       const float* bias, bool relu);
 void conv_wino_weights_avx512(const float* wt, std::int64_t C, std::int64_t OC, float* U);
 void conv_wino_avx512(const float* xh, std::int64_t Wq, std::int64_t C, std::int64_t OH, std::int64_t OW,
                       const float* U, std::int64_t ldu, std::int64_t noc, const float* bias, bool relu, float* y,
@@ -198,7 +201,6 @@ void conv_wino_dw_finish_avx2(const float* M, std::int64_t C, std::int64_t OC, f
                                 std::int64_t ldt);
 void conv_taps_dot_avx2(std::int64_t n, const float* a, std::int64_t lda, const std::int64_t* taps, const float* src,
                           float* c, std::int64_t ldc, int rows, int cols, bool add);
-// (on both vector paths: its stores, not its FMAs, bound it)
 void conv_plane_avx2(std::int64_t k, const float* w, std::int64_t noc, const std::int64_t* taps, const float* src,
                      std::int64_t Wp, std::int64_t OH, std::int64_t OW, float* out, std::int64_t ldo, const float* bias,
                      bool relu);
