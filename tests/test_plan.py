@@ -425,6 +425,9 @@ def test_plan_winograd_convolutions_give_the_layers_bits(name):
     # the features before the Linear layer: a sample's bits alone or in a batch
     features = m[:-1]
     np.testing.assert_array_equal(np.concatenate([features.forward(X[i:i + 1]) for i in range(5)]), features.forward(X[:5]))
+    # training on batches of one (each thread a block of the output channels, a fused pool's
+    # argmax among them)
+    fit_both(build, OPTS["adam"], X[:6], y[:6], epochs=1, batch_size=1)
 
 
 @pytest.mark.parametrize("threads", [1, 2])
