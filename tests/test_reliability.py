@@ -342,3 +342,28 @@ def test_a_damaged_loss_entry_in_a_model_file_only_loses_the_loss(tmp_path, loss
     back = fnn.load(tmp_path / "m.fnn")
     assert np.array_equal(back.predict(np.ones((2, 3), np.float32)), m.predict(np.ones((2, 3), np.float32)))
     assert getattr(back, "_last_loss", None) is None
+
+
+def test_an_empty_batch_goes_through_a_cnn_in_training_as_through_pytorch(backend):
+    # found by a fuzz of random CNNs: Flatten of (0, C, H, W) raised numpy's "cannot reshape
+    # array of size 0 into shape (0,newaxis)", and BatchNorm in training "batchnorm_update: count
+    # must be >= 1, got 0". PyTorch 2.13 gives the empty output, leaves the running statistics,
+    # counts the batch in num_batches_tracked and makes zero gradients.
+    fnn.manual_seed(0)
+    bn = fnn.BatchNorm2d(4)
+    model = fnn.Sequential(fnn.Conv2d(1, 4, 3, padding=1), bn, fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(),
+                           fnn.Linear(64, 3))
+    bn.running_mean[...], bn.running_var[...] = 0.5, 2.0
+    x = np.zeros((0, 1, 8, 8), np.float32)
+    out = model(x)
+    assert out.shape == (0, 3)
+    for p in model.parameters():
+        p.grad[...] = 0
+    dx = model.backward(np.zeros((0, 3), np.float32))
+    assert dx.shape == x.shape
+    assert all(not p.grad.any() for p in model.parameters())
+    assert (bn.running_mean == 0.5).all() and (bn.running_var == 2.0).all() and int(bn.num_batches_tracked) == 1
+    assert fnn.Flatten()(np.zeros((0, 2, 3))).shape == (0, 6)
+    assert fnn.BatchNorm1d(3)(np.zeros((0, 3), np.float32)).shape == (0, 3)
+    model.eval()
+    assert model.predict(x).shape == (0, 3)

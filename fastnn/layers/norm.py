@@ -62,10 +62,11 @@ class _BatchNorm(Layer):
             if count == 1:
                 raise ValueError(f"{self!r} needs more than one value per channel in training, got shape "
                                  f"{shape_str(x.shape)}; use batches of 2 samples or more")
-            mean, var = np.empty(C, x.dtype), np.empty(C, x.dtype)
-            ops().batchnorm_stats(mean, var, x)
-            ops().batchnorm_forward(out, x, mean, var, self.weight.data, self.bias.data, self.eps)
-            ops().batchnorm_update(self.running_mean, self.running_var, mean, var, count, self.momentum)
+            mean, var = np.zeros(C, x.dtype), np.ones(C, x.dtype)
+            if count:  # (an empty batch has no statistics: as PyTorch, the running ones stay and the count goes on)
+                ops().batchnorm_stats(mean, var, x)
+                ops().batchnorm_forward(out, x, mean, var, self.weight.data, self.bias.data, self.eps)
+                ops().batchnorm_update(self.running_mean, self.running_var, mean, var, count, self.momentum)
             self.num_batches_tracked[...] += 1
         else:
             mean, var = self.running_mean.copy(), self.running_var.copy()

@@ -80,7 +80,8 @@ class Flatten(Layer):
         if x.ndim == 0:
             raise ValueError("Flatten expects a batch (N, ...), got a scalar")
         self._saved = x.shape
-        return x.reshape(x.shape[0], -1)
+        # (the width spelled out: -1 cannot be worked out from an empty batch, which PyTorch flattens too)
+        return x.reshape(x.shape[0], int(np.prod(x.shape[1:], dtype=np.int64)))
 
     def backward(self, grad_out):
         shape = self._saved_or_raise()
