@@ -1,7 +1,9 @@
 """Fuzz tests with a fixed budget: Hypothesis draws kernel arguments (shapes, dtypes, layouts,
-values), mutated model and IDX files, and bad fit/predict calls. The properties: C++ and the
-NumPy twin agree or raise the same error; a damaged file loads or raises FormatError; a bad
-call raises TypeError/ValueError and leaves the model as it was. Never a crash or a hang.
+values), small random CNNs, mutated model and IDX files, and bad fit/predict calls. The
+properties: C++ and the NumPy twin agree or raise the same error; fit (the compiled plan)
+trains a CNN to the manual layer-by-layer loop's bits; a damaged file loads or raises
+FormatError; a bad call raises TypeError/ValueError and leaves the model as it was. Never a
+crash or a hang.
 
 The budget is FASTNN_FUZZ_EXAMPLES examples per test (default 200, about a second each, the same
 examples every run); fuzz/run.py runs these tests with a large budget and fresh random examples.
@@ -62,6 +64,79 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
         assert errors.get("numpy") == errors.get("cpp"), (case.id, shape, errors)
         return
     run_case(case, shape, dtype, noncontig=layout == "strided", misaligned=layout == "unaligned", seed=seed)
+
+
+# ---------------------------------------------------------------- random CNNs through fit
+
+
+@st.composite
+def small_cnns(draw):
+    """(layers, input shape): up to four image layers drawn with their arguments (strides,
+    padding, dilation, groups, pools with padding, BatchNorm, a residual block), kept where the
+    image stays at least 1×1, then Flatten and a Linear to 3 classes."""
+    C, H, W = draw(st.sampled_from([1, 3, 16, 32])), draw(st.integers(2, 14)), draw(st.integers(2, 14))
+    layers, ch = [], C
+    for _ in range(draw(st.integers(1, 4))):
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual"]))
+        if kind == "conv":
+            groups = draw(st.sampled_from([1, ch]))
+            out = groups * draw(st.integers(1, 3)) if groups > 1 else draw(st.sampled_from([1, 4, 16, 32]))
+            kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+            if draw(st.booleans()):
+                layer = fnn.Conv2d(ch, out, kernel, padding="same", groups=groups, bias=draw(st.booleans()))
+            else:
+                layer = fnn.Conv2d(ch, out, kernel, stride=draw(st.integers(1, 3)), padding=draw(st.integers(0, 2)),
+                                   dilation=draw(st.integers(1, 2)), groups=groups, bias=draw(st.booleans()))
+            ch = out
+        elif kind in ("maxpool", "avgpool"):
+            k = draw(st.integers(1, 3))
+            layer = (fnn.MaxPool2d if kind == "maxpool" else fnn.AvgPool2d)(k, draw(st.integers(1, 3)),
+                                                                          draw(st.integers(0, k // 2)))
+        elif kind == "bn":
+            layer = fnn.BatchNorm2d(ch)
+        elif kind == "relu":
+            layer = fnn.ReLU()
+        else:
+            layer = fnn.Residual(fnn.Sequential(fnn.Conv2d(ch, ch, 3, padding=1), fnn.BatchNorm2d(ch), fnn.ReLU()))
+        try:
+            with fnn.use_backend("numpy"):
+                shape = fnn.Sequential(*layers, layer)(np.zeros((1, C, H, W), np.float32)).shape
+        except ValueError:  # (the image got too small for it)
+            break
+        layers.append(layer)
+    assume(layers)
+    with fnn.use_backend("numpy"):
+        shape = fnn.Sequential(*layers)(np.zeros((1, C, H, W), np.float32)).shape
+    return [*layers, fnn.Flatten(), fnn.Linear(int(np.prod(shape[1:])), 3)], (C, H, W)
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
+@given(net=small_cnns(), batch=st.integers(2, 5), adam=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, seed):
+    # fit runs the compiled plan (fused ops, chunks, its own buffers); the manual loop calls the
+    # layers one by one: the same weights and BatchNorm buffers after two steps, bit for bit
+    import copy
+    layers, (C, H, W) = net
+    model = fnn.Sequential(*layers)
+    twin = copy.deepcopy(model)
+    rng = np.random.default_rng(seed)
+    X = rng.standard_normal((2 * batch, C, H, W)).astype(np.float32)
+    y = rng.integers(0, 3, 2 * batch)
+
+    def opt(m):
+        return fnn.Adam(m.parameters(), lr=1e-2) if adam else fnn.SGD(m.parameters(), lr=0.05, momentum=0.9)
+    model.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=opt(model), epochs=1, batch_size=batch, shuffle=False,
+              verbose=0)
+    o, loss = opt(twin), fnn.CrossEntropyLoss()
+    twin.train()
+    for s in (0, batch):
+        loss(twin(X[s:s + batch]), y[s:s + batch])
+        o.zero_grad()
+        twin.backward(loss.backward())
+        o.step()
+    got, want = model.state_dict(), twin.state_dict()
+    for key in want:
+        assert np.array_equal(np.asarray(got[key]), np.asarray(want[key])), (key, model)
 
 
 # ---------------------------------------------------------------- model files
