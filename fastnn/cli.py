@@ -67,12 +67,42 @@ def _load_dataset(name):
     return (X, y), (Xt, yt)
 
 
-def _prepare(X, meta: dict) -> np.ndarray:
-    """Images as the model takes them — rows for an MLP, (N, 1, H, W) for a CNN — normalised
-    the way the model was trained."""
+def _image_input(model) -> tuple[bool, int | None]:
+    """(whether the model takes images (N, C, H, W), their channel count if its first layer
+    says): a Conv2d, BatchNorm2d, pool or residual block first, inside Sequentials too."""
+    layer = model
+    while True:
+        if isinstance(layer, fnn.Sequential):
+            if not layer.layers:
+                return False, None
+            layer = layer.layers[0]
+        elif isinstance(layer, fnn.Residual):
+            layer = layer.block
+        else:
+            break
+    if isinstance(layer, fnn.Conv2d):
+        return True, layer.in_channels
+    if isinstance(layer, fnn.BatchNorm2d):
+        return True, layer.num_features
+    return isinstance(layer, (fnn.MaxPool2d, fnn.AvgPool2d, fnn.AdaptiveAvgPool2d)), None
+
+
+def _prepare(X, meta: dict, model=None) -> np.ndarray:
+    """Images as the model takes them — rows for an MLP, (N, C, H, W) for a CNN — normalised
+    the way the model was trained. A CNN also takes (N, H, W) grey images, one (H, W) image and,
+    with several channels, one (C, H, W) image."""
     X = np.asarray(X, dtype=np.float32)
-    if meta.get("model") == "cnn":
-        X = X[:, None] if X.ndim == 3 else X  # (N, H, W) -> one grey channel
+    images, channels = _image_input(model) if model is not None else (False, None)
+    if meta.get("model") == "cnn" or images:
+        size = [int(d) for d in meta.get("input_shape") or []]
+        if X.ndim == 2 and len(size) == 2 and size[0] > 1 and X.shape[1] == size[0] * size[1]:
+            X = X.reshape(len(X), *size)  # rows of pixels, as the training images flattened
+        if X.ndim == 3 and channels not in (None, 1) and X.shape[0] == channels:
+            X = X[None]  # one image (C, H, W)
+        elif X.ndim == 3:
+            X = X[:, None]  # (N, H, W) -> one grey channel
+        elif X.ndim == 2:
+            X = X[None, None]  # one grey image (H, W)
     else:
         X = X.reshape(len(X), -1) if X.ndim > 1 else X.reshape(1, -1)
     norm = meta.get("normalize", {"mean": 0.5, "std": 0.5})
@@ -85,14 +115,17 @@ def _load_model(path):
     return fnn.load(path)
 
 
-def _check_width(model, X, source):
+def _check_width(model, X, source, shape=None):
+    """A clear error where X cannot feed the model's first layer (shape: X's as the user gave it)."""
     first = model.layers[0] if getattr(model, "layers", None) else None
     if isinstance(first, fnn.Linear) and X.shape[1] != first.in_features:
         raise UserError(f"{source} has {X.shape[1]} features per sample but the model expects "
                         f"{first.in_features}")
-    if isinstance(first, fnn.Conv2d) and (X.ndim != 4 or X.shape[1] != first.in_channels):
-        raise UserError(f"{source} has samples of shape {tuple(X.shape[1:])} but the model takes images with "
-                        f"{first.in_channels} channel(s)")
+    images, channels = _image_input(model)
+    if images and (X.ndim != 4 or (channels is not None and X.shape[1] != channels)):
+        c = "C" if channels is None else channels
+        raise UserError(f"{source} holds an array of shape {tuple(X.shape if shape is None else shape)}, but the "
+                        f"model takes images (N, {c}, H, W)" + (" or grey ones (N, H, W)" if channels == 1 else ""))
 
 
 # ------------------------------------------------------------------------------- train
@@ -232,8 +265,9 @@ def cmd_evaluate(args) -> int:
     if not dataset:
         raise UserError("pass --dataset (the model file does not say which dataset it was trained on)")
     _, (Xt, yt) = _load_dataset(dataset)
-    Xt = _prepare(Xt, meta)
-    _check_width(model, Xt, f"dataset {dataset!r}")
+    shape = Xt.shape
+    Xt = _prepare(Xt, meta, model)
+    _check_width(model, Xt, f"dataset {dataset!r}", shape)
     result = model.evaluate(Xt, yt, loss=fnn.CrossEntropyLoss())
     print(f"{dataset}: test accuracy {result['accuracy']:.4f}, test loss {result['loss']:.4f} "
           f"({len(Xt)} samples)")
@@ -252,6 +286,8 @@ def _read_input(path) -> np.ndarray:
             raise UserError(f"{path}: holds {X.dtype}, not numbers")
     else:
         X = fnn.data.read_idx(path)
+    if X.size == 0:
+        raise UserError(f"{path}: holds no samples (an array of shape {X.shape})")
     if X.dtype == np.uint8:  # raw pixels, as in IDX files
         X = X.astype(np.float32) / np.float32(255)
     return X
@@ -265,12 +301,21 @@ def cmd_predict(args) -> int:
     shape = meta.get("input_shape")
     if shape and list(X.shape) == list(shape):
         X = X[None]  # a single image
-    if X.dtype.kind == "f" and X.size and (float(np.nanmin(X)) < -0.05 or float(np.nanmax(X)) > 1.05):
-        print(f"fastnn: warning: {args.input} holds values in [{np.nanmin(X):.3g}, {np.nanmax(X):.3g}]; the model "
+    finite = X[np.isfinite(X)] if X.dtype.kind == "f" else X[:0]  # (a non-finite value: predict names it)
+    if finite.size and (float(finite.min()) < -0.05 or float(finite.max()) > 1.05):
+        print(f"fastnn: warning: {args.input} holds values in [{finite.min():.3g}, {finite.max():.3g}]; the model "
               "was trained on pixels as uint8 0-255 or floats 0-1, so its answers may mean nothing", file=sys.stderr)
-    X = _prepare(X, meta)
-    _check_width(model, X, args.input)
-    out = model.predict(X)
+    shape = X.shape
+    X = _prepare(X, meta, model)
+    _check_width(model, X, args.input, shape)
+    try:
+        out = model.predict(X)
+    except ValueError as e:  # (images of another size: say how the file was read)
+        if not _image_input(model)[0] or not np.isfinite(X).all():
+            raise
+        read = "" if X.shape == shape else f", read as images {tuple(X.shape)} (N, C, H, W)"
+        raise UserError(f"{args.input} holds an array of shape {tuple(shape)}{read}, which the model cannot "
+                        f"take: {e}") from None
     shown = out if args.limit is None else out[:args.limit]
     loss = getattr(model, "_last_loss", None)
     if out.ndim == 2 and out.shape[1] == 1:

@@ -193,6 +193,35 @@ def test_train_a_cnn_then_predict_and_evaluate_it(tmp_path):
     assert r.returncode == 0 and "digits: test accuracy" in r.stdout, r.stderr
 
 
+def test_predict_and_evaluate_take_a_cnn_saved_from_python(tmp_path):
+    # a CNN built and saved in Python (no `fastnn train` metadata) was fed flattened rows:
+    # even (N, 1, 8, 8) images failed ("has samples of shape (64,)"), and evaluate failed too
+    fnn.manual_seed(0)
+    (X, y), (Xt, yt) = fnn.datasets.load("digits")
+    model = fnn.Sequential(fnn.Conv2d(1, 8, 3, padding=1), fnn.ReLU(), fnn.MaxPool2d(2), fnn.Flatten(),
+                           fnn.Linear(8 * 4 * 4, 10))
+    model.fit((X[:, None] - 0.5) / 0.5, y, epochs=8, verbose=0)   # the CLI's normalisation
+    fnn.save(model, tmp_path / "own.fnn")
+    want = model.predict((Xt[:5, None] - 0.5) / 0.5).argmax(1)
+    raw = (Xt[:5] * 255).round().astype(np.uint8)
+    for name, arr in (("nchw.npy", Xt[:5, None]), ("grey.npy", raw), ("one.npy", Xt[0])):
+        np.save(tmp_path / name, arr)
+        r = run("predict", "own.fnn", name, cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        got = [int(line.split()[1]) for line in r.stdout.splitlines()[1:]]
+        assert got == list(want[:len(got)]) and len(got) == (1 if name == "one.npy" else 5), (name, r.stdout)
+    r = run("evaluate", "own.fnn", "--dataset", "digits", cwd=tmp_path)
+    assert r.returncode == 0 and float(r.stdout.split("test accuracy ")[1].split(",")[0]) > 0.8, r.stderr
+    np.save(tmp_path / "nhwc.npy", Xt[:5, :, :, None])
+    one_line_error(run("predict", "own.fnn", "nhwc.npy", cwd=tmp_path),
+                   "nhwc.npy holds an array of shape (5, 8, 8, 1), but the model takes images (N, 1, H, W)")
+    np.save(tmp_path / "small.npy", Xt[:5, None, :7])
+    one_line_error(run("predict", "own.fnn", "small.npy", cwd=tmp_path),
+                   "small.npy holds an array of shape (5, 1, 7, 8), which the model cannot take")
+    np.save(tmp_path / "empty.npy", Xt[:0, None])
+    one_line_error(run("predict", "own.fnn", "empty.npy", cwd=tmp_path), "empty.npy: holds no samples")
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--model", "cnn", "--layers", "64-10"], "--layers, --hidden and --activation shape an MLP"),
     (["--model", "cnn", "--activation", "tanh"], "--model cnn has its own layers"),
