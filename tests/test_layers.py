@@ -429,5 +429,9 @@ def test_conv_layers_shapes_and_pytorch_init():
     assert conv.output_shape((None, 4, 10, 12)) == (None, 8, 8, 8)
     same = fnn.Conv2d(1, 1, 4, padding="same", dilation=2)
     assert same(np.ones((1, 1, 9, 7))).shape == (1, 1, 9, 7)
+    valid = fnn.Conv2d(1, 1, 3, padding="valid")  # PyTorch's other spelling: no padding
+    assert valid.padding == (0, 0) and valid(np.ones((1, 1, 5, 6))).shape == (1, 1, 3, 4)
+    with pytest.raises(ValueError, match="padding must be an int, a pair, 'valid' or 'same', got 'full'"):
+        fnn.Conv2d(1, 1, 3, padding="full")
     assert fnn.MaxPool2d(3, 2, 1).output_shape((None, 8, 28, 28)) == (None, 8, 14, 14)
     assert repr(fnn.MaxPool2d(2)) == "MaxPool2d(kernel_size=2)"

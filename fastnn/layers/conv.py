@@ -55,8 +55,8 @@ class Conv2d(Layer):
     Args:
         in_channels, out_channels: C and OC.
         kernel_size, stride, dilation: an int or a pair (height, width).
-        padding: an int, a pair, or "same" (stride 1: the output keeps the input's size;
-            an even kernel pads one more row/column after than before, as PyTorch).
+        padding: an int, a pair, "valid" (no padding) or "same" (stride 1: the output keeps the
+            input's size; an even kernel pads one more row/column after than before, as PyTorch).
         groups: split the channels into this many independent groups (in_channels for a
             depthwise convolution).
         bias: learn a bias per output channel.
@@ -86,6 +86,8 @@ class Conv2d(Layer):
         if self.in_channels % self.groups or self.out_channels % self.groups:
             raise ValueError(f"Conv2d: in_channels ({self.in_channels}) and out_channels ({self.out_channels}) "
                              f"must both be divisible by groups ({self.groups})")
+        if isinstance(padding, str) and padding == "valid":  # (PyTorch's spelling of no padding)
+            padding = 0
         if padding == "same":
             if self.stride != (1, 1):
                 raise ValueError(f"Conv2d: padding='same' needs stride 1, got stride={self.stride}")
@@ -93,7 +95,7 @@ class Conv2d(Layer):
             th, tw = (d * (k - 1) for d, k in zip(self.dilation, self.kernel_size))
             self._pads = (th // 2, th - th // 2, tw // 2, tw - tw // 2)
         elif isinstance(padding, str):
-            raise ValueError(f"Conv2d: padding must be an int, a pair or 'same', got {padding!r}")
+            raise ValueError(f"Conv2d: padding must be an int, a pair, 'valid' or 'same', got {padding!r}")
         else:
             ph, pw = _pair(padding, "padding", who, 0)
             self._pads = (ph, ph, pw, pw)
