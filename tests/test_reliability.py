@@ -277,6 +277,25 @@ def test_a_convolution_with_no_output_channels_runs(ops):
     np.testing.assert_array_equal(dx, 0)
 
 
+@pytest.mark.parametrize("geometry", ["3x3-same", "2x2-stride3", "3x3-stride2-pad1", "3x3-dilation2",
+                                      "2x2-asymmetric-pad", "3x3-groups2"])
+def test_convolutions_with_no_input_or_output_channels_match_the_twin(geometry):
+    # found by fuzz/run.py: with no output channels (or no input channels), most C++ paths
+    # divided by a channel count and the process died of SIGFPE (the 3×3 padding-1 case above
+    # happened to take a path that did not)
+    from harness import CASES, CONV_GEOMETRIES, SIMD_PATHS, _conv_out, run_case
+    cases = [c for c in CASES if c.id.startswith(("conv2d_forward[" + geometry + ",", "conv2d_backward[" + geometry + ","))]
+    assert cases
+    for path in SIMD_PATHS:  # (conftest puts the path back)
+        fnn._core.set_simd_path(path)
+        for case in cases:
+            for shape in [(1, 1, 2, 30, 0), (2, 16, 5, 6, 0), (2, 0, 5, 5, 4), (3, 0, 14, 14, 32), (0, 0, 4, 4, 0)]:
+                if not _conv_out(shape, CONV_GEOMETRIES[geometry])[0]:
+                    continue  # (an image too small for the kernel, channels the groups do not divide)
+                for dtype in (np.float32, np.float64):
+                    run_case(case, shape, dtype, seed=1)
+
+
 def test_optimizer_state_with_a_step_for_some_parameters_only_is_a_value_error():
     # load_state_dict raised KeyError('step'); fnn.load let it through instead of FormatError
     model = fnn.Sequential(fnn.Linear(2, 2))

@@ -888,6 +888,17 @@ bool winograd_dx_ok(const Conv2d& s, const Geometry& g, const ConvTaps* fast) {
 
 template <class T>
 void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Conv2d& s, Act act) {
+  // No output channels: nothing to write. No input channels: every sum is empty, so the output
+  // is the bias (through the activation), as the twin's GEMM over zero rows gives. (The kernels
+  // below block by channel counts and would divide by zero.)
+  if (s.OC == 0 || s.N == 0) return;
+  if (s.C == 0) {
+    for (idx r = 0; r < s.N * s.OC; ++r) {
+      const T v = bias ? T(0) + bias[r % s.OC] : T(0);
+      std::fill(out + r * s.OH * s.OW, out + (r + 1) * s.OH * s.OW, act == Act::ReLU ? relu(v) : v);
+    }
+    return;
+  }
   const Geometry g = geometry_of(s, phase_ok<T>());
   if constexpr (std::is_same_v<T, float>)
     if (winograd_ok(s, g, taps_kernel<T>(g), act)) return winograd_forward(out, x, weight, bias, s, g, *conv_taps_f32(), act);
@@ -975,6 +986,25 @@ void conv2d_forward(T* out, const T* x, const T* weight, const T* bias, const Co
 template <class T>
 void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, const T* weight, const Conv2d& s,
                      bool accumulate, Act act, const T* y, const ConvGradSource<T>* src) {
+  // No output channels: x's gradient is zero (no output reads it) and the weight and bias
+  // gradients are empty. No input channels: only the bias gradient has values, Σ dout (its
+  // ReLU's mask applied) per channel over the samples and pixels in order. (The kernels below
+  // block by channel counts and would divide by zero.)
+  if (s.OC == 0 || s.C == 0) {
+    const idx P = s.OH * s.OW;
+    if (dx) std::fill(dx, dx + s.N * s.C * s.H * s.W, T(0));
+    if (dbias && !src)
+      for (idx o = 0; o < s.OC; ++o) {
+        T sum = T(0);
+        for (idx n = 0; n < s.N; ++n)
+          for (idx p = 0; p < P; ++p) {
+            const idx at = (n * s.OC + o) * P + p;
+            sum += act == Act::ReLU && y ? dout[at] * relu_grad(y[at]) : dout[at];
+          }
+        dbias[o] = accumulate ? dbias[o] + sum : sum;
+      }
+    return;
+  }
   // With a non-finite weight, the input gradient's kernels would multiply it by the zeros of
   // the wide columns and of the output gradient's padding (0 · inf = NaN) where the twin
   // adds no such term, and put NaN in finite values: then im2col and the GEMM over the
