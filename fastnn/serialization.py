@@ -444,7 +444,10 @@ def _model(kind, config, expected: dict, arrays: dict, meta, path: str) -> Layer
         model = _build(kind, config, path)
     finally:
         generator().bit_generator.state = rng_state
-    model.load_state_dict({name: arrays[name] for name in expected})
+    try:
+        model.load_state_dict({name: arrays[name] for name in expected})
+    except (TypeError, ValueError) as e:  # (a value the model's dtype cannot hold)
+        raise FormatError(f"{path}: {e}") from None
     model.metadata = meta if isinstance(meta, dict) else {}
     return model
 

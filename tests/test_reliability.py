@@ -386,3 +386,28 @@ def test_an_empty_batch_goes_through_a_cnn_in_training_as_through_pytorch(backen
     assert fnn.BatchNorm1d(3)(np.zeros((0, 3), np.float32)).shape == (0, 3)
     model.eval()
     assert model.predict(x).shape == (0, 3)
+
+
+def test_state_values_beyond_float32s_range_are_refused_not_loaded_as_infinities():
+    # found by fuzz/run.py (a header-mutated file's float64 tensors): load_state_dict cast
+    # 1e300 to inf with only NumPy's overflow warning, in weights and in optimizer buffers
+    import warnings
+    fnn.manual_seed(0)
+    model = fnn.Sequential(fnn.Linear(2, 2))
+    opt = fnn.Adam(model.parameters())
+    model.fit(np.ones((4, 2), np.float32), np.array([0, 1, 0, 1]), optimizer=opt, epochs=1, verbose=0)
+    before, opt_before = model.state_dict(), opt.state_dict()
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        sd = {**before, "0.weight": np.array([[0.5, 1e300], [0.0, 1.0]])}
+        with pytest.raises(ValueError, match=r"state_dict\['0.weight'\] holds 1e\+300 at index \(0, 1\), beyond "
+                                             r"float32's range"):
+            model.load_state_dict(sd)
+        sd = {k: {**v, "exp_avg": np.full(np.shape(v["exp_avg"]), -1e300)} for k, v in opt_before["state"].items()}
+        with pytest.raises(ValueError, match="Adam.load_state_dict: state 'exp_avg' holds -1e\\+300"):
+            opt.load_state_dict({**opt_before, "state": sd})
+        # what float32 holds loads as given, infinities and NaN included
+        model.load_state_dict({**before, "0.bias": np.array([np.inf, np.nan])})
+    assert np.isinf(model[0].bias.data[0]) and np.isnan(model[0].bias.data[1])
+    np.testing.assert_array_equal(model[0].weight.data, before["0.weight"])  # untouched by the refusals
+    np.testing.assert_array_equal(opt.state_dict()["state"][0]["exp_avg"], opt_before["state"][0]["exp_avg"])

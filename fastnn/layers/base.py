@@ -72,6 +72,26 @@ def nonfinite_message(who: str, X: np.ndarray, flat_index: int, given=None) -> s
     return f"{who}: X contains {X[pos]} at index {where}; remove or impute non-finite values before {step}"
 
 
+def state_array(value, dtype, what: str) -> np.ndarray:
+    """A state_dict entry as an array of dtype (a parameter's, an optimizer buffer's). A finite
+    value beyond dtype's range (1e300 into float32) would become inf, so it is refused with a
+    ValueError naming `what` and the value; infinities and NaN load as they are. Raises
+    TypeError when the value is not numbers."""
+    try:
+        with np.errstate(over="ignore", invalid="ignore"):
+            v = np.asarray(value, dtype=dtype)
+    except (TypeError, ValueError):
+        raise TypeError(f"{what} cannot be converted to {np.dtype(dtype)}") from None
+    given = np.asarray(value)
+    if v.dtype.kind == "f" and given.dtype.kind == "f" and given.dtype.itemsize > v.dtype.itemsize and v.size:
+        lost = np.isinf(v) & np.isfinite(given)
+        if lost.any():
+            pos = tuple(int(i) for i in np.unravel_index(int(np.argmax(lost)), v.shape))
+            raise ValueError(f"{what} holds {given[pos]} at index {pos}, beyond {np.dtype(dtype)}'s range "
+                             f"(±{float(np.finfo(dtype).max):.3g})")
+    return v
+
+
 class Layer:
     """Base class: parameters, train/eval mode, state_dict and the call protocol.
 
@@ -236,10 +256,7 @@ class Layer:
         for k, p in own.items():
             if k not in state:
                 continue
-            try:
-                v = np.asarray(state[k], dtype=p.dtype)
-            except (TypeError, ValueError):
-                raise TypeError(f"state_dict[{k!r}] cannot be converted to {p.dtype}") from None
+            v = state_array(state[k], p.dtype, f"state_dict[{k!r}]")
             if v.shape != p.shape:
                 raise ValueError(f"state_dict[{k!r}] has shape {shape_str(v.shape)}, the model's "
                                  f"{k} has {shape_str(p.shape)}")

@@ -14,6 +14,7 @@ import numpy as np
 
 from fastnn import _core
 from fastnn.backends import ops
+from fastnn.layers.base import state_array
 from fastnn.parameter import contiguous_runs, layout_key, unique_parameters
 
 
@@ -211,7 +212,7 @@ class Optimizer:
                 v = e.get(key)
                 if v is None:
                     raise ValueError(f"{name}.load_state_dict: a parameter's state lacks {key!r}")
-                v = np.asarray(v, dtype=run.data.dtype)
+                v = state_array(v, run.data.dtype, f"{name}.load_state_dict: state {key!r}")
                 if v.shape != p.shape:
                     raise ValueError(f"{name}.load_state_dict: state {key!r} has shape {v.shape}, "
                                      f"its parameter has shape {p.shape}")
