@@ -15,6 +15,10 @@ to the ONNX operators that compute the same function in eval mode:
     statistics); Residual → its paths, then Add; Sequential → its layers in order
 
 A layer of any other class (a user's own) raises TypeError naming it. Opset 21.
+
+A float64 model gives a float64 graph, which is valid ONNX, but onnxruntime's CPU provider
+has no float64 Conv, LeakyRelu or Erf (GELU) kernels (checked with onnxruntime 1.32): for it,
+export a float32 model of such layers.
 """
 from __future__ import annotations
 
@@ -110,7 +114,8 @@ def _emit(g: _Graph, layer, x: str, ndim: int) -> tuple[str, int]:
 def export_onnx(model, path, input_shape) -> None:
     """Write `model` as an ONNX graph to `path` for inputs of shape (batch, *input_shape); a
     leading None in input_shape stands for the batch. The graph computes predict(): eval mode
-    (Dropout off, BatchNorm's running statistics). Needs the [onnx] extra.
+    (Dropout off, BatchNorm's running statistics), in the model's dtype (onnxruntime runs
+    float64 graphs without Conv, LeakyReLU and GELU only). Needs the [onnx] extra.
 
     Example:
         >>> fnn.export_onnx(model, "mnist.onnx", input_shape=(784,))
