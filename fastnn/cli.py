@@ -93,7 +93,7 @@ def _prepare(X, meta: dict, model=None) -> np.ndarray:
     with several channels, one (C, H, W) image."""
     X = np.asarray(X, dtype=np.float32)
     images, channels = _image_input(model) if model is not None else (False, None)
-    if meta.get("model") == "cnn" or images:
+    if meta.get("model") in ("cnn", "resnet") or images:
         size = [int(d) for d in meta.get("input_shape") or []]
         if X.ndim == 2 and len(size) == 2 and size[0] > 1 and X.shape[1] == size[0] * size[1]:
             X = X.reshape(len(X), *size)  # rows of pixels, as the training images flattened
@@ -152,11 +152,14 @@ def cmd_train(args) -> int:
         raise UserError(f"--dropout must be in [0, 1), got {args.dropout}")
     if args.momentum and args.optimizer not in ("sgd", "rmsprop"):
         raise UserError(f"--momentum applies to --optimizer sgd or rmsprop; {args.optimizer} has none (drop it)")
-    if args.model == "cnn" and (args.layers or args.hidden != "128,64" or args.activation != "relu"):
-        raise UserError("--layers, --hidden and --activation shape an MLP; --model cnn has its own layers "
-                        "(see `fastnn train --help`)")
+    if args.model != "mlp" and (args.layers or args.hidden != "128,64" or args.activation != "relu"):
+        raise UserError(f"--layers, --hidden and --activation shape an MLP; --model {args.model} has its own "
+                        "layers (see `fastnn train --help`)")
     if args.batchnorm and args.model != "cnn":
-        raise UserError("--batchnorm applies to --model cnn")
+        raise UserError("--batchnorm applies to --model cnn" +
+                        (" (resnet has BatchNorm after every convolution)" if args.model == "resnet" else ""))
+    if args.dropout and args.model == "resnet":
+        raise UserError("--dropout applies to --model mlp or cnn; resnet has no Dropout layer")
     # Under `mpiexec -n K fastnn train ...` every rank trains its shards of each batch
     # (fastnn/distributed.py) and rank 0 alone prints and saves.
     distributed = dist.launched_by_mpi()
@@ -172,13 +175,15 @@ def cmd_train(args) -> int:
     n_classes = int(max(y.max(), yt.max())) + 1
 
     fnn.manual_seed(args.seed)
-    if args.model == "cnn":
+    if args.model != "mlp":
         if len(size) != 2:
-            raise UserError(f"--model cnn takes images (N, H, W); the dataset's samples have shape {tuple(size)}")
-        if min(size) < 4:
+            raise UserError(f"--model {args.model} takes images (N, H, W); the dataset's samples have shape "
+                            f"{tuple(size)}")
+        if args.model == "cnn" and min(size) < 4:
             raise UserError(f"--model cnn needs images of at least 4×4 pixels, the dataset's are {size[0]}×{size[1]}")
-        model = cnn_models.build("cnn", tuple(size), n_classes, args.batchnorm, args.dropout)
-        description = f"the CNN conv 32-64{' + BatchNorm' if args.batchnorm else ''}"
+        model = cnn_models.build(args.model, tuple(size), n_classes, args.batchnorm, args.dropout)
+        description = ("the ResNet of 3×2 residual blocks (16-32-64 channels)" if args.model == "resnet" else
+                       f"the CNN conv 32-64{' + BatchNorm' if args.batchnorm else ''}")
     else:
         sizes = _layer_sizes(args, X.shape[1], n_classes)
         layers: list[fnn.Layer] = []
@@ -423,9 +428,11 @@ def build_parser() -> argparse.ArgumentParser:
                        "and print its test accuracy.", formatter_class=_Defaults)
     p.add_argument("--dataset", default="digits",
                    help="digits (bundled), fashion-mnist, mnist, or a directory of IDX files")
-    p.add_argument("--model", choices=["mlp", "cnn"], default="mlp",
+    p.add_argument("--model", choices=["mlp", "cnn", "resnet"], default="mlp",
                    help="mlp: Linear layers (--layers or --hidden, --activation); cnn: Conv2d(1,32,3)-ReLU-"
-                   "MaxPool(2)-Conv2d(32,64,3)-ReLU-MaxPool(2)-Linear(..,128)-ReLU-Linear")
+                   "MaxPool(2)-Conv2d(32,64,3)-ReLU-MaxPool(2)-Linear(..,128)-ReLU-Linear; resnet: a 3×3 stem "
+                   "of 16 channels, three stages of two residual blocks (16, 32, 64 channels; stages 2 and 3 "
+                   "halve the image), BatchNorm throughout, global average pooling, Linear")
     p.add_argument("--batchnorm", action="store_true", help="cnn: BatchNorm2d after each convolution")
     p.add_argument("--layers", help="all layer sizes, e.g. 784-128-64-10 (overrides --hidden)")
     p.add_argument("--hidden", default="128,64", help="hidden layer sizes")

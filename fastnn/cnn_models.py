@@ -1,5 +1,5 @@
 """The convolutional networks fastnn measures itself with (fastnn bench, bench/cnn_*.py, the
-CLI's --model cnn), and their PyTorch twins for the comparisons: the same layers in the same
+CLI's --model cnn and resnet), and their PyTorch twins for the comparisons: the same layers in the same
 order, so a state_dict moves between them.
 
 - "cnn": Conv2d(1,32,3,p=1)-ReLU-MaxPool(2)-Conv2d(32,64,3,p=1)-ReLU-MaxPool(2)-Flatten-

@@ -222,12 +222,34 @@ def test_predict_and_evaluate_take_a_cnn_saved_from_python(tmp_path):
     one_line_error(run("predict", "own.fnn", "empty.npy", cwd=tmp_path), "empty.npy: holds no samples")
 
 
+def test_train_a_resnet_then_predict_with_it(tmp_path):
+    # --model resnet was refused by argparse: the ResNet of fastnn bench had no command
+    r = run("train", "--model", "resnet", "--epochs", "2", "--batch-size", "64", "--out", "resnet.fnn",
+            "--verbose", "0", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    assert "Training the ResNet of 3×2 residual blocks (16-32-64 channels) on digits" in r.stdout
+    assert float(r.stdout.split("test accuracy: ")[1].split()[0]) > 0.9
+    model = fnn.load(tmp_path / "resnet.fnn")
+    assert model.metadata["model"] == "resnet"
+    assert sum(isinstance(layer, fnn.Residual) for layer in model) == 6
+    _, (Xt, yt) = fnn.datasets.load("digits")
+    np.save(tmp_path / "images.npy", Xt[:8])
+    r = run("predict", "resnet.fnn", "images.npy", cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    predicted = [int(line.split()[1]) for line in r.stdout.splitlines()[1:9]]
+    want = model.predict((Xt[:8, None] - 0.5) / 0.5).argmax(1)   # the CLI's normalisation
+    assert predicted == list(want) and sum(p == t for p, t in zip(predicted, yt[:8])) >= 6
+
+
 @pytest.mark.parametrize("args,msg", [
     (["--model", "cnn", "--layers", "64-10"], "--layers, --hidden and --activation shape an MLP"),
     (["--model", "cnn", "--activation", "tanh"], "--model cnn has its own layers"),
+    (["--model", "resnet", "--hidden", "32"], "--model resnet has its own layers"),
     (["--batchnorm"], "--batchnorm applies to --model cnn"),
+    (["--model", "resnet", "--batchnorm"], "resnet has BatchNorm after every convolution"),
+    (["--model", "resnet", "--dropout", "0.2"], "--dropout applies to --model mlp or cnn; resnet has no Dropout"),
 ])
-def test_cnn_options_that_do_not_apply_are_refused(tmp_path, args, msg):
+def test_cnn_and_resnet_options_that_do_not_apply_are_refused(tmp_path, args, msg):
     one_line_error(run("train", *args, cwd=tmp_path), msg)
 
 
