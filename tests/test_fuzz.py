@@ -1,7 +1,8 @@
 """Fuzz tests with a fixed budget: Hypothesis draws kernel arguments (shapes, dtypes, layouts,
 values), small random CNNs, mutated model and IDX files, and bad fit/predict calls. The
 properties: C++ and the NumPy twin agree or raise the same error; fit (the compiled plan)
-trains a CNN to the manual layer-by-layer loop's bits; a damaged file loads or raises
+trains a CNN to the manual layer-by-layer loop's bits, and predict gives the eval-mode layers'
+bits at any batch size and thread count; a damaged file loads or raises
 FormatError; a bad call raises TypeError/ValueError and leaves the model as it was. Never a
 crash or a hang.
 
@@ -81,7 +82,8 @@ def small_cnns(draw):
         if kind == "conv":
             groups = draw(st.sampled_from([1, ch]))
             out = groups * draw(st.integers(1, 3)) if groups > 1 else draw(st.sampled_from([1, 4, 16, 32]))
-            kernel = (draw(st.integers(1, 4)), draw(st.integers(1, 4)))
+            # (3 × 3 half the time: with channels in 16s, the Winograd kernels)
+            kernel = draw(st.one_of(st.just((3, 3)), st.tuples(st.integers(1, 4), st.integers(1, 4))))
             if draw(st.booleans()):
                 layer = fnn.Conv2d(ch, out, kernel, padding="same", groups=groups, bias=draw(st.booleans()))
             else:
@@ -137,6 +139,39 @@ def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, see
     got, want = model.state_dict(), twin.state_dict()
     for key in want:
         assert np.array_equal(np.asarray(got[key]), np.asarray(want[key])), (key, model)
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
+@given(net=small_cnns(), batch=st.sampled_from([1, 2, 3, 7]), trained=st.booleans(), seed=st.integers(0, 2**16))
+def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, batch, trained, seed):
+    # predict runs the inference plan (Winograd and direct kernels chosen by shape; at batch 1
+    # the output channels split across threads, their weight transforms cached per thread);
+    # the eval-mode layers run one by one: the same bits, on 1 and 2 threads; and weights
+    # changed in place give a copy's bits in the next predict (no stale transform)
+    import copy
+    layers, (C, H, W) = net
+    model = fnn.Sequential(*layers)
+    rng = np.random.default_rng(seed)
+    if trained:  # (BatchNorm's running statistics away from 0 and 1)
+        model.fit(rng.standard_normal((8, C, H, W)).astype(np.float32), rng.integers(0, 3, 8),
+                  loss=fnn.CrossEntropyLoss(), optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=1,
+                  batch_size=4, verbose=0)
+    model.eval()
+    X = rng.standard_normal((batch, C, H, W)).astype(np.float32)
+    threads = fnn.get_num_threads()
+    try:
+        for nt in (1, 2):
+            fnn.set_num_threads(nt)
+            want = np.asarray(model(X))
+            assert np.array_equal(model.predict(X, batch_size=batch), want, equal_nan=True), (nt, model)
+            rows = [np.asarray(model(X[i:i + 1])) for i in range(batch)]
+            assert all(np.array_equal(model.predict(X[i:i + 1]), rows[i], equal_nan=True) for i in range(batch))
+        for p in model.parameters():
+            p.data[...] *= 0.5
+        fresh = copy.deepcopy(model)  # (its weights elsewhere: nothing cached for them)
+        assert np.array_equal(model.predict(X[:1]), fresh.predict(X[:1]), equal_nan=True), model
+    finally:
+        fnn.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------- model files

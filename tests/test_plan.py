@@ -430,6 +430,24 @@ def test_plan_winograd_convolutions_give_the_layers_bits(name):
     fit_both(build, OPTS["adam"], X[:6], y[:6], epochs=1, batch_size=1)
 
 
+@pytest.mark.parametrize("bias", [-0.2, 0.2])
+def test_a_fused_relus_mask_counts_in_the_density_that_picks_the_kernels(bias):
+    # conv2d_backward picks the weight gradient's kernel by the density of the output gradient
+    # (at most half nonzero: the sparse kernel, the direct sum's bits; else Winograd's own
+    # rounding). The plan's Conv2d+ReLU counted the gradient before ReLU's mask, the layers
+    # after it: with most outputs negative (bias -0.2) the plan took Winograd, the layers the
+    # sparse kernel, and the weights differed in the last bit (found by fuzz/run.py)
+    X, y = images(size=12)
+
+    def build():
+        fnn.manual_seed(0)
+        m = fnn.Sequential(fnn.Conv2d(1, 16, 3, padding=1), fnn.ReLU(), fnn.Conv2d(16, 32, 3, padding=1), fnn.ReLU(),
+                           fnn.Flatten(), fnn.Linear(32 * 144, 4))
+        m[2].bias.data[...] = bias
+        return m
+    fit_both(build, OPTS["sgd"], X, y, epochs=1, batch_size=16)
+
+
 @pytest.mark.parametrize("threads", [1, 2])
 def test_predict_of_one_image_follows_weights_changed_in_place(threads):
     # At batch 1 each thread keeps the Winograd transform of its half of a convolution's

@@ -364,12 +364,17 @@ void over_items(idx n, F f) {
 constexpr double kSparseMaxDensity = 0.5;
 double g_sparse_max_density = kSparseMaxDensity;
 
-// Nonzero values in v[0, n) (a NaN counts); a count, the same at any width
+// Nonzero values in v[0, n) (a NaN counts); a count, the same at any width. With y (a fused
+// ReLU's output), of v·relu_grad(y): the gradient the layers' separate ReLU hands the
+// convolution, so the plan and the layers pick the same kernels (and bits) by its density.
 template <class T>
 FASTNN_ELEMENTWISE_CLONES
-idx count_nonzero(const T* v, idx n) {
+idx count_nonzero(const T* v, idx n, const T* y = nullptr) {
   idx nonzero = 0;
-  for (idx i = 0; i < n; ++i) nonzero += v[i] != T(0);
+  if (y)
+    for (idx i = 0; i < n; ++i) nonzero += v[i] * relu_grad(y[i]) != T(0);
+  else
+    for (idx i = 0; i < n; ++i) nonzero += v[i] != T(0);
   return nonzero;
 }
 
@@ -1124,7 +1129,9 @@ void conv2d_backward(T* dx, T* dweight, T* dbias, const T* dout, const T* x, con
     T* pb = partial_b.data() + c * s.OC;
     const idx n0 = c * kChunk, nn = std::min(s.N, n0 + kChunk) - n0;
     const double nonzero = (sparse_ok && g_sparse_max_density >= 0) || sparse_dx_ok || wino_dx_ok
-                               ? (double)(src ? src->nonzeros(n0, nn) : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P)) /
+                               ? (double)(src ? src->nonzeros(n0, nn)
+                                           : count_nonzero(dout + n0 * s.OC * P, nn * s.OC * P,
+                                                           act == Act::ReLU && y ? y + n0 * s.OC * P : nullptr)) /
                                      (double)std::max<idx>(1, nn * s.OC * P)
                                : 1.0;
     const bool sparse = sparse_ok && g_sparse_max_density >= 0 && nonzero <= g_sparse_max_density &&
