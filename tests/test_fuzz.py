@@ -73,13 +73,20 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
 @st.composite
 def small_cnns(draw):
     """(layers, input shape): up to four image layers drawn with their arguments (strides,
-    padding, dilation, groups, pools with padding, BatchNorm, a residual block), kept where the
-    image stays at least 1×1, then Flatten and a Linear to 3 classes."""
+    padding, dilation, groups, pools with padding, BatchNorm, a residual block, a conv-BN-ReLU-pool
+    stage), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes."""
     C, H, W = draw(st.sampled_from([1, 3, 16, 32])), draw(st.integers(2, 14)), draw(st.integers(2, 14))
     layers, ch = [], C
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual"]))
-        if kind == "conv":
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual", "stage"]))
+        if kind == "stage":  # what image nets stack, for the plan's fused ops: 3 × 3 "same"
+            # convolution (channels in 16s: Winograd), BatchNorm or not, ReLU, a 2 × 2 max pool or not
+            out = draw(st.sampled_from([16, 32, 48, 64]))
+            layer = fnn.Sequential(fnn.Conv2d(ch, out, 3, padding=1, bias=draw(st.booleans())),
+                                   *([fnn.BatchNorm2d(out)] if draw(st.booleans()) else []), fnn.ReLU(),
+                                   *([fnn.MaxPool2d(2)] if draw(st.booleans()) else []))
+            ch = out
+        elif kind == "conv":
             groups = draw(st.sampled_from([1, ch]))
             out = groups * draw(st.integers(1, 3)) if groups > 1 else draw(st.sampled_from([1, 4, 16, 32]))
             # (3 × 3 half the time: with channels in 16s, the Winograd kernels)
