@@ -72,18 +72,20 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
 
 @st.composite
 def small_cnns(draw):
-    """(layers, input shape): up to four image layers drawn with their arguments (strides,
+    """Up to four image layers drawn with their arguments (strides,
     padding, dilation, groups, pools with padding, BatchNorm, a residual block, a conv-BN-ReLU-pool
-    stage), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes."""
+    stage), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes;
+    float32, or float64 a quarter of the time. Returns (layers, (C, H, W), dtype)."""
     C, H, W = draw(st.sampled_from([1, 3, 16, 32])), draw(st.integers(2, 14)), draw(st.integers(2, 14))
+    dt = draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64]))  # (float64: no Winograd)
     layers, ch = [], C
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual", "stage"]))
         if kind == "stage":  # what image nets stack, for the plan's fused ops: 3 × 3 "same"
             # convolution (channels in 16s: Winograd), BatchNorm or not, ReLU, a 2 × 2 max pool or not
             out = draw(st.sampled_from([16, 32, 48, 64]))
-            layer = fnn.Sequential(fnn.Conv2d(ch, out, 3, padding=1, bias=draw(st.booleans())),
-                                   *([fnn.BatchNorm2d(out)] if draw(st.booleans()) else []), fnn.ReLU(),
+            layer = fnn.Sequential(fnn.Conv2d(ch, out, 3, padding=1, bias=draw(st.booleans()), dtype=dt),
+                                   *([fnn.BatchNorm2d(out, dtype=dt)] if draw(st.booleans()) else []), fnn.ReLU(),
                                    *([fnn.MaxPool2d(2)] if draw(st.booleans()) else []))
             ch = out
         elif kind == "conv":
@@ -92,31 +94,33 @@ def small_cnns(draw):
             # (3 × 3 half the time: with channels in 16s, the Winograd kernels)
             kernel = draw(st.one_of(st.just((3, 3)), st.tuples(st.integers(1, 4), st.integers(1, 4))))
             if draw(st.booleans()):
-                layer = fnn.Conv2d(ch, out, kernel, padding="same", groups=groups, bias=draw(st.booleans()))
+                layer = fnn.Conv2d(ch, out, kernel, padding="same", groups=groups, bias=draw(st.booleans()),
+                                   dtype=dt)
             else:
                 layer = fnn.Conv2d(ch, out, kernel, stride=draw(st.integers(1, 3)), padding=draw(st.integers(0, 2)),
-                                   dilation=draw(st.integers(1, 2)), groups=groups, bias=draw(st.booleans()))
+                                   dilation=draw(st.integers(1, 2)), groups=groups, bias=draw(st.booleans()), dtype=dt)
             ch = out
         elif kind in ("maxpool", "avgpool"):
             k = draw(st.integers(1, 3))
             layer = (fnn.MaxPool2d if kind == "maxpool" else fnn.AvgPool2d)(k, draw(st.integers(1, 3)),
                                                                           draw(st.integers(0, k // 2)))
         elif kind == "bn":
-            layer = fnn.BatchNorm2d(ch)
+            layer = fnn.BatchNorm2d(ch, dtype=dt)
         elif kind == "relu":
             layer = fnn.ReLU()
         else:
-            layer = fnn.Residual(fnn.Sequential(fnn.Conv2d(ch, ch, 3, padding=1), fnn.BatchNorm2d(ch), fnn.ReLU()))
+            layer = fnn.Residual(fnn.Sequential(fnn.Conv2d(ch, ch, 3, padding=1, dtype=dt),
+                                                fnn.BatchNorm2d(ch, dtype=dt), fnn.ReLU()))
         try:
             with fnn.use_backend("numpy"):
-                shape = fnn.Sequential(*layers, layer)(np.zeros((1, C, H, W), np.float32)).shape
+                shape = fnn.Sequential(*layers, layer)(np.zeros((1, C, H, W), dt)).shape
         except ValueError:  # (the image got too small for it)
             break
         layers.append(layer)
     assume(layers)
     with fnn.use_backend("numpy"):
-        shape = fnn.Sequential(*layers)(np.zeros((1, C, H, W), np.float32)).shape
-    return [*layers, fnn.Flatten(), fnn.Linear(int(np.prod(shape[1:])), 3)], (C, H, W)
+        shape = fnn.Sequential(*layers)(np.zeros((1, C, H, W), dt)).shape
+    return [*layers, fnn.Flatten(), fnn.Linear(int(np.prod(shape[1:])), 3, dtype=dt)], (C, H, W), dt
 
 
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
@@ -125,11 +129,11 @@ def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, see
     # fit runs the compiled plan (fused ops, chunks, its own buffers); the manual loop calls the
     # layers one by one: the same weights and BatchNorm buffers after two steps, bit for bit
     import copy
-    layers, (C, H, W) = net
+    layers, (C, H, W), dt = net
     model = fnn.Sequential(*layers)
     twin = copy.deepcopy(model)
     rng = np.random.default_rng(seed)
-    X = rng.standard_normal((2 * batch, C, H, W)).astype(np.float32)
+    X = rng.standard_normal((2 * batch, C, H, W)).astype(dt)
     y = rng.integers(0, 3, 2 * batch)
 
     def opt(m):
@@ -156,15 +160,15 @@ def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, 
     # the eval-mode layers run one by one: the same bits, on 1 and 2 threads; and weights
     # changed in place give a copy's bits in the next predict (no stale transform)
     import copy
-    layers, (C, H, W) = net
+    layers, (C, H, W), dt = net
     model = fnn.Sequential(*layers)
     rng = np.random.default_rng(seed)
     if trained:  # (BatchNorm's running statistics away from 0 and 1)
-        model.fit(rng.standard_normal((8, C, H, W)).astype(np.float32), rng.integers(0, 3, 8),
+        model.fit(rng.standard_normal((8, C, H, W)).astype(dt), rng.integers(0, 3, 8),
                   loss=fnn.CrossEntropyLoss(), optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=1,
                   batch_size=4, verbose=0)
     model.eval()
-    X = rng.standard_normal((batch, C, H, W)).astype(np.float32)
+    X = rng.standard_normal((batch, C, H, W)).astype(dt)
     threads = fnn.get_num_threads()
     try:
         for nt in (1, 2):
