@@ -74,13 +74,14 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
 def small_cnns(draw):
     """Up to four image layers drawn with their arguments (strides,
     padding, dilation, groups, pools with padding, BatchNorm, a residual block, a conv-BN-ReLU-pool
-    stage), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes;
+    stage, Dropout), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes;
     float32, or float64 a quarter of the time. Returns (layers, (C, H, W), dtype)."""
     C, H, W = draw(st.sampled_from([1, 3, 16, 32])), draw(st.integers(2, 14)), draw(st.integers(2, 14))
     dt = draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64]))  # (float64: no Winograd)
     layers, ch = [], C
     for _ in range(draw(st.integers(1, 4))):
-        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual", "stage"]))
+        kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual", "stage",
+                                     "dropout"]))
         if kind == "stage":  # what image nets stack, for the plan's fused ops: 3 × 3 "same"
             # convolution (channels in 16s: Winograd), BatchNorm or not, ReLU, a 2 × 2 max pool or not
             out = draw(st.sampled_from([16, 32, 48, 64]))
@@ -108,6 +109,8 @@ def small_cnns(draw):
             layer = fnn.BatchNorm2d(ch, dtype=dt)
         elif kind == "relu":
             layer = fnn.ReLU()
+        elif kind == "dropout":
+            layer = fnn.Dropout(draw(st.sampled_from([0.25, 0.5])))
         else:
             layer = fnn.Residual(fnn.Sequential(fnn.Conv2d(ch, ch, 3, padding=1, dtype=dt),
                                                 fnn.BatchNorm2d(ch, dtype=dt), fnn.ReLU()))
@@ -124,22 +127,32 @@ def small_cnns(draw):
 
 
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
-@given(net=small_cnns(), batch=st.integers(2, 5), adam=st.booleans(), seed=st.integers(0, 2**16))
+@given(net=small_cnns(), batch=st.sampled_from([2, 3, 4, 5, 9, 17]), adam=st.booleans(), seed=st.integers(0, 2**16))
 def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, seed):
-    # fit runs the compiled plan (fused ops, chunks, its own buffers); the manual loop calls the
-    # layers one by one: the same weights and BatchNorm buffers after two steps, bit for bit
+    # fit runs the compiled plan (fused ops, chunks of 8 samples summed in order, its own
+    # buffers); the manual loop calls the layers one by one: the same weights and BatchNorm
+    # buffers after two steps, bit for bit; and fit on one thread as on two
     import copy
     layers, (C, H, W), dt = net
     model = fnn.Sequential(*layers)
-    twin = copy.deepcopy(model)
+    twin, single = copy.deepcopy(model), copy.deepcopy(model)
     rng = np.random.default_rng(seed)
     X = rng.standard_normal((2 * batch, C, H, W)).astype(dt)
     y = rng.integers(0, 3, 2 * batch)
 
     def opt(m):
         return fnn.Adam(m.parameters(), lr=1e-2) if adam else fnn.SGD(m.parameters(), lr=0.05, momentum=0.9)
-    model.fit(X, y, loss=fnn.CrossEntropyLoss(), optimizer=opt(model), epochs=1, batch_size=batch, shuffle=False,
-              verbose=0)
+    fit = dict(loss=fnn.CrossEntropyLoss(), epochs=1, batch_size=batch, shuffle=False, verbose=0)
+    fnn.manual_seed(seed)  # (Dropout's masks: the same draws in each run)
+    model.fit(X, y, optimizer=opt(model), **fit)
+    threads = fnn.get_num_threads()
+    try:
+        fnn.set_num_threads(1)
+        fnn.manual_seed(seed)
+        single.fit(X, y, optimizer=opt(single), **fit)
+    finally:
+        fnn.set_num_threads(threads)
+    fnn.manual_seed(seed)
     o, loss = opt(twin), fnn.CrossEntropyLoss()
     twin.train()
     for s in (0, batch):
@@ -147,13 +160,15 @@ def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, see
         o.zero_grad()
         twin.backward(loss.backward())
         o.step()
-    got, want = model.state_dict(), twin.state_dict()
+    got, want, one = model.state_dict(), twin.state_dict(), single.state_dict()
     for key in want:
         assert np.array_equal(np.asarray(got[key]), np.asarray(want[key])), (key, model)
+        assert np.array_equal(np.asarray(one[key]), np.asarray(want[key])), (key, "1 thread", model)
 
 
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
-@given(net=small_cnns(), batch=st.sampled_from([1, 2, 3, 7]), trained=st.booleans(), seed=st.integers(0, 2**16))
+@given(net=small_cnns(), batch=st.sampled_from([1, 2, 3, 7, 9, 17]), trained=st.booleans(),
+       seed=st.integers(0, 2**16))
 def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, batch, trained, seed):
     # predict runs the inference plan (Winograd and direct kernels chosen by shape; at batch 1
     # the output channels split across threads, their weight transforms cached per thread);
