@@ -200,6 +200,15 @@ def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, 
         fnn.set_num_threads(threads)
 
 
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
+@given(seed=st.integers(0, 2**32 - 1))
+def test_random_mlps_train_by_fit_to_the_layers_bits(seed):
+    # test_plan's random MLPs (activations, Dropout, BatchNorm1d, residual blocks; three losses,
+    # every optimizer, any batch size, float32 and float64) from many more seeds
+    from test_plan import check_random_model
+    check_random_model(seed)
+
+
 # ---------------------------------------------------------------- model files
 
 

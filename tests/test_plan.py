@@ -737,7 +737,8 @@ def test_copies_and_pickles_own_their_buffers_and_plans():
 
 
 # ---------------------------------------------------------------- random models, bit for bit
-def random_model(rng, d, k, dtype):
+def random_model(rng, d, k, dtype, batchnorm=True):
+    """batchnorm=False: a BatchNorm1d drawn becomes an Identity (training batches of one sample)."""
     layers, width = [], d
     if rng.random() < 0.3:
         layers.append(fnn.Dropout(float(rng.choice([0.1, 0.5]))))
@@ -746,8 +747,10 @@ def random_model(rng, d, k, dtype):
         layers.append(fnn.Linear(width, out, bias=bool(rng.random() < 0.8), dtype=dtype))
         width = out
         for _ in range(int(rng.integers(0, 3))):
-            kind = rng.integers(0, 9)
-            if kind == 7:    # a residual block keeping the width
+            kind = rng.integers(0, 10)
+            if kind == 9:
+                layers.append(fnn.BatchNorm1d(width, dtype=dtype) if batchnorm else fnn.Identity())
+            elif kind == 7:  # a residual block keeping the width
                 layers.append(fnn.Residual(fnn.Sequential(fnn.Linear(width, width, dtype=dtype), fnn.Tanh())))
             elif kind == 8:  # one changing it, through a shortcut with a Dropout
                 out = int(rng.integers(1, 24))
@@ -763,6 +766,12 @@ def random_model(rng, d, k, dtype):
 
 @pytest.mark.parametrize("seed", range(40))
 def test_random_models_plan_equals_layers(seed):
+    check_random_model(seed)
+
+
+def check_random_model(seed):
+    """A random MLP (random_model), loss, optimizer and batch size from the seed: fit through
+    the plan and through the layers give the same bits, and so do predict and forward."""
     rng = np.random.default_rng(seed)
     dtype = [np.float32, np.float64][seed % 2]
     n, d, k = int(rng.integers(1, 90)), int(rng.integers(1, 20)), int(rng.integers(1, 6))
@@ -775,7 +784,8 @@ def test_random_models_plan_equals_layers(seed):
 
     def build():
         fnn.manual_seed(arch_seed)
-        return random_model(np.random.default_rng(arch_seed), d, k, dtype)
+        return random_model(np.random.default_rng(arch_seed), d, k, dtype,
+                            batchnorm=min(n, batch_size) > 1 and n % batch_size != 1)
     (m, _, _), _ = fit_both(build, OPTS[opt_name], X, y, loss=loss, epochs=2, batch_size=batch_size,
                             shuffle=bool(seed % 4))
     m.eval()
