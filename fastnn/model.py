@@ -162,6 +162,16 @@ class Sequential(Model):
     def children(self) -> list:
         return [(str(i), layer) for i, layer in enumerate(self.layers)]
 
+    def smallest_batch(self, sample_shape: tuple | None = None) -> int:
+        need = 1
+        for layer in self.layers:  # each layer asked with the shape reaching it
+            need = max(need, layer.smallest_batch(sample_shape))
+            try:
+                sample_shape = None if sample_shape is None else tuple(layer.output_shape((None, *sample_shape))[1:])
+            except ValueError:  # (a shape the layer refuses: fit says so when it runs it)
+                sample_shape = None
+        return need
+
     def forward(self, x):
         self._plan_output = False
         for layer in self.layers:

@@ -293,10 +293,11 @@ def fit(model, X, y, loss="cross_entropy", optimizer="sgd", epochs: int = 1, bat
     steps = -(-n // batch_size)
     model.train()
     smallest = min(batch_size, n - (steps - 1) * batch_size)
-    if smallest < model.smallest_batch():
+    need = model.smallest_batch(X.shape[1:])
+    if smallest < need:
         raise ValueError(f"fit: the last batch of {n} samples at batch_size={batch_size} holds {smallest}, and the "
-                         f"model needs at least {model.smallest_batch()} per training batch (BatchNorm1d computes "
-                         "statistics over the batch); choose a batch_size that leaves more over, or drop samples")
+                         f"model needs at least {need} per training batch (a BatchNorm needs more than one value "
+                         "per channel); choose a batch_size that leaves more over, or drop samples")
     watches_batches = any(type(cb).on_batch_end is not Callback.on_batch_end for cb in cbs)
     model.stop_training = False
     runner = None
@@ -380,7 +381,7 @@ def _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards):
     if shards < dist.size():
         raise ValueError(f"fit: shards={shards} is fewer than the {dist.size()} ranks; every rank needs a shard of "
                          f"each batch: pass shards={dist.size()} or more (the same number on every run)")
-    need = model.smallest_batch()
+    need = model.smallest_batch(X.shape[1:])
     for rows, which in ((min(batch_size, len(X)), "a batch"), (len(X) % batch_size, "the last batch")):
         sizes = [b - a for a, b in (dist.shard_rows(rows, shards, s) for s in range(shards))]
         smallest = min([n for n in sizes if n > 0] or [need])
@@ -389,9 +390,8 @@ def _distributed_checks(model, loss_fn, opt, X, y, batch_size, shards):
                    f"choose a batch_size that leaves at least {need * shards} samples in the last batch, or drop "
                    "samples")
             raise ValueError(f"fit: {which} of {rows} samples cut into shards={shards} leaves shards of {smallest}, "
-                             "and "
-                             f"the model needs at least {need} per shard (BatchNorm1d computes statistics over it); "
-                             f"{fix}, or use fewer shards")
+                             f"and the model needs at least {need} per shard (a BatchNorm needs more than one value "
+                             f"per channel); {fix}, or use fewer shards")
     if plan.training(model, loss_fn, opt, X, y, None) is None:
         raise ValueError("fit: distributed training runs the compiled plan (the 'cpp' backend, fastnn's own layers, "
                          "losses and optimizers, C-contiguous data); this model, loss or optimizer has none")

@@ -420,6 +420,28 @@ def test_image_layers_name_bad_shapes_and_the_fix():
         np.testing.assert_array_equal(model.state_dict()[k], v)
 
 
+def test_fit_counts_values_per_channel_for_batchnorms_smallest_batch():
+    # A BatchNorm2d of 1×1 images (after a 4×4 convolution of 4×4 images, or global pooling in
+    # a residual branch) holds one value per channel per sample, as BatchNorm1d of (N, C): the
+    # layer refuses one sample in training, as PyTorch, but fit's plan trained on it silently
+    # (the running variance decayed by 0.9 a step)
+    X, y = np.random.default_rng(0).standard_normal((3, 1, 4, 4)).astype(np.float32), np.array([0, 1, 0])
+    for model in (fnn.Sequential(fnn.Conv2d(1, 2, 4), fnn.BatchNorm2d(2), fnn.ReLU(), fnn.Flatten(), fnn.Linear(2, 2)),
+                  fnn.Sequential(fnn.Conv2d(1, 2, 3), fnn.Residual(fnn.Sequential(fnn.AdaptiveAvgPool2d(1),
+                                                                                  fnn.BatchNorm2d(2)),
+                                                                   fnn.AdaptiveAvgPool2d(1)),
+                                 fnn.Flatten(), fnn.Linear(2, 2))):
+        before = model.state_dict()
+        with pytest.raises(ValueError, match="holds 1, and the model needs at least 2 per training batch"):
+            model.fit(X, y, batch_size=2, verbose=0)
+        for k, v in before.items():
+            np.testing.assert_array_equal(model.state_dict()[k], v)
+    # more than one value per channel in a sample: batches of one are fine, as in PyTorch
+    fnn.Sequential(fnn.Conv2d(1, 2, 3), fnn.BatchNorm2d(2), fnn.Flatten(), fnn.Linear(8, 2)).fit(
+        X, y, batch_size=1, verbose=0)
+    fnn.Sequential(fnn.BatchNorm1d(1), fnn.Flatten(), fnn.Linear(4, 2)).fit(X[:, :, 0], y, batch_size=1, verbose=0)
+
+
 def test_conv_layers_shapes_and_pytorch_init():
     fnn.manual_seed(0)
     conv = fnn.Conv2d(4, 8, (3, 5), groups=2)

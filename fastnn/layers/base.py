@@ -178,9 +178,12 @@ class Layer:
             if child is not None:
                 yield from child.modules()
 
-    def smallest_batch(self) -> int:
-        """The fewest samples a training batch may hold (BatchNorm1d needs 2), over this layer
-        and the layers it holds; fit checks its batches against it before the first step."""
+    def smallest_batch(self, sample_shape: tuple | None = None) -> int:
+        """The fewest samples a training batch may hold, over this layer and the layers it holds,
+        for samples of sample_shape (without the batch dimension) when given: a BatchNorm needs
+        two values per channel, so two samples where one holds a single value per channel. fit
+        checks its batches against it before the first step. (Here the shape reaching the layers
+        held is not known: they are asked without it; Sequential and Residual pass it on.)"""
         return max([1] + [c.smallest_batch() for _, c in self.children() if c is not None])
 
     def named_parameters(self, prefix: str = ""):

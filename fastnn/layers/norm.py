@@ -95,6 +95,15 @@ class _BatchNorm(Layer):
     def summary_label(self) -> str:
         return f"{type(self).__name__}({self.num_features})"
 
+    def smallest_batch(self, sample_shape: tuple | None = None) -> int:
+        # training takes more than one value per channel, as PyTorch: two samples of (C,) or of
+        # 1×1 images; of an unknown shape, BatchNorm1d assumes (C,)
+        if not self.training:
+            return 1
+        if sample_shape is None:
+            return 2 if isinstance(self, BatchNorm1d) else 1
+        return 2 if int(np.prod(sample_shape[1:], dtype=np.int64)) == 1 else 1
+
     def extra_repr(self) -> str:
         return f"{self.num_features}, eps={self.eps}, momentum={self.momentum}"
 
@@ -115,9 +124,6 @@ class BatchNorm1d(_BatchNorm):
     """
     ndims = (2, 3)
     expect = "(N, C) or (N, C, L)"
-
-    def smallest_batch(self) -> int:
-        return 2 if self.training else 1   # one sample of (N, C) is one value per channel
 
 
 @register

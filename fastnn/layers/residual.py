@@ -65,6 +65,11 @@ class Residual(Layer):
     def children(self) -> list:
         return [("block", self.block), ("shortcut", self.shortcut)]
 
+    def smallest_batch(self, sample_shape: tuple | None = None) -> int:
+        # (both branches read the block's input)
+        return max(self.block.smallest_batch(sample_shape),
+                   self.shortcut.smallest_batch(sample_shape) if self.shortcut is not None else 1)
+
     def forward(self, x):
         x = float_input(x, "Residual")
         a = self.block.forward(x)
