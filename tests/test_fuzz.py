@@ -74,14 +74,14 @@ def test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse(arg):
 def small_cnns(draw):
     """Up to four image layers drawn with their arguments (strides,
     padding, dilation, groups, pools with padding, BatchNorm, a residual block, a conv-BN-ReLU-pool
-    stage, Dropout), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes;
+    stage, Dropout, other activations), kept where the image stays at least 1×1, then Flatten and a Linear to 3 classes;
     float32, or float64 a quarter of the time. Returns (layers, (C, H, W), dtype)."""
     C, H, W = draw(st.sampled_from([1, 3, 16, 32])), draw(st.integers(2, 14)), draw(st.integers(2, 14))
     dt = draw(st.sampled_from([np.float32, np.float32, np.float32, np.float64]))  # (float64: no Winograd)
     layers, ch = [], C
     for _ in range(draw(st.integers(1, 4))):
         kind = draw(st.sampled_from(["conv", "conv", "maxpool", "avgpool", "bn", "relu", "residual", "stage",
-                                     "dropout"]))
+                                     "dropout", "activation"]))
         if kind == "stage":  # what image nets stack, for the plan's fused ops: 3 × 3 "same"
             # convolution (channels in 16s: Winograd), BatchNorm or not, ReLU, a 2 × 2 max pool or not
             out = draw(st.sampled_from([16, 32, 48, 64]))
@@ -111,6 +111,8 @@ def small_cnns(draw):
             layer = fnn.ReLU()
         elif kind == "dropout":
             layer = fnn.Dropout(draw(st.sampled_from([0.25, 0.5])))
+        elif kind == "activation":  # (a max pool after LeakyReLU or GELU runs inside it)
+            layer = draw(st.sampled_from([fnn.LeakyReLU(0.1), fnn.GELU(), fnn.Tanh(), fnn.Sigmoid()]))
         else:
             layer = fnn.Residual(fnn.Sequential(fnn.Conv2d(ch, ch, 3, padding=1, dtype=dt),
                                                 fnn.BatchNorm2d(ch, dtype=dt), fnn.ReLU()))
@@ -126,17 +128,32 @@ def small_cnns(draw):
     return [*layers, fnn.Flatten(), fnn.Linear(int(np.prod(shape[1:])), 3, dtype=dt)], (C, H, W), dt
 
 
+def poison_weights(model, rng, poison):
+    """Where poison is not None, that value (NaN or ±inf) in a random parameter at a random
+    place (fit and predict refuse a non-finite X; a weight can diverge): the kernels pick paths
+    by finiteness (the vector input-gradient kernels and the sparse ones need finite weights)."""
+    params = [p for p in model.parameters() if p.data.size]
+    if poison is not None and params:
+        p = params[rng.integers(0, len(params))]
+        p.data.reshape(-1)[rng.integers(0, p.data.size)] = poison
+
+
+POISON = st.sampled_from([None] * 6 + [np.nan, np.inf, -np.inf])
+
+
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
-@given(net=small_cnns(), batch=st.sampled_from([2, 3, 4, 5, 9, 17]), adam=st.booleans(), seed=st.integers(0, 2**16))
-def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, seed):
+@given(net=small_cnns(), batch=st.sampled_from([2, 3, 4, 5, 9, 17]), adam=st.booleans(), seed=st.integers(0, 2**16),
+       poison=POISON)
+def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, seed, poison):
     # fit runs the compiled plan (fused ops, chunks of 8 samples summed in order, its own
     # buffers); the manual loop calls the layers one by one: the same weights and BatchNorm
-    # buffers after two steps, bit for bit; and fit on one thread as on two
+    # buffers after two steps, bit for bit (NaN where NaN); and fit on one thread as on two
     import copy
     layers, (C, H, W), dt = net
     model = fnn.Sequential(*layers)
-    twin, single = copy.deepcopy(model), copy.deepcopy(model)
     rng = np.random.default_rng(seed)
+    poison_weights(model, rng, poison)
+    twin, single = copy.deepcopy(model), copy.deepcopy(model)
     X = rng.standard_normal((2 * batch, C, H, W)).astype(dt)
     y = rng.integers(0, 3, 2 * batch)
 
@@ -162,14 +179,14 @@ def test_random_cnns_train_by_fit_to_the_manual_loops_bits(net, batch, adam, see
         o.step()
     got, want, one = model.state_dict(), twin.state_dict(), single.state_dict()
     for key in want:
-        assert np.array_equal(np.asarray(got[key]), np.asarray(want[key])), (key, model)
-        assert np.array_equal(np.asarray(one[key]), np.asarray(want[key])), (key, "1 thread", model)
+        assert np.array_equal(np.asarray(got[key]), np.asarray(want[key]), equal_nan=True), (key, model)
+        assert np.array_equal(np.asarray(one[key]), np.asarray(want[key]), equal_nan=True), (key, "1 thread", model)
 
 
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
 @given(net=small_cnns(), batch=st.sampled_from([1, 2, 3, 7, 9, 17]), trained=st.booleans(),
-       seed=st.integers(0, 2**16))
-def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, batch, trained, seed):
+       seed=st.integers(0, 2**16), poison=POISON)
+def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, batch, trained, seed, poison):
     # predict runs the inference plan (Winograd and direct kernels chosen by shape; at batch 1
     # the output channels split across threads, their weight transforms cached per thread);
     # the eval-mode layers run one by one: the same bits, on 1 and 2 threads; and weights
@@ -183,6 +200,7 @@ def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, 
                   loss=fnn.CrossEntropyLoss(), optimizer=fnn.Adam(model.parameters(), lr=1e-2), epochs=1,
                   batch_size=4, verbose=0)
     model.eval()
+    poison_weights(model, rng, poison)
     X = rng.standard_normal((batch, C, H, W)).astype(dt)
     threads = fnn.get_num_threads()
     try:
