@@ -8,7 +8,8 @@ Targets: kernels (C++ against the NumPy twin over drawn shapes, dtypes, layouts 
 files (byte- and header-mutated model files, fastnn's and safetensors), idx (mutated IDX files), calls (bad fit/predict
 calls), cnns (small random CNNs trained by fit against the manual loop, and predicting against
 the eval-mode layers, bit for bit; a quarter of the examples each), mlps (test_plan's random
-MLPs, losses and optimizers through fit against the layers; a quarter of the examples). A failure prints the smallest failing example Hypothesis found; it is also kept in
+MLPs, losses and optimizers through fit against the layers; a quarter of the examples), torch
+(small random CNNs against a PyTorch twin: forward, gradients, running statistics; a quarter). A failure prints the smallest failing example Hypothesis found; it is also kept in
 .hypothesis/ and replayed first by the next run. Run it with the package installed (pip
 install -e ".[test]"); under the sanitizer build it checks memory safety too (see .ci/run).
 """
@@ -26,8 +27,9 @@ TARGETS = {
     "files": "files_load_or_raise_format_error",
     "idx": "test_mutated_idx_files_read_or_raise_value_error",
     "calls": "test_bad_fit_and_predict_calls_raise_clearly_and_change_nothing",
-    "cnns": "test_random_cnns_",  # (trained by fit, and predict, against the layers)
+    "cnns": "test_random_cnns_train or test_random_cnns_predict",
     "mlps": "test_random_mlps_train_by_fit_to_the_layers_bits",
+    "torch": "test_random_cnns_match_pytorch",
 }
 
 
