@@ -21,7 +21,7 @@ import subprocess
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-TESTS = os.path.join(HERE, "..", "tests", "test_fuzz.py")
+TESTS = [os.path.join(HERE, "..", "tests", name) for name in ("test_fuzz.py", "test_torch_parity.py")]
 TARGETS = {
     "kernels": "test_fuzzed_kernel_calls_agree_with_the_twin_or_both_refuse",
     "files": "files_load_or_raise_format_error",
@@ -40,10 +40,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     chosen = args.target or sorted(TARGETS)
     env = {**os.environ, "FASTNN_FUZZ_EXAMPLES": str(args.examples)}
-    cmd = [sys.executable, "-m", "pytest", TESTS, "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics",
+    cmd = [sys.executable, "-m", "pytest", *TESTS, "-q", "-p", "no:cacheprovider", "--hypothesis-show-statistics",
            "-k", " or ".join(TARGETS[t] for t in chosen)]
     # from a neutral directory: from the repository root `import fastnn` would find the sources
-    return subprocess.call(cmd, env=env, cwd=os.path.dirname(TESTS))
+    return subprocess.call(cmd, env=env, cwd=os.path.dirname(TESTS[0]))
 
 
 if __name__ == "__main__":

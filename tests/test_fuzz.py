@@ -2,7 +2,8 @@
 values), small random CNNs, mutated model and IDX files, and bad fit/predict calls. The
 properties: C++ and the NumPy twin agree or raise the same error; fit (the compiled plan)
 trains a CNN to the manual layer-by-layer loop's bits, and predict gives the eval-mode layers'
-bits at any batch size and thread count; CNNs agree with a PyTorch twin; a damaged file loads or raises
+bits at any batch size and thread count (and, in test_torch_parity.py, a PyTorch twin's
+values); a damaged file loads or raises
 FormatError; a bad call raises TypeError/ValueError and leaves the model as it was. Never a
 crash or a hang.
 
@@ -218,78 +219,6 @@ def test_random_cnns_predict_the_layers_bits_at_any_batch_and_thread_count(net, 
         assert np.array_equal(model.predict(X[:1]), fresh.predict(X[:1]), equal_nan=True), model
     finally:
         fnn.set_num_threads(threads)
-
-
-def torch_twin(layer, torch):
-    """The PyTorch module computing what `layer` (a small_cnns layer but Dropout) computes."""
-    nn = torch.nn
-    if isinstance(layer, fnn.Sequential):
-        return nn.Sequential(*[torch_twin(c, torch) for c in layer.layers])
-    if isinstance(layer, fnn.Residual):
-        class Residual(nn.Module):
-            def __init__(self, block, shortcut):
-                super().__init__()
-                self.block, self.shortcut = block, shortcut
-
-            def forward(self, x):
-                return self.block(x) + (self.shortcut(x) if self.shortcut is not None else x)
-        return Residual(torch_twin(layer.block, torch),
-                        torch_twin(layer.shortcut, torch) if layer.shortcut is not None else None)
-    if isinstance(layer, fnn.Conv2d):
-        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
-                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
-                         bias=layer.bias is not None)
-    if isinstance(layer, fnn.Linear):
-        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
-    if isinstance(layer, fnn.BatchNorm2d):
-        return nn.BatchNorm2d(layer.num_features)
-    if isinstance(layer, (fnn.MaxPool2d, fnn.AvgPool2d)):
-        return (nn.MaxPool2d if isinstance(layer, fnn.MaxPool2d) else nn.AvgPool2d)(layer.kernel_size, layer.stride,
-                                                                                    layer.padding)
-    if isinstance(layer, fnn.LeakyReLU):
-        return nn.LeakyReLU(layer.negative_slope)
-    return {fnn.ReLU: nn.ReLU, fnn.GELU: nn.GELU, fnn.Tanh: nn.Tanh, fnn.Sigmoid: nn.Sigmoid, fnn.Flatten: nn.Flatten,
-            fnn.Identity: nn.Identity}[type(layer)]()
-
-
-@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
-@given(net=small_cnns(dtypes=(np.float64,)), batch=st.sampled_from([2, 3, 9]), seed=st.integers(0, 2**16))
-def test_random_cnns_match_pytorch(net, batch, seed):
-    # PyTorch's semantics over drawn architectures (same padding of even kernels, pools with
-    # padding, groups, dilation, residual blocks, BatchNorm's batch and running statistics):
-    # the forward pass in training and eval mode, the input and parameter gradients and the
-    # running statistics agree with a PyTorch twin to 1e-9, both in float64 (in float32, a
-    # max pool's window can hold two values within rounding of each other, and the two
-    # libraries then send the gradient to different ones)
-    import torch
-    layers, (C, H, W), dt = net
-    # (Dropout's masks differ between the libraries; it is compared nowhere here)
-    model = fnn.Sequential(*[fnn.Identity() if isinstance(c, fnn.Dropout) else c for c in layers])
-    twin = torch.nn.Sequential(*[torch_twin(c, torch) for c in model.layers]).double()
-    twin.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in model.state_dict().items()})
-    rng = np.random.default_rng(seed)
-    x = rng.standard_normal((batch, C, H, W))
-    rtol = atol = 1e-9
-
-    def close(got, want, what):
-        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * max(1.0, float(np.abs(want).max(initial=0))),
-                                   err_msg=f"{what} {model}")
-    for train in (True, False):
-        model.train(train), twin.train(train)
-        tx = torch.from_numpy(x.copy()).requires_grad_(True)
-        out = twin(tx)
-        got = model.forward(x.astype(dt))
-        g = rng.standard_normal(out.shape)
-        twin.zero_grad()
-        out.backward(torch.from_numpy(g))
-        model.zero_grad()
-        dx = model.backward(g.astype(dt))
-        close(got, out.detach().numpy(), f"forward, train={train}")
-        close(dx, tx.grad.numpy(), f"input gradient, train={train}")
-        for (k, p), tp in zip(model.named_parameters(), twin.parameters()):
-            close(p.grad, tp.grad.numpy(), f"{k}.grad, train={train}")
-    for k, v in twin.state_dict().items():
-        close(np.asarray(model.state_dict()[k], np.float64), v.numpy(), k)
 
 
 @settings(FUZZ, max_examples=max(10, EXAMPLES // 4))

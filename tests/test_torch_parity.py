@@ -6,8 +6,11 @@ import copy
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 import fastnn as fnn
+from test_fuzz import EXAMPLES, FUZZ, small_cnns
 
 torch = pytest.importorskip("torch")
 
@@ -390,3 +393,71 @@ def test_cnn_twenty_steps_match_pytorch(backend, arch, opt_name):
     rtol, atol = (2e-3, 2e-4) if dtype == np.float32 else (1e-7, 1e-9)
     for k, v in tm.state_dict().items():
         np.testing.assert_allclose(fm.state_dict()[k], v.numpy(), rtol=rtol, atol=atol, err_msg=k)
+
+
+# ---------------------------------------------------------------- random CNNs (Hypothesis)
+# test_fuzz.py's drawn CNNs against a twin built from them; fuzz/run.py --target torch runs
+# this with a large budget
+
+
+def torch_twin(layer):
+    """The PyTorch module computing what `layer` (a small_cnns layer but Dropout) computes."""
+    nn = torch.nn
+    if isinstance(layer, fnn.Sequential):
+        return nn.Sequential(*[torch_twin(c) for c in layer.layers])
+    if isinstance(layer, fnn.Residual):
+        return TorchResidual(torch_twin(layer.block), torch_twin(layer.shortcut) if layer.shortcut is not None else None)
+    if isinstance(layer, fnn.Conv2d):
+        return nn.Conv2d(layer.in_channels, layer.out_channels, layer.kernel_size, stride=layer.stride,
+                         padding=layer.padding, dilation=layer.dilation, groups=layer.groups,
+                         bias=layer.bias is not None)
+    if isinstance(layer, fnn.Linear):
+        return nn.Linear(layer.in_features, layer.out_features, bias=layer.bias is not None)
+    if isinstance(layer, fnn.BatchNorm2d):
+        return nn.BatchNorm2d(layer.num_features)
+    if isinstance(layer, (fnn.MaxPool2d, fnn.AvgPool2d)):
+        return (nn.MaxPool2d if isinstance(layer, fnn.MaxPool2d) else nn.AvgPool2d)(layer.kernel_size, layer.stride,
+                                                                                    layer.padding)
+    if isinstance(layer, fnn.LeakyReLU):
+        return nn.LeakyReLU(layer.negative_slope)
+    return {fnn.ReLU: nn.ReLU, fnn.GELU: nn.GELU, fnn.Tanh: nn.Tanh, fnn.Sigmoid: nn.Sigmoid, fnn.Flatten: nn.Flatten,
+            fnn.Identity: nn.Identity}[type(layer)]()
+
+
+@settings(FUZZ, max_examples=max(10, EXAMPLES // 4))
+@given(net=small_cnns(dtypes=(np.float64,)), batch=st.sampled_from([2, 3, 9]), seed=st.integers(0, 2**16))
+def test_random_cnns_match_pytorch(net, batch, seed):
+    # PyTorch's semantics over drawn architectures (same padding of even kernels, pools with
+    # padding, groups, dilation, residual blocks, BatchNorm's batch and running statistics):
+    # the forward pass in training and eval mode, the input and parameter gradients and the
+    # running statistics agree with a PyTorch twin to 1e-9, both in float64 (in float32, a
+    # max pool's window can hold two values within rounding of each other, and the two
+    # libraries then send the gradient to different ones)
+    layers, (C, H, W), dt = net
+    # (Dropout's masks differ between the libraries; it is compared nowhere here)
+    model = fnn.Sequential(*[fnn.Identity() if isinstance(c, fnn.Dropout) else c for c in layers])
+    twin = torch.nn.Sequential(*[torch_twin(c) for c in model.layers]).double()
+    twin.load_state_dict({k: torch.from_numpy(np.asarray(v, np.float64)) for k, v in model.state_dict().items()})
+    rng = np.random.default_rng(seed)
+    x = rng.standard_normal((batch, C, H, W))
+    rtol = atol = 1e-9
+
+    def close(got, want, what):
+        np.testing.assert_allclose(got, want, rtol=rtol, atol=atol * max(1.0, float(np.abs(want).max(initial=0))),
+                                   err_msg=f"{what} {model}")
+    for train in (True, False):
+        model.train(train), twin.train(train)
+        tx = torch.from_numpy(x.copy()).requires_grad_(True)
+        out = twin(tx)
+        got = model.forward(x.astype(dt))
+        g = rng.standard_normal(out.shape)
+        twin.zero_grad()
+        out.backward(torch.from_numpy(g))
+        model.zero_grad()
+        dx = model.backward(g.astype(dt))
+        close(got, out.detach().numpy(), f"forward, train={train}")
+        close(dx, tx.grad.numpy(), f"input gradient, train={train}")
+        for (k, p), tp in zip(model.named_parameters(), twin.parameters()):
+            close(p.grad, tp.grad.numpy(), f"{k}.grad, train={train}")
+    for k, v in twin.state_dict().items():
+        close(np.asarray(model.state_dict()[k], np.float64), v.numpy(), k)
